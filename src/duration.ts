@@ -1,0 +1,64 @@
+/** A number of milliseconds, or a string with a unit: `'250ms'`, `'30s'`, `'1.5m'`, `'2h'`, `'1d'`. */
+export type Duration = number | `${number}${DurationUnit}` | (string & {});
+export type DurationUnit = 'ms' | 's' | 'm' | 'h' | 'd';
+
+const UNITS: Record<DurationUnit, number> = {
+  ms: 1,
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
+const PATTERN = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)\s*$/;
+
+function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'object' && value !== null) {
+    try {
+      return JSON.stringify(value) ?? String(value);
+    } catch {
+      return Object.prototype.toString.call(value);
+    }
+  }
+  return String(value);
+}
+
+/**
+ * Milliseconds for a `Duration` option, or a `TypeError`/`RangeError` that names the option and
+ * shows the bad value. `forever` admits `Infinity` and `'forever'` (for `wait`).
+ */
+export function toMs(option: string, value: unknown, forever = false): number {
+  if (typeof value === 'number') {
+    if (Number.isNaN(value)) throw new RangeError(`${option} must be a duration, got NaN`);
+    if (value === Number.POSITIVE_INFINITY && forever) return value;
+    if (!Number.isFinite(value)) {
+      throw new RangeError(`${option} must be a finite duration, got ${show(value)}`);
+    }
+    if (value < 0) throw new RangeError(`${option} must not be negative, got ${show(value)}`);
+    return value;
+  }
+  if (typeof value === 'string') {
+    if (forever && value.trim() === 'forever') return Number.POSITIVE_INFINITY;
+    const match = PATTERN.exec(value);
+    if (!match) {
+      const examples = forever
+        ? `'250ms', '30s', '1.5m', '2h', '1d' or 'forever'`
+        : `'250ms', '30s', '1.5m', '2h' or '1d'`;
+      throw new TypeError(
+        `${option} must be milliseconds or a duration such as ${examples}, got ${show(value)}`,
+      );
+    }
+    return Number(match[1]) * UNITS[match[2] as DurationUnit];
+  }
+  throw new TypeError(`${option} must be milliseconds or a duration string, got ${show(value)}`);
+}
+
+/** Like `toMs`, for options that must be at least 1 ms (a lease). */
+export function toPositiveMs(option: string, value: unknown): number {
+  const ms = toMs(option, value);
+  if (ms < 1) throw new RangeError(`${option} must be at least 1 ms, got ${show(value)}`);
+  return ms;
+}
+
+export { show as showValue };

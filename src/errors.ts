@@ -1,0 +1,72 @@
+import { describeOwner } from './owner.js';
+import type { LeaseInfo } from './store.js';
+
+export type LockErrorCode = 'LOCKED' | 'TIMEOUT' | 'LOST' | 'STORE' | 'MISUSE';
+
+/** The base of every error cachelock raises about a lock. */
+export class LockError extends Error {
+  override name = 'LockError';
+  readonly key: string;
+  readonly code: LockErrorCode;
+
+  constructor(key: string, message: string, options?: { cause?: unknown; code?: LockErrorCode }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.key = key;
+    this.code = options?.code ?? 'MISUSE';
+  }
+}
+
+function heldBy(holder: LeaseInfo | null | undefined): string {
+  if (!holder) return '';
+  return ` by ${describeOwner(holder.owner)} for ${Math.max(0, Math.ceil(holder.ttlMs))} ms more`;
+}
+
+/** The key is held by another owner and `wait` is 0. */
+export class LockedError extends LockError {
+  override name = 'LockedError';
+  declare readonly code: 'LOCKED';
+  /** Who held the key when it was refused, where the store could tell. */
+  readonly holder: LeaseInfo | null;
+
+  constructor(key: string, holder?: LeaseInfo | null) {
+    super(key, `lock "${key}" is held${heldBy(holder)}`, { code: 'LOCKED' });
+    this.holder = holder ?? null;
+  }
+}
+
+/** The key was still held when `wait` ran out. */
+export class LockTimeoutError extends LockError {
+  override name = 'LockTimeoutError';
+  declare readonly code: 'TIMEOUT';
+  readonly holder: LeaseInfo | null;
+  readonly waitedMs: number;
+
+  constructor(key: string, waitedMs: number, holder?: LeaseInfo | null) {
+    super(key, `lock "${key}" was still held${heldBy(holder)} after waiting ${waitedMs} ms`, {
+      code: 'TIMEOUT',
+    });
+    this.holder = holder ?? null;
+    this.waitedMs = waitedMs;
+  }
+}
+
+/** The lease was lost while held: it expired, was taken, or could not be extended. */
+export class LockLostError extends LockError {
+  override name = 'LockLostError';
+  declare readonly code: 'LOST';
+
+  constructor(key: string, reason: string, cause?: unknown) {
+    super(key, `lock "${key}" was lost: ${reason}`, { code: 'LOST', cause });
+  }
+}
+
+/** The cache failed or could not be reached. It never means the lock was granted. */
+export class StoreError extends LockError {
+  override name = 'StoreError';
+  declare readonly code: 'STORE';
+
+  constructor(key: string, operation: string, cause: unknown) {
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    super(key, `store failed to ${operation} lock "${key}": ${detail}`, { code: 'STORE', cause });
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * The contract between the core and a backend. The core knows nothing else about a store.
+ *
+ * Keys given to a store already carry the lock's prefix. Owners are unique per acquisition
+ * across all processes (see `owner.ts`), so a store never has to tell two acquisitions of one
+ * process apart by anything but the owner string.
+ */
+export interface LockStore {
+  /** `'memory'`, `'redis'`, `'postgres'`, ... */
+  readonly kind: string;
+  /** Acquire and release are atomic for every process sharing the store. */
+  readonly atomic: boolean;
+  /**
+   * Take `key` for `owner` with a lease of `ttlMs` if it is free or its lease has expired, in
+   * one atomic step. Resolves `null` when another owner holds it. When `owner` already holds it
+   * (a hand-off granted it, or a retry after a lost reply), refresh the lease and resolve as a
+   * success with the same fence.
+   */
+  acquire(
+    key: string,
+    owner: string,
+    ttlMs: number,
+    options?: AcquireOptions,
+  ): Promise<Acquired | null>;
+  /**
+   * Give `key` up if `owner` holds it: delete it, or with `keepMs > 0` shorten the lease to
+   * `keepMs` (for `holdAtLeast`). Resolves whether `owner` held it until now. A store that
+   * queues waiters also removes `owner` from the key's line here.
+   */
+  release(key: string, owner: string, keepMs?: number): Promise<boolean>;
+  /** Set the lease of `key` to `ttlMs` from now if `owner` still holds it. */
+  extend(key: string, owner: string, ttlMs: number): Promise<boolean>;
+  /** Who holds `key` now and for how much longer, or `null` when it is free. */
+  inspect(key: string): Promise<LeaseInfo | null>;
+  /**
+   * Push wake-ups: call `listener` when `key` is released (or may have become free). A store
+   * that hands a released key straight to the next waiter in line passes the new holder, so
+   * that waiter knows it holds the key without another round trip. Returns the unsubscribe
+   * function. Absent: the core polls.
+   */
+  onRelease?(key: string, listener: (handoff?: Handoff) => void): () => void;
+  /** Free what the store opened itself (connections, subscribers, timers). */
+  close?(): Promise<void>;
+}
+
+/** What a successful acquisition returns. */
+export interface Acquired {
+  /** Fencing token: strictly increasing per key across acquisitions, where the store has one. */
+  fence?: bigint;
+}
+
+export interface AcquireOptions {
+  /**
+   * The caller is waiting for the key. A store that keeps a line of waiters may put `owner` in
+   * it (or refresh its place) for `lineMs`, and later hand the key to it on release, reporting
+   * that through `onRelease`. Stores without a line ignore this.
+   */
+  lineMs?: number;
+}
+
+/** A store handed a released key to a waiter. */
+export interface Handoff {
+  owner: string;
+  fence?: bigint;
+}
+
+/** What `LockStore.inspect` reports. */
+export interface LeaseInfo {
+  owner: string;
+  /** Milliseconds left on the lease, by the store's clock. */
+  ttlMs: number;
+  fence?: bigint;
+}
+
+/** Tells a `LockStore` from the other things `cache` accepts. */
+export function isLockStore(value: unknown): value is LockStore {
+  if (typeof value !== 'object' || value === null) return false;
+  const store = value as Partial<LockStore>;
+  return (
+    typeof store.kind === 'string' &&
+    typeof store.atomic === 'boolean' &&
+    typeof store.acquire === 'function' &&
+    typeof store.release === 'function' &&
+    typeof store.extend === 'function' &&
+    typeof store.inspect === 'function'
+  );
+}

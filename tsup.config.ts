@@ -1,0 +1,30 @@
+import { defineConfig } from 'tsup';
+
+const entries = [
+  'redis',
+  'redlock',
+  'postgres',
+  'sqlite',
+  'memcached',
+  'keyv',
+  'nestjs',
+  'testing',
+];
+
+export default defineConfig({
+  entry: {
+    index: 'src/index.ts',
+    ...Object.fromEntries(entries.map((name) => [`${name}/index`, `src/${name}/index.ts`])),
+    'cli/main': 'src/cli/main.ts',
+  },
+  format: ['esm', 'cjs'],
+  dts: true,
+  clean: true,
+  target: 'node20',
+  platform: 'node',
+  sourcemap: true,
+  splitting: false,
+  // Entry points reach each other through the package's own name, so that the core, its
+  // errors and its registry exist once however many entry points are loaded.
+  external: [/^cachelock(\/.*)?$/],
+});
