@@ -1,3 +1,5 @@
+export { currentLock } from './context.js';
+export type { LockEvent } from './diagnostics.js';
 export type { Duration, DurationUnit } from './duration.js';
 export { toMs } from './duration.js';
 export {
@@ -8,7 +10,18 @@ export {
   LockTimeoutError,
   StoreError,
 } from './errors.js';
+export { type Holder, Lock } from './lock.js';
+export { MemoryStore, type MemoryStoreOptions, memoryStore } from './memory/index.js';
+export { type Cache, configure, type LockOptions } from './options.js';
 export { describeOwner, newOwner, parseOwner } from './owner.js';
+export {
+  type PlainCache,
+  PlainCacheStore,
+  type PlainCacheStoreOptions,
+  plainCacheStore,
+} from './plain/index.js';
+export { type BackendModule, knownSchemes, registerScheme, type UrlFactory } from './registry.js';
+export { closeAll } from './resolve.js';
 export {
   type Acquired,
   type AcquireOptions,

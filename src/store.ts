@@ -37,6 +37,11 @@ export interface LockStore {
    * that hands a released key straight to the next waiter in line passes the new holder, so
    * that waiter knows it holds the key without another round trip. Returns the unsubscribe
    * function. Absent: the core polls.
+   *
+   * The core subscribes before it tries to acquire, so a release between a failed attempt and
+   * the wake-up cannot be missed. A store whose subscription becomes active only later (a pub/sub
+   * SUBSCRIBE, a LISTEN) calls `listener` once when it does, so that the waiter tries again
+   * and catches a release that happened in between. Spurious calls are harmless.
    */
   onRelease?(key: string, listener: (handoff?: Handoff) => void): () => void;
   /** Free what the store opened itself (connections, subscribers, timers). */
@@ -62,6 +67,12 @@ export interface AcquireOptions {
 export interface Handoff {
   owner: string;
   fence?: bigint;
+  /**
+   * The lease the store gave the new holder, counted from the hand-off. With it the waiter
+   * holds the key at once and its watchdog extends the lease to the full ttl in the background;
+   * without it the waiter first confirms with `acquire` (one more round trip).
+   */
+  ttlMs?: number;
 }
 
 /** What `LockStore.inspect` reports. */

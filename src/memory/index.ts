@@ -1,0 +1,155 @@
+import type { Acquired, LeaseInfo, LockStore } from '../store.js';
+
+export interface MemoryStoreOptions {
+  /** The clock leases are judged by, in milliseconds. Tests inject one. Default `Date.now`. */
+  now?: () => number;
+}
+
+interface Lease {
+  owner: string;
+  expiresAt: number;
+  fence: bigint;
+}
+
+type Listener = () => void;
+
+// Expired leases are swept a few at a time as acquisitions go by, so keys that were used
+// once do not accumulate, without a timer per key.
+const SWEEP_EVERY = 32;
+const SWEEP_BATCH = 16;
+
+/**
+ * Locks in this process's memory: atomic within the process, nothing shared with others.
+ * The default cache when nothing else is configured.
+ */
+export class MemoryStore implements LockStore {
+  readonly kind = 'memory';
+  readonly atomic = true;
+  readonly #leases = new Map<string, Lease>();
+  readonly #listeners = new Map<string, Set<Listener>>();
+  readonly #now: () => number;
+  // One counter for every key: strictly increasing per key with nothing kept per key.
+  #fence = 0n;
+  #sinceSweep = 0;
+  #sweeper: Iterator<[string, Lease]> | undefined;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Live leases, for tests and memory checks. */
+  get size(): number {
+    return this.#leases.size;
+  }
+
+  acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
+    return Promise.resolve(this.acquireNow(key, owner, ttlMs));
+  }
+
+  /** The synchronous form of `acquire`. */
+  acquireNow(key: string, owner: string, ttlMs: number): Acquired | null {
+    const now = this.#now();
+    if (++this.#sinceSweep >= SWEEP_EVERY) this.#sweep(now);
+    const lease = this.#leases.get(key);
+    if (lease !== undefined && lease.expiresAt > now) {
+      if (lease.owner !== owner) return null;
+      lease.expiresAt = now + ttlMs;
+      return { fence: lease.fence };
+    }
+    const fence = ++this.#fence;
+    this.#leases.set(key, { owner, expiresAt: now + ttlMs, fence });
+    return { fence };
+  }
+
+  release(key: string, owner: string, keepMs = 0): Promise<boolean> {
+    return Promise.resolve(this.releaseNow(key, owner, keepMs));
+  }
+
+  /** The synchronous form of `release`. */
+  releaseNow(key: string, owner: string, keepMs = 0): boolean {
+    const lease = this.#leases.get(key);
+    if (lease === undefined || lease.owner !== owner) return false;
+    const now = this.#now();
+    if (lease.expiresAt <= now) {
+      this.#leases.delete(key);
+      return false;
+    }
+    if (keepMs > 0) {
+      lease.expiresAt = now + keepMs;
+      return true;
+    }
+    this.#leases.delete(key);
+    const listeners = this.#listeners.get(key);
+    if (listeners !== undefined) for (const listener of [...listeners]) listener();
+    return true;
+  }
+
+  extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
+    const lease = this.#leases.get(key);
+    const now = this.#now();
+    if (lease === undefined || lease.owner !== owner || lease.expiresAt <= now) {
+      return Promise.resolve(false);
+    }
+    lease.expiresAt = now + ttlMs;
+    return Promise.resolve(true);
+  }
+
+  inspect(key: string): Promise<LeaseInfo | null> {
+    const lease = this.#leases.get(key);
+    const now = this.#now();
+    if (lease === undefined || lease.expiresAt <= now) return Promise.resolve(null);
+    return Promise.resolve({
+      owner: lease.owner,
+      ttlMs: lease.expiresAt - now,
+      fence: lease.fence,
+    });
+  }
+
+  onRelease(key: string, listener: Listener): () => void {
+    let listeners = this.#listeners.get(key);
+    if (listeners === undefined) this.#listeners.set(key, (listeners = new Set()));
+    listeners.add(listener);
+    return () => {
+      listeners.delete(listener);
+      if (listeners.size === 0 && this.#listeners.get(key) === listeners) {
+        this.#listeners.delete(key);
+      }
+    };
+  }
+
+  async close(): Promise<void> {
+    this.#leases.clear();
+    this.#listeners.clear();
+  }
+
+  #sweep(now: number): void {
+    this.#sinceSweep = 0;
+    this.#sweeper ??= this.#leases.entries();
+    for (let i = 0; i < SWEEP_BATCH; i++) {
+      const next = this.#sweeper.next();
+      if (next.done) {
+        this.#sweeper = undefined;
+        return;
+      }
+      const [key, lease] = next.value;
+      if (lease.expiresAt <= now) this.#leases.delete(key);
+    }
+  }
+}
+
+/** A store in this process's memory (see `MemoryStore`). */
+export function memoryStore(options?: MemoryStoreOptions): MemoryStore {
+  return new MemoryStore(options);
+}
+
+const DEFAULT = Symbol.for('cachelock.memory.default');
+
+/**
+ * The process-wide default store. Kept on globalThis so that the ESM and CommonJS builds,
+ * if both are loaded, still share one.
+ */
+export function defaultMemoryStore(): MemoryStore {
+  const holder = globalThis as { [DEFAULT]?: MemoryStore };
+  holder[DEFAULT] ??= new MemoryStore();
+  return holder[DEFAULT];
+}

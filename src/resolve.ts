@@ -1,0 +1,137 @@
+import { recogniseClient } from './clients.js';
+import { showValue } from './duration.js';
+import { defaultMemoryStore, memoryStore } from './memory/index.js';
+import { missingCacheMethods, type PlainCache, PlainCacheStore } from './plain/index.js';
+import { factoryFor, knownSchemes, loadBackend, redactUrl } from './registry.js';
+import { isLockStore, type LockStore } from './store.js';
+
+/**
+ * Check a `cache` option synchronously, so that a bad cache is an error where the lock is made
+ * rather than where it is first acquired.
+ */
+export function checkCache(option: string, cache: unknown): void {
+  if (typeof cache === 'string' || cache instanceof URL) {
+    parseCacheUrl(option, cache);
+    return;
+  }
+  if (typeof cache !== 'object' || cache === null) {
+    throw new TypeError(
+      `${option} must be a LockStore, a client, a URL or an object with get, set and delete, got ${showValue(cache)}`,
+    );
+  }
+  if (isLockStore(cache) || recogniseClient(cache)) return;
+  const missing = missingCacheMethods(cache);
+  if (missing.length > 0) {
+    throw new TypeError(
+      `${option} is not a LockStore or a client cachelock knows, and as a plain cache it lacks ${missing.join(', ')} (it needs get, set and delete)`,
+    );
+  }
+}
+
+function parseCacheUrl(option: string, cache: string | URL): URL {
+  let url: URL;
+  try {
+    url = cache instanceof URL ? cache : new URL(cache);
+  } catch {
+    throw new TypeError(
+      `${option} must be a URL such as redis://127.0.0.1:6379 or memory:, got ${showValue(cache)}`,
+    );
+  }
+  if (!knownSchemes().includes(url.protocol)) {
+    throw new TypeError(
+      `${option}: unknown URL scheme "${url.protocol}" in ${JSON.stringify(redactUrl(url))}; known schemes: ${knownSchemes().join(', ')}`,
+    );
+  }
+  return url;
+}
+
+// One store per client object and per URL, so that locks on the same cache share connections,
+// subscribers and in-process queues.
+let byObject = new WeakMap<object, LockStore | Promise<LockStore>>();
+const byUrl = new Map<string, LockStore | Promise<LockStore>>();
+// Stores this library made and may close: URL stores own their clients; wrappers of a user's
+// client only free what they opened themselves.
+const opened = new Set<LockStore | Promise<LockStore>>();
+
+/**
+ * The store for a cache option (already merged with the defaults), synchronously when it is
+ * already known. `undefined` falls back to `CACHELOCK_URL`, then to the process memory store.
+ */
+export function storeFor(cache: unknown): LockStore | Promise<LockStore> {
+  if (cache === undefined) {
+    const fromEnv = process.env.CACHELOCK_URL;
+    if (fromEnv) return storeFor(fromEnv);
+    return defaultMemoryStore();
+  }
+  if (typeof cache === 'string' || cache instanceof URL) {
+    const href = typeof cache === 'string' ? cache : cache.href;
+    const known = byUrl.get(href);
+    if (known !== undefined) return known;
+    const url = parseCacheUrl('cache', cache);
+    const pending = openUrl(url);
+    remember(byUrl, href, pending);
+    return pending;
+  }
+  const object = cache as object;
+  const known = byObject.get(object);
+  if (known !== undefined) return known;
+  if (isLockStore(object)) return object;
+  const client = recogniseClient(object);
+  if (client !== undefined) {
+    const pending = loadBackend(client.entry).then((backend) => backend.storeFromClient(object));
+    remember(byObject, object, pending);
+    return pending;
+  }
+  checkCache('cache', object);
+  const store = new PlainCacheStore(object as PlainCache);
+  byObject.set(object, store);
+  return store;
+}
+
+async function openUrl(url: URL): Promise<LockStore> {
+  if (url.protocol === 'memory:') {
+    // `memory:` is the process default; `memory:name` is a separate named store.
+    return url.pathname === '' ? defaultMemoryStore() : memoryStore();
+  }
+  const factory = await factoryFor('cache', url);
+  return factory(url);
+}
+
+// Keep the promise until it settles, then the store itself; forget failures so a later lock
+// can try again (the server may be back).
+function remember<K>(
+  map: { set(key: K, value: LockStore | Promise<LockStore>): unknown; delete(key: K): unknown },
+  key: K,
+  pending: Promise<LockStore>,
+): void {
+  map.set(key, pending);
+  opened.add(pending);
+  pending.then(
+    (store) => {
+      map.set(key, store);
+      opened.delete(pending);
+      opened.add(store);
+    },
+    () => {
+      map.delete(key);
+      opened.delete(pending);
+    },
+  );
+}
+
+/**
+ * Close every store cachelock opened itself (from URLs, and the wrappers it made around
+ * clients), ending the clients it owns. Locks made afterwards open fresh stores.
+ */
+export async function closeAll(): Promise<void> {
+  const stores = [...opened];
+  opened.clear();
+  byUrl.clear();
+  byObject = new WeakMap();
+  await Promise.allSettled(
+    stores.map(async (entry) => {
+      const store = await entry;
+      await store.close?.();
+    }),
+  );
+}

@@ -1,0 +1,204 @@
+import type { Handoff, LockStore } from './store.js';
+
+/**
+ * The one waiting strategy. Within a process, waiters for a key form a FIFO line and only the
+ * first talks to the store, so they do not stampede it. The first waiter listens for the
+ * store's push wake-ups where it has them and otherwise polls with jittered, bounded back-off;
+ * it still polls when it listens, so a lease that expires without a release (a dead holder)
+ * or a lost message never strands it. The wait ends at the deadline or when the signal aborts.
+ */
+
+/** What a successful wait returns. */
+export interface Granted {
+  fence: bigint | undefined;
+  /** When the request that won was sent (or the hand-off arrived), on `performance.now()`. */
+  sentAt: number;
+  /** Set when a store handed the key over with a lease shorter than asked for. */
+  leaseMs?: number;
+}
+
+export interface WaitRequest {
+  store: LockStore;
+  key: string;
+  owner: string;
+  ttlMs: number;
+  /** On the `performance.now()` clock; `Infinity` waits on. */
+  deadline: number;
+  signal: AbortSignal | undefined;
+  /** Whether the caller can take a hand-off with a short lease (its watchdog extends it). */
+  acceptShortLease: boolean;
+}
+
+/** The wait ran out. */
+export class WaitTimeout extends Error {}
+
+const FIRST_DELAY_MS = 5;
+const MAX_POLL_MS = 200;
+// With push wake-ups polling only covers leases that expire without a release.
+const MAX_POLL_WITH_PUSH_MS = 1_000;
+// How long a waiter stays in a store's line without renewing its place (it renews on every
+// attempt, at least once per MAX_POLL_WITH_PUSH_MS), so a waiter that dies leaves it soon.
+export const LINE_MS = 3_000;
+
+interface Place {
+  turn: () => void;
+}
+
+interface Line {
+  places: Place[];
+  /** Wakes the first waiter at once (a holder in this process released). */
+  poke: (() => void) | undefined;
+}
+
+const lines = new WeakMap<LockStore, Map<string, Line>>();
+
+function lineFor(store: LockStore, key: string, create: true): Line;
+function lineFor(store: LockStore, key: string, create: false): Line | undefined;
+function lineFor(store: LockStore, key: string, create: boolean): Line | undefined {
+  let keys = lines.get(store);
+  if (keys === undefined) {
+    if (!create) return undefined;
+    lines.set(store, (keys = new Map()));
+  }
+  let line = keys.get(key);
+  if (line === undefined && create) keys.set(key, (line = { places: [], poke: undefined }));
+  return line;
+}
+
+/** Whether other waiters in this process are in line for a key. */
+export function hasWaiters(store: LockStore, key: string): boolean {
+  const line = lineFor(store, key, false);
+  return line !== undefined && line.places.length > 0;
+}
+
+/** A holder in this process released `key`: wake the first waiter now. */
+export function released(store: LockStore, key: string): void {
+  lineFor(store, key, false)?.poke?.();
+}
+
+export async function waitFor(request: WaitRequest): Promise<Granted> {
+  const { store, key } = request;
+  const line = lineFor(store, key, true);
+  let turn: () => void = noop;
+  const myTurn = new Promise<void>((resolve) => (turn = resolve));
+  const place: Place = { turn };
+  line.places.push(place);
+  if (line.places.length === 1) turn();
+  try {
+    await pause(myTurn, request.deadline, request.signal);
+    return await attempt(request, line);
+  } finally {
+    const index = line.places.indexOf(place);
+    if (index >= 0) line.places.splice(index, 1);
+    if (index === 0 && line.places.length > 0) line.places[0]!.turn();
+    if (line.places.length === 0) lines.get(store)?.delete(key);
+  }
+}
+
+async function attempt(request: WaitRequest, line: Line): Promise<Granted> {
+  const { store, key, owner, ttlMs, deadline, signal } = request;
+  let woken = false;
+  let wake: () => void = noop;
+  const onWake = () => {
+    woken = true;
+    wake();
+  };
+  let handoff: Granted | undefined;
+  const unsubscribe = store.onRelease?.(key, (given?: Handoff) => {
+    if (
+      given !== undefined &&
+      given.owner === owner &&
+      given.ttlMs !== undefined &&
+      request.acceptShortLease
+    ) {
+      handoff = { fence: given.fence, sentAt: performance.now(), leaseMs: given.ttlMs };
+    }
+    onWake();
+  });
+  line.poke = onWake;
+  const options = unsubscribe ? { lineMs: LINE_MS } : undefined;
+  const maxDelay = unsubscribe ? MAX_POLL_WITH_PUSH_MS : MAX_POLL_MS;
+  let delay = FIRST_DELAY_MS;
+  let won = false;
+  try {
+    for (;;) {
+      signal?.throwIfAborted();
+      woken = false;
+      const sentAt = performance.now();
+      const result = await store.acquire(key, owner, ttlMs, options);
+      if (result !== null) {
+        won = true;
+        return { fence: result.fence, sentAt };
+      }
+      if (handoff !== undefined) {
+        won = true;
+        return handoff;
+      }
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) throw new WaitTimeout();
+      if (!woken) {
+        const sleepMs = Math.min(delay * (0.5 + Math.random() * 0.5), remaining);
+        await sleep(sleepMs, signal, (resolve) => (wake = resolve));
+        wake = noop;
+      }
+      if (handoff !== undefined) {
+        won = true;
+        return handoff;
+      }
+      delay = Math.min(delay * 1.5, maxDelay);
+    }
+  } finally {
+    unsubscribe?.();
+    line.poke = undefined;
+    // Leave the store's line; this also frees a hand-off that raced with giving up.
+    if (!won && options !== undefined) store.release(key, owner).catch(noop);
+  }
+}
+
+function noop(): void {}
+
+/** Wait for `promise`, the deadline or the signal, whichever comes first. */
+function pause(
+  promise: Promise<void>,
+  deadline: number,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  signal?.throwIfAborted();
+  if (deadline === Number.POSITIVE_INFINITY && signal === undefined) return promise;
+  return new Promise<void>((resolve, reject) => {
+    const timer =
+      deadline === Number.POSITIVE_INFINITY
+        ? undefined
+        : setTimeout(
+            () => finish(() => reject(new WaitTimeout())),
+            Math.max(0, deadline - performance.now()),
+          );
+    const onAbort = () => finish(() => reject(signal!.reason));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const finish = (settle: () => void) => {
+      if (timer !== undefined) clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      settle();
+    };
+    promise.then(() => finish(resolve));
+  });
+}
+
+/** Sleep `ms`, ended early by `setWake`'s function or rejected when the signal aborts. */
+function sleep(
+  ms: number,
+  signal: AbortSignal | undefined,
+  setWake: (wake: () => void) => void,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const finish = (settle: () => void) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      settle();
+    };
+    const timer = setTimeout(() => finish(resolve), ms);
+    const onAbort = () => finish(() => reject(signal!.reason));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    setWake(() => finish(resolve));
+  });
+}

@@ -1,0 +1,56 @@
+/**
+ * One timer for every held lease in the process, rather than one per lock: it wakes at the
+ * earliest moment any lease needs attention (an extension due, or a lease running out) and
+ * lets each lease act. The timer is unref'd, so a held lock never keeps the process alive.
+ */
+export interface Watched {
+  /** When this lease next needs attention, on the `performance.now()` clock. */
+  dueAt: number;
+  /** Called at or after `dueAt`; sets a new `dueAt` or leaves the watchdog. */
+  tick(now: number): void;
+}
+
+const leases = new Set<Watched>();
+let timer: NodeJS.Timeout | undefined;
+let timerAt = Number.POSITIVE_INFINITY;
+
+export function watch(lease: Watched): void {
+  leases.add(lease);
+  schedule(lease.dueAt);
+}
+
+export function unwatch(lease: Watched): void {
+  leases.delete(lease);
+}
+
+/** Tell the watchdog that a lease's `dueAt` moved. */
+export function reschedule(lease: Watched): void {
+  if (leases.has(lease)) schedule(lease.dueAt);
+}
+
+function schedule(at: number): void {
+  // A timer already set to fire no later than needed serves; it may fire early and find
+  // nothing due, which is cheap.
+  if (timer !== undefined && timerAt <= at) return;
+  if (timer !== undefined) clearTimeout(timer);
+  timerAt = at;
+  timer = setTimeout(fire, Math.max(0, at - performance.now()));
+  timer.unref();
+}
+
+function fire(): void {
+  timer = undefined;
+  timerAt = Number.POSITIVE_INFINITY;
+  const now = performance.now();
+  let next = Number.POSITIVE_INFINITY;
+  for (const lease of leases) {
+    if (lease.dueAt <= now) lease.tick(now);
+    if (leases.has(lease) && lease.dueAt < next) next = lease.dueAt;
+  }
+  if (next !== Number.POSITIVE_INFINITY) schedule(next);
+}
+
+/** Leases being watched now (tests check that nothing outlives a release). */
+export function watchedCount(): number {
+  return leases.size;
+}

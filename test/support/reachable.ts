@@ -1,0 +1,59 @@
+import { Socket } from 'node:net';
+
+/** Whether something accepts TCP connections at host:port within `timeoutMs`. */
+export function canConnect(port: number, host = '127.0.0.1', timeoutMs = 1_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = new Socket();
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('error', () => done(false));
+    socket.connect(port, host, () => done(true));
+  });
+}
+
+/**
+ * Whether a backend suite should run. Under CI=true a missing server fails the suite (it throws);
+ * elsewhere the suite is skipped with a loud warning, so that `npm test` passes on a laptop.
+ */
+export async function serverOrSkip(
+  name: string,
+  port: number,
+  host = '127.0.0.1',
+): Promise<boolean> {
+  if (await canConnect(port, host)) return true;
+  const message = `${name} is not reachable at ${host}:${port}`;
+  if (process.env.CI === 'true') throw new Error(`${message} (CI=true: backend suites must run)`);
+  console.warn(`\n!!! SKIPPING ${name} tests: ${message}. Start it to run them. !!!\n`);
+  return false;
+}
+
+/** Whether a server binary is on the PATH; under CI=true its absence fails like a missing server. */
+export async function binaryOrSkip(name: string, binary: string): Promise<boolean> {
+  const { execFileSync } = await import('node:child_process');
+  try {
+    execFileSync('sh', ['-c', `command -v ${binary}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    const message = `${binary} is not installed`;
+    if (process.env.CI === 'true') throw new Error(`${message} (CI=true: ${name} tests must run)`);
+    console.warn(`\n!!! SKIPPING ${name} tests: ${message}. !!!\n`);
+    return false;
+  }
+}
+
+/** A free TCP port on loopback. */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
