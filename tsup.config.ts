@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { defineConfig } from 'tsup';
 
 const entries = [
@@ -9,13 +10,13 @@ const entries = [
   'keyv',
   'nestjs',
   'testing',
-];
+].filter((name) => existsSync(`src/${name}/index.ts`));
 
 export default defineConfig({
   entry: {
     index: 'src/index.ts',
     ...Object.fromEntries(entries.map((name) => [`${name}/index`, `src/${name}/index.ts`])),
-    'cli/main': 'src/cli/main.ts',
+    ...(existsSync('src/cli/main.ts') ? { 'cli/main': 'src/cli/main.ts' } : {}),
   },
   format: ['esm', 'cjs'],
   dts: true,

@@ -41,6 +41,9 @@ export function toMs(option: string, value: unknown, forever = false): number {
   if (typeof value === 'string') {
     if (forever && value.trim() === 'forever') return Number.POSITIVE_INFINITY;
     const match = PATTERN.exec(value);
+    if (!match && /^\s*-\s*(\d|\.\d)/.test(value)) {
+      throw new RangeError(`${option} must not be negative, got ${show(value)}`);
+    }
     if (!match) {
       const examples = forever
         ? `'250ms', '30s', '1.5m', '2h', '1d' or 'forever'`

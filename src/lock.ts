@@ -430,3 +430,17 @@ export class Lock implements AsyncDisposable {
     }
   }
 }
+
+/**
+ * The store a lock with these options would use (the `cache` option, then `configure()`, then
+ * `CACHELOCK_URL`, then memory), for tools that talk to a store directly.
+ */
+export async function resolveStore(options?: LockOptions): Promise<LockStore> {
+  const settings = settle(validateOptions(options));
+  try {
+    return await storeFor(settings.cache);
+  } catch (error) {
+    if (error instanceof TypeError) throw error;
+    throw new StoreError('', 'open the store for', error);
+  }
+}
