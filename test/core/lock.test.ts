@@ -445,7 +445,7 @@ describe('defaults and the cache', () => {
         get: (k: string) => map.get(k),
         set: (k: string, v: string) => void map.set(k, v),
         delete: (k: string) => map.delete(k),
-        add: (k: string, v: string) => (map.has(k) ? false : (map.set(k, v), true)),
+        add: (k: string, v: string) => !map.has(k) && map.set(k, v) !== undefined,
       };
       const k = key();
       const a = await Lock.acquire(k, { cache: withAdd });
