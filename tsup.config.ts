@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { defineConfig } from 'tsup';
+import pkg from './package.json' with { type: 'json' };
 
 const entries = [
   'redis',
@@ -27,5 +28,14 @@ export default defineConfig({
   splitting: false,
   // Entry points reach each other through the package's own name, so that the core, its
   // errors and its registry exist once however many entry points are loaded.
-  external: [/^cachelock(\/.*)?$/],
+  // Client libraries are optional peers: never bundled, loaded from the user's node_modules.
+  external: [
+    /^cachelock(\/.*)?$/,
+    ...Object.keys(pkg.peerDependencies),
+    /^@redis\//,
+    /^@keyv\//,
+    /^@nestjs\//,
+    'reflect-metadata',
+    'rxjs',
+  ],
 });

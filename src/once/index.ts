@@ -1,0 +1,163 @@
+/**
+ * `once`: run a function at most one call at a time per key, across every process sharing the
+ * cache, skipping (or refusing) the calls that find the key held.
+ */
+import { showValue } from '../duration.js';
+import { LockedError, LockTimeoutError } from '../errors.js';
+import { Lock } from '../lock.js';
+import { type LockOptions, validateOptions } from '../options.js';
+import { methodDecorator, type OnceDecorator } from './decorator.js';
+import { compileTemplate, type KeyBuilder } from './template.js';
+
+export type { OnceDecorator } from './decorator.js';
+
+export interface OnceOptions<A extends unknown[] = any[], L = unknown> extends LockOptions {
+  /**
+   * The lock's key: a template such as `'sync-{userId}'` (`{name}` is the parameter named so,
+   * `{0}` the first argument, `{user.id}` a property path, `{{`/`}}` literal braces), or a
+   * function of the call's arguments that returns a non-empty string. In a template, strings,
+   * numbers, bigints and booleans are their text, a `Date` its ISO text, `null`/`undefined`
+   * empty text; an object, array, function or symbol needs a path or a key function.
+   */
+  key: string | ((...args: A) => string);
+  /** Reject with `LockedError`/`LockTimeoutError` instead of skipping. Default `false`. */
+  throwIfLocked?: boolean;
+  /** The value a skipped call resolves with; default `undefined`. */
+  onLocked?: (...args: A) => L;
+}
+
+/** What `once(options, fn)` returns. */
+export interface OnceFunction<This, A extends unknown[], T> {
+  (this: This, ...args: A): Promise<T>;
+  /** Whether the key these arguments make is held now, by anyone. */
+  isLocked(...args: A): Promise<boolean>;
+  /** The key (without prefix) these arguments make. */
+  keyFor(...args: A): string;
+}
+
+const ONCE_OPTIONS: ReadonlySet<string> = new Set(['key', 'throwIfLocked', 'onLocked']);
+
+interface Plan {
+  key: string | ((...args: unknown[]) => string);
+  throwIfLocked: boolean;
+  onLocked: ((...args: unknown[]) => unknown) | undefined;
+  lockOptions: LockOptions;
+}
+
+/**
+ * Wrap `fn` so that a call runs it only while holding the lock its arguments name. A call that
+ * finds the key held resolves `onLocked(...args)` (default `undefined`), or rejects with
+ * `LockedError`/`LockTimeoutError` when `throwIfLocked` is set. Inside `fn`, `currentLock()`
+ * is the lock held for this call.
+ */
+export function once<This, A extends unknown[], R>(
+  options: OnceOptions<NoInfer<A>, unknown> & { throwIfLocked: true },
+  fn: (this: This, ...args: A) => R,
+): OnceFunction<This, A, Awaited<R>>;
+export function once<This, A extends unknown[], R, L>(
+  options: OnceOptions<NoInfer<A>, L> & { onLocked: (...args: NoInfer<A>) => L },
+  fn: (this: This, ...args: A) => R,
+): OnceFunction<This, A, Awaited<R> | Awaited<L>>;
+export function once<This, A extends unknown[], R>(
+  options: OnceOptions<NoInfer<A>, unknown>,
+  fn: (this: This, ...args: A) => R,
+): OnceFunction<This, A, Awaited<R> | undefined>;
+/**
+ * `once(options)` is a method decorator, for standard decorators and for
+ * `experimentalDecorators` (NestJS) alike. The decorated method resolves `undefined` (or
+ * `onLocked`'s value) when skipped, and carries `isLocked` and `keyFor` too.
+ */
+export function once(options: OnceOptions<any[], unknown>): OnceDecorator;
+export function once(options: OnceOptions<any[], unknown>, fn?: Function): unknown {
+  const plan = prepare(options);
+  if (fn === undefined) return methodDecorator((method) => wrap(plan, method));
+  if (typeof fn !== 'function') {
+    throw new TypeError(`once: fn must be a function, got ${showValue(fn)}`);
+  }
+  return wrap(plan, fn);
+}
+
+function prepare(options: unknown): Plan {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new TypeError(
+      `once: options must be an object with a key, such as { key: 'sync-{userId}' }, got ${showValue(options)}`,
+    );
+  }
+  validateOptions(options, 'once', ONCE_OPTIONS);
+  const { key, throwIfLocked, onLocked, ...lockOptions } = options as OnceOptions;
+  if (!((typeof key === 'string' && key !== '') || typeof key === 'function')) {
+    throw new TypeError(
+      `once: key is required: a template such as 'sync-{userId}' or a function (...args) => string, got ${showValue(key)}`,
+    );
+  }
+  if (throwIfLocked !== undefined && typeof throwIfLocked !== 'boolean') {
+    throw new TypeError(
+      `once: throwIfLocked must be true or false, got ${showValue(throwIfLocked)}`,
+    );
+  }
+  if (onLocked !== undefined && typeof onLocked !== 'function') {
+    throw new TypeError(`once: onLocked must be a function, got ${showValue(onLocked)}`);
+  }
+  return {
+    key: key as Plan['key'],
+    throwIfLocked: throwIfLocked ?? false,
+    onLocked: onLocked as Plan['onLocked'],
+    lockOptions,
+  };
+}
+
+function wrap(plan: Plan, fn: Function): Function {
+  const keyOf = keyBuilder(plan.key, fn);
+  const { throwIfLocked, onLocked, lockOptions } = plan;
+
+  const wrapper = async function (this: unknown, ...args: unknown[]): Promise<unknown> {
+    const lock = new Lock(keyOf(args), lockOptions);
+    // Only a refusal to acquire is a skip; a LockedError thrown by fn itself is fn's error.
+    let started = false;
+    try {
+      return await lock.run(() => {
+        started = true;
+        return fn.apply(this, args);
+      });
+    } catch (error) {
+      if (started || throwIfLocked) throw error;
+      if (!(error instanceof LockedError || error instanceof LockTimeoutError)) throw error;
+      return onLocked?.apply(this, args);
+    }
+  };
+  Object.defineProperty(wrapper, 'name', { value: fn.name, configurable: true });
+  Object.defineProperty(wrapper, 'length', { value: fn.length, configurable: true });
+  Object.defineProperty(wrapper, 'isLocked', {
+    value: async (...args: unknown[]) => (await Lock.inspect(keyOf(args), lockOptions)) !== null,
+    configurable: true,
+    writable: true,
+  });
+  Object.defineProperty(wrapper, 'keyFor', {
+    value: (...args: unknown[]) => keyOf(args),
+    configurable: true,
+    writable: true,
+  });
+  return wrapper;
+}
+
+function keyBuilder(key: Plan['key'], fn: Function): KeyBuilder {
+  if (typeof key === 'string') {
+    const template = compileTemplate(key, fn);
+    return (args) => {
+      const built = template(args);
+      if (built === '') {
+        throw new TypeError(`once: key template ${JSON.stringify(key)} made an empty key`);
+      }
+      return built;
+    };
+  }
+  return (args) => {
+    const built = key(...args);
+    if (typeof built !== 'string' || built === '') {
+      throw new TypeError(
+        `once: the key function must return a non-empty string, got ${showValue(built)}`,
+      );
+    }
+    return built;
+  };
+}

@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ConformanceCase } from '../kit.js';
+import { eventually } from '../kit.js';
+
+// Subscriptions such as Redis SUBSCRIBE or PostgreSQL LISTEN become active a little after
+// onRelease returns; the case gives them this long before it releases.
+const settleMs = 300;
+
+export const wakeupCases: ConformanceCase[] = [
+  {
+    name: 'onRelease (where present) fires after a release, and unsubscribing stops it',
+    async run({ store, key, owner, longMs, patienceMs }) {
+      if (typeof store.onRelease !== 'function') return; // the core polls such stores
+      const k = key('wakeup');
+      const heard: number[] = [];
+      const witness: number[] = [];
+      const stop = store.onRelease(k, () => heard.push(performance.now()));
+      const stopWitness = store.onRelease(k, () => witness.push(performance.now()));
+      assert.equal(typeof stop, 'function', 'onRelease returns its unsubscribe function');
+      try {
+        const a = owner();
+        assert.ok(await store.acquire(k, a, longMs));
+        await sleep(settleMs);
+        // Calls before the release (a subscription announcing itself) are allowed, not counted.
+        const before = heard.length;
+        assert.equal(await store.release(k, a), true);
+        await eventually('the listener hears the release', patienceMs, async () => {
+          return heard.length > before;
+        });
+
+        stop();
+        stop(); // unsubscribing twice is harmless
+        await sleep(settleMs);
+        const afterStop = heard.length;
+        const witnessed = witness.length;
+        const b = owner();
+        assert.ok(await store.acquire(k, b, longMs));
+        assert.equal(await store.release(k, b), true);
+        await eventually(
+          'a listener still subscribed hears the next release',
+          patienceMs,
+          async () => {
+            return witness.length > witnessed;
+          },
+        );
+        await sleep(settleMs);
+        assert.equal(heard.length, afterStop, 'an unsubscribed listener was called again');
+      } finally {
+        stop();
+        stopWitness();
+      }
+    },
+  },
+];

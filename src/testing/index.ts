@@ -1,0 +1,2 @@
+export type { ConformanceOptions } from './conformance.js';
+export { runConformance } from './conformance.js';
