@@ -1,8 +1,7 @@
-import { existsSync } from 'node:fs';
 import { defineConfig } from 'tsup';
 import pkg from './package.json' with { type: 'json' };
 
-const entries = [
+const backends = [
   'redis',
   'redlock',
   'postgres',
@@ -11,16 +10,16 @@ const entries = [
   'keyv',
   'nestjs',
   'testing',
-].filter((name) => existsSync(`src/${name}/index.ts`));
+];
+const library = {
+  index: 'src/index.ts',
+  ...Object.fromEntries(backends.map((name) => [`${name}/index`, `src/${name}/index.ts`])),
+};
 
 export default defineConfig({
-  entry: {
-    index: 'src/index.ts',
-    ...Object.fromEntries(entries.map((name) => [`${name}/index`, `src/${name}/index.ts`])),
-    ...(existsSync('src/cli/main.ts') ? { 'cli/main': 'src/cli/main.ts' } : {}),
-  },
+  entry: { ...library, 'cli/main': 'src/cli/main.ts' },
   format: ['esm', 'cjs'],
-  dts: true,
+  dts: { entry: library },
   clean: true,
   target: 'node20',
   platform: 'node',

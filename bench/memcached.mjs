@@ -49,13 +49,16 @@ class RawMemcached {
       for (let end; (end = this.buffer.indexOf('\r\n')) >= 0; ) {
         const line = this.buffer.slice(0, end);
         this.buffer = this.buffer.slice(end + 2);
-        this.waiting.shift()(line);
+        const head = this.waiting[0];
+        head.lines.push(line);
+        if (head.lines.length === head.expected) this.waiting.shift().resolve(head.lines);
       }
     });
   }
-  command(text) {
+  /** Write `text` and resolve with the next `expected` reply lines (data lines count too). */
+  command(text, expected = 1) {
     return new Promise((resolve) => {
-      this.waiting.push(resolve);
+      this.waiting.push({ expected, lines: [], resolve });
       this.socket.write(text);
     });
   }
@@ -122,9 +125,25 @@ export async function benchMemcached({ rounds = 15, ops = 200, contendedOps = 10
   const variants = {
     'floor: raw add + delete': async (i) => {
       const key = `bench:${run}:floor:${i}`;
-      if (!(await raw.command(`ms ${key} 1 T31 ME\r\nx\r\n`)).startsWith('HD'))
-        throw new Error('add');
-      if (!(await raw.command(`md ${key}\r\n`)).startsWith('HD')) throw new Error('delete');
+      const [added] = await raw.command(`ms ${key} 1 T31 ME\r\nx\r\n`);
+      if (!added.startsWith('HD')) throw new Error('add');
+      const [deleted] = await raw.command(`md ${key}\r\n`);
+      if (!deleted.startsWith('HD')) throw new Error('delete');
+    },
+    // What the store sends, without its parsing, checks and bookkeeping: add, fence count and
+    // read in one write, then the fence written under the CAS, then delete under the CAS.
+    "raw: the store's own commands": async (i) => {
+      const key = `bench:${run}:same:${i}`;
+      const value = `${Date.now() + 30_000} - owner`;
+      const [added] = await raw.command(
+        `ms ${key} ${value.length} T31 ME c\r\n${value}\r\n` +
+          `ma ${key}#fence N0 J${Date.now() * 1000} v\r\nmg ${key} v c\r\n`,
+        5,
+      );
+      const cas = added.split(' ')[1].slice(1);
+      const [stored] = await raw.command(`ms ${key} ${value.length} T31 C${cas} c\r\n${value}\r\n`);
+      const [deleted] = await raw.command(`md ${key} C${stored.split(' ')[1].slice(1)}\r\n`);
+      if (!deleted.startsWith('HD')) throw new Error('delete');
     },
     'store: acquire + release': async (i) => {
       const key = `bench:${run}:store:${i}`;
@@ -142,7 +161,7 @@ export async function benchMemcached({ rounds = 15, ops = 200, contendedOps = 10
   try {
     // Warm up connections and JIT, then interleave the variants round by round so that drift
     // of the machine affects them alike.
-    for (const fn of Object.values(variants)) for (let i = 0; i < 50; i++) await fn(-i - 1);
+    for (const fn of Object.values(variants)) for (let i = 0; i < 500; i++) await fn(-i - 1);
     let counter = 0;
     for (let round = 0; round < rounds; round++) {
       for (const [name, fn] of Object.entries(variants)) {
@@ -162,12 +181,21 @@ export async function benchMemcached({ rounds = 15, ops = 200, contendedOps = 10
           stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         }),
       );
-      await Promise.all(children.map((child) => once(child, 'message')));
+      const exited = Promise.all(children.map((child) => once(child, 'exit')));
+      // A contender that dies early must fail the run, not leave it waiting for its message.
+      const died = new Promise((_, reject) => {
+        for (const child of children) {
+          child.once('exit', (code) => code !== 0 && reject(new Error(`contender exited ${code}`)));
+        }
+      });
+      const all = (event) =>
+        Promise.race([died, Promise.all(children.map((child) => once(child, event)))]);
+      await all('message');
       const started = performance.now();
       for (const child of children) child.send('go');
-      await Promise.all(children.map((child) => once(child, 'message')));
+      await all('message');
       contended.push((4 * contendedOps * 1000) / (performance.now() - started));
-      await Promise.all(children.map((child) => once(child, 'exit')));
+      await exited;
     }
 
     const floor = median(samples['floor: raw add + delete']);

@@ -182,9 +182,9 @@ describe('waiting', () => {
     const counting: LockStore = {
       kind: 'counting',
       atomic: true,
-      acquire: (...args) => {
+      acquire: (k, owner, ttlMs) => {
         attempts++;
-        return inner.acquire(...args);
+        return inner.acquire(k, owner, ttlMs);
       },
       release: (...args) => inner.release(...args),
       extend: (...args) => inner.extend(...args),
@@ -351,7 +351,7 @@ describe('store failures', () => {
     return {
       kind: 'failing',
       atomic: true,
-      acquire: (...args) => (what.acquire ? fail() : inner.acquire(...args)),
+      acquire: (k, owner, ttlMs) => (what.acquire ? fail() : inner.acquire(k, owner, ttlMs)),
       release: (...args) => (what.release ? fail() : inner.release(...args)),
       extend: (...args) => (what.extend ? fail() : inner.extend(...args)),
       inspect: (k) => (what.inspect ? fail() : inner.inspect(k)),

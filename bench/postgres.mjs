@@ -1,0 +1,340 @@
+// PostgreSQL: cachelock against the floor (the store's own statements issued raw through pg, no
+// library) and session advisory locks, then 4 processes contending on one key. Runs on a
+// throwaway cluster (initdb + pg_ctl on a free port; as the postgres user when run as root), or
+// on BENCH_PG_URL if set. Needs the built package (npm run build).
+import { execFileSync, fork } from 'node:child_process';
+import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Mutex } from 'async-mutex';
+import { Lock } from 'cachelock';
+import { postgresStore } from 'cachelock/postgres';
+import pg from 'pg';
+import { fmt, interleave, median, table } from './lib.mjs';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const PAIRS = Number(process.env.BENCH_PAIRS ?? 1_000);
+const CONTENDED_MS = Number(process.env.BENCH_CONTENDED_MS ?? 2_000);
+const WORKERS = 4;
+const TTL = 10_000;
+const TABLE = 'cachelock_bench';
+const contenders = [
+  'async-mutex (in-process limit)',
+  'cachelock (LISTEN/NOTIFY)',
+  'cachelock, listen: false (polling)',
+  'pg_advisory_lock (session, blocking)',
+];
+
+async function main() {
+  const server = process.env.BENCH_PG_URL ? undefined : await startCluster();
+  const url = process.env.BENCH_PG_URL ?? server.url;
+  try {
+    const pool = new pg.Pool({ connectionString: url, max: 4 });
+    const { rows } = await pool.query('SHOW server_version');
+    await pool.query(`DROP TABLE IF EXISTS ${TABLE}`);
+    await pool.end();
+    console.log(
+      `PostgreSQL ${rows[0].server_version} (${server ? 'throwaway cluster, default settings' : 'BENCH_PG_URL'}), pg ${pgVersion()}, ${ROUNDS} rounds interleaved, medians\n`,
+    );
+    await uncontended(url);
+    await contended(url);
+  } finally {
+    server?.stop();
+  }
+}
+
+function pgVersion() {
+  return JSON.parse(readFileSync(new URL('../node_modules/pg/package.json', import.meta.url)))
+    .version;
+}
+
+/** Count the queries a pool is asked for: the round trips of each operation. */
+function counted(pool) {
+  const query = pool.query.bind(pool);
+  pool.queries = 0;
+  pool.query = (...args) => {
+    pool.queries++;
+    return query(...args);
+  };
+  return pool;
+}
+
+// The store's acquire and release statements (src/postgres/acquire.ts, release.ts), raw.
+const ACQUIRE = `INSERT INTO ${TABLE} AS lease (id, key, owner, expires_at)
+  SELECT $1::bytea, $2::text, $3::text, clock_timestamp() + $4::float8 * interval '1 millisecond'
+  WHERE NOT EXISTS (SELECT 1 FROM ${TABLE}
+    WHERE id = $1::bytea AND owner <> $3::text AND expires_at > clock_timestamp())
+  ON CONFLICT (id) DO UPDATE SET key = excluded.key, owner = excluded.owner,
+    expires_at = excluded.expires_at,
+    fence = CASE WHEN lease.owner = excluded.owner AND lease.expires_at > clock_timestamp()
+                 THEN lease.fence ELSE excluded.fence END
+  WHERE lease.expires_at <= clock_timestamp() OR lease.owner = excluded.owner
+  RETURNING fence::text AS fence`;
+const RELEASE = `WITH released AS (DELETE FROM ${TABLE} WHERE id = $1 AND owner = $2
+    RETURNING expires_at > clock_timestamp() AS held)
+  SELECT held, pg_notify($3, $4), set_config('synchronous_commit', 'off', true) FROM released`;
+
+async function uncontended(url) {
+  const pool = counted(new pg.Pool({ connectionString: url, max: 1 }));
+  const advisory = new pg.Client(url);
+  await advisory.connect();
+  const store = postgresStore(pool, { table: TABLE });
+  const { createHash } = await import('node:crypto');
+  let n = 0;
+  const cases = [
+    {
+      name: 'floor (the same SQL, raw)',
+      pair: async (key) => {
+        const id = createHash('sha256').update(key, 'utf16le').digest();
+        const owner = `floor:${++n}`;
+        const taken = await pool.query({
+          name: 'floor_acquire',
+          text: ACQUIRE,
+          values: [id, key, owner, TTL],
+        });
+        if (taken.rows.length !== 1) throw new Error('held');
+        await pool.query({
+          name: 'floor_release',
+          text: RELEASE,
+          values: [id, owner, `cachelock:${TABLE}`, id.toString('base64url')],
+        });
+      },
+    },
+    {
+      name: 'cachelock',
+      pair: async (key) => {
+        const lock = new Lock(key, { cache: store, ttl: TTL });
+        await lock.acquire();
+        await lock.release();
+      },
+    },
+    {
+      name: 'pg_try_advisory_lock + unlock (session, no lease, no fence)',
+      pair: async (key) => {
+        const k = hashKey(key);
+        const { rows } = await advisory.query('SELECT pg_try_advisory_lock($1) AS ok', [k]);
+        if (!rows[0].ok) throw new Error('held');
+        await advisory.query('SELECT pg_advisory_unlock($1)', [k]);
+      },
+    },
+  ];
+  await store.inspect('create the table');
+  // Warm up, then count the round trips of one pair.
+  for (const c of cases) for (let i = 0; i < 100; i++) await c.pair(`warm:${i}`);
+  const trips = new Map();
+  for (const c of cases.slice(0, 2)) {
+    pool.queries = 0;
+    for (let i = 0; i < 100; i++) await c.pair(`count:${i}`);
+    trips.set(c.name, fmt(pool.queries / 100, 2));
+  }
+  trips.set(cases[2].name, '2.00');
+  let run = 0;
+  const results = await interleave(cases, ROUNDS, async (c) => {
+    const key = `uncontended:${++run}`;
+    const started = performance.now();
+    for (let i = 0; i < PAIRS; i++) await c.pair(key);
+    return ((performance.now() - started) * 1000) / PAIRS;
+  });
+  const floorUs = results.get(cases[0].name);
+  console.log('### Uncontended acquire+release, one connection\n');
+  console.log(
+    table(
+      ['library', 'us per acquire+release', 'vs floor', 'round trips'],
+      cases.map((c) => [
+        c.name,
+        fmt(results.get(c.name), 1),
+        `${fmt(results.get(c.name) / floorUs)}x`,
+        trips.get(c.name),
+      ]),
+    ),
+  );
+  console.log(
+    '\n(acquire commits durably, so the disk flush of its commit is most of the time; releases\n' +
+      'commit with synchronous_commit off; advisory locks write nothing and give no lease or fence)\n',
+  );
+  await store.close();
+  await pool.end();
+  await advisory.end();
+}
+
+function hashKey(key) {
+  let h = 0;
+  for (const ch of key) h = (Math.imul(h, 31) + ch.codePointAt(0)) | 0;
+  return h;
+}
+
+async function contended(url) {
+  const worst = new Map(contenders.map((name) => [name, []]));
+  let run = 0;
+  const rates = await interleave(
+    contenders.map((name) => ({ name })),
+    ROUNDS,
+    async ({ name }) => {
+      const config = { library: name, url, key: `contended:${++run}` };
+      const reports = name === contenders[0] ? await inProcessLimit() : await runWorkers(config);
+      worst.get(name).push(Math.max(...reports.map((r) => r.worstWaitMs)));
+      return reports.reduce((sum, r) => sum + r.sections, 0) / (CONTENDED_MS / 1000);
+    },
+  );
+  const limit = rates.get(contenders[0]);
+  console.log(`### ${WORKERS} processes, one key, 1 ms hold, 0-2 ms between sections\n`);
+  console.log(
+    table(
+      ['library', 'sections/s', '% of in-process limit', 'worst wait (ms, median of rounds)'],
+      contenders.map((name) => [
+        name,
+        fmt(rates.get(name), 0),
+        `${fmt((rates.get(name) / limit) * 100, 0)}%`,
+        fmt(median(worst.get(name)), 1),
+      ]),
+    ),
+  );
+  console.log('\n(the limit: 4 workers in one process on async-mutex, the same loop)\n');
+}
+
+async function inProcessLimit() {
+  const mutex = new Mutex();
+  return Promise.all(
+    Array.from({ length: WORKERS }, () => contend((fn) => mutex.runExclusive(fn))),
+  );
+}
+
+/** Start the workers, let them go at once, collect what each reports. */
+async function runWorkers(config) {
+  const children = Array.from({ length: WORKERS }, () =>
+    fork(new URL(import.meta.url).pathname, ['worker', JSON.stringify(config)], {
+      execArgv: [],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    }),
+  );
+  await Promise.all(
+    children.map((child) => new Promise((resolve) => child.once('message', resolve))),
+  );
+  const reports = children.map(
+    (child) =>
+      new Promise((resolve, reject) => {
+        child.once('message', resolve);
+        child.once('exit', (code) => code !== 0 && reject(new Error(`worker exited with ${code}`)));
+      }),
+  );
+  for (const child of children) child.send('go');
+  return Promise.all(reports);
+}
+
+async function worker({ library, url, key }) {
+  let withLock;
+  let close;
+  if (library.startsWith('cachelock')) {
+    const pool = new pg.Pool({ connectionString: url, max: 2 });
+    const store = postgresStore(pool, { table: TABLE, listen: !library.includes('listen: false') });
+    await store.inspect(key);
+    withLock = async (fn) => {
+      const lock = new Lock(key, { cache: store, ttl: TTL, wait: '30s' });
+      await lock.acquire();
+      try {
+        await fn();
+      } finally {
+        await lock.release();
+      }
+    };
+    close = async () => {
+      await store.close();
+      await pool.end();
+    };
+  } else {
+    const client = new pg.Client(url);
+    await client.connect();
+    const k = hashKey(key);
+    withLock = async (fn) => {
+      await client.query('SELECT pg_advisory_lock($1)', [k]);
+      try {
+        await fn();
+      } finally {
+        await client.query('SELECT pg_advisory_unlock($1)', [k]);
+      }
+    };
+    close = () => client.end();
+  }
+  process.send('ready');
+  await new Promise((resolve) => process.once('message', resolve));
+  const report = await contend(withLock);
+  await close();
+  process.send(report, () => process.disconnect());
+}
+
+/** Take the lock, hold it 1 ms, pause 0-2 ms, for CONTENDED_MS; count and time the waits. */
+async function contend(withLock) {
+  let sections = 0;
+  let worstWaitMs = 0;
+  const stopAt = performance.now() + CONTENDED_MS;
+  while (performance.now() < stopAt) {
+    const asked = performance.now();
+    await withLock(async () => {
+      worstWaitMs = Math.max(worstWaitMs, performance.now() - asked);
+      await sleep(1);
+    });
+    sections++;
+    await sleep(Math.random() * 2);
+  }
+  return { sections, worstWaitMs };
+}
+
+/** initdb + pg_ctl on a free port under a temporary folder; stopped for sure on exit. */
+async function startCluster() {
+  const port = await new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'cachelock-bench-pg-'));
+  // PostgreSQL refuses to run as root: run it as the postgres user then.
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    const uid = Number(execFileSync('id', ['-u', 'postgres']));
+    const gid = Number(execFileSync('id', ['-g', 'postgres']));
+    chownSync(dir, uid, gid);
+  }
+  const exec = (command, args) =>
+    execFileSync(
+      asRoot ? 'runuser' : command,
+      asRoot ? ['-u', 'postgres', '--', command, ...args] : args,
+      {
+        stdio: 'ignore',
+      },
+    );
+  const data = join(dir, 'data');
+  exec('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '-N', '-E', 'UTF8', '--locale=C']);
+  exec('pg_ctl', [
+    '-D',
+    data,
+    '-o',
+    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c max_connections=100`,
+    '-l',
+    join(dir, 'log'),
+    '-w',
+    'start',
+  ]);
+  const pid = Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  let stopped = false;
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
+    try {
+      exec('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
+    } catch {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', stop);
+  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, stop };
+}
+
+// Last, so that every constant above is initialised before a top-level await runs.
+if (process.argv[2] === 'worker') await worker(JSON.parse(process.argv[3]));
+else await main();

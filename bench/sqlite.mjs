@@ -1,0 +1,248 @@
+// SQLite: cachelock against the floor (the store's own statements issued raw through
+// better-sqlite3, no library) and proper-lockfile (the file-lock peer), then 4 processes
+// contending on one key. Needs the built package (npm run build).
+import { fork } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Mutex } from 'async-mutex';
+import Database from 'better-sqlite3';
+import { Lock } from 'cachelock';
+import { sqliteStore } from 'cachelock/sqlite';
+import lockfile from 'proper-lockfile';
+import { fmt, interleave, median, table } from './lib.mjs';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const PAIRS = Number(process.env.BENCH_PAIRS ?? 2_000);
+const CONTENDED_MS = Number(process.env.BENCH_CONTENDED_MS ?? 2_000);
+const WORKERS = 4;
+const TTL = 10_000;
+const contenders = [
+  'async-mutex (in-process limit)',
+  'cachelock',
+  'proper-lockfile (retry 1-10 ms)',
+];
+
+if (process.argv[2] === 'worker') await worker(JSON.parse(process.argv[3]));
+else await main();
+
+async function main() {
+  const dir = mkdtempSync(join(tmpdir(), 'cachelock-bench-sqlite-'));
+  try {
+    const db = new Database(':memory:');
+    const version = db.prepare('SELECT sqlite_version() AS v').get().v;
+    db.close();
+    console.log(
+      `SQLite ${version} via better-sqlite3 (WAL, synchronous=NORMAL), file in ${tmpdir()}, ${ROUNDS} rounds interleaved, medians\n`,
+    );
+    await uncontended(dir);
+    await contended(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The statements the store runs, issued raw on one connection: the least any library can do. */
+function floorPair(path) {
+  const db = new Database(path);
+  db.exec('PRAGMA busy_timeout = 5000');
+  db.pragma('journal_mode = WAL');
+  db.exec('PRAGMA synchronous = NORMAL');
+  db.exec(`CREATE TABLE IF NOT EXISTS floor (key TEXT PRIMARY KEY NOT NULL, owner TEXT NOT NULL,
+    expires_at INTEGER NOT NULL, fence INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS floor_fence (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
+    INSERT OR IGNORE INTO floor_fence VALUES (1, 0);`);
+  const begin = db.prepare('BEGIN IMMEDIATE');
+  const commit = db.prepare('COMMIT');
+  const read = db.prepare('SELECT owner, expires_at FROM floor WHERE key = ?');
+  const next = db.prepare('UPDATE floor_fence SET value = value + 1 WHERE id = 1');
+  const take = db.prepare(`INSERT OR REPLACE INTO floor (key, owner, expires_at, fence)
+    VALUES (?, ?, ?, (SELECT value FROM floor_fence WHERE id = 1)) RETURNING CAST(fence AS TEXT) AS fence`);
+  const remove = db.prepare('DELETE FROM floor WHERE key = ? AND owner = ? RETURNING expires_at');
+  let n = 0;
+  return {
+    pair: async (key) => {
+      const owner = `floor:${++n}`;
+      begin.run();
+      const now = Date.now();
+      const row = read.get(key);
+      if (row && row.expires_at > now) throw new Error('held');
+      next.run();
+      take.get(key, owner, now + TTL);
+      commit.run();
+      if (!remove.get(key, owner)) throw new Error('not released');
+    },
+    close: () => db.close(),
+  };
+}
+
+async function uncontended(dir) {
+  const path = join(dir, 'uncontended.sqlite');
+  const store = sqliteStore(path);
+  const lockTarget = join(dir, 'proper-lockfile-target');
+  closeSync(openSync(lockTarget, 'a'));
+  const floor = floorPair(path);
+  const cases = [
+    { name: 'floor (the same SQL, raw)', pair: floor.pair },
+    {
+      name: 'cachelock',
+      pair: async (key) => {
+        const lock = new Lock(key, { cache: store, ttl: TTL });
+        await lock.acquire();
+        await lock.release();
+      },
+    },
+    {
+      name: 'proper-lockfile',
+      pair: async () => {
+        const release = await lockfile.lock(lockTarget, { stale: TTL, realpath: false });
+        await release();
+      },
+    },
+  ];
+  let run = 0;
+  for (const c of cases) for (let i = 0; i < 200; i++) await c.pair(`warm:${++run}`);
+  const results = await interleave(cases, ROUNDS, async (c) => {
+    const key = `uncontended:${++run}`;
+    const started = performance.now();
+    for (let i = 0; i < PAIRS; i++) await c.pair(key);
+    return ((performance.now() - started) * 1000) / PAIRS;
+  });
+  const floorUs = results.get(cases[0].name);
+  console.log('### Uncontended acquire+release, one process\n');
+  console.log(
+    table(
+      ['library', 'us per acquire+release', 'vs floor'],
+      cases.map((c) => [
+        c.name,
+        fmt(results.get(c.name), 1),
+        `${fmt(results.get(c.name) / floorUs)}x`,
+      ]),
+    ),
+  );
+  console.log('');
+  floor.close();
+  await store.close();
+}
+
+async function contended(dir) {
+  const worst = new Map(contenders.map((name) => [name, []]));
+  let run = 0;
+  const rates = await interleave(
+    contenders.map((name) => ({ name })),
+    ROUNDS,
+    async ({ name }) => {
+      const config = {
+        library: name,
+        path: join(dir, `contended-${++run}.sqlite`),
+        key: `contended:${run}`,
+      };
+      closeSync(openSync(config.path, 'a'));
+      const reports = name === contenders[0] ? await inProcessLimit() : await runWorkers(config);
+      worst.get(name).push(Math.max(...reports.map((r) => r.worstWaitMs)));
+      return reports.reduce((sum, r) => sum + r.sections, 0) / (CONTENDED_MS / 1000);
+    },
+  );
+  const limit = rates.get(contenders[0]);
+  console.log(`### ${WORKERS} processes, one key, 1 ms hold, 0-2 ms between sections\n`);
+  console.log(
+    table(
+      ['library', 'sections/s', '% of in-process limit', 'worst wait (ms, median of rounds)'],
+      contenders.map((name) => [
+        name,
+        fmt(rates.get(name), 0),
+        `${fmt((rates.get(name) / limit) * 100, 0)}%`,
+        fmt(median(worst.get(name)), 1),
+      ]),
+    ),
+  );
+  console.log('\n(the limit: 4 workers in one process on async-mutex, the same loop)\n');
+}
+
+/** The same loop as the workers', in this process on an in-memory mutex: the ceiling. */
+async function inProcessLimit() {
+  const mutex = new Mutex();
+  return Promise.all(
+    Array.from({ length: WORKERS }, () => contend((fn) => mutex.runExclusive(fn))),
+  );
+}
+
+/** Start the workers, let them go at once, collect what each reports. */
+async function runWorkers(config) {
+  const children = Array.from({ length: WORKERS }, () =>
+    fork(new URL(import.meta.url).pathname, ['worker', JSON.stringify(config)], {
+      execArgv: [],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    }),
+  );
+  await Promise.all(
+    children.map((child) => new Promise((resolve) => child.once('message', resolve))),
+  );
+  const reports = children.map(
+    (child) =>
+      new Promise((resolve, reject) => {
+        child.once('message', resolve);
+        child.once('exit', (code) => code !== 0 && reject(new Error(`worker exited with ${code}`)));
+      }),
+  );
+  for (const child of children) child.send('go');
+  return Promise.all(reports);
+}
+
+async function worker({ library, path, key }) {
+  let withLock;
+  let close = async () => {};
+  if (library === 'cachelock') {
+    const store = sqliteStore(path);
+    await store.inspect(key);
+    withLock = async (fn) => {
+      const lock = new Lock(key, { cache: store, ttl: TTL, wait: '30s' });
+      await lock.acquire();
+      try {
+        await fn();
+      } finally {
+        await lock.release();
+      }
+    };
+    close = () => store.close();
+  } else {
+    const retries = {
+      retries: 100_000,
+      minTimeout: 1,
+      maxTimeout: 10,
+      factor: 1.5,
+      randomize: true,
+    };
+    withLock = async (fn) => {
+      const release = await lockfile.lock(path, { stale: TTL, realpath: false, retries });
+      try {
+        await fn();
+      } finally {
+        await release();
+      }
+    };
+  }
+  process.send('ready');
+  await new Promise((resolve) => process.once('message', resolve));
+  const report = await contend(withLock);
+  await close();
+  process.send(report, () => process.disconnect());
+}
+
+/** Take the lock, hold it 1 ms, pause 0-2 ms, for CONTENDED_MS; count and time the waits. */
+async function contend(withLock) {
+  let sections = 0;
+  let worstWaitMs = 0;
+  const stopAt = performance.now() + CONTENDED_MS;
+  while (performance.now() < stopAt) {
+    const asked = performance.now();
+    await withLock(async () => {
+      worstWaitMs = Math.max(worstWaitMs, performance.now() - asked);
+      await sleep(1);
+    });
+    sections++;
+    await sleep(Math.random() * 2);
+  }
+  return { sections, worstWaitMs };
+}

@@ -1,0 +1,214 @@
+import type { Acquired, LeaseInfo, LockStore } from 'cachelock';
+import { flagValue, MemcachedError, type MetaConnection, type MetaReply } from './connection.js';
+import { memcachedKeys } from './keys.js';
+import { decodeLease, encodeLease, expirySeconds, type LeaseValue } from './lease.js';
+
+/** The item this store last wrote for a key: release and extend compare against its CAS. */
+interface Written {
+  owner: string;
+  cas: string;
+  fence: bigint | undefined;
+}
+
+// A CAS compare fails when another write came in between; the item is then read again, a few
+// times at most, so that a store never loops on a key that keeps changing.
+const CAS_ATTEMPTS = 3;
+// Remembered writes are a shortcut, not state: past this many the oldest are forgotten.
+const MAX_REMEMBERED = 10_000;
+
+/**
+ * A `LockStore` on memcached. Acquire is an `add`; release and extend are compare-and-swap on the
+ * item's CAS value, so they act only on the item the owner wrote; the fence is an `incr` on a
+ * companion key. Expiry is memcached's own, in whole seconds (see `expirySeconds`).
+ */
+export class MemcachedStore implements LockStore {
+  readonly kind = 'memcached';
+  readonly atomic = true;
+  private readonly connections: MetaConnection[];
+  private readonly written = new Map<string, Written>();
+
+  constructor(connections: MetaConnection[]) {
+    if (connections.length === 0) throw new TypeError('memcachedStore: no memcached server given');
+    this.connections = connections;
+  }
+
+  async acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
+    const keys = memcachedKeys(key);
+    const connection = this.connectionFor(keys.lease);
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      const lease: LeaseValue = { owner, expiresAt: Date.now() + ttlMs, fence: undefined };
+      const data = encodeLease(lease);
+      const seconds = expirySeconds(ttlMs);
+      // One round trip: add the lease, count the fence, and read the holder in case the add
+      // fails. The count runs after the add on this connection; when the add fails the number
+      // is skipped, which keeps fences increasing (they need not be consecutive). A fence key
+      // created afresh starts at the clock in microseconds, so that after an eviction or a
+      // restart it still almost surely exceeds the numbers handed out before.
+      const seed = BigInt(Date.now()) * 1000n;
+      const [added, counted, current] = await connection.send([
+        { line: `ms ${keys.lease} ${data.length} T${seconds} ME c`, data },
+        { line: `ma ${keys.fence} N0 J${seed} v` },
+        { line: `mg ${keys.lease} v c` },
+      ]);
+      if (added!.status === 'HD') {
+        // The fence is written into the lease under the CAS of the add: if the lease expired and
+        // was taken while the count was on its way, this fails and nobody holds two fences.
+        lease.fence = counterValue(counted!);
+        const cas = flagValue(added!, 'c');
+        if (cas === undefined) throw unexpected('add', added!);
+        const stored = await this.compareAndSet(connection, keys.lease, cas, lease, seconds);
+        if (stored === undefined) return null;
+        this.remember(keys.lease, { owner, cas: stored, fence: lease.fence });
+        return { fence: lease.fence };
+      }
+      if (added!.status !== 'NS') throw unexpected('add', added!);
+      if (current!.status === 'EN') continue; // released between the add and the read
+      if (current!.status !== 'VA') throw unexpected('get', current!);
+      const holder = decodeLease(current!.value);
+      if (holder?.owner !== owner) return null;
+      // The owner already holds it (a retry after a lost reply): refresh it, keep its fence.
+      const cas = flagValue(current!, 'c');
+      if (cas === undefined) throw unexpected('get', current!);
+      lease.fence = holder.fence ?? counterValue(counted!);
+      const stored = await this.compareAndSet(connection, keys.lease, cas, lease, seconds);
+      if (stored === undefined) continue;
+      this.remember(keys.lease, { owner, cas: stored, fence: lease.fence });
+      return { fence: lease.fence };
+    }
+    return null;
+  }
+
+  async release(key: string, owner: string, keepMs = 0): Promise<boolean> {
+    const { lease } = memcachedKeys(key);
+    const connection = this.connectionFor(lease);
+    return this.whileOwned(connection, lease, owner, async (written) => {
+      if (keepMs > 0) {
+        const value = { owner, expiresAt: Date.now() + keepMs, fence: written.fence };
+        const seconds = expirySeconds(keepMs);
+        const stored = await this.compareAndSet(connection, lease, written.cas, value, seconds);
+        return stored === undefined ? 'changed' : 'done';
+      }
+      const [reply] = await connection.send([{ line: `md ${lease} C${written.cas}` }]);
+      if (reply!.status === 'HD') return 'done';
+      if (reply!.status === 'EX' || reply!.status === 'NF') return 'changed';
+      throw unexpected('delete', reply!);
+    }).finally(() => {
+      if (this.written.get(lease)?.owner === owner) this.written.delete(lease);
+    });
+  }
+
+  async extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
+    const { lease } = memcachedKeys(key);
+    const connection = this.connectionFor(lease);
+    return this.whileOwned(connection, lease, owner, async (written) => {
+      const value = { owner, expiresAt: Date.now() + ttlMs, fence: written.fence };
+      const seconds = expirySeconds(ttlMs);
+      const stored = await this.compareAndSet(connection, lease, written.cas, value, seconds);
+      if (stored === undefined) return 'changed';
+      this.remember(lease, { owner, cas: stored, fence: written.fence });
+      return 'done';
+    });
+  }
+
+  async inspect(key: string): Promise<LeaseInfo | null> {
+    const { lease } = memcachedKeys(key);
+    const [reply] = await this.connectionFor(lease).send([{ line: `mg ${lease} v t` }]);
+    if (reply!.status === 'EN') return null;
+    if (reply!.status !== 'VA') throw unexpected('get', reply!);
+    const secondsLeft = Number(flagValue(reply!, 't') ?? -1);
+    const bound = secondsLeft >= 0 ? secondsLeft * 1000 : Number.POSITIVE_INFINITY;
+    const holder = decodeLease(reply!.value);
+    // Not an item this library wrote, yet it blocks the key: report it as held, as it is.
+    if (!holder) {
+      return { owner: reply!.value!.toString('utf8'), ttlMs: Number.isFinite(bound) ? bound : 0 };
+    }
+    const ttlMs = Math.max(0, Math.min(holder.expiresAt - Date.now(), bound));
+    return holder.fence === undefined
+      ? { owner: holder.owner, ttlMs }
+      : { owner: holder.owner, ttlMs, fence: holder.fence };
+  }
+
+  async close(): Promise<void> {
+    for (const connection of this.connections) connection.close();
+    this.written.clear();
+  }
+
+  /**
+   * Run `change` against the item `owner` wrote, compared by CAS. The CAS comes from this
+   * store's last write, else from reading the item (and checking its owner); when the compare
+   * fails the item is read again. Resolves whether `owner` held the key until `change` acted.
+   */
+  private async whileOwned(
+    connection: MetaConnection,
+    lease: string,
+    owner: string,
+    change: (written: Written) => Promise<'done' | 'changed'>,
+  ): Promise<boolean> {
+    let written = this.written.get(lease);
+    if (written?.owner !== owner) written = undefined;
+    for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+      if (written === undefined) {
+        const [reply] = await connection.send([{ line: `mg ${lease} v c` }]);
+        if (reply!.status === 'EN') return false;
+        if (reply!.status !== 'VA') throw unexpected('get', reply!);
+        const holder = decodeLease(reply!.value);
+        const cas = flagValue(reply!, 'c');
+        if (holder?.owner !== owner || cas === undefined) return false;
+        written = { owner, cas, fence: holder.fence };
+      }
+      if ((await change(written)) === 'done') return true;
+      this.written.delete(lease);
+      written = undefined;
+    }
+    throw new MemcachedError(`the lease item ${lease} kept changing under compare-and-swap`);
+  }
+
+  /** Store `lease` if the item still has `cas`; resolves the new CAS, or undefined if it changed. */
+  private async compareAndSet(
+    connection: MetaConnection,
+    key: string,
+    cas: string,
+    lease: LeaseValue,
+    seconds: number,
+  ): Promise<string | undefined> {
+    const data = encodeLease(lease);
+    const [reply] = await connection.send([
+      { line: `ms ${key} ${data.length} T${seconds} C${cas} c`, data },
+    ]);
+    if (reply!.status === 'EX' || reply!.status === 'NF') return undefined;
+    const stored = reply!.status === 'HD' ? flagValue(reply!, 'c') : undefined;
+    if (stored === undefined) throw unexpected('compare-and-set', reply!);
+    return stored;
+  }
+
+  private remember(lease: string, written: Written): void {
+    this.written.delete(lease);
+    this.written.set(lease, written);
+    if (this.written.size > MAX_REMEMBERED) {
+      const oldest = this.written.keys().next().value;
+      if (oldest !== undefined) this.written.delete(oldest);
+    }
+  }
+
+  /** The server for a key: one server per key, chosen by an FNV-1a hash of its memcached key. */
+  private connectionFor(key: string): MetaConnection {
+    if (this.connections.length === 1) return this.connections[0]!;
+    let hash = 0x811c9dc5;
+    for (let i = 0; i < key.length; i++) {
+      hash ^= key.charCodeAt(i);
+      hash = Math.imul(hash, 0x01000193) >>> 0;
+    }
+    return this.connections[hash % this.connections.length]!;
+  }
+}
+
+function counterValue(reply: MetaReply): bigint {
+  if (reply.status !== 'VA' || reply.value === undefined) throw unexpected('incr', reply);
+  return BigInt(reply.value.toString('latin1').trim());
+}
+
+function unexpected(operation: string, reply: MetaReply): MemcachedError {
+  return new MemcachedError(
+    `memcached gave an unexpected reply to ${operation}: ${[reply.status, ...reply.flags].join(' ')}`,
+  );
+}

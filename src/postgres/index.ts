@@ -1,0 +1,166 @@
+import type { Acquired, LeaseInfo, LockStore } from 'cachelock';
+import type { Client, Pool, PoolConfig } from 'pg';
+import { prepareAcquire } from './acquire.js';
+import { isClient, isPool, listenConnector, type Queryable } from './connection.js';
+import { prepareExtend } from './extend.js';
+import { prepareInspect } from './inspect.js';
+import { ReleaseListener } from './listener.js';
+import { keyId, tableName } from './names.js';
+import { prepareRelease } from './release.js';
+import { createTable, isMissingTable } from './schema.js';
+
+export interface PostgresStoreOptions {
+  /** The leases table, created on first use. Default `'cachelock_locks'`. */
+  table?: string;
+  /** Its schema; by default the connection's search_path decides (usually `public`). */
+  schema?: string;
+  /** Push wake-ups with LISTEN/NOTIFY. Default `true`; `false` makes waiters poll. */
+  listen?: boolean;
+}
+
+interface StoreSetup extends PostgresStoreOptions {
+  /** End the pool on close: the store opened it from a URL. */
+  ownsPool?: boolean;
+}
+
+const DEFAULT_TABLE = 'cachelock_locks';
+
+/**
+ * Locks in a PostgreSQL table. Every lease is judged by the database's clock
+ * (`clock_timestamp()`), so the clients' clocks do not matter. Each operation is one statement
+ * and one round trip; the first one of a store also creates the table if it is missing.
+ */
+class PostgresStore implements LockStore {
+  readonly kind = 'postgres';
+  readonly atomic = true;
+  onRelease?: (key: string, listener: () => void) => () => void;
+  readonly #db: Queryable;
+  readonly #table;
+  readonly #ownsPool: boolean;
+  readonly #listener: ReleaseListener | undefined;
+  readonly #acquire;
+  readonly #release;
+  readonly #extend;
+  readonly #inspect;
+  #ready: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(db: Pool | Client, setup: StoreSetup) {
+    this.#db = db as Queryable;
+    this.#table = tableName(setup.table ?? DEFAULT_TABLE, setup.schema);
+    this.#ownsPool = setup.ownsPool === true;
+    this.#acquire = prepareAcquire(this.#db, this.#table);
+    this.#release = prepareRelease(this.#db, this.#table);
+    this.#extend = prepareExtend(this.#db, this.#table);
+    this.#inspect = prepareInspect(this.#db, this.#table);
+    const connect = setup.listen === false ? undefined : listenConnector(db);
+    if (connect) {
+      const listener = new ReleaseListener(connect, this.#table.channel);
+      this.#listener = listener;
+      this.onRelease = (key, onReleased) =>
+        listener.subscribe(keyId(key).toString('base64url'), () => onReleased());
+    }
+  }
+
+  /** Run `operation` once the table exists; create it again if it was dropped meanwhile. */
+  async #run<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.#closed) throw new Error('cachelock/postgres: the store is closed');
+    this.#ready ??= createTable(this.#db, this.#table).catch((error) => {
+      this.#ready = undefined;
+      throw error;
+    });
+    await this.#ready;
+    try {
+      return await operation();
+    } catch (error) {
+      if (isMissingTable(error)) this.#ready = undefined;
+      throw error;
+    }
+  }
+
+  acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
+    return this.#run(() => this.#acquire(key, owner, ttlMs));
+  }
+
+  release(key: string, owner: string, keepMs?: number): Promise<boolean> {
+    return this.#run(() => this.#release(key, owner, keepMs));
+  }
+
+  extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
+    return this.#run(() => this.#extend(key, owner, ttlMs));
+  }
+
+  inspect(key: string): Promise<LeaseInfo | null> {
+    return this.#run(() => this.#inspect(key));
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#listener?.close();
+    if (this.#ownsPool) await (this.#db as Pool).end();
+  }
+}
+
+/**
+ * A store on your pg `Pool` (recommended: it reconnects) or connected `Client`. The store never
+ * ends it; it opens one more connection of its own, with the same settings, for LISTEN while
+ * someone waits. Do not hand it a `Client` inside a transaction: the store's statements would
+ * join it.
+ */
+export function postgresStore(
+  poolOrClient: Pool | Client,
+  options: PostgresStoreOptions = {},
+): LockStore {
+  if (!isPool(poolOrClient) && !isClient(poolOrClient)) {
+    throw new TypeError('postgresStore: expected a pg Pool or Client');
+  }
+  return new PostgresStore(poolOrClient, options);
+}
+
+// A store that opens its own pool fails fast rather than hanging when the server is gone.
+const OWNED_POOL_DEFAULTS: PoolConfig = {
+  connectionTimeoutMillis: 5_000,
+  query_timeout: 10_000,
+  // Idle connections do not keep a finished script (or the CLI) alive.
+  allowExitOnIdle: true,
+};
+
+/**
+ * `postgres://` and `postgresql://` URLs: the store opens a `Pool` (pg's connection-string
+ * parameters apply) and ends it on close. `table`, `schema` and `listen=false` in the query
+ * string are the store's options.
+ */
+export async function storeFromUrl(url: URL): Promise<LockStore> {
+  const options: StoreSetup = { ownsPool: true };
+  const connection = new URL(url.href);
+  for (const name of ['table', 'schema', 'listen'] as const) {
+    const value = connection.searchParams.get(name);
+    if (value === null) continue;
+    connection.searchParams.delete(name);
+    if (name === 'listen') options.listen = value !== 'false' && value !== '0';
+    else options[name] = value;
+  }
+  // Validate the names before any connection is opened.
+  tableName(options.table ?? DEFAULT_TABLE, options.schema);
+  const pg = await loadPg();
+  const pool = new pg.Pool({ ...OWNED_POOL_DEFAULTS, connectionString: connection.href });
+  // An idle connection the server ends (restart, pg_terminate_backend) is reported here;
+  // without a listener that report would crash the process. The next query reconnects.
+  pool.on('error', () => {});
+  return new PostgresStore(pool, options);
+}
+
+/** Wrap the user's pg `Pool` or `Client`; `close()` leaves it open. */
+export function storeFromClient(client: unknown): LockStore {
+  return postgresStore(client as Pool);
+}
+
+async function loadPg(): Promise<typeof import('pg')> {
+  try {
+    const module = (await import('pg')) as typeof import('pg') & { default?: typeof import('pg') };
+    return module.default ?? module;
+  } catch (error) {
+    throw new Error('cachelock/postgres needs the pg package: npm install pg', { cause: error });
+  }
+}

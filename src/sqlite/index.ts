@@ -1,0 +1,196 @@
+import { homedir } from 'node:os';
+import { resolve } from 'node:path';
+import { type Acquired, type Duration, type LeaseInfo, type LockStore, toMs } from 'cachelock';
+import { prepareAcquire } from './acquire.js';
+import {
+  isSqliteDatabase,
+  openDatabase,
+  type SqliteDatabase,
+  type SqliteDriver,
+} from './driver.js';
+import { prepareExtend } from './extend.js';
+import { prepareInspect } from './inspect.js';
+import { prepareRelease } from './release.js';
+import { createFile, isMemoryPath, prepareDatabase, tablesFor } from './schema.js';
+
+export type { SqliteDatabase, SqliteDriver } from './driver.js';
+export { isSqliteDatabase } from './driver.js';
+
+export interface SqliteStoreOptions {
+  /** The leases table; a second table `<table>_fence` holds the fence counter. */
+  table?: string;
+  /** How long an operation waits for another connection's write lock. Default `'5s'`. */
+  busyTimeout?: Duration;
+  /** Force a driver; by default `node:sqlite` where this Node.js has it, else better-sqlite3. */
+  driver?: SqliteDriver;
+}
+
+const DEFAULT_TABLE = 'cachelock_locks';
+
+interface Operations {
+  acquire: ReturnType<typeof prepareAcquire>;
+  release: ReturnType<typeof prepareRelease>;
+  extend: ReturnType<typeof prepareExtend>;
+  inspect: ReturnType<typeof prepareInspect>;
+}
+
+/**
+ * A lock store in a SQLite file, shared by the processes of one machine.
+ *
+ * Leases are judged by `Date.now()` of the process that asks: SQLite has no clock of its own and
+ * every process sharing the file runs on this machine, so they read the same wall clock. A jump
+ * of that clock (an NTP step) shortens or lengthens the leases in flight by as much.
+ *
+ * Operations are synchronous SQLite calls: one waiting for another process's write lock blocks
+ * the event loop for up to `busyTimeout` (transactions here last microseconds, so it rarely does).
+ */
+class SqliteStore implements LockStore {
+  readonly kind = 'sqlite';
+  readonly atomic = true;
+  readonly #source: string | SqliteDatabase;
+  readonly #options: SqliteStoreOptions;
+  readonly #busyTimeoutMs: number;
+  readonly #tables;
+  #db: SqliteDatabase | undefined;
+  #ready: Promise<Operations> | undefined;
+  #closed = false;
+
+  constructor(source: string | SqliteDatabase, options: SqliteStoreOptions) {
+    this.#source = source;
+    this.#options = options;
+    this.#busyTimeoutMs = toMs('busyTimeout', options.busyTimeout ?? 5_000);
+    this.#tables = tablesFor(options.table ?? DEFAULT_TABLE);
+  }
+
+  /** The file this store uses, or `':memory:'`; undefined for a database the user opened. */
+  get path(): string | undefined {
+    return typeof this.#source === 'string' ? this.#source : undefined;
+  }
+
+  #operations(): Promise<Operations> {
+    if (this.#closed) return Promise.reject(new Error('cachelock/sqlite: the store is closed'));
+    this.#ready ??= this.#open().catch((error) => {
+      // Let the next call try again (the file's folder may have appeared, a lock gone).
+      this.#ready = undefined;
+      throw error;
+    });
+    return this.#ready;
+  }
+
+  async #open(): Promise<Operations> {
+    const owns = typeof this.#source === 'string';
+    let db: SqliteDatabase;
+    if (typeof this.#source === 'string') {
+      if (!isMemoryPath(this.#source)) createFile(this.#source);
+      db = (await openDatabase(this.#source, this.#options.driver)).db;
+    } else {
+      db = this.#source;
+    }
+    try {
+      await prepareDatabase(db, this.#tables, {
+        busyTimeoutMs: this.#busyTimeoutMs,
+        ownsDatabase: owns,
+      });
+      if (this.#closed) throw new Error('cachelock/sqlite: the store is closed');
+    } catch (error) {
+      if (owns) db.close();
+      throw error;
+    }
+    this.#db = db;
+    return {
+      acquire: prepareAcquire(db, this.#tables),
+      release: prepareRelease(db, this.#tables),
+      extend: prepareExtend(db, this.#tables),
+      inspect: prepareInspect(db, this.#tables),
+    };
+  }
+
+  async acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
+    return (await this.#operations()).acquire(key, owner, ttlMs);
+  }
+
+  async release(key: string, owner: string, keepMs?: number): Promise<boolean> {
+    return (await this.#operations()).release(key, owner, keepMs);
+  }
+
+  async extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
+    return (await this.#operations()).extend(key, owner, ttlMs);
+  }
+
+  async inspect(key: string): Promise<LeaseInfo | null> {
+    return (await this.#operations()).inspect(key);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#ready?.catch(() => undefined);
+    if (typeof this.#source === 'string') this.#db?.close();
+    this.#db = undefined;
+  }
+}
+
+/**
+ * A store in the SQLite file at `pathOrDatabase` (created with its folder on first use, readable
+ * only by this user), or `':memory:'`, or in a better-sqlite3 `Database` / `node:sqlite`
+ * `DatabaseSync` you opened (the store does not close it).
+ */
+export function sqliteStore(
+  pathOrDatabase: string | SqliteDatabase,
+  options: SqliteStoreOptions = {},
+): LockStore {
+  if (typeof pathOrDatabase === 'string') {
+    const path = isMemoryPath(pathOrDatabase) ? ':memory:' : resolvePath(pathOrDatabase);
+    return new SqliteStore(path, options);
+  }
+  if (!isSqliteDatabase(pathOrDatabase)) {
+    throw new TypeError(
+      'sqliteStore: expected a file path, ":memory:", a better-sqlite3 Database or a node:sqlite DatabaseSync',
+    );
+  }
+  return new SqliteStore(pathOrDatabase, options);
+}
+
+function resolvePath(path: string): string {
+  if (path === '~' || path.startsWith('~/')) return resolve(homedir(), path.slice(2));
+  return resolve(path);
+}
+
+/**
+ * `sqlite:/abs/path` (or `sqlite:///abs/path`), `sqlite:relative/path` (from the working
+ * directory), `sqlite:~/path` (from the home directory) and `sqlite::memory:`. Query parameters:
+ * `table`, `busyTimeout` (a duration), `driver` (`node:sqlite` or `better-sqlite3`).
+ */
+export function storeFromUrl(url: URL): LockStore {
+  if (url.host !== '') {
+    throw new TypeError(
+      `cachelock/sqlite: a sqlite: URL names a local file and has no host, got ${JSON.stringify(url.href)}; use sqlite:/abs/path or sqlite:relative/path`,
+    );
+  }
+  const path = decodeURIComponent(url.pathname);
+  if (path === '' || path === '/') {
+    throw new TypeError(`cachelock/sqlite: ${JSON.stringify(url.href)} names no file`);
+  }
+  const options: SqliteStoreOptions = {};
+  const table = url.searchParams.get('table');
+  if (table !== null) options.table = table;
+  const busyTimeout = url.searchParams.get('busyTimeout');
+  if (busyTimeout !== null) {
+    options.busyTimeout = /^\d+(\.\d+)?$/.test(busyTimeout) ? Number(busyTimeout) : busyTimeout;
+  }
+  const driver = url.searchParams.get('driver');
+  if (driver !== null) {
+    if (driver !== 'node:sqlite' && driver !== 'better-sqlite3') {
+      throw new TypeError(
+        `cachelock/sqlite: driver must be node:sqlite or better-sqlite3, got ${JSON.stringify(driver)}`,
+      );
+    }
+    options.driver = driver;
+  }
+  return sqliteStore(path, options);
+}
+
+/** Wrap a better-sqlite3 `Database` or `node:sqlite` `DatabaseSync`; `close()` leaves it open. */
+export function storeFromClient(client: unknown): LockStore {
+  return sqliteStore(client as SqliteDatabase);
+}

@@ -1,0 +1,130 @@
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { isBusy, type SqliteDatabase } from './driver.js';
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+/** The quoted names of the store's two tables. */
+export interface Tables {
+  /** One row per held (or expired, not yet taken over) key. */
+  leases: string;
+  /** One row: the last fence handed out, for every key of the store. */
+  fences: string;
+}
+
+export function tablesFor(table: string): Tables {
+  if (typeof table !== 'string' || !IDENTIFIER.test(table)) {
+    throw new TypeError(
+      `cachelock/sqlite: table must be an identifier (letters, digits, _; at most 63), got ${JSON.stringify(table)}`,
+    );
+  }
+  return { leases: `"${table}"`, fences: `"${table}_fence"` };
+}
+
+// The fence comes from one counter for the whole table rather than from the lease row, so that a
+// released key's row can be deleted and its next fence is still larger than every earlier one.
+// Writers are serialised by SQLite anyway, so the shared counter costs no concurrency.
+const createSql = ({ leases, fences }: Tables) => `
+  CREATE TABLE IF NOT EXISTS ${leases} (
+    key TEXT PRIMARY KEY NOT NULL,
+    owner TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    fence INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS ${fences} (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+  );
+  INSERT OR IGNORE INTO ${fences} (id, value) VALUES (1, 0);
+`;
+
+/** Create the file's folder (0700) and the file (0600) so that only this user can read them. */
+export function createFile(path: string): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const fd = openSync(path, 'a', 0o600);
+  closeSync(fd);
+}
+
+/** Whether `path` names a database in memory rather than a file. */
+export function isMemoryPath(path: string): boolean {
+  return path === ':memory:' || path === '';
+}
+
+export interface PrepareOptions {
+  busyTimeoutMs: number;
+  /** Set WAL and synchronous=NORMAL: only for a database the store opened itself. */
+  ownsDatabase: boolean;
+}
+
+/**
+ * Ready a connection: busy timeout, WAL, tables. Many short-lived processes may do this on one
+ * file at once: switching to WAL and creating the tables both take the write lock and may report
+ * SQLITE_BUSY beyond the busy handler's reach, so those steps are retried until the timeout.
+ */
+export async function prepareDatabase(
+  db: SqliteDatabase,
+  tables: Tables,
+  { busyTimeoutMs, ownsDatabase }: PrepareOptions,
+): Promise<void> {
+  const deadline = Date.now() + busyTimeoutMs;
+  const timeout = Math.min(2_147_483_647, Math.ceil(busyTimeoutMs));
+  if (ownsDatabase) {
+    db.exec(`PRAGMA busy_timeout = ${timeout}`);
+  } else {
+    // The user's connection keeps its own timeout if it set one.
+    const current = db.prepare('PRAGMA busy_timeout').get();
+    if (current && Number(Object.values(current)[0]) === 0) {
+      db.exec(`PRAGMA busy_timeout = ${timeout}`);
+    }
+  }
+  if (ownsDatabase) {
+    await retryWhileBusy(deadline, () => {
+      const row = db.prepare('PRAGMA journal_mode = WAL').get();
+      const mode = String(row ? Object.values(row)[0] : '').toLowerCase();
+      // A database in memory answers 'memory'; a file must end up in WAL.
+      if (mode !== 'wal' && mode !== 'memory') {
+        throw new Error(`cachelock/sqlite: could not switch the database to WAL (got ${mode})`);
+      }
+    });
+    db.exec('PRAGMA synchronous = NORMAL');
+  }
+  const exists = db
+    .prepare(`SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)`)
+    .get(unquote(tables.leases), unquote(tables.fences));
+  if (Number(exists?.n) === 2) return;
+  await retryWhileBusy(deadline, () => {
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      db.exec(createSql(tables));
+      db.exec('COMMIT');
+    } catch (error) {
+      rollbackQuietly(db);
+      throw error;
+    }
+  });
+}
+
+function unquote(name: string): string {
+  return name.slice(1, -1);
+}
+
+export function rollbackQuietly(db: SqliteDatabase): void {
+  try {
+    db.exec('ROLLBACK');
+  } catch {
+    // No transaction was open (BEGIN itself failed): nothing to undo.
+  }
+}
+
+async function retryWhileBusy(deadline: number, step: () => void): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      step();
+      return;
+    } catch (error) {
+      if (!isBusy(error) || Date.now() >= deadline) throw error;
+      const delay = Math.min(100, 2 ** attempt) * (0.5 + Math.random());
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
