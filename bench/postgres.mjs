@@ -2,26 +2,23 @@
 // library) and session advisory locks, then 4 processes contending on one key. Runs on a
 // throwaway cluster (initdb + pg_ctl on a free port; as the postgres user when run as root), or
 // on BENCH_PG_URL if set. Needs the built package (npm run build).
-import { execFileSync, fork } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Mutex } from 'async-mutex';
+import { fileURLToPath } from 'node:url';
 import { Lock } from 'cachelock';
 import { postgresStore } from 'cachelock/postgres';
 import pg from 'pg';
-import { fmt, interleave, median, table } from './lib.mjs';
+import { cachelockWithLock, contendedTable, isWorker, workerMain } from './contention.mjs';
+import { fmt, interleave, table } from './lib.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 1_000);
-const CONTENDED_MS = Number(process.env.BENCH_CONTENDED_MS ?? 2_000);
-const WORKERS = 4;
 const TTL = 10_000;
 const TABLE = 'cachelock_bench';
 const contenders = [
-  'async-mutex (in-process limit)',
   'cachelock (LISTEN/NOTIFY)',
   'cachelock, listen: false (polling)',
   'pg_advisory_lock (session, blocking)',
@@ -166,79 +163,22 @@ function hashKey(key) {
 }
 
 async function contended(url) {
-  const worst = new Map(contenders.map((name) => [name, []]));
-  let run = 0;
-  const rates = await interleave(
-    contenders.map((name) => ({ name })),
-    ROUNDS,
-    async ({ name }) => {
-      const config = { library: name, url, key: `contended:${++run}` };
-      const reports = name === contenders[0] ? await inProcessLimit() : await runWorkers(config);
-      worst.get(name).push(Math.max(...reports.map((r) => r.worstWaitMs)));
-      return reports.reduce((sum, r) => sum + r.sections, 0) / (CONTENDED_MS / 1000);
-    },
-  );
-  const limit = rates.get(contenders[0]);
-  console.log(`### ${WORKERS} processes, one key, 1 ms hold, 0-2 ms between sections\n`);
-  console.log(
-    table(
-      ['library', 'sections/s', '% of in-process limit', 'worst wait (ms, median of rounds)'],
-      contenders.map((name) => [
-        name,
-        fmt(rates.get(name), 0),
-        `${fmt((rates.get(name) / limit) * 100, 0)}%`,
-        fmt(median(worst.get(name)), 1),
-      ]),
-    ),
-  );
-  console.log('\n(the limit: 4 workers in one process on async-mutex, the same loop)\n');
+  await contendedTable({
+    script: fileURLToPath(import.meta.url),
+    contenders,
+    rounds: ROUNDS,
+    configFor: (library, run) => ({ library, url, key: `contended:${run}` }),
+  });
 }
 
-async function inProcessLimit() {
-  const mutex = new Mutex();
-  return Promise.all(
-    Array.from({ length: WORKERS }, () => contend((fn) => mutex.runExclusive(fn))),
-  );
-}
-
-/** Start the workers, let them go at once, collect what each reports. */
-async function runWorkers(config) {
-  const children = Array.from({ length: WORKERS }, () =>
-    fork(new URL(import.meta.url).pathname, ['worker', JSON.stringify(config)], {
-      execArgv: [],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    }),
-  );
-  await Promise.all(
-    children.map((child) => new Promise((resolve) => child.once('message', resolve))),
-  );
-  const reports = children.map(
-    (child) =>
-      new Promise((resolve, reject) => {
-        child.once('message', resolve);
-        child.once('exit', (code) => code !== 0 && reject(new Error(`worker exited with ${code}`)));
-      }),
-  );
-  for (const child of children) child.send('go');
-  return Promise.all(reports);
-}
-
-async function worker({ library, url, key }) {
+async function makeLock({ library, url, key }) {
   let withLock;
   let close;
   if (library.startsWith('cachelock')) {
     const pool = new pg.Pool({ connectionString: url, max: 2 });
     const store = postgresStore(pool, { table: TABLE, listen: !library.includes('listen: false') });
     await store.inspect(key);
-    withLock = async (fn) => {
-      const lock = new Lock(key, { cache: store, ttl: TTL, wait: '30s' });
-      await lock.acquire();
-      try {
-        await fn();
-      } finally {
-        await lock.release();
-      }
-    };
+    withLock = cachelockWithLock(Lock, key, { cache: store, ttl: TTL });
     close = async () => {
       await store.close();
       await pool.end();
@@ -257,28 +197,7 @@ async function worker({ library, url, key }) {
     };
     close = () => client.end();
   }
-  process.send('ready');
-  await new Promise((resolve) => process.once('message', resolve));
-  const report = await contend(withLock);
-  await close();
-  process.send(report, () => process.disconnect());
-}
-
-/** Take the lock, hold it 1 ms, pause 0-2 ms, for CONTENDED_MS; count and time the waits. */
-async function contend(withLock) {
-  let sections = 0;
-  let worstWaitMs = 0;
-  const stopAt = performance.now() + CONTENDED_MS;
-  while (performance.now() < stopAt) {
-    const asked = performance.now();
-    await withLock(async () => {
-      worstWaitMs = Math.max(worstWaitMs, performance.now() - asked);
-      await sleep(1);
-    });
-    sections++;
-    await sleep(Math.random() * 2);
-  }
-  return { sections, worstWaitMs };
+  return { withLock, close };
 }
 
 /** initdb + pg_ctl on a free port under a temporary folder; stopped for sure on exit. */
@@ -336,5 +255,5 @@ async function startCluster() {
 }
 
 // Last, so that every constant above is initialised before a top-level await runs.
-if (process.argv[2] === 'worker') await worker(JSON.parse(process.argv[3]));
+if (isWorker()) await workerMain(makeLock);
 else await main();
