@@ -1,0 +1,422 @@
+// Redis: cachelock against the floor (SET NX PX + a compare-and-delete script through ioredis,
+// no library) and its peers, interleaved in one run on a throwaway redis-server. Needs the
+// built package (npm run build) and `redis-server` on the PATH.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redlock } from '@sesamecare-oss/redlock';
+import { Mutex as AsyncMutex } from 'async-mutex';
+import { closeAll, Lock } from 'cachelock';
+import { Redis } from 'ioredis';
+import { Mutex as SemaphoreMutex } from 'redis-semaphore';
+import { fmt, interleave, median, table } from './lib.mjs';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const PAIRS = Number(process.env.BENCH_PAIRS ?? 2_000);
+const CONTENDED_MS = Number(process.env.BENCH_CONTENDED_MS ?? 2_000);
+const INFLIGHT_MS = Number(process.env.BENCH_INFLIGHT_MS ?? 1_000);
+const TTL = Number(process.env.BENCH_TTL ?? 10_000);
+
+const server = await startServer();
+const connect = (options = {}) => {
+  const client = new Redis(server.port, '127.0.0.1', options);
+  client.on('error', () => {});
+  return client;
+};
+let run = 0;
+const freshKey = (name) => `bench:${name}:${++run}`;
+
+const RELEASE_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+function withFloor(client) {
+  client.defineCommand('floorRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
+  return client;
+}
+
+// Each library's uncontended acquire+release of `key` on `client`.
+const libraries = [
+  {
+    name: 'floor (SET NX PX + EVALSHA del)',
+    make(client) {
+      withFloor(client);
+      let n = 0;
+      return async (key) => {
+        const token = `t${++n}`;
+        if ((await client.set(key, token, 'PX', TTL, 'NX')) !== 'OK') throw new Error('held');
+        await client.floorRelease(key, token);
+      };
+    },
+  },
+  {
+    name: 'cachelock',
+    make(client) {
+      return async (key) => {
+        const lock = new Lock(key, { cache: client, ttl: TTL });
+        await lock.acquire();
+        await lock.release();
+      };
+    },
+  },
+  {
+    name: '@sesamecare-oss/redlock',
+    make(client) {
+      const redlock = new Redlock([client], { retryCount: 0 });
+      return async (key) => {
+        const lock = await redlock.acquire([key], TTL);
+        await lock.release();
+      };
+    },
+  },
+  {
+    name: 'redis-semaphore Mutex',
+    make(client) {
+      return async (key) => {
+        const mutex = new SemaphoreMutex(client, key, {
+          lockTimeout: TTL,
+          acquireAttemptsLimit: 1,
+        });
+        await mutex.acquire();
+        await mutex.release();
+      };
+    },
+  },
+];
+
+async function uncontended() {
+  const client = connect();
+  const pairs = new Map(libraries.map((lib) => [lib.name, lib.make(client)]));
+  for (const [, pair] of pairs) for (let i = 0; i < 200; i++) await pair(freshKey('warm'));
+  const results = await interleave(libraries, ROUNDS, async (lib) => {
+    const pair = pairs.get(lib.name);
+    const key = freshKey('uncontended');
+    const started = performance.now();
+    for (let i = 0; i < PAIRS; i++) await pair(key);
+    return ((performance.now() - started) * 1000) / PAIRS;
+  });
+  const floor = results.get(libraries[0].name);
+  console.log('### Uncontended acquire+release, one connection\n');
+  console.log(
+    table(
+      ['library', 'us per acquire+release', 'vs floor'],
+      libraries.map((lib) => [
+        lib.name,
+        fmt(results.get(lib.name), 1),
+        `${fmt(results.get(lib.name) / floor)}x`,
+      ]),
+    ),
+  );
+  console.log(`\n(goal: cachelock within 1.1x of the floor)\n`);
+  client.disconnect();
+}
+
+async function commandCounts() {
+  const client = connect();
+  const monitor = await connect().monitor();
+  const seen = { client: 0, script: 0 };
+  let marker;
+  monitor.on('monitor', (_time, args, source) => {
+    if (String(args[0]).toLowerCase() === 'echo' && args[1] === marker) marker = undefined;
+    else if (source === 'lua') seen.script++;
+    else seen.client++;
+  });
+  const rows = [];
+  const N = 100;
+  for (const lib of libraries) {
+    const pair = lib.make(client);
+    await pair(freshKey('load')); // scripts loaded, clients set up
+    await flush();
+    seen.client = 0;
+    seen.script = 0;
+    for (let i = 0; i < N; i++) await pair(freshKey('count'));
+    await flush();
+    rows.push([lib.name, fmt(seen.client / N, 2), fmt(seen.script / N, 2)]);
+  }
+  console.log('### Commands per uncontended acquire+release (MONITOR)\n');
+  console.log(table(['library', 'commands sent', 'commands run inside scripts'], rows));
+  console.log('\n(goal: exactly 2 sent)\n');
+  monitor.disconnect();
+  client.disconnect();
+
+  async function flush() {
+    marker = `flush-${Math.random()}`;
+    await client.echo(marker);
+    while (marker !== undefined) await sleep(5);
+  }
+}
+
+// 4 workers, each on its own connection, one key, 1 ms hold, 0-2 ms between sections.
+const WORKERS = 4;
+const contenders = [
+  {
+    name: 'async-mutex (in-process limit)',
+    async setup() {
+      const mutex = new AsyncMutex();
+      return {
+        workers: Array.from({ length: WORKERS }, () => (fn) => mutex.runExclusive(fn)),
+        close() {},
+      };
+    },
+  },
+  {
+    name: 'cachelock',
+    async setup(key) {
+      const clients = Array.from({ length: WORKERS }, () => connect());
+      return {
+        workers: clients.map((client) => async (fn) => {
+          const lock = new Lock(key, { cache: client, ttl: TTL, wait: '30s' });
+          await lock.acquire();
+          try {
+            await fn();
+          } finally {
+            await lock.release();
+          }
+        }),
+        close: () => {
+          for (const c of clients) c.disconnect();
+        },
+      };
+    },
+  },
+  {
+    name: '@sesamecare-oss/redlock (retryDelay 10, jitter 10)',
+    async setup(key) {
+      const clients = Array.from({ length: WORKERS }, () => connect());
+      return {
+        workers: clients.map((client) => {
+          const redlock = new Redlock([client], {
+            retryCount: 10_000,
+            retryDelay: 10,
+            retryJitter: 10,
+          });
+          return async (fn) => {
+            const lock = await redlock.acquire([key], TTL);
+            try {
+              await fn();
+            } finally {
+              await lock.release();
+            }
+          };
+        }),
+        close: () => {
+          for (const c of clients) c.disconnect();
+        },
+      };
+    },
+  },
+  {
+    name: 'redis-semaphore Mutex (retryInterval 10)',
+    async setup(key) {
+      const clients = Array.from({ length: WORKERS }, () => connect());
+      return {
+        workers: clients.map((client) => async (fn) => {
+          const mutex = new SemaphoreMutex(client, key, {
+            lockTimeout: TTL,
+            acquireTimeout: 30_000,
+          });
+          await mutex.acquire();
+          try {
+            await fn();
+          } finally {
+            await mutex.release();
+          }
+        }),
+        close: () => {
+          for (const c of clients) c.disconnect();
+        },
+      };
+    },
+  },
+];
+
+async function contended() {
+  const worst = new Map(contenders.map((c) => [c.name, []]));
+  const rates = await interleave(contenders, ROUNDS, async (contender) => {
+    const key = freshKey('contended');
+    const { workers, close } = await contender.setup(key);
+    let sections = 0;
+    let worstWait = 0;
+    let inside = 0;
+    const stopAt = performance.now() + CONTENDED_MS;
+    await Promise.all(
+      workers.map(async (withLock) => {
+        while (performance.now() < stopAt) {
+          const asked = performance.now();
+          await withLock(async () => {
+            worstWait = Math.max(worstWait, performance.now() - asked);
+            if (++inside > 1) throw new Error(`${contender.name}: two holders at once`);
+            await sleep(1);
+            inside--;
+          });
+          sections++;
+          await sleep(Math.random() * 2);
+        }
+      }),
+    );
+    await close();
+    worst.get(contender.name).push(worstWait);
+    return sections / (CONTENDED_MS / 1000);
+  });
+  const limit = rates.get(contenders[0].name);
+  console.log(
+    '### 4 workers on separate connections, one key, 1 ms hold, 0-2 ms between sections\n',
+  );
+  console.log(
+    table(
+      ['library', 'sections/s', '% of in-process limit', 'worst wait (ms, median of rounds)'],
+      contenders.map((c) => [
+        c.name,
+        fmt(rates.get(c.name), 0),
+        `${fmt((rates.get(c.name) / limit) * 100, 0)}%`,
+        fmt(median(worst.get(c.name)), 1),
+      ]),
+    ),
+  );
+  console.log('\n(goals: cachelock at least 85% of the limit; worst wait at most 10 hold times)\n');
+}
+
+// 256 keys in flight on one connection with auto-pipelining.
+async function inFlight() {
+  const client = connect({ enableAutoPipelining: true });
+  const pairs = new Map(libraries.map((lib) => [lib.name, lib.make(client)]));
+  const results = await interleave(libraries, ROUNDS, async (lib) => {
+    const pair = pairs.get(lib.name);
+    const base = freshKey('inflight');
+    let done = 0;
+    const stopAt = performance.now() + INFLIGHT_MS;
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: 256 }, async (_, i) => {
+        while (performance.now() < stopAt) {
+          await pair(`${base}:${i}`);
+          done++;
+        }
+      }),
+    );
+    return done / ((performance.now() - started) / 1000);
+  });
+  const floor = results.get(libraries[0].name);
+  console.log('### 256 keys in flight on one connection (auto-pipelining on)\n');
+  console.log(
+    table(
+      ['library', 'acquire+release pairs/s', 'vs floor'],
+      libraries.map((lib) => [
+        lib.name,
+        fmt(results.get(lib.name), 0),
+        `${fmt(results.get(lib.name) / floor)}x`,
+      ]),
+    ),
+  );
+  console.log('\n(goal: cachelock at least the floor)\n');
+  client.disconnect();
+}
+
+// What a key locked once and never again leaves behind: its fence counter.
+async function fenceMemory() {
+  const client = connect({ enableAutoPipelining: true });
+  const KEYS = 100_000;
+  await client.flushall();
+  const used = async () => Number(/used_memory:(\d+)/.exec(await client.info('memory'))[1]);
+  const before = await used();
+  const base = `job:${'x'.repeat(20)}`;
+  for (let i = 0; i < KEYS; i += 1_000) {
+    await Promise.all(
+      Array.from({ length: 1_000 }, async (_, j) => {
+        const lock = new Lock(`${base}:${i + j}`, { cache: client, ttl: TTL });
+        await lock.acquire();
+        await lock.release();
+      }),
+    );
+  }
+  const after = await used();
+  const sample = `{cachelock:${base}:0}:fence`;
+  const leftover = (await client.dbsize()) / KEYS;
+  console.log('### Server memory left by keys locked once and released\n');
+  console.log(
+    table(
+      [
+        'keys',
+        'keys left per lock',
+        'used_memory per lock (bytes)',
+        `MEMORY USAGE of one fence key (${sample.length}-byte name)`,
+      ],
+      [
+        [
+          KEYS,
+          fmt(leftover, 2),
+          fmt((after - before) / KEYS, 0),
+          await client.memory('USAGE', sample),
+        ],
+      ],
+    ),
+  );
+  console.log('');
+  client.disconnect();
+}
+
+async function serverVersion() {
+  const client = connect();
+  const info = await client.info('server');
+  client.disconnect();
+  return /redis_version:(\S+)/.exec(info)?.[1] ?? '?';
+}
+
+async function startServer() {
+  const port = await new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'cachelock-bench-redis-'));
+  const child = spawn(
+    'redis-server',
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+    ],
+    { stdio: 'ignore' },
+  );
+  for (let i = 0; i < 200; i++) {
+    const up = await new Promise((resolve) => {
+      const socket = new Socket();
+      socket.once('error', () => resolve(false));
+      socket.connect(port, '127.0.0.1', () => {
+        socket.destroy();
+        resolve(true);
+      });
+    });
+    if (up) break;
+    await sleep(25);
+  }
+  return {
+    port,
+    stop() {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+try {
+  console.log(
+    `redis-server ${await serverVersion()} (throwaway, port ${server.port}), ${ROUNDS} rounds interleaved, medians\n`,
+  );
+  const only = process.env.BENCH_ONLY?.split(',');
+  const cases = { uncontended, commandCounts, contended, inFlight, fenceMemory };
+  for (const [name, measure] of Object.entries(cases))
+    if (!only || only.includes(name)) await measure();
+} finally {
+  await closeAll();
+  server.stop();
+}

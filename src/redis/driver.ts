@@ -1,0 +1,190 @@
+import type { Script } from './script.js';
+
+/**
+ * The little a store needs from a Redis client, whichever library made it: run a script by SHA
+ * (falling back to its text when the server does not know it, as after a restart or a failover)
+ * and open a subscriber connection.
+ */
+export interface RedisDriver {
+  /** `'ioredis'`, `'ioredis-cluster'`, `'node-redis'`, `'node-redis-cluster'`. */
+  readonly library: ClientLibrary;
+  run(script: Script, keys: string[], args: string[]): Promise<unknown>;
+  /** A new connection for SUBSCRIBE, a duplicate of the client. */
+  openSubscriber(): Subscriber;
+  /** End the client (only for clients the store opened itself). */
+  quit(): Promise<void>;
+}
+
+export type ClientLibrary = 'ioredis' | 'ioredis-cluster' | 'node-redis' | 'node-redis-cluster';
+
+export interface Subscriber {
+  subscribe(channel: string): Promise<void>;
+  unsubscribe(channel: string): Promise<void>;
+  /** Called for every message, and with no arguments after the connection came back. */
+  listen(handler: (channel?: string, message?: string) => void): void;
+  close(): Promise<void>;
+}
+
+/** The members of an ioredis `Redis` or `Cluster` this backend uses. */
+export interface IoredisLike {
+  evalsha(sha: string, numKeys: number, ...keysAndArgs: string[]): Promise<unknown>;
+  eval(text: string, numKeys: number, ...keysAndArgs: string[]): Promise<unknown>;
+  defineCommand(...args: any[]): unknown;
+  duplicate(...args: any[]): IoredisLike;
+  subscribe(...channels: string[]): Promise<unknown>;
+  unsubscribe(...channels: string[]): Promise<unknown>;
+  on(event: string, listener: (...args: any[]) => void): unknown;
+  quit(): Promise<unknown>;
+  disconnect(): void;
+  options: object;
+  nodes?: (...args: any[]) => unknown[];
+}
+
+/** The members of a node-redis client or cluster (v4 and later) this backend uses. */
+export interface NodeRedisLike {
+  sendCommand(...args: any[]): Promise<unknown>;
+  isOpen: boolean;
+  duplicate(...args: any[]): NodeRedisLike;
+  connect(): Promise<unknown>;
+  SUBSCRIBE(channel: string, listener: (message: string, channel: string) => void): Promise<void>;
+  UNSUBSCRIBE(
+    channel: string,
+    listener?: (message: string, channel: string) => void,
+  ): Promise<void>;
+  on(event: string, listener: (...args: any[]) => void): unknown;
+  quit?(): Promise<unknown>;
+  close?(): Promise<unknown>;
+  destroy?(): void;
+  disconnect?(): Promise<unknown>;
+}
+
+const has = (value: object, name: string) => typeof (value as any)[name] === 'function';
+
+/**
+ * Which client library made `client`, by duck typing (the core must not import one):
+ * ioredis has `evalsha`, `defineCommand` and `duplicate` and an `options` object, its `Cluster`
+ * also `nodes()`; node-redis has `sendCommand`, `duplicate` and a boolean `isOpen`, its cluster
+ * also a `masters` list (v4 and later).
+ */
+export function clientLibrary(client: unknown): ClientLibrary | undefined {
+  if (typeof client !== 'object' || client === null) return undefined;
+  if (
+    has(client, 'evalsha') &&
+    has(client, 'defineCommand') &&
+    has(client, 'duplicate') &&
+    typeof (client as any).options === 'object'
+  ) {
+    return has(client, 'nodes') ? 'ioredis-cluster' : 'ioredis';
+  }
+  if (has(client, 'sendCommand') && has(client, 'duplicate') && 'isOpen' in client) {
+    return Array.isArray((client as any).masters) ? 'node-redis-cluster' : 'node-redis';
+  }
+  return undefined;
+}
+
+const isNoScript = (error: unknown) => error instanceof Error && /^NOSCRIPT\b/.test(error.message);
+
+export function driverFor(client: unknown, library: ClientLibrary): RedisDriver {
+  return library.startsWith('ioredis')
+    ? ioredisDriver(client as IoredisLike, library)
+    : nodeRedisDriver(client as NodeRedisLike, library);
+}
+
+function ioredisDriver(client: IoredisLike, library: ClientLibrary): RedisDriver {
+  return {
+    library,
+    run(script, keys, args) {
+      return client.evalsha(script.sha, keys.length, ...keys, ...args).catch((error) => {
+        if (!isNoScript(error)) throw error;
+        return client.eval(script.text, keys.length, ...keys, ...args);
+      });
+    },
+    openSubscriber() {
+      const connection = client.duplicate();
+      let connectedBefore = false;
+      let handler: (channel?: string, message?: string) => void = () => {};
+      connection.on('message', (channel: string, message: string) => handler(channel, message));
+      // Messages published while the connection was down are gone: wake everyone once it is back.
+      connection.on('ready', () => {
+        if (connectedBefore) handler();
+        connectedBefore = true;
+      });
+      connection.on('error', () => {});
+      return {
+        subscribe: async (channel) => void (await connection.subscribe(channel)),
+        unsubscribe: async (channel) => void (await connection.unsubscribe(channel)),
+        listen: (h) => void (handler = h),
+        close: async () => {
+          try {
+            await connection.quit();
+          } catch {
+            connection.disconnect();
+          }
+        },
+      };
+    },
+    async quit() {
+      try {
+        await client.quit();
+      } catch {
+        client.disconnect();
+      }
+    },
+  };
+}
+
+function nodeRedisDriver(client: NodeRedisLike, library: ClientLibrary): RedisDriver {
+  const cluster = library === 'node-redis-cluster';
+  const send = (keys: string[], command: string[]) =>
+    cluster ? client.sendCommand(keys[0], false, command) : client.sendCommand(command);
+  return {
+    library,
+    run(script, keys, args) {
+      const tail = [String(keys.length), ...keys, ...args];
+      return send(keys, ['EVALSHA', script.sha, ...tail]).catch((error) => {
+        if (!isNoScript(error)) throw error;
+        return send(keys, ['EVAL', script.text, ...tail]);
+      });
+    },
+    openSubscriber() {
+      const connection = client.duplicate();
+      let handler: (channel?: string, message?: string) => void = () => {};
+      const onMessage = (message: string, channel: string) => handler(channel, message);
+      let connectedBefore = false;
+      connection.on('ready', () => {
+        if (connectedBefore) handler();
+        connectedBefore = true;
+      });
+      connection.on('error', () => {});
+      const opened = connection.connect();
+      opened.catch(() => {});
+      return {
+        subscribe: async (channel) => {
+          await opened;
+          await connection.SUBSCRIBE(channel, onMessage);
+        },
+        unsubscribe: async (channel) => {
+          await opened;
+          await connection.UNSUBSCRIBE(channel, onMessage);
+        },
+        listen: (h) => void (handler = h),
+        close: async () => {
+          await opened.catch(() => {});
+          await endNodeRedis(connection);
+        },
+      };
+    },
+    quit: () => endNodeRedis(client),
+  };
+}
+
+async function endNodeRedis(client: NodeRedisLike): Promise<void> {
+  if (!client.isOpen) return;
+  try {
+    if (client.close) await client.close();
+    else await client.quit?.();
+  } catch {
+    client.destroy?.();
+    await client.disconnect?.().catch(() => {});
+  }
+}

@@ -1,0 +1,36 @@
+import type { Handoff, LeaseInfo } from 'cachelock';
+import type { RedisDriver } from './driver.js';
+import type { LockKeys } from './keys.js';
+import { script } from './script.js';
+
+/** KEYS: lease. Returns `{ value, pttl }` in one step, or nil when free. */
+const INSPECT = script(
+  'inspect',
+  `local value = redis.call('GET', KEYS[1])
+if not value then return false end
+return { value, redis.call('PTTL', KEYS[1]) }
+`,
+);
+
+export async function inspect(driver: RedisDriver, keys: LockKeys): Promise<LeaseInfo | null> {
+  const reply = await driver.run(INSPECT, [keys.lease], []);
+  if (!Array.isArray(reply)) return null;
+  return { ...parseLease(String(reply[0])), ttlMs: Math.max(0, Number(reply[1])) };
+}
+
+/** A lease value as stored: `<fence>:<owner>`. */
+export function parseLease(value: string): { owner: string; fence: bigint } {
+  const sep = value.indexOf(':');
+  return { fence: BigInt(value.slice(0, sep)), owner: value.slice(sep + 1) };
+}
+
+/** A hand-off as published on release: `<fence>:<claimMs>:<owner>`. */
+export function parseHandoff(message: string): Handoff {
+  const first = message.indexOf(':');
+  const second = message.indexOf(':', first + 1);
+  return {
+    fence: BigInt(message.slice(0, first)),
+    ttlMs: Number(message.slice(first + 1, second)),
+    owner: message.slice(second + 1),
+  };
+}

@@ -1,0 +1,58 @@
+import type { IoredisLike, NodeRedisLike, RedisDriver } from './driver.js';
+import { driverFor } from './driver.js';
+
+// Names in variables, so that bundlers leave the client libraries out of our build: they are
+// optional peers and the user installs the one they use.
+const IOREDIS = 'ioredis';
+const NODE_REDIS = 'redis';
+
+/** Connection settings for a client the store opens: fail fast rather than queue forever. */
+const CONNECT_TIMEOUT_MS = 2_000;
+const retryDelay = (attempt: number) => Math.min(attempt * 100, 1_000);
+
+/**
+ * A client for a `redis://`, `rediss://`, `valkey://` or `valkeys://` URL, with ioredis if it
+ * is installed, else node-redis.
+ */
+export async function openClient(url: URL): Promise<RedisDriver> {
+  const href = url.href.replace(/^valkey(s?):/i, 'redis$1:');
+  const ioredis = await importOptional(IOREDIS);
+  if (ioredis) {
+    const Redis = (ioredis.Redis ?? ioredis.default) as new (
+      url: string,
+      options: object,
+    ) => IoredisLike;
+    const client = new Redis(href, {
+      connectTimeout: CONNECT_TIMEOUT_MS,
+      // A command waiting for a dead server fails after one reconnect attempt instead of
+      // sitting in the offline queue until the server comes back.
+      maxRetriesPerRequest: 1,
+      retryStrategy: retryDelay,
+      enableAutoPipelining: true,
+    });
+    client.on('error', () => {});
+    return driverFor(client, 'ioredis');
+  }
+  const nodeRedis = await importOptional(NODE_REDIS);
+  if (nodeRedis) {
+    const client = (nodeRedis.createClient as (options: object) => NodeRedisLike)({
+      url: href,
+      socket: { connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: retryDelay },
+    });
+    client.on('error', () => {});
+    client.connect().catch(() => {});
+    return driverFor(client, 'node-redis');
+  }
+  throw new Error(
+    `cachelock/redis needs a Redis client library for ${url.protocol} URLs: npm install ioredis (or redis)`,
+  );
+}
+
+async function importOptional(name: string): Promise<Record<string, any> | undefined> {
+  try {
+    return await import(name);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') return undefined;
+    throw error;
+  }
+}

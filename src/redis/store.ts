@@ -1,0 +1,99 @@
+import {
+  type Acquired,
+  type AcquireOptions,
+  type Duration,
+  type Handoff,
+  type LeaseInfo,
+  type LockStore,
+  toMs,
+} from 'cachelock';
+import { acquire } from './acquire.js';
+import { Deadlines } from './deadlines.js';
+import type { RedisDriver } from './driver.js';
+import { extend } from './extend.js';
+import { inspect } from './inspect.js';
+import { lockKeys } from './keys.js';
+import { release } from './release.js';
+import { ReleaseSubscriptions } from './subscriptions.js';
+
+export interface RedisStoreOptions {
+  /**
+   * Reject an operation whose reply has not come after this long (default `'5s'`), so that a
+   * server that stopped answering surfaces as a store failure instead of a hang.
+   */
+  commandTimeout?: Duration;
+}
+
+/** A `LockStore` on one Redis or Valkey server or Cluster. */
+export class RedisStore implements LockStore {
+  readonly kind = 'redis';
+  readonly atomic = true;
+  private readonly timeoutMs: number;
+  private readonly subscriptions: ReleaseSubscriptions;
+  private readonly deadlines: Deadlines;
+  private closed = false;
+
+  constructor(
+    private readonly driver: RedisDriver,
+    options: RedisStoreOptions = {},
+    private readonly ownsClient = false,
+  ) {
+    this.timeoutMs = toMs('commandTimeout', options.commandTimeout ?? '5s');
+    this.subscriptions = new ReleaseSubscriptions(() => driver.openSubscriber());
+    this.deadlines = new Deadlines(this.timeoutMs);
+  }
+
+  /** Which client library the store drives. */
+  get library(): string {
+    return this.driver.library;
+  }
+
+  acquire(
+    key: string,
+    owner: string,
+    ttlMs: number,
+    options?: AcquireOptions,
+  ): Promise<Acquired | null> {
+    const lineMs = options?.lineMs ? wholeMs(options.lineMs) : 0;
+    return this.bounded(acquire(this.driver, lockKeys(key), owner, wholeMs(ttlMs), lineMs));
+  }
+
+  release(key: string, owner: string, keepMs = 0): Promise<boolean> {
+    return this.bounded(
+      release(this.driver, lockKeys(key), owner, keepMs > 0 ? wholeMs(keepMs) : 0),
+    );
+  }
+
+  extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
+    return this.bounded(extend(this.driver, lockKeys(key), owner, wholeMs(ttlMs)));
+  }
+
+  inspect(key: string): Promise<LeaseInfo | null> {
+    return this.bounded(inspect(this.driver, lockKeys(key)));
+  }
+
+  onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
+    return this.subscriptions.listen(lockKeys(key).channel, listener);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.deadlines.stop();
+    await this.subscriptions.close();
+    if (this.ownsClient) await this.driver.quit();
+  }
+
+  private bounded<T>(operation: Promise<T>): Promise<T> {
+    if (this.closed) {
+      operation.catch(() => {});
+      return Promise.reject(new Error('the Redis store was closed'));
+    }
+    return this.deadlines.bound(operation);
+  }
+}
+
+/** Redis takes whole milliseconds, and a lease of 0 would mean "no expiry" to nobody's benefit. */
+function wholeMs(ms: number): number {
+  return Math.max(1, Math.ceil(ms));
+}

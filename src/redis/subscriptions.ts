@@ -1,0 +1,113 @@
+import type { Handoff } from 'cachelock';
+import type { Subscriber } from './driver.js';
+import { parseHandoff } from './inspect.js';
+
+type Listener = (handoff?: Handoff) => void;
+
+interface Channel {
+  listeners: Set<Listener>;
+  /** Ends the subscription after it has been idle a while; set while nobody listens. */
+  linger: NodeJS.Timeout | undefined;
+}
+
+/** How long a channel stays subscribed after its last listener left, for the next waiter. */
+const CHANNEL_LINGER_MS = 1_000;
+/** How long the subscriber connection stays open with no channel at all. */
+const CONNECTION_IDLE_MS = 5_000;
+
+/**
+ * Release wake-ups over one subscriber connection per store, opened when someone first waits.
+ * Each channel is subscribed once however many waiters in this process listen on it. A channel
+ * whose last listener left stays subscribed for a moment, because a worker that just took the
+ * lock often waits for it again soon, and a fresh SUBSCRIBE costs a round trip and a retry; the
+ * connection itself closes when no channel has been in use for a few seconds.
+ */
+export class ReleaseSubscriptions {
+  private subscriber: Subscriber | undefined;
+  private readonly channels = new Map<string, Channel>();
+  private idle: NodeJS.Timeout | undefined;
+
+  constructor(private readonly open: () => Subscriber) {}
+
+  listen(channel: string, listener: Listener): () => void {
+    let entry = this.channels.get(channel);
+    if (entry === undefined) {
+      entry = { listeners: new Set(), linger: undefined };
+      this.channels.set(channel, entry);
+      const subscribing = entry;
+      // Until SUBSCRIBE is confirmed a release can slip by unseen, so every listener that came
+      // in meanwhile is called once then; on failure too, so that they retry (and poll).
+      this.connection()
+        .subscribe(channel)
+        .then(
+          () => this.notify(subscribing.listeners),
+          () => this.notify(subscribing.listeners),
+        );
+    }
+    if (entry.linger !== undefined) {
+      clearTimeout(entry.linger);
+      entry.linger = undefined;
+    }
+    entry.listeners.add(listener);
+    const current = entry;
+    return () => {
+      if (!current.listeners.delete(listener) || current.listeners.size > 0) return;
+      if (this.channels.get(channel) !== current) return;
+      current.linger = setTimeout(() => this.drop(channel, current), CHANNEL_LINGER_MS);
+      current.linger.unref();
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const entry of this.channels.values()) clearTimeout(entry.linger);
+    this.channels.clear();
+    clearTimeout(this.idle);
+    const subscriber = this.subscriber;
+    this.subscriber = undefined;
+    await subscriber?.close();
+  }
+
+  private drop(channel: string, entry: Channel): void {
+    if (this.channels.get(channel) !== entry || entry.listeners.size > 0) return;
+    this.channels.delete(channel);
+    this.subscriber?.unsubscribe(channel).catch(() => {});
+    if (this.channels.size === 0) {
+      clearTimeout(this.idle);
+      this.idle = setTimeout(() => {
+        if (this.channels.size > 0) return;
+        const subscriber = this.subscriber;
+        this.subscriber = undefined;
+        subscriber?.close().catch(() => {});
+      }, CONNECTION_IDLE_MS);
+      this.idle.unref();
+    }
+  }
+
+  private connection(): Subscriber {
+    clearTimeout(this.idle);
+    if (this.subscriber === undefined) {
+      const subscriber = this.open();
+      subscriber.listen((channel, message) => {
+        if (channel === undefined) {
+          for (const entry of this.channels.values()) this.notify(entry.listeners);
+          return;
+        }
+        const entry = this.channels.get(channel);
+        if (entry === undefined) return;
+        this.notify(entry.listeners, message ? parseHandoff(message) : undefined);
+      });
+      this.subscriber = subscriber;
+    }
+    return this.subscriber;
+  }
+
+  private notify(listeners: Set<Listener>, handoff?: Handoff): void {
+    for (const listener of [...listeners]) {
+      try {
+        listener(handoff);
+      } catch {
+        // A waiter's own failure must not keep the others asleep.
+      }
+    }
+  }
+}

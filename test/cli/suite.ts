@@ -1,0 +1,258 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  assertBuilt,
+  cachelock,
+  type Running,
+  read,
+  sq,
+  start,
+  tempDir,
+  uniqueKey,
+  until,
+  untilFile,
+} from './bin.js';
+
+export interface CacheUnderTest {
+  name: string;
+  /** Arguments that choose the cache (empty for the default). */
+  args: string[];
+  /** Environment for each run (CACHELOCK_DB for the default). */
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * The behaviour of `cachelock run`, `status` and `release --force` on one cache, run through
+ * the built bin in child processes. Every test uses its own keys and folder.
+ */
+export function cliSuite(cache: CacheUnderTest): void {
+  describe(`cachelock CLI on ${cache.name}`, () => {
+    const running: Running[] = [];
+    let dir: string;
+
+    beforeAll(assertBuilt);
+    afterEach(async () => {
+      // A failed test must not leave holders behind.
+      for (const proc of running.splice(0)) {
+        if (proc.child.exitCode === null && proc.child.signalCode === null) {
+          proc.child.kill('SIGKILL');
+        }
+        await proc.done.catch(() => undefined);
+      }
+    });
+
+    const fresh = () => (dir = tempDir());
+    const path = (name: string) => join(dir, name);
+    const run = (key: string, options: string[], command: string) =>
+      cachelock(['run', key, ...cache.args, ...options, '--', 'sh', '-c', command], cache.env);
+    const runInBackground = (key: string, options: string[], command: string) => {
+      const proc = start(
+        ['run', key, ...cache.args, ...options, '--', 'sh', '-c', command],
+        cache.env,
+      );
+      running.push(proc);
+      return proc;
+    };
+    const other = (...args: string[]) => cachelock([...args, ...cache.args], cache.env);
+    /** A command that says it started, then holds the lock until the test creates `go`. */
+    const holding = (name = 'holder') =>
+      `echo "$CACHELOCK_FENCE" > ${sq(path(`${name}.started`))}; ` +
+      `echo ${name}-start >> ${sq(path('log'))}; ` +
+      `while [ ! -f ${sq(path('go'))} ]; do sleep 0.02; done; ` +
+      `echo ${name}-end >> ${sq(path('log'))}`;
+    const go = () => writeFileSync(path('go'), '');
+
+    it('runs the command with CACHELOCK_KEY and CACHELOCK_FENCE and exits with its status', async () => {
+      fresh();
+      const key = uniqueKey('status');
+      const command = `echo "$CACHELOCK_KEY" > ${sq(path('key'))}; echo "$CACHELOCK_FENCE" >> ${sq(path('fences'))}; exit 7`;
+      const first = await run(key, [], command);
+      expect(first.code).toBe(7);
+      expect(first.stderr).toBe('');
+      expect(read(path('key')).trim()).toBe(key);
+      const second = await run(key, [], command);
+      expect(second.code).toBe(7);
+      const fences = read(path('fences')).trim().split('\n');
+      expect(fences).toHaveLength(2);
+      // Every backend here has fencing tokens; they grow with each acquisition.
+      expect(fences[0]).toMatch(/^\d+$/);
+      expect(BigInt(fences[1]!)).toBeGreaterThan(BigInt(fences[0]!));
+    });
+
+    it('exits 128+N when the command is killed by signal N', async () => {
+      fresh();
+      const key = uniqueKey('signal');
+      expect((await run(key, [], 'kill -TERM $$')).code).toBe(143);
+      expect((await run(key, [], 'kill -KILL $$')).code).toBe(137);
+      expect((await run(key, [], 'exit 0')).code).toBe(0);
+    });
+
+    it('refuses a held lock with the conflict code, without running the command', async () => {
+      fresh();
+      const key = uniqueKey('conflict');
+      const holder = runInBackground(key, [], holding());
+      await untilFile(path('holder.started'), holder);
+      const marker = path('marker');
+
+      const refused = await run(key, [], `touch ${sq(marker)}`);
+      expect(refused.code).toBe(75);
+      expect(refused.stderr).toContain(`pid ${holder.child.pid}`);
+      expect(refused.stderr).toContain('not running');
+
+      const custom = await run(
+        key,
+        ['--conflict-exit-code', '3', '--quiet'],
+        `touch ${sq(marker)}`,
+      );
+      expect(custom.code).toBe(3);
+      expect(custom.stderr).toBe('');
+
+      const timedOut = await run(key, ['--wait', '300ms'], `touch ${sq(marker)}`);
+      expect(timedOut.code).toBe(75);
+      expect(existsSync(marker)).toBe(false);
+
+      go();
+      expect((await holder.done).code).toBe(0);
+    });
+
+    it('with --wait, runs the command right after the holder ends, saying who holds it meanwhile', async () => {
+      fresh();
+      const key = uniqueKey('wait');
+      const holder = runInBackground(key, [], holding());
+      await untilFile(path('holder.started'), holder);
+      const waiter = runInBackground(key, ['--wait', 'forever'], holding('waiter'));
+      // stderr is a pipe here, so the waiting line is a plain line.
+      await until('the waiting line', () => waiter.stderr().includes('waiting for'));
+      expect(waiter.stderr()).toContain(`held by pid ${holder.child.pid}`);
+      expect(existsSync(path('waiter.started'))).toBe(false);
+      go();
+      expect((await holder.done).code).toBe(0);
+      expect((await waiter.done).code).toBe(0);
+      expect(read(path('log')).trim().split('\n')).toEqual([
+        'holder-start',
+        'holder-end',
+        'waiter-start',
+        'waiter-end',
+      ]);
+      expect(BigInt(read(path('waiter.started')).trim())).toBeGreaterThan(
+        BigInt(read(path('holder.started')).trim()),
+      );
+    });
+
+    it('SIGINT while waiting ends the wait with 130 and never runs the command', async () => {
+      fresh();
+      const key = uniqueKey('interrupt');
+      const holder = runInBackground(key, [], holding());
+      await untilFile(path('holder.started'), holder);
+      const marker = path('marker');
+      const waiter = runInBackground(key, ['--wait', 'forever'], `touch ${sq(marker)}`);
+      await until('the waiting line', () => waiter.stderr().includes('waiting for'));
+      waiter.child.kill('SIGINT');
+      const result = await waiter.done;
+      expect(result.code).toBe(130);
+      expect(result.stderr).toContain('SIGINT while waiting');
+      go();
+      expect((await holder.done).code).toBe(0);
+      expect(existsSync(marker)).toBe(false);
+    });
+
+    it.each(['SIGTERM', 'SIGINT', 'SIGHUP'] as const)(
+      'passes %s sent to cachelock on to the command',
+      async (signal) => {
+        fresh();
+        const key = uniqueKey('forward');
+        const caught = path('caught');
+        const ready = path('ready');
+        const name = signal.slice(3);
+        const command = runInBackground(
+          key,
+          [],
+          `trap 'echo ${name} > ${sq(caught)}; exit 5' ${name}; touch ${sq(ready)}; while :; do sleep 0.02; done`,
+        );
+        await untilFile(ready, command);
+        command.child.kill(signal);
+        const result = await command.done;
+        expect(result.stderr).toBe('');
+        expect(read(caught).trim()).toBe(name);
+        expect(result.code).toBe(5);
+        // The lock was released: the key is free again.
+        const after = await other('status', key);
+        expect(after.stderr).toBe('');
+        expect(after.stdout).toContain('is free');
+      },
+    );
+
+    it('status and release --force against a held lock; the holder loses its lease and stops', async () => {
+      fresh();
+      const key = uniqueKey('force');
+      const stopped = path('stopped');
+      const ready = path('ready');
+      const holder = runInBackground(
+        key,
+        ['--ttl', '1s'],
+        `trap 'echo stopped > ${sq(stopped)}; exit 0' TERM; echo "$CACHELOCK_FENCE" > ${sq(ready)}; while :; do sleep 0.02; done`,
+      );
+      await untilFile(ready, holder);
+      const fence = read(ready).trim();
+
+      const text = await other('status', key);
+      expect(text.code).toBe(0);
+      expect(text.stdout).toContain(`is held by pid ${holder.child.pid}`);
+      expect(text.stdout).toContain(`fence ${fence}`);
+
+      const json = await other('status', key, '--json');
+      expect(json.code).toBe(0);
+      const held = JSON.parse(json.stdout);
+      expect(held).toMatchObject({ key, held: true, pid: holder.child.pid, fence });
+      expect(held.ttlMs).toBeGreaterThan(0);
+      expect(held.ttlMs).toBeLessThanOrEqual(1_000);
+
+      const released = await other('release', key, '--force');
+      expect(released.code).toBe(0);
+      expect(released.stdout).toContain(`released ${JSON.stringify(key)}`);
+      expect(released.stdout).toContain(`pid ${holder.child.pid}`);
+
+      const result = await holder.done;
+      expect(result.code).toBe(70);
+      expect(result.stderr).toContain('was lost');
+      expect(read(stopped).trim()).toBe('stopped');
+
+      const free = await other('status', key, '--json');
+      expect(JSON.parse(free.stdout)).toEqual({ key, held: false });
+      const again = await other('release', key, '--force');
+      expect(again.code).toBe(0);
+      expect(again.stdout).toContain('was not held');
+    });
+
+    it('a command that ignores SIGTERM after a lost lease gets SIGKILL after --kill-after', async () => {
+      fresh();
+      const key = uniqueKey('kill');
+      const ready = path('ready');
+      const holder = runInBackground(
+        key,
+        ['--ttl', '1s', '--kill-after', '300ms', '--lost-signal', 'HUP'],
+        `trap 'echo HUP >> ${sq(path('got'))}' HUP; trap '' TERM; touch ${sq(ready)}; while :; do sleep 0.02; done`,
+      );
+      await untilFile(ready, holder);
+      expect((await other('release', key, '--force')).code).toBe(0);
+      const result = await holder.done;
+      expect(result.code).toBe(70);
+      expect(result.stderr).toContain('SIGKILL');
+      expect(read(path('got')).trim()).toBe('HUP');
+    });
+
+    it('--hold-at-least keeps the key after a quick command', async () => {
+      fresh();
+      const key = uniqueKey('hold');
+      expect((await run(key, ['--hold-at-least', '1m'], 'true')).code).toBe(0);
+      const marker = path('marker');
+      const again = await run(key, [], `touch ${sq(marker)}`);
+      expect(again.code).toBe(75);
+      expect(existsSync(marker)).toBe(false);
+      expect((await other('release', key, '--force')).code).toBe(0);
+      expect((await run(key, [], `touch ${sq(marker)}`)).code).toBe(0);
+      expect(existsSync(marker)).toBe(true);
+    });
+  });
+}

@@ -1,0 +1,322 @@
+import type { Handoff, LockStore } from 'cachelock';
+import { newOwner } from 'cachelock';
+import { lockKeys, type RedisStore, redisStore, storeFromUrl } from 'cachelock/redis';
+import { Redis } from 'ioredis';
+import { createClient } from 'redis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { binaryOrSkip, freePort } from '../support/reachable.js';
+import { RedisServer, sleep } from '../support/redis-server.js';
+
+const runs = await binaryOrSkip('Redis store', 'redis-server');
+let counter = 0;
+const key = (label: string) => `cachelock:test:${process.pid}:${label}:${++counter}`;
+
+describe.runIf(runs)('redis store on a throwaway server', () => {
+  let server: RedisServer;
+  let client: Redis;
+  let store: RedisStore;
+
+  beforeAll(async () => {
+    server = await RedisServer.start();
+    client = new Redis(server.port, '127.0.0.1');
+    store = redisStore(client);
+  });
+  afterAll(async () => {
+    await store?.close();
+    client?.disconnect();
+    await server?.dispose();
+  });
+
+  it('hostile keys work and never collide', async () => {
+    const base = key('hostile');
+    const hostile = [
+      '',
+      ' ',
+      'a b',
+      'line\nbreak',
+      '{',
+      '}',
+      '{}',
+      '}{',
+      '{a}',
+      'a',
+      '%7Ba%7D',
+      '%',
+      '%25',
+      ':fence',
+      '}:fence',
+      'x'.repeat(10_000),
+      'ключ-鍵-🔒',
+      // UTF-8 writes a lone surrogate as U+FFFD: the two must still be different locks.
+      '\ud83d',
+      '\ufffd',
+      '\udc00',
+      '%uD83D',
+    ].map((k) => base + k);
+    hostile.push('', '{', '%');
+    const owners = hostile.map(() => newOwner());
+    for (const [i, k] of hostile.entries()) {
+      expect(
+        await store.acquire(k, owners[i]!, 30_000),
+        `acquire ${JSON.stringify(k.slice(0, 40))}`,
+      ).not.toBeNull();
+    }
+    for (const [i, k] of hostile.entries()) {
+      expect((await store.inspect(k))?.owner).toBe(owners[i]);
+    }
+    // Every key's names carry the same hash tag, so that a Cluster puts them in one slot.
+    for (const k of hostile) {
+      const names = lockKeys(k);
+      const tag = (name: string) => name.slice(name.indexOf('{') + 1, name.indexOf('}'));
+      expect(tag(names.fence)).toBe(tag(names.lease));
+      expect(tag(names.line)).toBe(tag(names.lease));
+      expect(tag(names.lease).length).toBeGreaterThan(0);
+      expect(names.lease.endsWith('}')).toBe(true);
+    }
+    for (const [i, k] of hostile.entries()) expect(await store.release(k, owners[i]!)).toBe(true);
+  });
+
+  it('runs its scripts again after the server forgot them (NOSCRIPT)', async () => {
+    const k = key('noscript');
+    const a = newOwner();
+    expect(await store.acquire(k, a, 10_000)).not.toBeNull();
+    await server.cli('SCRIPT', 'FLUSH');
+    expect(await store.extend(k, a, 10_000)).toBe(true);
+    expect(await store.release(k, a)).toBe(true);
+    await server.cli('SCRIPT', 'FLUSH');
+    expect(await store.acquire(k, a, 10_000)).not.toBeNull();
+    expect(await store.inspect(k)).toMatchObject({ owner: a });
+    expect(await store.release(k, a)).toBe(true);
+  });
+
+  it('an uncontended acquire and release are one command each', async () => {
+    const k = key('commands');
+    const a = newOwner();
+    await store.acquire(k, newOwner(), 1); // load the scripts
+    await server.cli('CONFIG', 'RESETSTAT');
+    expect(await store.acquire(k, a, 10_000)).not.toBeNull();
+    expect(await store.release(k, a)).toBe(true);
+    const stats = await server.cli('INFO', 'commandstats');
+    const calls = (name: string) =>
+      Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    expect(calls('evalsha')).toBe(2);
+    expect(calls('eval')).toBe(0);
+  });
+
+  describe('the line of waiters', () => {
+    it('release hands the key to the first live waiter with a new fence and says so', async () => {
+      const k = key('handoff');
+      const [a, b, c] = [newOwner(), newOwner(), newOwner()];
+      const first = await store.acquire(k, a, 30_000);
+      const heard: (Handoff | undefined)[] = [];
+      const stop = store.onRelease(k, (handoff) => heard.push(handoff));
+      try {
+        await sleep(100);
+        expect(await store.acquire(k, b, 30_000, { lineMs: 5_000 })).toBeNull();
+        expect(await store.acquire(k, c, 30_000, { lineMs: 5_000 })).toBeNull();
+        // Refreshing a place keeps it.
+        expect(await store.acquire(k, b, 30_000, { lineMs: 5_000 })).toBeNull();
+        expect(await store.release(k, a)).toBe(true);
+        const afterA = await store.inspect(k);
+        expect(afterA?.owner).toBe(b);
+        expect(afterA?.fence).toBe(first!.fence! + 1n);
+        // The claim lease is short (at most lineMs) until b takes it up.
+        expect(afterA!.ttlMs).toBeLessThanOrEqual(5_000);
+        await vi_waitFor(() => heard.some((h) => h?.owner === b));
+        expect(heard.find((h) => h?.owner === b)).toMatchObject({
+          fence: afterA?.fence,
+          ttlMs: 5_000,
+        });
+        // b takes it up with its full lease, keeping the fence.
+        expect(await store.acquire(k, b, 30_000, { lineMs: 5_000 })).toEqual({
+          fence: afterA?.fence,
+        });
+        expect((await store.inspect(k))!.ttlMs).toBeGreaterThan(5_000);
+        expect(await store.release(k, b)).toBe(true);
+        expect((await store.inspect(k))?.owner).toBe(c);
+        expect(await store.release(k, c)).toBe(true);
+        expect(await store.inspect(k)).toBeNull();
+      } finally {
+        stop();
+      }
+    });
+
+    it('skips a waiter whose place lapsed, and a waiter that left the line', async () => {
+      const k = key('lapsed');
+      const [a, dead, gone, live] = [newOwner(), newOwner(), newOwner(), newOwner()];
+      await store.acquire(k, a, 30_000);
+      expect(await store.acquire(k, dead, 30_000, { lineMs: 100 })).toBeNull();
+      expect(await store.acquire(k, gone, 30_000, { lineMs: 10_000 })).toBeNull();
+      expect(await store.acquire(k, live, 30_000, { lineMs: 10_000 })).toBeNull();
+      expect(await store.release(k, gone)).toBe(false);
+      await sleep(200);
+      expect(await store.release(k, a)).toBe(true);
+      expect((await store.inspect(k))?.owner).toBe(live);
+      expect(await store.release(k, live)).toBe(true);
+      expect(await store.inspect(k)).toBeNull();
+      // With the line empty, its keys are gone too.
+      expect(await client.exists(lockKeys(k).line, lockKeys(k).waiters)).toBe(0);
+    });
+
+    it('a waiter that died after being handed the key holds it up only for its claim', async () => {
+      const k = key('claim');
+      const [a, dead, next] = [newOwner(), newOwner(), newOwner()];
+      await store.acquire(k, a, 30_000);
+      expect(await store.acquire(k, dead, 30_000, { lineMs: 300 })).toBeNull();
+      expect(await store.release(k, a)).toBe(true);
+      expect((await store.inspect(k))?.owner).toBe(dead);
+      await sleep(400);
+      expect(await store.acquire(k, next, 30_000)).not.toBeNull();
+      expect(await store.release(k, next)).toBe(true);
+    });
+
+    it('holdAtLeast keeps the key held instead of handing it off', async () => {
+      const k = key('keep');
+      const [a, b] = [newOwner(), newOwner()];
+      await store.acquire(k, a, 30_000);
+      expect(await store.acquire(k, b, 30_000, { lineMs: 5_000 })).toBeNull();
+      expect(await store.release(k, a, 300)).toBe(true);
+      const info = await store.inspect(k);
+      expect(info?.owner).toBe(a);
+      expect(info!.ttlMs).toBeLessThanOrEqual(300);
+      await sleep(400);
+      expect(await store.acquire(k, b, 30_000, { lineMs: 5_000 })).not.toBeNull();
+      expect(await store.release(k, b)).toBe(true);
+    });
+
+    it('never gives the key to two: many waiters on separate connections, counted by the holder', async () => {
+      const k = key('stress');
+      const clients = Array.from({ length: 6 }, () => new Redis(server.port, '127.0.0.1'));
+      const stores = clients.map((c) => redisStore(c));
+      let inside = 0;
+      let sections = 0;
+      let overlaps = 0;
+      const fences: bigint[] = [];
+      try {
+        await Promise.all(
+          stores.map(async (s, worker) => {
+            for (let round = 0; round < 25; round++) {
+              const owner = newOwner();
+              let got = await s.acquire(k, owner, 5_000, { lineMs: 2_000 });
+              while (got === null) {
+                await new Promise<void>((resolve) => {
+                  const timer = setTimeout(done, 20 + worker);
+                  const stop = s.onRelease(
+                    k,
+                    (h) => (h === undefined || h.owner === owner) && done(),
+                  );
+                  function done() {
+                    clearTimeout(timer);
+                    stop();
+                    resolve();
+                  }
+                });
+                got = await s.acquire(k, owner, 5_000, { lineMs: 2_000 });
+              }
+              if (++inside > 1) overlaps++;
+              fences.push(got.fence!);
+              await sleep(Math.random() * 2);
+              inside--;
+              sections++;
+              expect(await s.release(k, owner)).toBe(true);
+            }
+          }),
+        );
+      } finally {
+        await Promise.all(stores.map((s) => s.close()));
+        for (const c of clients) c.disconnect();
+      }
+      expect(overlaps).toBe(0);
+      expect(sections).toBe(150);
+      for (let i = 1; i < fences.length; i++) expect(fences[i]!).toBeGreaterThan(fences[i - 1]!);
+    });
+  });
+
+  describe('push wake-ups', () => {
+    it('opens one subscriber lazily and shares a channel among listeners', async () => {
+      const own = new Redis(server.port, '127.0.0.1');
+      const s = redisStore(own);
+      const k = key('shared');
+      const channel = lockKeys(k).channel;
+      const clientCount = async () => (await server.cli('CLIENT', 'LIST')).split('\n').length;
+      const numsub = async () =>
+        Number((await server.cli('PUBSUB', 'NUMSUB', channel)).split('\n')[1]);
+      try {
+        await own.ping();
+        const before = await clientCount();
+        await s.acquire(k, newOwner(), 1_000);
+        expect(await clientCount()).toBe(before);
+        const calls: number[] = [0, 0];
+        const stop0 = s.onRelease(k, () => calls[0]!++);
+        const stop1 = s.onRelease(k, () => calls[1]!++);
+        await vi_waitFor(async () => (await numsub()) === 1);
+        expect(await clientCount()).toBe(before + 1);
+        // Each listener is called once when the subscription becomes active.
+        await vi_waitFor(() => calls[0]! >= 1 && calls[1]! >= 1);
+        stop0();
+        expect(await numsub()).toBe(1);
+        stop1();
+        await vi_waitFor(async () => (await numsub()) === 0);
+      } finally {
+        await s.close();
+        own.disconnect();
+      }
+    });
+
+    it('works with node-redis', async () => {
+      const own = createClient({ url: server.url });
+      await own.connect();
+      const s = redisStore(own);
+      const k = key('node-redis');
+      const a = newOwner();
+      const heard: (Handoff | undefined)[] = [];
+      try {
+        await s.acquire(k, a, 10_000);
+        const stop = s.onRelease(k, (h) => heard.push(h));
+        await vi_waitFor(() => heard.length >= 1);
+        const b = newOwner();
+        expect(await s.acquire(k, b, 10_000, { lineMs: 1_000 })).toBeNull();
+        await s.release(k, a);
+        await vi_waitFor(() => heard.some((h) => h?.owner === b));
+        stop();
+      } finally {
+        await s.close();
+        await own.close();
+      }
+    });
+  });
+
+  describe('store from a URL', () => {
+    it('opens and ends its own client for redis:// and valkey://', async () => {
+      for (const scheme of ['redis', 'valkey']) {
+        const s = (await storeFromUrl(
+          new URL(`${scheme}://127.0.0.1:${server.port}`),
+        )) as LockStore;
+        const k = key(scheme);
+        const a = newOwner();
+        expect(await s.acquire(k, a, 10_000)).not.toBeNull();
+        expect(await s.release(k, a)).toBe(true);
+        await s.close?.();
+        await expect(s.acquire(k, a, 10_000)).rejects.toThrow();
+      }
+    });
+
+    it('rejects within a bounded time when no server is there', async () => {
+      const port = await freePort();
+      const s = await storeFromUrl(new URL(`redis://127.0.0.1:${port}`));
+      const started = Date.now();
+      await expect(s.acquire(key('absent'), newOwner(), 10_000)).rejects.toThrow();
+      expect(Date.now() - started).toBeLessThan(6_000);
+      await s.close?.();
+    });
+  });
+});
+
+/** Wait until `probe` is true, failing after 5 s. */
+async function vi_waitFor(probe: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error('condition not met within 5 s');
+    await sleep(10);
+  }
+}
