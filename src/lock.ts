@@ -320,8 +320,8 @@ export class Lock implements AsyncDisposable {
     this.#grantedAt = performance.now();
     this.#leaseMs = this.#settings.ttlMs;
     this.#expiresAt = sentAt + leaseMs;
-    // A hand-off with a short lease is extended to the full ttl straight away.
-    this.#nextExtendAt = leaseMs < this.#leaseMs ? sentAt : sentAt + this.#leaseMs / 3;
+    // A hand-off's short claim lease is extended to the full ttl at a third of the claim.
+    this.#nextExtendAt = sentAt + leaseMs / 3;
     const watched = (this.#watched ??= { dueAt: 0, tick: (now) => this.#tick(now) });
     watched.dueAt = this.#settings.autoExtend
       ? Math.min(this.#nextExtendAt, this.#expiresAt)

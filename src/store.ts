@@ -34,9 +34,11 @@ export interface LockStore {
   inspect(key: string): Promise<LeaseInfo | null>;
   /**
    * Push wake-ups: call `listener` when `key` is released (or may have become free). A store
-   * that hands a released key straight to the next waiter in line passes the new holder, so
-   * that waiter knows it holds the key without another round trip. Returns the unsubscribe
-   * function. Absent: the core polls.
+   * may announce only the releases that a waiter asked for (an `acquire` with `lineMs` that
+   * found the key held), as the core's waiters always do. A store that hands a released key
+   * straight to the next waiter in line passes the new holder, so that waiter knows it holds
+   * the key without another round trip. Returns the unsubscribe function. Absent: the core
+   * polls.
    *
    * The core subscribes before it tries to acquire, so a release between a failed attempt and
    * the wake-up cannot be missed. A store whose subscription becomes active only later (a pub/sub

@@ -105,12 +105,9 @@ async function attempt(request: WaitRequest, line: Line): Promise<Granted> {
   };
   let handoff: Granted | undefined;
   const unsubscribe = store.onRelease?.(key, (given?: Handoff) => {
-    if (
-      given !== undefined &&
-      given.owner === owner &&
-      given.ttlMs !== undefined &&
-      request.acceptShortLease
-    ) {
+    // Handed to another waiter: the key is held again, so trying now would only cost a trip.
+    if (given !== undefined && given.owner !== owner) return;
+    if (given !== undefined && given.ttlMs !== undefined && request.acceptShortLease) {
       handoff = { fence: given.fence, sentAt: performance.now(), leaseMs: given.ttlMs };
     }
     onWake();

@@ -18,10 +18,11 @@ export async function inspect(driver: RedisDriver, keys: LockKeys): Promise<Leas
   return { ...parseLease(String(reply[0])), ttlMs: Math.max(0, Number(reply[1])) };
 }
 
-/** A lease value as stored: `<fence>:<owner>`. */
+/** A lease value as stored: `<fence>:<owner>`, or `<fence>*:<owner>` while waiters are in line. */
 export function parseLease(value: string): { owner: string; fence: bigint } {
   const sep = value.indexOf(':');
-  return { fence: BigInt(value.slice(0, sep)), owner: value.slice(sep + 1) };
+  const end = value.charCodeAt(sep - 1) === 42 /* '*' */ ? sep - 1 : sep;
+  return { fence: BigInt(value.slice(0, end)), owner: value.slice(sep + 1) };
 }
 
 /** A hand-off as published on release: `<fence>:<claimMs>:<owner>`. */

@@ -41,8 +41,3 @@ export function lockKeys(key: string): LockKeys {
     channel: lease,
   };
 }
-
-/** The lease keys' order as the scripts read them: `KEYS[1]`..`KEYS[4]`. */
-export function scriptKeys(keys: LockKeys): string[] {
-  return [keys.lease, keys.fence, keys.line, keys.waiters];
-}

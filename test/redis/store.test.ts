@@ -119,7 +119,8 @@ describe.runIf(runs)('redis store on a throwaway server', () => {
         expect(await store.release(k, a)).toBe(true);
         const afterA = await store.inspect(k);
         expect(afterA?.owner).toBe(b);
-        expect(afterA?.fence).toBe(first!.fence! + 1n);
+        // Refused attempts count fences too, so the hand-off's fence is larger, not next.
+        expect(afterA!.fence! > first!.fence!).toBe(true);
         // The claim lease is short (at most lineMs) until b takes it up.
         expect(afterA!.ttlMs).toBeLessThanOrEqual(5_000);
         await vi_waitFor(() => heard.some((h) => h?.owner === b));

@@ -9,7 +9,7 @@ const settleMs = 300;
 
 export const wakeupCases: ConformanceCase[] = [
   {
-    name: 'onRelease (where present) fires after a release, and unsubscribing stops it',
+    name: 'onRelease (where present) fires after a release a waiter waits for, and unsubscribing stops it',
     async run({ store, key, owner, longMs, patienceMs }) {
       if (typeof store.onRelease !== 'function') return; // the core polls such stores
       const k = key('wakeup');
@@ -19,15 +19,21 @@ export const wakeupCases: ConformanceCase[] = [
       const stopWitness = store.onRelease(k, () => witness.push(performance.now()));
       assert.equal(typeof stop, 'function', 'onRelease returns its unsubscribe function');
       try {
+        // A waiter tries first, as the core does (with lineMs), so that a store which only
+        // announces releases that someone waits for has someone to tell.
         const a = owner();
         assert.ok(await store.acquire(k, a, longMs));
         await sleep(settleMs);
+        const waiter = owner();
+        assert.equal(await store.acquire(k, waiter, longMs, { lineMs: longMs }), null);
         // Calls before the release (a subscription announcing itself) are allowed, not counted.
         const before = heard.length;
         assert.equal(await store.release(k, a), true);
         await eventually('the listener hears the release', patienceMs, async () => {
           return heard.length > before;
         });
+        // The waiter may have been handed the key; either way it now takes or leaves it.
+        await store.release(k, waiter);
 
         stop();
         stop(); // unsubscribing twice is harmless
@@ -36,6 +42,8 @@ export const wakeupCases: ConformanceCase[] = [
         const witnessed = witness.length;
         const b = owner();
         assert.ok(await store.acquire(k, b, longMs));
+        const next = owner();
+        assert.equal(await store.acquire(k, next, longMs, { lineMs: longMs }), null);
         assert.equal(await store.release(k, b), true);
         await eventually(
           'a listener still subscribed hears the next release',
@@ -46,6 +54,7 @@ export const wakeupCases: ConformanceCase[] = [
         );
         await sleep(settleMs);
         assert.equal(heard.length, afterStop, 'an unsubscribed listener was called again');
+        await store.release(k, next);
       } finally {
         stop();
         stopWitness();
