@@ -114,7 +114,8 @@ async function uncontended() {
 
 async function commandCounts() {
   const client = connect();
-  const monitor = await connect().monitor();
+  const monitorClient = connect();
+  const monitor = await monitorClient.monitor();
   const seen = { client: 0, script: 0 };
   let marker;
   monitor.on('monitor', (_time, args, source) => {
@@ -138,6 +139,7 @@ async function commandCounts() {
   console.log(table(['library', 'commands sent', 'commands run inside scripts'], rows));
   console.log('\n(goal: exactly 2 sent)\n');
   monitor.disconnect();
+  monitorClient.disconnect();
   client.disconnect();
 
   async function flush() {

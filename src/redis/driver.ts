@@ -82,6 +82,18 @@ export function clientLibrary(client: unknown): ClientLibrary | undefined {
   return undefined;
 }
 
+const QUIT_MS = 1_000;
+
+/** `promise`, or a rejection after `ms`. */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no reply within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 const isNoScript = (error: unknown) => error instanceof Error && /^NOSCRIPT\b/.test(error.message);
 
 export function driverFor(client: unknown, library: ClientLibrary): RedisDriver {
@@ -115,20 +127,16 @@ function ioredisDriver(client: IoredisLike, library: ClientLibrary): RedisDriver
         unsubscribe: async (channel) => void (await connection.unsubscribe(channel)),
         listen: (h) => void (handler = h),
         close: async () => {
-          try {
-            await connection.quit();
-          } catch {
-            connection.disconnect();
-          }
+          // QUIT can wait forever on a connection that is reconnecting to a server that is
+          // gone; give it a moment, then drop the socket.
+          await withTimeout(connection.quit(), QUIT_MS).catch(() => {});
+          connection.disconnect();
         },
       };
     },
     async quit() {
-      try {
-        await client.quit();
-      } catch {
-        client.disconnect();
-      }
+      await withTimeout(client.quit(), QUIT_MS).catch(() => {});
+      client.disconnect();
     },
   };
 }
@@ -181,8 +189,8 @@ function nodeRedisDriver(client: NodeRedisLike, library: ClientLibrary): RedisDr
 async function endNodeRedis(client: NodeRedisLike): Promise<void> {
   if (!client.isOpen) return;
   try {
-    if (client.close) await client.close();
-    else await client.quit?.();
+    const ending = client.close ? client.close() : client.quit?.();
+    await withTimeout(Promise.resolve(ending), QUIT_MS);
   } catch {
     client.destroy?.();
     await client.disconnect?.().catch(() => {});
