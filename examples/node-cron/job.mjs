@@ -13,9 +13,10 @@ import cron from 'node-cron';
 const name = process.env.INSTANCE ?? `pid-${process.pid}`;
 
 // holdAtLeast keeps the key a little past a fast run, so that a process whose timer fires a few
-// milliseconds later skips this tick instead of running it again.
+// milliseconds later skips this tick instead of running it again. Half the period: a tick that
+// fires up to that late still finds the previous tick's key gone.
 const cleanup = once(
-  { key: 'cleanup', holdAtLeast: '900ms', prefix: process.env.LOCK_PREFIX ?? 'cachelock:' },
+  { key: 'cleanup', holdAtLeast: '500ms', prefix: process.env.LOCK_PREFIX ?? 'cachelock:' },
   async () => {
     const second = Math.floor(Date.now() / 1000);
     console.log(`${name}: cleanup ran for ${new Date(second * 1000).toISOString()}`);
