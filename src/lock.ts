@@ -118,7 +118,7 @@ export class Lock implements AsyncDisposable {
     signal?.throwIfAborted();
     this.#state = State.Acquiring;
     try {
-      const store = this.#store ?? (await this.#resolve());
+      const store = this.#store ?? this.#knownStore() ?? (await this.#resolve());
       const owner = newOwner();
       const key = this.#storeKey;
       const started = performance.now();
@@ -279,6 +279,22 @@ export class Lock implements AsyncDisposable {
   /** `release()`, so that `await using lock = await Lock.acquire(...)` releases at block end. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.release();
+  }
+
+  /** The store, without waiting, when it is already open (the common case). */
+  #knownStore(): LockStore | undefined {
+    let store: LockStore | Promise<LockStore>;
+    try {
+      store = storeFor(this.#settings.cache);
+    } catch {
+      return undefined; // #resolve reports it
+    }
+    if (store instanceof Promise) {
+      store.catch(() => undefined); // #resolve awaits it again and reports a failure
+      return undefined;
+    }
+    this.#store = store;
+    return store;
   }
 
   async #resolve(): Promise<LockStore> {
