@@ -53,6 +53,8 @@ export class Lock implements AsyncDisposable {
   #controller: AbortController | undefined;
   #lostError: LockLostError | undefined;
   #watched: Watched | undefined;
+  /** Set while `tryAcquire` runs: a refusal then needs no holder for its message. */
+  #quiet = false;
 
   constructor(key: string, options?: LockOptions) {
     if (typeof key !== 'string' || key.length === 0) {
@@ -179,12 +181,16 @@ export class Lock implements AsyncDisposable {
 
   /** Like `acquire()`, but resolves `false` where it would reject with `LockedError` or `LockTimeoutError`. */
   async tryAcquire(): Promise<boolean> {
+    // Nobody reads the refusal's message here, so skip asking the store who holds the key.
+    this.#quiet = true;
     try {
       await this.acquire();
       return true;
     } catch (error) {
       if (error instanceof LockedError || error instanceof LockTimeoutError) return false;
       throw error;
+    } finally {
+      this.#quiet = false;
     }
   }
 
@@ -310,6 +316,7 @@ export class Lock implements AsyncDisposable {
   }
 
   async #holder(store: LockStore): Promise<LeaseInfo | null> {
+    if (this.#quiet) return null;
     try {
       return await store.inspect(this.#storeKey);
     } catch {

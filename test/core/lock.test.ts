@@ -67,6 +67,29 @@ describe('acquire and release', () => {
     await free.release();
   });
 
+  it('tryAcquire asks nobody who holds the key; acquire does, for its message', async () => {
+    const inner = memoryStore();
+    let inspected = 0;
+    const counting: LockStore = {
+      kind: 'counting',
+      atomic: true,
+      acquire: (k, owner, ttlMs) => inner.acquire(k, owner, ttlMs),
+      release: (k, owner, keepMs) => inner.release(k, owner, keepMs),
+      extend: (k, owner, ttlMs) => inner.extend(k, owner, ttlMs),
+      inspect: (k) => {
+        inspected++;
+        return inner.inspect(k);
+      },
+    };
+    const k = key();
+    const holder = await Lock.acquire(k, { cache: counting });
+    expect(await new Lock(k, { cache: counting }).tryAcquire()).toBe(false);
+    expect(inspected).toBe(0);
+    await expect(new Lock(k, { cache: counting }).acquire()).rejects.toThrow(/for \d+ ms more/);
+    expect(inspected).toBe(1);
+    await holder.release();
+  });
+
   it('releases at the end of an await using block', async () => {
     const cache = memoryStore();
     const k = key();
