@@ -21,4 +21,3 @@ export const channels = {
 
 /** `NODE_DEBUG=cachelock` logging. */
 export const debug = debuglog('cachelock');
-export const debugEnabled = (): boolean => debug.enabled;

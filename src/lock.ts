@@ -74,7 +74,7 @@ export class Lock implements AsyncDisposable {
   /** Who holds `key` now and for how much longer, or `null` when it is free. */
   static async inspect(key: string, options?: LockOptions): Promise<Holder | null> {
     const lock = new Lock(key, options);
-    const store = await lock.#resolve();
+    const store = await lock.#open();
     let info: LeaseInfo | null;
     try {
       info = await store.inspect(lock.#storeKey);
@@ -120,7 +120,7 @@ export class Lock implements AsyncDisposable {
     signal?.throwIfAborted();
     this.#state = State.Acquiring;
     try {
-      const store = this.#store ?? this.#knownStore() ?? (await this.#resolve());
+      const store = this.#store ?? (await this.#open());
       const owner = newOwner();
       const key = this.#storeKey;
       const started = performance.now();
@@ -216,7 +216,6 @@ export class Lock implements AsyncDisposable {
       throw new StoreError(this.key, 'release', error);
     }
     if (!ok) {
-      this.#state = State.Held;
       this.#lose('it had expired or been taken by the time it was released');
       return false;
     }
@@ -287,30 +286,10 @@ export class Lock implements AsyncDisposable {
     await this.release();
   }
 
-  /** The store, without waiting, when it is already open (the common case). */
-  #knownStore(): LockStore | undefined {
-    let store: LockStore | Promise<LockStore>;
-    try {
-      store = storeFor(this.#settings.cache);
-    } catch {
-      return undefined; // #resolve reports it
-    }
-    if (store instanceof Promise) {
-      store.catch(() => undefined); // #resolve awaits it again and reports a failure
-      return undefined;
-    }
-    this.#store = store;
-    return store;
-  }
-
-  async #resolve(): Promise<LockStore> {
-    let store: LockStore;
-    try {
-      store = await storeFor(this.#settings.cache);
-    } catch (error) {
-      if (error instanceof TypeError) throw error;
-      throw new StoreError(this.key, 'open the store for', error);
-    }
+  /** The lock's store: synchronously when it is already open (the common case). */
+  #open(): LockStore | Promise<LockStore> {
+    const store = openStore(this.key, this.#settings.cache);
+    if (store instanceof Promise) return store.then((opened) => (this.#store = opened));
     this.#store = store;
     return store;
   }
@@ -346,9 +325,7 @@ export class Lock implements AsyncDisposable {
     // A hand-off's short claim lease is extended to the full ttl at a third of the claim.
     this.#nextExtendAt = sentAt + leaseMs / 3;
     const watched = (this.#watched ??= { dueAt: 0, tick: (now) => this.#tick(now) });
-    watched.dueAt = this.#settings.autoExtend
-      ? Math.min(this.#nextExtendAt, this.#expiresAt)
-      : this.#expiresAt;
+    watched.dueAt = this.#dueAt();
     watch(watched);
     if (channels.acquire.hasSubscribers) {
       channels.acquire.publish({
@@ -366,7 +343,7 @@ export class Lock implements AsyncDisposable {
     this.#nextExtendAt = sentAt + this.#leaseMs / 3;
     this.#lastError = undefined;
     const watched = this.#watched!;
-    watched.dueAt = this.#settings.autoExtend ? this.#nextExtendAt : this.#expiresAt;
+    watched.dueAt = this.#dueAt();
     reschedule(watched);
     if (channels.extend.hasSubscribers) {
       channels.extend.publish({
@@ -375,6 +352,13 @@ export class Lock implements AsyncDisposable {
         fence: this.#fence,
       } satisfies LockEvent);
     }
+  }
+
+  /** When the watchdog must look at this lease next: the next extension, else its end. */
+  #dueAt(): number {
+    return this.#settings.autoExtend && !this.#extending
+      ? Math.min(this.#nextExtendAt, this.#expiresAt)
+      : this.#expiresAt;
   }
 
   /** The watchdog's call: extend when due, or declare the lease lost when it ran out. */
@@ -390,16 +374,16 @@ export class Lock implements AsyncDisposable {
           ? 'its lease ran out before it was extended'
           : 'its lease ran out while the store could not be reached to extend it',
         this.#lastError,
+        true,
       );
       return;
     }
-    watched.dueAt = this.#expiresAt;
     if (!this.#settings.autoExtend || this.#extending || now < this.#nextExtendAt) {
-      if (this.#settings.autoExtend && !this.#extending)
-        watched.dueAt = Math.min(this.#nextExtendAt, this.#expiresAt);
+      watched.dueAt = this.#dueAt();
       return;
     }
     this.#extending = true;
+    watched.dueAt = this.#expiresAt; // while the extension is in flight
     const owner = this.#owner;
     const leaseMs = this.#leaseMs;
     this.#store!.extend(this.#storeKey, owner, leaseMs).then(
@@ -417,21 +401,25 @@ export class Lock implements AsyncDisposable {
         // Try again soon, well before the lease runs out.
         const left = this.#expiresAt - performance.now();
         this.#nextExtendAt = performance.now() + Math.max(10, Math.min(leaseMs / 10, left / 3));
-        watched.dueAt = Math.min(this.#nextExtendAt, this.#expiresAt);
+        watched.dueAt = this.#dueAt();
         reschedule(watched);
       },
     );
   }
 
-  #lose(reason: string, cause?: unknown): void {
-    if (this.#state !== State.Held) return;
+  /**
+   * The lease is gone. Callers have checked that this acquisition was held (or was being
+   * released). `free`: the key may still be ours in the store (it could not be reached), so
+   * try to free it for the next owner.
+   */
+  #lose(reason: string, cause?: unknown, free = false): void {
+    if (this.#state === State.Lost) return;
     this.#state = State.Lost;
     if (this.#watched !== undefined) unwatch(this.#watched);
     const error = new LockLostError(this.key, reason, cause);
     this.#lostError = error;
     this.#controller?.abort(error);
-    // The key may still be ours (a store that could not be reached): free it if so.
-    this.#store!.release(this.#storeKey, this.#owner).catch(() => undefined);
+    if (free) this.#store!.release(this.#storeKey, this.#owner).catch(() => undefined);
     if (channels.lost.hasSubscribers) {
       channels.lost.publish({
         key: this.key,
@@ -455,15 +443,26 @@ export class Lock implements AsyncDisposable {
 }
 
 /**
+ * The store for a cache option, synchronously when it is already open. A failure to open it is
+ * a `StoreError` (a bad cache option stays the `TypeError` that names it).
+ */
+function openStore(key: string, cache: unknown): LockStore | Promise<LockStore> {
+  const failed = (error: unknown): never => {
+    if (error instanceof TypeError) throw error;
+    throw new StoreError(key, 'open the store for', error);
+  };
+  try {
+    const store = storeFor(cache);
+    return store instanceof Promise ? store.catch(failed) : store;
+  } catch (error) {
+    return failed(error);
+  }
+}
+
+/**
  * The store a lock with these options would use (the `cache` option, then `configure()`, then
  * `CACHELOCK_URL`, then memory), for tools that talk to a store directly.
  */
 export async function resolveStore(options?: LockOptions): Promise<LockStore> {
-  const settings = settle(validateOptions(options));
-  try {
-    return await storeFor(settings.cache);
-  } catch (error) {
-    if (error instanceof TypeError) throw error;
-    throw new StoreError('', 'open the store for', error);
-  }
+  return openStore('', settle(validateOptions(options)).cache);
 }

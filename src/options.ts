@@ -156,8 +156,3 @@ export function configure(options: LockOptions | null): LockOptions {
   defaultSettings = undefined;
   return previous;
 }
-
-/** The current process-wide defaults. */
-export function configured(): LockOptions {
-  return defaults;
-}

@@ -40,8 +40,3 @@ export function describeOwner(owner: string): string {
   if (host === undefined || pid === undefined) return JSON.stringify(owner);
   return `pid ${pid} on ${host}`;
 }
-
-/** Forget the process part after a fork-like reset (tests). */
-export function resetOwnerForTests(): void {
-  processPart = '';
-}

@@ -154,34 +154,27 @@ async function attempt(request: WaitRequest, line: Line): Promise<Granted> {
 
 function noop(): void {}
 
-/** Wait for `promise`, the deadline or the signal, whichever comes first. */
-function pause(
-  promise: Promise<void>,
+/** Wait for `turn`, the deadline (then `WaitTimeout`) or the signal, whichever comes first. */
+async function pause(
+  turn: Promise<void>,
   deadline: number,
   signal: AbortSignal | undefined,
 ): Promise<void> {
   signal?.throwIfAborted();
-  if (deadline === Number.POSITIVE_INFINITY && signal === undefined) return promise;
-  return new Promise<void>((resolve, reject) => {
-    const timer =
-      deadline === Number.POSITIVE_INFINITY
-        ? undefined
-        : setTimeout(
-            () => finish(() => reject(new WaitTimeout())),
-            Math.max(0, deadline - performance.now()),
-          );
-    const onAbort = () => finish(() => reject(signal!.reason));
-    signal?.addEventListener('abort', onAbort, { once: true });
-    const finish = (settle: () => void) => {
-      if (timer !== undefined) clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      settle();
-    };
-    promise.then(() => finish(resolve));
-  });
+  let reached = false;
+  await sleep(deadline - performance.now(), signal, (wake) =>
+    turn.then(() => {
+      reached = true;
+      wake();
+    }),
+  );
+  if (!reached) throw new WaitTimeout();
 }
 
-/** Sleep `ms`, ended early by `setWake`'s function or rejected when the signal aborts. */
+/**
+ * Sleep `ms` (`Infinity`: until woken), ended early by `setWake`'s function or rejected when
+ * the signal aborts.
+ */
 function sleep(
   ms: number,
   signal: AbortSignal | undefined,
@@ -193,7 +186,10 @@ function sleep(
       signal?.removeEventListener('abort', onAbort);
       settle();
     };
-    const timer = setTimeout(() => finish(resolve), ms);
+    const timer =
+      ms === Number.POSITIVE_INFINITY
+        ? undefined
+        : setTimeout(() => finish(resolve), Math.max(0, ms));
     const onAbort = () => finish(() => reject(signal!.reason));
     signal?.addEventListener('abort', onAbort, { once: true });
     setWake(() => finish(resolve));

@@ -43,45 +43,35 @@ export class MemoryStore implements LockStore {
   }
 
   acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
-    return Promise.resolve(this.acquireNow(key, owner, ttlMs));
-  }
-
-  /** The synchronous form of `acquire`. */
-  acquireNow(key: string, owner: string, ttlMs: number): Acquired | null {
     const now = this.#now();
     if (++this.#sinceSweep >= SWEEP_EVERY) this.#sweep(now);
     const lease = this.#leases.get(key);
     if (lease !== undefined && lease.expiresAt > now) {
-      if (lease.owner !== owner) return null;
+      if (lease.owner !== owner) return Promise.resolve(null);
       lease.expiresAt = now + ttlMs;
-      return { fence: lease.fence };
+      return Promise.resolve({ fence: lease.fence });
     }
     const fence = ++this.#fence;
     this.#leases.set(key, { owner, expiresAt: now + ttlMs, fence });
-    return { fence };
+    return Promise.resolve({ fence });
   }
 
   release(key: string, owner: string, keepMs = 0): Promise<boolean> {
-    return Promise.resolve(this.releaseNow(key, owner, keepMs));
-  }
-
-  /** The synchronous form of `release`. */
-  releaseNow(key: string, owner: string, keepMs = 0): boolean {
     const lease = this.#leases.get(key);
-    if (lease === undefined || lease.owner !== owner) return false;
+    if (lease === undefined || lease.owner !== owner) return Promise.resolve(false);
     const now = this.#now();
     if (lease.expiresAt <= now) {
       this.#leases.delete(key);
-      return false;
+      return Promise.resolve(false);
     }
     if (keepMs > 0) {
       lease.expiresAt = now + keepMs;
-      return true;
+      return Promise.resolve(true);
     }
     this.#leases.delete(key);
     const listeners = this.#listeners.get(key);
     if (listeners !== undefined) for (const listener of [...listeners]) listener();
-    return true;
+    return Promise.resolve(true);
   }
 
   extend(key: string, owner: string, ttlMs: number): Promise<boolean> {

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { serverOrSkip } from '../support/reachable.js';
-import { builtOrSkip, type Started, startNode, stop } from './run.js';
+import { builtOrSkip, serverOrSkip } from '../support/reachable.js';
+import { type Started, startNode, stop } from './run.js';
 
-const runs = (await serverOrSkip('Redis', 6379)) && builtOrSkip('index.js');
+const runs = (await serverOrSkip('Redis', 6379)) && builtOrSkip('example', ['index.js']);
 
 describe.runIf(runs)('examples/express-dedupe: two servers on Redis', () => {
   const started: Started[] = [];

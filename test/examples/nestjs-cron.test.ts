@@ -3,10 +3,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { serverOrSkip } from '../support/reachable.js';
-import { builtOrSkip, compile, readRuns, type Started, startNode, stop, tally } from './run.js';
+import { builtOrSkip, serverOrSkip } from '../support/reachable.js';
+import { compile, readRuns, type Started, startNode, stop, tally } from './run.js';
 
-const runs = (await serverOrSkip('Redis', 6379)) && builtOrSkip('index.js', 'nestjs/index.d.ts');
+const runs =
+  (await serverOrSkip('Redis', 6379)) && builtOrSkip('example', ['index.js', 'nestjs/index.d.ts']);
 
 describe.runIf(runs)(
   'examples/nestjs-cron: two instances sharing Redis through CacheModule',

@@ -3,10 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { serverOrSkip } from '../support/reachable.js';
-import { builtOrSkip, readRuns, type Started, startNode, stop, tally } from './run.js';
+import { builtOrSkip, serverOrSkip } from '../support/reachable.js';
+import { readRuns, type Started, startNode, stop, tally } from './run.js';
 
-const runs = (await serverOrSkip('Redis', 6379)) && builtOrSkip('index.js');
+const runs = (await serverOrSkip('Redis', 6379)) && builtOrSkip('example', ['index.js']);
 
 describe.runIf(runs)('examples/node-cron: two processes on Redis', () => {
   const dir = mkdtempSync(join(tmpdir(), 'cachelock-node-cron-'));

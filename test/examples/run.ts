@@ -1,22 +1,9 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const root = fileURLToPath(new URL('../../', import.meta.url));
-
-/**
- * Whether the built package the examples import exists. Under CI=true its absence fails the
- * suite; elsewhere the suite is skipped with a loud warning.
- */
-export function builtOrSkip(...entries: string[]): boolean {
-  const missing = entries.filter((entry) => !existsSync(join(root, 'dist', entry)));
-  if (missing.length === 0) return true;
-  const message = `dist/${missing.join(', dist/')} missing: run \`npm run build\` (npm test does)`;
-  if (process.env.CI === 'true') throw new Error(`${message} (CI=true: the examples must run)`);
-  console.warn(`\n!!! SKIPPING the example tests: ${message} !!!\n`);
-  return false;
-}
 
 /** Compile a TypeScript example with its own tsconfig.json. */
 export function compile(example: string): void {

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { builtOrSkip } from '../support/reachable.js';
 import {
   assertExclusive,
-  builtPackageExists,
   checkExclusion,
   type ExclusionResult,
   runExclusion,
@@ -28,17 +28,6 @@ function section(
     fence: fence === undefined ? undefined : BigInt(fence),
     released: true,
   };
-}
-
-/** Whether the built package is there for the workers; under CI=true its absence fails. */
-function builtOrSkip(entries: string[]): boolean {
-  const missing = entries.filter((entry) => !builtPackageExists(entry));
-  if (missing.length === 0) return true;
-  const message = `dist/${missing.join(', dist/')} missing: run \`npm run build\` (npm test does)`;
-  if (process.env.CI === 'true')
-    throw new Error(`${message} (CI=true: the exclusion harness must run)`);
-  console.warn(`\n!!! SKIPPING multi-process exclusion tests: ${message} !!!\n`);
-  return false;
 }
 
 describe('exclusion checker', () => {
@@ -116,7 +105,7 @@ describe('multi-process exclusion harness', () => {
     expect(() => assertExclusive(result)).toThrow(/overlap on .*lost update/s);
   }, 120_000);
 
-  it.runIf(builtOrSkip(['index.js']))(
+  it.runIf(builtOrSkip('multi-process exclusion', ['index.js']))(
     "fails with the first worker's error when the workers cannot lock",
     async () => {
       await expect(
@@ -131,7 +120,7 @@ describe('multi-process exclusion harness', () => {
     90_000,
   );
 
-  it.runIf(builtOrSkip(['index.js', 'sqlite/index.js']))(
+  it.runIf(builtOrSkip('multi-process exclusion', ['index.js', 'sqlite/index.js']))(
     'keeps 8 processes exclusive on 2 keys through a sqlite: file',
     async () => {
       const url = `sqlite:${pathToFileURL(join(temp, 'locks.sqlite')).pathname}`;

@@ -1,6 +1,6 @@
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -135,11 +135,6 @@ export function assertExclusive(result: ExclusionResult): void {
     problems.push(`${result.lostLeases.length} sections lost their lease before release`);
   }
   if (problems.length > 0) throw new Error(`exclusion violated:\n  ${problems.join('\n  ')}`);
-}
-
-/** Whether the built package the workers import exists (`npm run build`). */
-export function builtPackageExists(entry = 'index.js'): boolean {
-  return existsSync(join(packageRoot, 'dist', entry));
 }
 
 /**

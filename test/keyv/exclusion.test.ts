@@ -1,19 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { assertExclusive, builtPackageExists, runExclusion } from '../harness/exclusion.js';
-import { serverOrSkip } from '../support/reachable.js';
+import { assertExclusive, runExclusion } from '../harness/exclusion.js';
+import { builtOrSkip, serverOrSkip } from '../support/reachable.js';
 
-// The workers import the built package, as a user's processes would.
-function builtOrSkip(): boolean {
-  if (builtPackageExists('index.js') && builtPackageExists('keyv/index.js')) return true;
-  const message = 'dist/keyv/index.js missing: run `npm run build` (npm test does)';
-  if (process.env.CI === 'true') throw new Error(`${message} (CI=true: the harness must run)`);
-  console.warn(`\n!!! SKIPPING the Keyv multi-process test: ${message} !!!\n`);
-  return false;
-}
-
-const runs = (await serverOrSkip('Redis', 6379)) && builtOrSkip();
+const runs =
+  (await serverOrSkip('Redis', 6379)) &&
+  builtOrSkip('Keyv multi-process', ['index.js', 'keyv/index.js']);
 const preload = fileURLToPath(new URL('./fixtures/keyv-scheme.mjs', import.meta.url));
 
 describe.runIf(runs)('keyv + @keyv/redis across 6 processes', () => {

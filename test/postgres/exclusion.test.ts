@@ -1,21 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { assertExclusive, builtPackageExists, runExclusion } from '../harness/exclusion.js';
-import { serverOrSkip } from '../support/reachable.js';
+import { assertExclusive, runExclusion } from '../harness/exclusion.js';
+import { builtOrSkip, serverOrSkip } from '../support/reachable.js';
 
 const reachable = await serverOrSkip('PostgreSQL', 5432);
 
-/** The workers import the built package; under CI=true its absence fails. */
-function built(): boolean {
-  if (builtPackageExists('index.js') && builtPackageExists('postgres/index.js')) return true;
-  const message = 'dist/ is missing: run `npm run build` (npm test does)';
-  if (process.env.CI === 'true') throw new Error(`${message} (CI=true: the harness must run)`);
-  console.warn(`\n!!! SKIPPING postgres multi-process exclusion: ${message} !!!\n`);
-  return false;
-}
-
-describe.runIf(reachable && built())('postgres store across processes (built package)', () => {
+describe.runIf(
+  reachable && builtOrSkip('postgres multi-process', ['index.js', 'postgres/index.js']),
+)('postgres store across processes (built package)', () => {
   // A table of this run's own, which the processes race to create.
   const table = `cachelock_exclusion_${randomBytes(4).toString('hex')}`;
   const url = `postgres://postgres@127.0.0.1:5432/test?table=${table}`;

@@ -1,17 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { assertExclusive, builtPackageExists, runExclusion } from '../harness/exclusion.js';
-import { serverOrSkip } from '../support/reachable.js';
+import { assertExclusive, runExclusion } from '../harness/exclusion.js';
+import { builtOrSkip, serverOrSkip } from '../support/reachable.js';
 
-// The workers import the built package, as a user's processes would.
-function builtOrSkip(): boolean {
-  if (builtPackageExists('index.js') && builtPackageExists('redis/index.js')) return true;
-  const message = 'dist/redis/index.js missing: run `npm run build` (npm test does)';
-  if (process.env.CI === 'true') throw new Error(`${message} (CI=true: the harness must run)`);
-  console.warn(`\n!!! SKIPPING the Redis multi-process test: ${message} !!!\n`);
-  return false;
-}
-
-const runs = (await serverOrSkip('Redis', 6379)) && builtOrSkip();
+const runs =
+  (await serverOrSkip('Redis', 6379)) &&
+  builtOrSkip('Redis multi-process', ['index.js', 'redis/index.js']);
 
 describe.runIf(runs)('redis across 8 processes', () => {
   it('keeps hundreds of sections on 2 keys exclusive, with rising fences and no lost update', async () => {

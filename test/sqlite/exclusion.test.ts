@@ -2,32 +2,27 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { assertExclusive, builtPackageExists, runExclusion } from '../harness/exclusion.js';
+import { assertExclusive, runExclusion } from '../harness/exclusion.js';
+import { builtOrSkip } from '../support/reachable.js';
 
-/** The workers import the built package; under CI=true its absence fails. */
-function built(): boolean {
-  if (builtPackageExists('index.js') && builtPackageExists('sqlite/index.js')) return true;
-  const message = 'dist/ is missing: run `npm run build` (npm test does)';
-  if (process.env.CI === 'true') throw new Error(`${message} (CI=true: the harness must run)`);
-  console.warn(`\n!!! SKIPPING sqlite multi-process exclusion: ${message} !!!\n`);
-  return false;
-}
+describe.runIf(builtOrSkip('sqlite multi-process', ['index.js', 'sqlite/index.js']))(
+  'sqlite store across processes (built package)',
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cachelock-sqlite-exclusion-'));
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-describe.runIf(built())('sqlite store across processes (built package)', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'cachelock-sqlite-exclusion-'));
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-  it('keeps 12 processes exclusive on one key of a file none of them created', async () => {
-    // A folder that does not exist yet: the processes race to create it, the file and the tables.
-    const result = await runExclusion({
-      cache: `sqlite:${join(dir, 'new', 'locks.sqlite')}`,
-      processes: 12,
-      sectionsPerProcess: 8,
-      keys: 1,
-      holdMs: 2,
-    });
-    assertExclusive(result);
-    expect(result.sections).toBe(96);
-    expect(result.perKey[0]!.counter).toBe(96);
-  }, 180_000);
-});
+    it('keeps 12 processes exclusive on one key of a file none of them created', async () => {
+      // A folder that does not exist yet: the processes race to create it, the file and the tables.
+      const result = await runExclusion({
+        cache: `sqlite:${join(dir, 'new', 'locks.sqlite')}`,
+        processes: 12,
+        sectionsPerProcess: 8,
+        keys: 1,
+        holdMs: 2,
+      });
+      assertExclusive(result);
+      expect(result.sections).toBe(96);
+      expect(result.perKey[0]!.counter).toBe(96);
+    }, 180_000);
+  },
+);

@@ -1,4 +1,9 @@
+import { existsSync } from 'node:fs';
 import { Socket } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const packageRoot = fileURLToPath(new URL('../../', import.meta.url));
 
 /** Whether something accepts TCP connections at host:port within `timeoutMs`. */
 export function canConnect(port: number, host = '127.0.0.1', timeoutMs = 1_000): Promise<boolean> {
@@ -56,4 +61,18 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * Whether the built package (`dist/<entry>` for each entry) exists, for tests whose child
+ * processes import it as a user's would. Under CI=true its absence fails the suite; elsewhere
+ * the suite is skipped with a loud warning. `npm test` builds first.
+ */
+export function builtOrSkip(name: string, entries: string[]): boolean {
+  const missing = entries.filter((entry) => !existsSync(join(packageRoot, 'dist', entry)));
+  if (missing.length === 0) return true;
+  const message = `dist/${missing.join(', dist/')} missing: run \`npm run build\` (npm test does)`;
+  if (process.env.CI === 'true') throw new Error(`${message} (CI=true: ${name} tests must run)`);
+  console.warn(`\n!!! SKIPPING ${name} tests: ${message} !!!\n`);
+  return false;
 }
