@@ -4,14 +4,14 @@
 //
 //   node bench/memcached.mjs   (BENCH_ROUNDS, BENCH_PAIRS, BENCH_CONTENDED_MS tune it)
 
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer, Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Lock } from 'cachelock';
 import { memcachedStore } from 'cachelock/memcached';
 import { cachelockWithLock, contendedTable, isWorker, workerMain } from './contention.mjs';
 import { fmt, interleave, table } from './lib.mjs';
+import { startMemcached } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 500);
@@ -49,40 +49,6 @@ class RawMemcached {
   close() {
     this.socket.destroy();
   }
-}
-
-async function freePort() {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-async function startMemcached() {
-  const port = await freePort();
-  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '64'];
-  if (process.getuid?.() === 0) args.push('-u', 'root');
-  const child = spawn('memcached', args, { stdio: 'ignore' });
-  const error = once(child, 'error');
-  for (let i = 0; i < 200; i++) {
-    const socket = new Socket();
-    const connected = await Promise.race([
-      once(socket.connect(port, '127.0.0.1'), 'connect').then(
-        () => true,
-        () => false,
-      ),
-      error.then(([e]) => {
-        throw new Error(`could not start memcached: ${e.message}`);
-      }),
-    ]);
-    socket.destroy();
-    if (connected) return { port, stop: () => child.kill('SIGKILL') };
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-  child.kill('SIGKILL');
-  throw new Error('memcached did not start');
 }
 
 async function main() {

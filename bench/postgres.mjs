@@ -2,17 +2,14 @@
 // library) and session advisory locks, then 4 processes contending on one key. Runs on a
 // throwaway cluster (initdb + pg_ctl on a free port; as the postgres user when run as root), or
 // on BENCH_PG_URL if set. Needs the built package (npm run build).
-import { execFileSync } from 'node:child_process';
-import { chownSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Lock } from 'cachelock';
 import { postgresStore } from 'cachelock/postgres';
 import pg from 'pg';
 import { cachelockWithLock, contendedTable, isWorker, workerMain } from './contention.mjs';
 import { fmt, interleave, table } from './lib.mjs';
+import { startPostgres } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 1_000);
@@ -25,7 +22,7 @@ const contenders = [
 ];
 
 async function main() {
-  const server = process.env.BENCH_PG_URL ? undefined : await startCluster();
+  const server = process.env.BENCH_PG_URL ? undefined : await startPostgres();
   const url = process.env.BENCH_PG_URL ?? server.url;
   try {
     const pool = new pg.Pool({ connectionString: url, max: 4 });
@@ -198,60 +195,6 @@ async function makeLock({ library, url, key }) {
     close = () => client.end();
   }
   return { withLock, close };
-}
-
-/** initdb + pg_ctl on a free port under a temporary folder; stopped for sure on exit. */
-async function startCluster() {
-  const port = await new Promise((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-  const dir = mkdtempSync(join(tmpdir(), 'cachelock-bench-pg-'));
-  // PostgreSQL refuses to run as root: run it as the postgres user then.
-  const asRoot = process.getuid?.() === 0;
-  if (asRoot) {
-    const uid = Number(execFileSync('id', ['-u', 'postgres']));
-    const gid = Number(execFileSync('id', ['-g', 'postgres']));
-    chownSync(dir, uid, gid);
-  }
-  const exec = (command, args) =>
-    execFileSync(
-      asRoot ? 'runuser' : command,
-      asRoot ? ['-u', 'postgres', '--', command, ...args] : args,
-      {
-        stdio: 'ignore',
-      },
-    );
-  const data = join(dir, 'data');
-  exec('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '-N', '-E', 'UTF8', '--locale=C']);
-  exec('pg_ctl', [
-    '-D',
-    data,
-    '-o',
-    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c max_connections=100`,
-    '-l',
-    join(dir, 'log'),
-    '-w',
-    'start',
-  ]);
-  const pid = Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  let stopped = false;
-  const stop = () => {
-    if (stopped) return;
-    stopped = true;
-    try {
-      exec('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
-    } catch {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {}
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
-  process.once('exit', stop);
-  return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, stop };
 }
 
 // Last, so that every constant above is initialised before a top-level await runs.

@@ -1,11 +1,6 @@
 // Redis: cachelock against the floor (SET NX PX + a compare-and-delete script through ioredis,
 // no library) and its peers, interleaved in one run on a throwaway redis-server. Needs the
 // built package (npm run build) and `redis-server` on the PATH.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redlock } from '@sesamecare-oss/redlock';
 import { Mutex as AsyncMutex } from 'async-mutex';
@@ -13,6 +8,7 @@ import { closeAll, Lock } from 'cachelock';
 import { Redis } from 'ioredis';
 import { Mutex as SemaphoreMutex } from 'redis-semaphore';
 import { fmt, interleave, median, table } from './lib.mjs';
+import { startRedis } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 2_000);
@@ -20,7 +16,7 @@ const CONTENDED_MS = Number(process.env.BENCH_CONTENDED_MS ?? 2_000);
 const INFLIGHT_MS = Number(process.env.BENCH_INFLIGHT_MS ?? 1_000);
 const TTL = Number(process.env.BENCH_TTL ?? 10_000);
 
-const server = await startServer();
+const server = await startRedis();
 const connect = (options = {}) => {
   const client = new Redis(server.port, '127.0.0.1', options);
   client.on('error', () => {});
@@ -363,51 +359,6 @@ async function serverVersion() {
   const info = await client.info('server');
   client.disconnect();
   return /redis_version:(\S+)/.exec(info)?.[1] ?? '?';
-}
-
-async function startServer() {
-  const port = await new Promise((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-  const dir = mkdtempSync(join(tmpdir(), 'cachelock-bench-redis-'));
-  const child = spawn(
-    'redis-server',
-    [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--dir',
-      dir,
-    ],
-    { stdio: 'ignore' },
-  );
-  for (let i = 0; i < 200; i++) {
-    const up = await new Promise((resolve) => {
-      const socket = new Socket();
-      socket.once('error', () => resolve(false));
-      socket.connect(port, '127.0.0.1', () => {
-        socket.destroy();
-        resolve(true);
-      });
-    });
-    if (up) break;
-    await sleep(25);
-  }
-  return {
-    port,
-    stop() {
-      child.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
 }
 
 try {
