@@ -1,6 +1,5 @@
 import type { Acquired } from 'cachelock';
 import type { RedisDriver } from './driver.js';
-import type { LockKeys } from './keys.js';
 import { script } from './script.js';
 
 /**
@@ -54,12 +53,12 @@ return false
 
 export async function acquire(
   driver: RedisDriver,
-  keys: LockKeys,
+  lease: string,
   owner: string,
   ttlMs: number,
   lineMs: number,
 ): Promise<Acquired | null> {
-  const reply = await driver.run(ACQUIRE, [keys.lease], [owner, String(ttlMs), String(lineMs)]);
+  const reply = await driver.run(ACQUIRE, [lease], [owner, String(ttlMs), String(lineMs)]);
   if (reply === null || reply === undefined) return null;
   return { fence: BigInt(String(reply)) };
 }

@@ -1,5 +1,4 @@
 import type { RedisDriver } from './driver.js';
-import type { LockKeys } from './keys.js';
 import { ownerOf, script } from './script.js';
 
 /** KEYS: lease. ARGV: owner, ttlMs. Compare-and-expire: 1 if owner still held it. */
@@ -16,11 +15,11 @@ return 0
 
 export function extend(
   driver: RedisDriver,
-  keys: LockKeys,
+  lease: string,
   owner: string,
   ttlMs: number,
 ): Promise<boolean> {
-  return driver.run(EXTEND, [keys.lease], [owner, String(ttlMs)]).then(isOne);
+  return driver.run(EXTEND, [lease], [owner, String(ttlMs)]).then(isOne);
 }
 
 const isOne = (reply: unknown) => Number(reply) === 1;

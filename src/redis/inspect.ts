@@ -1,6 +1,5 @@
 import type { Handoff, LeaseInfo } from 'cachelock';
 import type { RedisDriver } from './driver.js';
-import type { LockKeys } from './keys.js';
 import { script } from './script.js';
 
 /** KEYS: lease. Returns `{ value, pttl }` in one step, or nil when free. */
@@ -12,8 +11,8 @@ return { value, redis.call('PTTL', KEYS[1]) }
 `,
 );
 
-export async function inspect(driver: RedisDriver, keys: LockKeys): Promise<LeaseInfo | null> {
-  const reply = await driver.run(INSPECT, [keys.lease], []);
+export async function inspect(driver: RedisDriver, lease: string): Promise<LeaseInfo | null> {
+  const reply = await driver.run(INSPECT, [lease], []);
   if (!Array.isArray(reply)) return null;
   return { ...parseLease(String(reply[0])), ttlMs: Math.max(0, Number(reply[1])) };
 }

@@ -31,8 +31,13 @@ export function encodeTag(key: string): string {
   );
 }
 
+/** The lease's name, which is also the channel and the stem the scripts derive the rest from. */
+export function leaseKey(key: string): string {
+  return `{${encodeTag(key)}}`;
+}
+
 export function lockKeys(key: string): LockKeys {
-  const lease = `{${encodeTag(key)}}`;
+  const lease = leaseKey(key);
   return {
     lease,
     fence: `${lease}:fence`,

@@ -1,5 +1,4 @@
 import type { RedisDriver } from './driver.js';
-import type { LockKeys } from './keys.js';
 import { script } from './script.js';
 
 /**
@@ -63,11 +62,11 @@ return 1
 
 export function release(
   driver: RedisDriver,
-  keys: LockKeys,
+  lease: string,
   owner: string,
   keepMs: number,
 ): Promise<boolean> {
-  return driver.run(RELEASE, [keys.lease], [owner, String(keepMs)]).then(isOne);
+  return driver.run(RELEASE, [lease], [owner, String(keepMs)]).then(isOne);
 }
 
 const isOne = (reply: unknown) => Number(reply) === 1;

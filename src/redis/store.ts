@@ -12,7 +12,7 @@ import { Deadlines } from './deadlines.js';
 import type { RedisDriver } from './driver.js';
 import { extend } from './extend.js';
 import { inspect } from './inspect.js';
-import { lockKeys } from './keys.js';
+import { leaseKey } from './keys.js';
 import { release } from './release.js';
 import { ReleaseSubscriptions } from './subscriptions.js';
 
@@ -55,25 +55,25 @@ export class RedisStore implements LockStore {
     options?: AcquireOptions,
   ): Promise<Acquired | null> {
     const lineMs = options?.lineMs ? wholeMs(options.lineMs) : 0;
-    return this.bounded(acquire(this.driver, lockKeys(key), owner, wholeMs(ttlMs), lineMs));
+    return this.bounded(acquire(this.driver, leaseKey(key), owner, wholeMs(ttlMs), lineMs));
   }
 
   release(key: string, owner: string, keepMs = 0): Promise<boolean> {
     return this.bounded(
-      release(this.driver, lockKeys(key), owner, keepMs > 0 ? wholeMs(keepMs) : 0),
+      release(this.driver, leaseKey(key), owner, keepMs > 0 ? wholeMs(keepMs) : 0),
     );
   }
 
   extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
-    return this.bounded(extend(this.driver, lockKeys(key), owner, wholeMs(ttlMs)));
+    return this.bounded(extend(this.driver, leaseKey(key), owner, wholeMs(ttlMs)));
   }
 
   inspect(key: string): Promise<LeaseInfo | null> {
-    return this.bounded(inspect(this.driver, lockKeys(key)));
+    return this.bounded(inspect(this.driver, leaseKey(key)));
   }
 
   onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
-    return this.subscriptions.listen(lockKeys(key).channel, listener);
+    return this.subscriptions.listen(leaseKey(key), listener);
   }
 
   async close(): Promise<void> {

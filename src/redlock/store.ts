@@ -1,5 +1,5 @@
 import { type Acquired, type Duration, type LeaseInfo, type LockStore, toMs } from 'cachelock';
-import { lockKeys, type RedisDriver, type Script } from 'cachelock/redis';
+import { leaseKey, type RedisDriver, type Script } from 'cachelock/redis';
 import { ACQUIRE, EXTEND, INSPECT, RELEASE } from './scripts.js';
 
 export interface RedlockStoreOptions {
@@ -124,7 +124,7 @@ export class RedlockStore implements LockStore {
   }
 
   private onAll(script: Script, key: string, args: string[]): Promise<Outcome[]> {
-    const name = `${lockKeys(key).lease}:redlock`;
+    const name = `${leaseKey(key)}:redlock`;
     const timeoutMs = this.serverTimeoutMs;
     return Promise.all(
       this.drivers.map((driver) =>
