@@ -147,6 +147,32 @@ async function commandCounts() {
 
 // 4 workers, each on its own connection, one key, 1 ms hold, 0-2 ms between sections.
 const WORKERS = 4;
+/**
+ * A contender with one connection per worker: `take(client, key)` gives the function that
+ * acquires the lock and resolves its release.
+ */
+function perConnection(take) {
+  return async (key) => {
+    const clients = Array.from({ length: WORKERS }, () => connect());
+    return {
+      workers: clients.map((client) => {
+        const acquire = take(client, key);
+        return async (fn) => {
+          const release = await acquire();
+          try {
+            await fn();
+          } finally {
+            await release();
+          }
+        };
+      }),
+      close: () => {
+        for (const c of clients) c.disconnect();
+      },
+    };
+  };
+}
+
 const contenders = [
   {
     name: 'async-mutex (in-process limit)',
@@ -160,72 +186,33 @@ const contenders = [
   },
   {
     name: 'cachelock',
-    async setup(key) {
-      const clients = Array.from({ length: WORKERS }, () => connect());
-      return {
-        workers: clients.map((client) => async (fn) => {
-          const lock = new Lock(key, { cache: client, ttl: TTL, wait: '30s' });
-          await lock.acquire();
-          try {
-            await fn();
-          } finally {
-            await lock.release();
-          }
-        }),
-        close: () => {
-          for (const c of clients) c.disconnect();
-        },
-      };
-    },
+    setup: perConnection((client, key) => async () => {
+      const lock = new Lock(key, { cache: client, ttl: TTL, wait: '30s' });
+      await lock.acquire();
+      return () => lock.release();
+    }),
   },
   {
     name: '@sesamecare-oss/redlock (retryDelay 10, jitter 10)',
-    async setup(key) {
-      const clients = Array.from({ length: WORKERS }, () => connect());
-      return {
-        workers: clients.map((client) => {
-          const redlock = new Redlock([client], {
-            retryCount: 10_000,
-            retryDelay: 10,
-            retryJitter: 10,
-          });
-          return async (fn) => {
-            const lock = await redlock.acquire([key], TTL);
-            try {
-              await fn();
-            } finally {
-              await lock.release();
-            }
-          };
-        }),
-        close: () => {
-          for (const c of clients) c.disconnect();
-        },
+    setup: perConnection((client, key) => {
+      const redlock = new Redlock([client], {
+        retryCount: 10_000,
+        retryDelay: 10,
+        retryJitter: 10,
+      });
+      return async () => {
+        const lock = await redlock.acquire([key], TTL);
+        return () => lock.release();
       };
-    },
+    }),
   },
   {
     name: 'redis-semaphore Mutex (retryInterval 10)',
-    async setup(key) {
-      const clients = Array.from({ length: WORKERS }, () => connect());
-      return {
-        workers: clients.map((client) => async (fn) => {
-          const mutex = new SemaphoreMutex(client, key, {
-            lockTimeout: TTL,
-            acquireTimeout: 30_000,
-          });
-          await mutex.acquire();
-          try {
-            await fn();
-          } finally {
-            await mutex.release();
-          }
-        }),
-        close: () => {
-          for (const c of clients) c.disconnect();
-        },
-      };
-    },
+    setup: perConnection((client, key) => async () => {
+      const mutex = new SemaphoreMutex(client, key, { lockTimeout: TTL, acquireTimeout: 30_000 });
+      await mutex.acquire();
+      return () => mutex.release();
+    }),
   },
 ];
 
