@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Lock } from 'cachelock';
 import { memcachedStore } from 'cachelock/memcached';
 import { cachelockWithLock, contendedTable, isWorker, workerMain } from './contention.mjs';
-import { fmt, interleave, table } from './lib.mjs';
+import { fmt, interleave, perCall, table } from './lib.mjs';
 import { startMemcached } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
@@ -101,11 +101,7 @@ async function main() {
     const cases = Object.entries(variants).map(([name, pair]) => ({ name, pair }));
     let counter = 0;
     for (const c of cases) for (let i = 0; i < 500; i++) await c.pair(-i - 1);
-    const results = await interleave(cases, ROUNDS, async (c) => {
-      const started = performance.now();
-      for (let i = 0; i < PAIRS; i++) await c.pair(counter++);
-      return ((performance.now() - started) * 1000) / PAIRS;
-    });
+    const results = await interleave(cases, ROUNDS, (c) => perCall(() => c.pair(counter++), PAIRS));
     const floor = results.get(cases[0].name);
     console.log(`memcached at ${url}, ${ROUNDS} rounds interleaved, medians\n`);
     console.log('### Uncontended acquire+release, one process\n');

@@ -1,7 +1,7 @@
 // The in-memory store through the public Lock API against async-mutex, the in-process floor.
 import { Mutex } from 'async-mutex';
 import { Lock, memoryStore } from 'cachelock';
-import { fmt, interleave, table } from './lib.mjs';
+import { fmt, interleave, perCall, table } from './lib.mjs';
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
@@ -73,9 +73,7 @@ const contended = [
 
 async function measureUncontended(c) {
   for (let i = 0; i < 2_000; i++) await c.run();
-  const started = performance.now();
-  for (let i = 0; i < ITERATIONS; i++) await c.run();
-  return ((performance.now() - started) * 1000) / ITERATIONS;
+  return perCall(c.run, ITERATIONS);
 }
 
 async function measureContended(c) {

@@ -8,7 +8,7 @@ import { Lock } from 'cachelock';
 import { postgresStore } from 'cachelock/postgres';
 import pg from 'pg';
 import { cachelockWithLock, contendedTable, isWorker, workerMain } from './contention.mjs';
-import { fmt, interleave, table } from './lib.mjs';
+import { fmt, interleave, perCall, table } from './lib.mjs';
 import { startPostgres } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -125,11 +125,9 @@ async function uncontended(url) {
   }
   trips.set(cases[2].name, '2.00');
   let run = 0;
-  const results = await interleave(cases, ROUNDS, async (c) => {
+  const results = await interleave(cases, ROUNDS, (c) => {
     const key = `uncontended:${++run}`;
-    const started = performance.now();
-    for (let i = 0; i < PAIRS; i++) await c.pair(key);
-    return ((performance.now() - started) * 1000) / PAIRS;
+    return perCall(() => c.pair(key), PAIRS);
   });
   const floorUs = results.get(cases[0].name);
   console.log('### Uncontended acquire+release, one connection\n');

@@ -7,7 +7,7 @@ import { Mutex as AsyncMutex } from 'async-mutex';
 import { closeAll, Lock } from 'cachelock';
 import { Redis } from 'ioredis';
 import { Mutex as SemaphoreMutex } from 'redis-semaphore';
-import { fmt, interleave, median, table } from './lib.mjs';
+import { fmt, interleave, median, perCall, table } from './lib.mjs';
 import { startRedis } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -85,12 +85,10 @@ async function uncontended() {
   const client = connect();
   const pairs = new Map(libraries.map((lib) => [lib.name, lib.make(client)]));
   for (const [, pair] of pairs) for (let i = 0; i < 200; i++) await pair(freshKey('warm'));
-  const results = await interleave(libraries, ROUNDS, async (lib) => {
+  const results = await interleave(libraries, ROUNDS, (lib) => {
     const pair = pairs.get(lib.name);
     const key = freshKey('uncontended');
-    const started = performance.now();
-    for (let i = 0; i < PAIRS; i++) await pair(key);
-    return ((performance.now() - started) * 1000) / PAIRS;
+    return perCall(() => pair(key), PAIRS);
   });
   const floor = results.get(libraries[0].name);
   console.log('### Uncontended acquire+release, one connection\n');

@@ -10,7 +10,7 @@ import { Lock } from 'cachelock';
 import { sqliteStore } from 'cachelock/sqlite';
 import lockfile from 'proper-lockfile';
 import { cachelockWithLock, contendedTable, isWorker, workerMain } from './contention.mjs';
-import { fmt, interleave, table } from './lib.mjs';
+import { fmt, interleave, perCall, table } from './lib.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 2_000);
@@ -96,11 +96,9 @@ async function uncontended(dir) {
   ];
   let run = 0;
   for (const c of cases) for (let i = 0; i < 200; i++) await c.pair(`warm:${++run}`);
-  const results = await interleave(cases, ROUNDS, async (c) => {
+  const results = await interleave(cases, ROUNDS, (c) => {
     const key = `uncontended:${++run}`;
-    const started = performance.now();
-    for (let i = 0; i < PAIRS; i++) await c.pair(key);
-    return ((performance.now() - started) * 1000) / PAIRS;
+    return perCall(() => c.pair(key), PAIRS);
   });
   const floorUs = results.get(cases[0].name);
   console.log('### Uncontended acquire+release, one process\n');
