@@ -1,11 +1,10 @@
 import type { Acquired } from 'cachelock';
-import type { RedisDriver } from './driver.js';
 import { script } from './script.js';
 
 /**
  * KEYS: lease (the fence counter, line and waiters are named after it and share its hash
- * slot). ARGV: owner, ttlMs, lineMs (0: not waiting). Returns the fence as text, or nil when
- * another owner holds the lease.
+ * slot). ARGV: owner, ttlMs, lineMs ('0': not waiting). Returns the fence, or nil when another
+ * owner holds the lease.
  *
  * The free key's fast path is two calls: the fence is counted first and kept only if SET NX
  * wins, so a refused attempt skips a number, and fences still only grow. The owner already
@@ -14,25 +13,25 @@ import { script } from './script.js';
  * place and pushes its deadline), and marks the lease `<fence>*:<owner>` so that its release
  * knows to hand the key on.
  */
-const ACQUIRE = script(
+export const ACQUIRE = script(
   'acquire',
   `local lease = KEYS[1]
-local line_ms = tonumber(ARGV[3])
 local fence = redis.call('INCR', lease .. ':fence')
 if redis.call('SET', lease, fence .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if line_ms > 0 and redis.call('ZREM', lease .. ':line', ARGV[1]) == 1 then
+  if ARGV[3] ~= '0' and redis.call('ZREM', lease .. ':line', ARGV[1]) == 1 then
     redis.call('HDEL', lease .. ':waiters', ARGV[1])
   end
-  return tostring(fence)
+  return fence
 end
 local value = redis.call('GET', lease)
 local sep = string.find(value, ':', 1, true)
 local held = string.sub(value, 1, sep - 1)
 if string.sub(value, sep + 1) == ARGV[1] then
   redis.call('PEXPIRE', lease, ARGV[2])
-  return (string.gsub(held, '%*', ''))
+  return tonumber((string.gsub(held, '%*', '')))
 end
-if line_ms > 0 then
+if ARGV[3] ~= '0' then
+  local line_ms = tonumber(ARGV[3])
   local line, waiters = lease .. ':line', lease .. ':waiters'
   local now = redis.call('TIME')
   local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -51,14 +50,7 @@ return false
 `,
 );
 
-export async function acquire(
-  driver: RedisDriver,
-  lease: string,
-  owner: string,
-  ttlMs: number,
-  lineMs: number,
-): Promise<Acquired | null> {
-  const reply = await driver.run(ACQUIRE, [lease], [owner, String(ttlMs), String(lineMs)]);
-  if (reply === null || reply === undefined) return null;
-  return { fence: BigInt(String(reply)) };
+/** The acquire script's reply: the fence when granted, `null` when another owner holds it. */
+export function acquired(reply: unknown): Acquired | null {
+  return reply === null || reply === undefined ? null : { fence: BigInt(String(reply)) };
 }

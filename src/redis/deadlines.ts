@@ -1,31 +1,40 @@
+/** An operation in flight: settled by its reply, or rejected by the sweep past its deadline. */
 interface Pending {
-  deadline: number;
-  reject: (error: Error) => void;
+  readonly deadline: number;
+  readonly reject: (error: Error) => void;
+  done: boolean;
 }
 
 /**
  * Rejects operations that have not settled within `timeoutMs`, give or take a quarter of it.
  * One sweeping timer for all of them: a timer per command would cost more than the command's
- * own bookkeeping on the fast path.
+ * own bookkeeping on the fast path. Every operation gets the same timeout, so the queue is in
+ * deadline order and the sweep looks only at its head; settled entries leave from the head as
+ * new ones arrive, which keeps the queue as long as what is in flight.
  */
 export class Deadlines {
-  private readonly pending = new Set<Pending>();
+  private queue: Pending[] = [];
+  private head = 0;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly timeoutMs: number) {}
 
-  bound<T>(operation: Promise<T>): Promise<T> {
+  /** `convert(reply)` once `operation` resolves, or its error, or a rejection past the deadline. */
+  run<T>(operation: Promise<unknown>, convert: (reply: unknown) => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const entry: Pending = { deadline: performance.now() + this.timeoutMs, reject };
-      this.pending.add(entry);
-      this.start();
+      const entry: Pending = { deadline: performance.now() + this.timeoutMs, reject, done: false };
+      this.push(entry);
       operation.then(
-        (value) => {
-          this.pending.delete(entry);
-          resolve(value);
+        (reply) => {
+          entry.done = true;
+          try {
+            resolve(convert(reply));
+          } catch (error) {
+            reject(error);
+          }
         },
         (error) => {
-          this.pending.delete(entry);
+          entry.done = true;
           reject(error);
         },
       );
@@ -37,19 +46,37 @@ export class Deadlines {
     this.timer = undefined;
   }
 
-  private start(): void {
-    if (this.timer !== undefined) return;
-    this.timer = setInterval(() => this.sweep(), Math.max(10, this.timeoutMs / 4));
-    this.timer.unref();
+  private push(entry: Pending): void {
+    const queue = this.queue;
+    while (this.head < queue.length && queue[this.head]!.done) this.head++;
+    if (this.head === queue.length) {
+      queue.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > queue.length) {
+      this.queue = queue.slice(this.head);
+      this.head = 0;
+    }
+    this.queue.push(entry);
+    if (this.timer === undefined) {
+      this.timer = setInterval(() => this.sweep(), Math.max(10, this.timeoutMs / 4));
+      this.timer.unref();
+    }
   }
 
   private sweep(): void {
     const now = performance.now();
-    for (const entry of this.pending) {
-      if (entry.deadline > now) continue;
-      this.pending.delete(entry);
-      entry.reject(new Error(`Redis did not reply within ${this.timeoutMs} ms`));
+    const queue = this.queue;
+    while (this.head < queue.length) {
+      const entry = queue[this.head]!;
+      if (!entry.done) {
+        if (entry.deadline > now) return;
+        entry.done = true;
+        entry.reject(new Error(`Redis did not reply within ${this.timeoutMs} ms`));
+      }
+      this.head++;
     }
-    if (this.pending.size === 0) this.stop();
+    queue.length = 0;
+    this.head = 0;
+    this.stop();
   }
 }

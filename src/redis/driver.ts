@@ -8,7 +8,8 @@ import type { Script } from './script.js';
 export interface RedisDriver {
   /** `'ioredis'`, `'ioredis-cluster'`, `'node-redis'`, `'node-redis-cluster'`. */
   readonly library: ClientLibrary;
-  run(script: Script, keys: string[], args: string[]): Promise<unknown>;
+  /** Run a script on one key (every script here touches one hash slot, named by that key). */
+  run(script: Script, key: string, args: string[]): Promise<unknown>;
   /** A new connection for SUBSCRIBE, a duplicate of the client. */
   openSubscriber(): Subscriber;
   /** End the client (only for clients the store opened itself). */
@@ -105,10 +106,10 @@ export function driverFor(client: unknown, library: ClientLibrary): RedisDriver 
 function ioredisDriver(client: IoredisLike, library: ClientLibrary): RedisDriver {
   return {
     library,
-    run(script, keys, args) {
-      return client.evalsha(script.sha, keys.length, ...keys, ...args).catch((error) => {
+    run(script, key, args) {
+      return client.evalsha(script.sha, 1, key, ...args).catch((error) => {
         if (!isNoScript(error)) throw error;
-        return client.eval(script.text, keys.length, ...keys, ...args);
+        return client.eval(script.text, 1, key, ...args);
       });
     },
     openSubscriber() {
@@ -143,15 +144,14 @@ function ioredisDriver(client: IoredisLike, library: ClientLibrary): RedisDriver
 
 function nodeRedisDriver(client: NodeRedisLike, library: ClientLibrary): RedisDriver {
   const cluster = library === 'node-redis-cluster';
-  const send = (keys: string[], command: string[]) =>
-    cluster ? client.sendCommand(keys[0], false, command) : client.sendCommand(command);
+  const send = (key: string, command: string[]) =>
+    cluster ? client.sendCommand(key, false, command) : client.sendCommand(command);
   return {
     library,
-    run(script, keys, args) {
-      const tail = [String(keys.length), ...keys, ...args];
-      return send(keys, ['EVALSHA', script.sha, ...tail]).catch((error) => {
+    run(script, key, args) {
+      return send(key, ['EVALSHA', script.sha, '1', key, ...args]).catch((error) => {
         if (!isNoScript(error)) throw error;
-        return send(keys, ['EVAL', script.text, ...tail]);
+        return send(key, ['EVAL', script.text, '1', key, ...args]);
       });
     },
     openSubscriber() {

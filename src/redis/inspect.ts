@@ -1,9 +1,8 @@
 import type { Handoff, LeaseInfo } from 'cachelock';
-import type { RedisDriver } from './driver.js';
 import { script } from './script.js';
 
 /** KEYS: lease. Returns `{ value, pttl }` in one step, or nil when free. */
-const INSPECT = script(
+export const INSPECT = script(
   'inspect',
   `local value = redis.call('GET', KEYS[1])
 if not value then return false end
@@ -11,8 +10,8 @@ return { value, redis.call('PTTL', KEYS[1]) }
 `,
 );
 
-export async function inspect(driver: RedisDriver, lease: string): Promise<LeaseInfo | null> {
-  const reply = await driver.run(INSPECT, [lease], []);
+/** The inspect script's reply as a `LeaseInfo`, or `null` when the key is free. */
+export function leaseInfo(reply: unknown): LeaseInfo | null {
   if (!Array.isArray(reply)) return null;
   return { ...parseLease(String(reply[0])), ttlMs: Math.max(0, Number(reply[1])) };
 }

@@ -1,4 +1,3 @@
-import type { RedisDriver } from './driver.js';
 import { script } from './script.js';
 
 /**
@@ -14,7 +13,7 @@ import { script } from './script.js';
  * With nobody live in line the key is deleted and the channel says it is free (an empty
  * message). A non-holder's release only leaves the line.
  */
-const RELEASE = script(
+export const RELEASE = script(
   'release',
   `local lease = KEYS[1]
 local value = redis.call('GET', lease)
@@ -25,11 +24,11 @@ if not value or string.sub(value, sep + 1) ~= ARGV[1] then
   end
   return 0
 end
-if tonumber(ARGV[2]) > 0 then
+if ARGV[2] ~= '0' then
   redis.call('PEXPIRE', lease, ARGV[2])
   return 1
 end
-if string.sub(value, sep - 1, sep - 1) ~= '*' then
+if string.byte(value, sep - 1) ~= 42 then -- not marked '*'
   redis.call('DEL', lease)
   return 1
 end
@@ -60,13 +59,5 @@ return 1
 `,
 );
 
-export function release(
-  driver: RedisDriver,
-  lease: string,
-  owner: string,
-  keepMs: number,
-): Promise<boolean> {
-  return driver.run(RELEASE, [lease], [owner, String(keepMs)]).then(isOne);
-}
-
-const isOne = (reply: unknown) => Number(reply) === 1;
+/** The release and extend scripts' reply: whether the owner still held the lease. */
+export const isOne = (reply: unknown): boolean => Number(reply) === 1;

@@ -7,13 +7,14 @@ import {
   type LockStore,
   toMs,
 } from 'cachelock';
-import { acquire } from './acquire.js';
+import { ACQUIRE, acquired } from './acquire.js';
 import { Deadlines } from './deadlines.js';
 import type { RedisDriver } from './driver.js';
-import { extend } from './extend.js';
-import { inspect } from './inspect.js';
+import { EXTEND } from './extend.js';
+import { INSPECT, leaseInfo } from './inspect.js';
 import { leaseKey } from './keys.js';
-import { release } from './release.js';
+import { isOne, RELEASE } from './release.js';
+import type { Script } from './script.js';
 import { ReleaseSubscriptions } from './subscriptions.js';
 
 export interface RedisStoreOptions {
@@ -55,21 +56,19 @@ export class RedisStore implements LockStore {
     options?: AcquireOptions,
   ): Promise<Acquired | null> {
     const lineMs = options?.lineMs ? wholeMs(options.lineMs) : 0;
-    return this.bounded(acquire(this.driver, leaseKey(key), owner, wholeMs(ttlMs), lineMs));
+    return this.call(ACQUIRE, key, [owner, String(wholeMs(ttlMs)), String(lineMs)], acquired);
   }
 
   release(key: string, owner: string, keepMs = 0): Promise<boolean> {
-    return this.bounded(
-      release(this.driver, leaseKey(key), owner, keepMs > 0 ? wholeMs(keepMs) : 0),
-    );
+    return this.call(RELEASE, key, [owner, keepMs > 0 ? String(wholeMs(keepMs)) : '0'], isOne);
   }
 
   extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
-    return this.bounded(extend(this.driver, leaseKey(key), owner, wholeMs(ttlMs)));
+    return this.call(EXTEND, key, [owner, String(wholeMs(ttlMs))], isOne);
   }
 
   inspect(key: string): Promise<LeaseInfo | null> {
-    return this.bounded(inspect(this.driver, leaseKey(key)));
+    return this.call(INSPECT, key, [], leaseInfo);
   }
 
   onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
@@ -84,12 +83,15 @@ export class RedisStore implements LockStore {
     if (this.ownsClient) await this.driver.quit();
   }
 
-  private bounded<T>(operation: Promise<T>): Promise<T> {
-    if (this.closed) {
-      operation.catch(() => {});
-      return Promise.reject(new Error('the Redis store was closed'));
-    }
-    return this.deadlines.bound(operation);
+  /** One operation: `script` on the key's lease, its reply converted, bounded in time. */
+  private call<T>(
+    script: Script,
+    key: string,
+    args: string[],
+    convert: (reply: unknown) => T,
+  ): Promise<T> {
+    if (this.closed) return Promise.reject(new Error('the Redis store was closed'));
+    return this.deadlines.run(this.driver.run(script, leaseKey(key), args), convert);
   }
 }
 

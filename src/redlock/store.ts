@@ -128,7 +128,7 @@ export class RedlockStore implements LockStore {
     const timeoutMs = this.serverTimeoutMs;
     return Promise.all(
       this.drivers.map((driver) =>
-        bounded(driver.run(script, [name], args), timeoutMs).then(
+        bounded(driver.run(script, name, args), timeoutMs).then(
           (reply): Outcome => ({ ok: true, reply }),
           (error): Outcome => ({ ok: false, error }),
         ),
