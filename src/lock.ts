@@ -5,7 +5,7 @@ import { LockError, LockedError, LockLostError, LockTimeoutError, StoreError } f
 import { type LockOptions, type Settings, settle, validateOptions } from './options.js';
 import { newOwner, parseOwner } from './owner.js';
 import { storeFor } from './resolve.js';
-import type { LeaseInfo, LockStore } from './store.js';
+import { abandon, type LeaseInfo, type LockStore } from './store.js';
 import { hasWaiters, released, WaitTimeout, waitFor } from './wait.js';
 import { reschedule, unwatch, type Watched, watch } from './watchdog.js';
 
@@ -129,6 +129,7 @@ export class Lock implements AsyncDisposable {
         try {
           result = await store.acquire(key, owner, ttlMs);
         } catch (error) {
+          abandon(store, key, owner);
           throw new StoreError(this.key, 'acquire', error);
         }
         if (result !== null) {

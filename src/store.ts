@@ -98,3 +98,13 @@ export function isLockStore(value: unknown): value is LockStore {
     typeof store.inspect === 'function'
   );
 }
+
+/**
+ * Undo an acquire whose outcome is unknown (it failed or timed out here, but the store may
+ * still grant it, as a stalled server does once it runs again), so that the key is not held
+ * for a whole lease by an owner nobody answers to. Releasing is owner-checked, so this never
+ * touches another owner's lease.
+ */
+export function abandon(store: LockStore, key: string, owner: string): void {
+  store.release(key, owner).catch(() => {});
+}

@@ -1,4 +1,4 @@
-import type { Handoff, LockStore } from './store.js';
+import { abandon, type Handoff, type LockStore } from './store.js';
 
 /**
  * The one waiting strategy. Within a process, waiters for a key form a FIFO line and only the
@@ -117,12 +117,15 @@ async function attempt(request: WaitRequest, line: Line): Promise<Granted> {
   const maxDelay = unsubscribe ? MAX_POLL_WITH_PUSH_MS : MAX_POLL_MS;
   let delay = FIRST_DELAY_MS;
   let won = false;
+  let unknown = false;
   try {
     for (;;) {
       signal?.throwIfAborted();
       woken = false;
       const sentAt = performance.now();
+      unknown = true;
       const result = await store.acquire(key, owner, ttlMs, options);
+      unknown = false;
       if (result !== null) {
         won = true;
         return { fence: result.fence, sentAt };
@@ -147,8 +150,9 @@ async function attempt(request: WaitRequest, line: Line): Promise<Granted> {
   } finally {
     unsubscribe?.();
     line.poke = undefined;
-    // Leave the store's line; this also frees a hand-off that raced with giving up.
-    if (!won && options !== undefined) store.release(key, owner).catch(noop);
+    // Leave the store's line (this also frees a hand-off that raced with giving up), and undo
+    // an attempt that failed without an answer.
+    if (!won && (options !== undefined || unknown)) abandon(store, key, owner);
   }
 }
 

@@ -393,6 +393,28 @@ describe('store failures', () => {
     expect(watchedCount()).toBe(0);
   });
 
+  it('an acquire whose reply is lost is undone, waiting or not, so the key is not stuck', async () => {
+    const inner = memoryStore();
+    // The store grants the lease but the reply never arrives: the caller sees a failure.
+    const lostReply: LockStore = {
+      kind: 'lost-reply',
+      atomic: true,
+      acquire: async (k, owner, ttlMs) => {
+        await inner.acquire(k, owner, ttlMs);
+        throw new Error('reply lost');
+      },
+      release: (...args) => inner.release(...args),
+      extend: (...args) => inner.extend(...args),
+      inspect: (k) => inner.inspect(k),
+    };
+    for (const wait of [0, '1s']) {
+      const k = key();
+      await expect(Lock.acquire(k, { cache: lostReply, wait })).rejects.toBeInstanceOf(StoreError);
+      await sleep(5);
+      expect(await inner.inspect(`cachelock:${k}`)).toBeNull();
+    }
+  });
+
   it('a failing release is a StoreError', async () => {
     const lock = await Lock.acquire(key(), { cache: failing({ release: true }) });
     await expect(lock.release()).rejects.toBeInstanceOf(StoreError);

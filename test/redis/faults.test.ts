@@ -4,6 +4,7 @@ import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { closeAll, Lock, LockLostError, StoreError } from 'cachelock';
+import { redisStore } from 'cachelock/redis';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundleChild } from '../support/bundle.js';
@@ -177,6 +178,39 @@ describe.runIf(runs)('redis faults, on throwaway servers', () => {
       );
     } finally {
       await proxy.close();
+    }
+  });
+
+  it('a server that stops answering: operations reject after commandTimeout, then work again', async () => {
+    const own = await RedisServer.start();
+    const client = new Redis(own.port, '127.0.0.1', { maxRetriesPerRequest: null });
+    client.on('error', () => {});
+    const store = redisStore(client, { commandTimeout: '300ms' });
+    try {
+      const k = key('stopped');
+      await client.ping();
+      process.kill(own.pid!, 'SIGSTOP');
+      const started = Date.now();
+      const results = await Promise.allSettled(
+        Array.from({ length: 3 }, () => new Lock(k, { cache: store }).acquire()),
+      );
+      const elapsed = Date.now() - started;
+      for (const result of results) {
+        expect(result.status).toBe('rejected');
+        expect((result as PromiseRejectedResult).reason).toBeInstanceOf(StoreError);
+      }
+      // commandTimeout, give or take the sweep's quarter
+      expect(elapsed).toBeGreaterThanOrEqual(290);
+      expect(elapsed).toBeLessThan(1_000);
+      process.kill(own.pid!, 'SIGCONT');
+      const lock = await Lock.acquire(k, { cache: store });
+      expect(lock.fence).toBeGreaterThan(0n);
+      expect(await lock.release()).toBe(true);
+    } finally {
+      process.kill(own.pid!, 'SIGCONT');
+      await store.close();
+      client.disconnect();
+      await own.dispose();
     }
   });
 
