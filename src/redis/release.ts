@@ -1,15 +1,17 @@
 import { script } from './script.js';
 
 /**
- * KEYS: lease (the line and waiters are named after it). ARGV: owner, keepMs. Returns 1 if
- * owner held it. The channel is named like the lease key (channels are not keys, so Cluster
- * routing is unaffected).
+ * KEYS: lease (the line and waiters are named after it). ARGV: owner, keepMs. Returns 0 if
+ * owner did not hold it, else 1, or the hand-off it made. The channel is named like the lease
+ * key (channels are not keys, so Cluster routing is unaffected).
  *
  * With keepMs > 0 (holdAtLeast) the lease is only shortened. An unmarked lease (nobody joined
  * the line while it was held) is just deleted: two calls. A marked one (`<fence>*:<owner>`)
  * goes to the first waiter in line whose place has not lapsed, in this same step: it gets a
  * new fence and its claim lease (at most its lineMs, so a waiter that died in line holds the
  * key up only that long), and the channel says who holds it now: `<fence>:<claimMs>:<owner>`.
+ * The reply says the same, so that a waiter in the releasing process learns it without waiting
+ * for the message.
  * With nobody live in line the key is deleted and the channel says it is free (an empty
  * message). A non-holder's release only leaves the line.
  */
@@ -48,8 +50,9 @@ while true do
       local claim_ms = string.sub(entry, sep + 1)
       local mark = redis.call('EXISTS', line) == 1 and '*' or ''
       redis.call('SET', lease, fence .. mark .. ':' .. first, 'PX', claim_ms)
-      redis.call('PUBLISH', lease, fence .. ':' .. claim_ms .. ':' .. first)
-      return 1
+      local handoff = fence .. ':' .. claim_ms .. ':' .. first
+      redis.call('PUBLISH', lease, handoff)
+      return handoff
     end
   end
 end

@@ -15,7 +15,7 @@ import { INSPECT, leaseInfo } from './inspect.js';
 import { leaseKey } from './keys.js';
 import { isOne, RELEASE } from './release.js';
 import type { Script } from './script.js';
-import { ReleaseSubscriptions } from './subscriptions.js';
+import { handedOff, ReleaseSubscriptions } from './subscriptions.js';
 
 export interface RedisStoreOptions {
   /**
@@ -60,7 +60,12 @@ export class RedisStore implements LockStore {
   }
 
   release(key: string, owner: string, keepMs = 0): Promise<boolean> {
-    return this.call(RELEASE, key, [owner, keepMs > 0 ? String(wholeMs(keepMs)) : '0'], isOne);
+    const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
+    return this.call(RELEASE, key, [owner, keep], (reply) => {
+      if (typeof reply !== 'string') return isOne(reply);
+      handedOff(leaseKey(key), reply);
+      return true;
+    });
   }
 
   extend(key: string, owner: string, ttlMs: number): Promise<boolean> {

@@ -10,6 +10,21 @@ interface Channel {
   linger: NodeJS.Timeout | undefined;
 }
 
+/**
+ * Every listener in this process by channel, whichever store it listens through: a release's
+ * reply names the waiter it handed the key to, and when that waiter is here it can be told at
+ * once rather than after the message comes round. Owners are unique and a waiter's owner is
+ * only ever sent to its own server, so a hand-off can only name a waiter of the server that
+ * made it; the others on the channel see an owner that is not theirs and ignore it.
+ */
+const here = new Map<string, Set<Listener>>();
+
+/** A release in this process handed `channel`'s key on (`message` as published). */
+export function handedOff(channel: string, message: string): void {
+  const listeners = here.get(channel);
+  if (listeners !== undefined) notify(listeners, parseHandoff(message));
+}
+
 /** How long a channel stays subscribed after its last listener left, for the next waiter. */
 const CHANNEL_LINGER_MS = 1_000;
 /** How long the subscriber connection stays open with no channel at all. */
@@ -40,8 +55,8 @@ export class ReleaseSubscriptions {
       this.connection()
         .subscribe(channel)
         .then(
-          () => this.notify(subscribing.listeners),
-          () => this.notify(subscribing.listeners),
+          () => notify(subscribing.listeners),
+          () => notify(subscribing.listeners),
         );
     }
     if (entry.linger !== undefined) {
@@ -49,8 +64,14 @@ export class ReleaseSubscriptions {
       entry.linger = undefined;
     }
     entry.listeners.add(listener);
+    let local = here.get(channel);
+    if (local === undefined) here.set(channel, (local = new Set()));
+    local.add(listener);
     const current = entry;
     return () => {
+      if (local.delete(listener) && local.size === 0 && here.get(channel) === local) {
+        here.delete(channel);
+      }
       if (!current.listeners.delete(listener) || current.listeners.size > 0) return;
       if (this.channels.get(channel) !== current) return;
       current.linger = setTimeout(() => this.drop(channel, current), CHANNEL_LINGER_MS);
@@ -89,25 +110,25 @@ export class ReleaseSubscriptions {
       const subscriber = this.open();
       subscriber.listen((channel, message) => {
         if (channel === undefined) {
-          for (const entry of this.channels.values()) this.notify(entry.listeners);
+          for (const entry of this.channels.values()) notify(entry.listeners);
           return;
         }
         const entry = this.channels.get(channel);
         if (entry === undefined) return;
-        this.notify(entry.listeners, message ? parseHandoff(message) : undefined);
+        notify(entry.listeners, message ? parseHandoff(message) : undefined);
       });
       this.subscriber = subscriber;
     }
     return this.subscriber;
   }
+}
 
-  private notify(listeners: Set<Listener>, handoff?: Handoff): void {
-    for (const listener of [...listeners]) {
-      try {
-        listener(handoff);
-      } catch {
-        // A waiter's own failure must not keep the others asleep.
-      }
+function notify(listeners: Set<Listener>, handoff?: Handoff): void {
+  for (const listener of [...listeners]) {
+    try {
+      listener(handoff);
+    } catch {
+      // A waiter's own failure must not keep the others asleep.
     }
   }
 }

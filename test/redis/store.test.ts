@@ -142,6 +142,37 @@ describe.runIf(runs)('redis store on a throwaway server', () => {
       }
     });
 
+    it('a waiter in the releasing process learns of its hand-off from the release reply', async () => {
+      // The waiter's store subscribes on a port where no server listens, so no message can
+      // reach it: what it hears comes from the reply to the release made on the other store.
+      const deaf = new Redis(server.port, '127.0.0.1');
+      const nowhere = await freePort();
+      deaf.duplicate = () => {
+        const sub = new Redis(nowhere, '127.0.0.1', { maxRetriesPerRequest: 0 });
+        sub.on('error', () => {});
+        return sub;
+      };
+      const waiterStore = redisStore(deaf);
+      const k = key('local-handoff');
+      const [a, b] = [newOwner(), newOwner()];
+      const heard: (Handoff | undefined)[] = [];
+      const stop = waiterStore.onRelease(k, (handoff) => heard.push(handoff));
+      try {
+        const first = await store.acquire(k, a, 30_000);
+        expect(await waiterStore.acquire(k, b, 30_000, { lineMs: 5_000 })).toBeNull();
+        expect(await store.release(k, a)).toBe(true);
+        const handoff = heard.find((h) => h !== undefined);
+        expect(handoff).toMatchObject({ owner: b, ttlMs: 5_000 });
+        expect(handoff!.fence! > first!.fence!).toBe(true);
+        expect((await store.inspect(k))?.owner).toBe(b);
+        expect(await waiterStore.release(k, b)).toBe(true);
+      } finally {
+        stop();
+        await waiterStore.close();
+        deaf.disconnect();
+      }
+    });
+
     it('skips a waiter whose place lapsed, and a waiter that left the line', async () => {
       const k = key('lapsed');
       const [a, dead, gone, live] = [newOwner(), newOwner(), newOwner(), newOwner()];
