@@ -12,7 +12,9 @@ if (!existsSync(new URL('../dist/index.js', import.meta.url))) {
 const wanted = process.argv.slice(2);
 const all = readdirSync(here)
   .filter(
-    (file) => file.endsWith('.mjs') && !['run.mjs', 'lib.mjs', 'contention.mjs'].includes(file),
+    (file) =>
+      file.endsWith('.mjs') &&
+      !['run.mjs', 'lib.mjs', 'contention.mjs', 'servers.mjs'].includes(file),
   )
   .map((file) => file.replace(/\.mjs$/, ''));
 const chosen = wanted.length > 0 ? all.filter((name) => wanted.includes(name)) : all;
