@@ -56,24 +56,26 @@ export class RedisStore implements LockStore {
     options?: AcquireOptions,
   ): Promise<Acquired | null> {
     const lineMs = options?.lineMs ? wholeMs(options.lineMs) : 0;
-    return this.call(ACQUIRE, key, [owner, String(wholeMs(ttlMs)), String(lineMs)], acquired);
+    const args = [owner, String(wholeMs(ttlMs)), String(lineMs)];
+    return this.call(ACQUIRE, leaseKey(key), args, acquired);
   }
 
   release(key: string, owner: string, keepMs = 0): Promise<boolean> {
+    const lease = leaseKey(key);
     const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
-    return this.call(RELEASE, key, [owner, keep], (reply) => {
+    return this.call(RELEASE, lease, [owner, keep], (reply) => {
       if (typeof reply !== 'string') return isOne(reply);
-      handedOff(leaseKey(key), reply);
+      handedOff(lease, reply);
       return true;
     });
   }
 
   extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
-    return this.call(EXTEND, key, [owner, String(wholeMs(ttlMs))], isOne);
+    return this.call(EXTEND, leaseKey(key), [owner, String(wholeMs(ttlMs))], isOne);
   }
 
   inspect(key: string): Promise<LeaseInfo | null> {
-    return this.call(INSPECT, key, [], leaseInfo);
+    return this.call(INSPECT, leaseKey(key), [], leaseInfo);
   }
 
   onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
@@ -88,15 +90,15 @@ export class RedisStore implements LockStore {
     if (this.ownsClient) await this.driver.quit();
   }
 
-  /** One operation: `script` on the key's lease, its reply converted, bounded in time. */
+  /** One operation: `script` on a lease, its reply converted, bounded in time. */
   private call<T>(
     script: Script,
-    key: string,
+    lease: string,
     args: string[],
     convert: (reply: unknown) => T,
   ): Promise<T> {
     if (this.closed) return Promise.reject(new Error('the Redis store was closed'));
-    return this.deadlines.run(this.driver.run(script, leaseKey(key), args), convert);
+    return this.deadlines.run(this.driver.run(script, lease, args), convert);
   }
 }
 
