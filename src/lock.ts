@@ -50,7 +50,11 @@ export class Lock implements AsyncDisposable {
   #nextExtendAt = 0;
   #extending = false;
   #lastError: unknown;
+  /** The signal's controller: made when `signal` is first read, for the acquisition under way
+   * or, while not held, the next one. */
   #controller: AbortController | undefined;
+  /** `#controller` belongs to an acquisition that was lost; the next acquire starts a new one. */
+  #controllerLost = false;
   #lostError: LockLostError | undefined;
   #watched: Watched | undefined;
   /** Set while `tryAcquire` runs: a refusal then needs no holder for its message. */
@@ -96,11 +100,18 @@ export class Lock implements AsyncDisposable {
     return this.#fence;
   }
 
-  /** Aborts, with the `LockLostError` as reason, when the lease is lost. New per acquisition. */
+  /**
+   * Aborts, with the `LockLostError` as reason, when the lease is lost. It belongs to the
+   * current acquisition, or, read while not held, to the next one; read after a loss and before
+   * the next `acquire()`, it is the lost acquisition's (aborted). Never replaced under a reader.
+   */
   get signal(): AbortSignal {
     if (this.#controller === undefined) {
       this.#controller = new AbortController();
-      if (this.#lostError !== undefined) this.#controller.abort(this.#lostError);
+      if (this.#state === State.Lost) {
+        this.#controller.abort(this.#lostError);
+        this.#controllerLost = true;
+      }
     }
     return this.#controller.signal;
   }
@@ -118,6 +129,11 @@ export class Lock implements AsyncDisposable {
     }
     const { signal, waitMs, ttlMs } = this.#settings;
     signal?.throwIfAborted();
+    if (this.#controllerLost) {
+      // Its readers keep the lost acquisition's aborted signal; this acquisition gets its own.
+      this.#controller = undefined;
+      this.#controllerLost = false;
+    }
     this.#state = State.Acquiring;
     try {
       const store = this.#store ?? (await this.#open());
@@ -203,6 +219,9 @@ export class Lock implements AsyncDisposable {
     if (this.#state !== State.Held) return false;
     this.#state = State.Released;
     if (this.#watched !== undefined) unwatch(this.#watched);
+    // The acquisition ends here: a signal read from now on belongs to the next one.
+    const controller = this.#controller;
+    this.#controller = undefined;
     const store = this.#store!;
     const owner = this.#owner;
     const now = performance.now();
@@ -217,7 +236,12 @@ export class Lock implements AsyncDisposable {
       throw new StoreError(this.key, 'release', error);
     }
     if (!ok) {
-      this.#lose('it had expired or been taken by the time it was released');
+      this.#lose(
+        'it had expired or been taken by the time it was released',
+        undefined,
+        false,
+        controller,
+      );
       return false;
     }
     if (keepMs <= 0) released(store, this.#storeKey);
@@ -316,7 +340,6 @@ export class Lock implements AsyncDisposable {
     this.#owner = owner;
     this.#fence = fence;
     this.#state = State.Held;
-    this.#controller = undefined;
     this.#lostError = undefined;
     this.#lastError = undefined;
     this.#extending = false;
@@ -411,15 +434,17 @@ export class Lock implements AsyncDisposable {
   /**
    * The lease is gone. Callers have checked that this acquisition was held (or was being
    * released). `free`: the key may still be ours in the store (it could not be reached), so
-   * try to free it for the next owner.
+   * try to free it for the next owner. `controller`: the signal's controller of this acquisition
+   * (the current one unless a release already moved on).
    */
-  #lose(reason: string, cause?: unknown, free = false): void {
+  #lose(reason: string, cause?: unknown, free = false, controller = this.#controller): void {
     if (this.#state === State.Lost) return;
     this.#state = State.Lost;
     if (this.#watched !== undefined) unwatch(this.#watched);
     const error = new LockLostError(this.key, reason, cause);
     this.#lostError = error;
-    this.#controller?.abort(error);
+    controller?.abort(error);
+    if (controller !== undefined && controller === this.#controller) this.#controllerLost = true;
     if (free) this.#store!.release(this.#storeKey, this.#owner).catch(() => undefined);
     if (channels.lost.hasSubscribers) {
       channels.lost.publish({
