@@ -1,6 +1,6 @@
 import { lockContext } from './context.js';
 import { channels, debug, type LockEvent } from './diagnostics.js';
-import { type Duration, showValue, toPositiveMs } from './duration.js';
+import { type Duration, showValue, toLeaseMs } from './duration.js';
 import { LockError, LockedError, LockLostError, LockTimeoutError, StoreError } from './errors.js';
 import { type LockOptions, type Settings, settle, validateOptions } from './options.js';
 import { newOwner, parseOwner } from './owner.js';
@@ -262,7 +262,7 @@ export class Lock implements AsyncDisposable {
    * Rejects with `LockLostError` if the lock is no longer held.
    */
   async extend(ttl?: Duration): Promise<void> {
-    const leaseMs = ttl === undefined ? this.#leaseMs : toPositiveMs('ttl', ttl);
+    const leaseMs = ttl === undefined ? this.#leaseMs : toLeaseMs('ttl', ttl);
     if (this.#state !== State.Held) {
       throw this.#lostError ?? new LockLostError(this.key, 'it is not held by this instance');
     }
