@@ -4,7 +4,8 @@ import { type Duration, showValue, toLeaseMs } from './duration.js';
 import { LockError, LockedError, LockLostError, LockTimeoutError, StoreError } from './errors.js';
 import { type LockOptions, type Settings, settle, validateOptions } from './options.js';
 import { newOwner, parseOwner } from './owner.js';
-import { storeFor } from './resolve.js';
+import { cacheLocation, locationOf, storeFor } from './resolve.js';
+import { safeError } from './secrets.js';
 import { abandon, type LeaseInfo, type LockStore } from './store.js';
 import { hasWaiters, released, WaitTimeout, waitFor } from './wait.js';
 import { reschedule, unwatch, type Watched, watch } from './watchdog.js';
@@ -83,7 +84,7 @@ export class Lock implements AsyncDisposable {
     try {
       info = await store.inspect(lock.#storeKey);
     } catch (error) {
-      throw new StoreError(key, 'inspect', error);
+      throw storeError(key, 'inspect', error, store);
     }
     if (info === null) return null;
     const { host, pid } = parseOwner(info.owner);
@@ -146,7 +147,7 @@ export class Lock implements AsyncDisposable {
           result = await store.acquire(key, owner, ttlMs);
         } catch (error) {
           abandon(store, key, owner);
-          throw new StoreError(this.key, 'acquire', error);
+          throw storeError(this.key, 'acquire', error, store);
         }
         if (result !== null) {
           this.#granted(store, owner, result.fence, started, ttlMs, started);
@@ -184,7 +185,7 @@ export class Lock implements AsyncDisposable {
           );
         }
         if (signal?.aborted && error === signal.reason) throw error;
-        throw new StoreError(this.key, 'acquire', error);
+        throw storeError(this.key, 'acquire', error, store);
       }
     } catch (error) {
       this.#state = State.Idle;
@@ -192,7 +193,7 @@ export class Lock implements AsyncDisposable {
         error instanceof TypeError ||
         (signal?.aborted && error === signal.reason)
         ? error
-        : new StoreError(this.key, 'acquire', error);
+        : storeError(this.key, 'acquire', error, this.#store);
     }
   }
 
@@ -233,7 +234,7 @@ export class Lock implements AsyncDisposable {
           ? await store.release(this.#storeKey, owner, keepMs)
           : await store.release(this.#storeKey, owner);
     } catch (error) {
-      throw new StoreError(this.key, 'release', error);
+      throw storeError(this.key, 'release', error, store);
     }
     if (!ok) {
       this.#lose(
@@ -272,7 +273,7 @@ export class Lock implements AsyncDisposable {
     try {
       ok = await this.#store!.extend(this.#storeKey, owner, leaseMs);
     } catch (error) {
-      throw new StoreError(this.key, 'extend', error);
+      throw storeError(this.key, 'extend', error, this.#store);
     }
     if (this.#state !== State.Held || this.#owner !== owner) {
       throw this.#lostError ?? new LockLostError(this.key, 'it was released while being extended');
@@ -420,8 +421,8 @@ export class Lock implements AsyncDisposable {
       (error) => {
         if (this.#owner !== owner || this.#state !== State.Held) return;
         this.#extending = false;
-        this.#lastError = error;
-        if (debug.enabled) debug('extending %j failed: %s', this.key, error);
+        this.#lastError = safeError(error);
+        if (debug.enabled) debug('extending %j failed: %s', this.key, this.#lastError);
         // Try again soon, well before the lease runs out.
         const left = this.#expiresAt - performance.now();
         this.#nextExtendAt = performance.now() + Math.max(10, Math.min(leaseMs / 10, left / 3));
@@ -474,8 +475,9 @@ export class Lock implements AsyncDisposable {
  */
 function openStore(key: string, cache: unknown): LockStore | Promise<LockStore> {
   const failed = (error: unknown): never => {
-    if (error instanceof TypeError) throw error;
-    throw new StoreError(key, 'open the store for', error);
+    // A backend's TypeError about its URL may quote it whole.
+    if (error instanceof TypeError) throw safeError(error);
+    throw new StoreError(key, 'open the store for', error, cacheLocation(cache));
   };
   try {
     const store = storeFor(cache);
@@ -483,6 +485,16 @@ function openStore(key: string, cache: unknown): LockStore | Promise<LockStore> 
   } catch (error) {
     return failed(error);
   }
+}
+
+/** The one way a store's failure becomes an error: a `StoreError` that names the store. */
+function storeError(
+  key: string,
+  operation: string,
+  error: unknown,
+  store: LockStore | undefined,
+): StoreError {
+  return new StoreError(key, operation, error, store && locationOf(store));
 }
 
 /**
