@@ -83,6 +83,8 @@ export function storeFor(cache: unknown, option = 'cache'): LockStore | Promise<
   if (client !== undefined) {
     rememberClientSecrets(object);
     const pending = loadBackend(client.entry).then((backend) => backend.storeFromClient(object));
+    const where = clientLocation(object, client.entry);
+    if (where !== undefined) pending.then((store) => locations.set(store, where), noop);
     remember(byObject, object, pending);
     return pending;
   }
@@ -122,6 +124,49 @@ export function cacheLocation(cache: unknown): string | undefined {
 
 function whereIs(url: URL): string {
   return url.host === '' ? `${url.protocol}${url.pathname}` : `${url.protocol}//${url.host}`;
+}
+
+const SCHEMES: Record<string, string> = {
+  'cachelock/redis': 'redis:',
+  'cachelock/postgres': 'postgres:',
+  'cachelock/memcached': 'memcached:',
+  'cachelock/sqlite': 'sqlite:',
+};
+
+/**
+ * Where a client the user made is connected, read from where the clients keep it (ioredis and
+ * node-redis `options`, a Cluster's first node, pg's `options` or `host`/`port`, memjs
+ * `servers`, better-sqlite3 `name`); undefined when it cannot be told.
+ */
+function clientLocation(client: object, entry: string): string | undefined {
+  const c = client as Record<string, any>;
+  let scheme = SCHEMES[entry];
+  if (scheme === undefined) return undefined;
+  if (scheme === 'sqlite:') return typeof c.name === 'string' ? `sqlite:${c.name}` : undefined;
+  if (scheme === 'redis:' && c.options?.tls) scheme = 'rediss:';
+  const places = [
+    c.options,
+    c.options?.socket,
+    c.options?.rootNodes?.[0],
+    c.connectionParameters,
+    c.startupNodes?.[0],
+    c.servers?.[0],
+    c,
+  ];
+  for (const place of places) {
+    if (typeof place !== 'object' || place === null) continue;
+    for (const text of [place.url, place.connectionString]) {
+      if (typeof text !== 'string') continue;
+      try {
+        return whereIs(new URL(text));
+      } catch {}
+    }
+    const { host, port } = place;
+    if (typeof host === 'string' && host !== '' && /^\d+$/.test(String(port))) {
+      return `${scheme}//${host.includes(':') ? `[${host}]` : host}:${port}`;
+    }
+  }
+  return undefined;
 }
 
 function noop(): void {}

@@ -12,6 +12,7 @@ import {
   StoreError,
 } from 'cachelock';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../support/reachable.js';
@@ -52,12 +53,18 @@ describe('a Redis server that refuses the password (WRONGPASS)', () => {
   });
 
   it('through an ioredis client', async () => {
-    const client = new Redis({ port: server.port, password: PASSWORD, maxRetriesPerRequest: 1 });
+    const client = new Redis({
+      host: '127.0.0.1',
+      port: server.port,
+      password: PASSWORD,
+      maxRetriesPerRequest: 1,
+    });
     client.on('error', () => {});
     try {
       const error = await Lock.acquire(key(), { cache: client }).catch((e) => e);
       expect(error).toBeInstanceOf(StoreError);
       expect(error.message).toContain('WRONGPASS');
+      expect(error.message).toContain(`redis://127.0.0.1:${server.port}`);
       expect(deep(error)).not.toContain(PASSWORD);
     } finally {
       client.disconnect();
@@ -74,6 +81,7 @@ describe('a Redis server that refuses the password (WRONGPASS)', () => {
     expect(String(refused)).toContain('WRONGPASS');
     const error = await Lock.acquire(key(), { cache: client }).catch((e) => e);
     expect(error).toBeInstanceOf(StoreError);
+    expect(error.message).toContain(`redis://127.0.0.1:${server.port}`);
     expect(deep(error)).not.toContain(PASSWORD);
   });
 });
@@ -143,6 +151,19 @@ describe('a PostgreSQL URL with a password, where nothing listens', () => {
     expect(error.message).toContain(`postgres://127.0.0.1:${port}`);
     expect(deep(error)).not.toContain(PASSWORD);
   });
+
+  it('the same through a pg Pool given as the cache', async () => {
+    const port = await freePort();
+    const pool = new pg.Pool({ host: '127.0.0.1', port, user: 'postgres', password: PASSWORD });
+    try {
+      const error = await Lock.acquire(key(), { cache: pool }).catch((e) => e);
+      expect(error).toBeInstanceOf(StoreError);
+      expect(error.message).toContain(`postgres://127.0.0.1:${port}`);
+      expect(deep(error)).not.toContain(PASSWORD);
+    } finally {
+      await pool.end();
+    }
+  });
 });
 
 /** A store whose extensions fail with a client error that carries the password. */
@@ -168,7 +189,7 @@ describe('a lease lost to a store error that carries the password', () => {
     const onLost = (message: unknown) => events.push(message);
     subscribe('cachelock:lost', onLost);
     try {
-      const lock = await Lock.acquire(key(), { cache: leakyStore(), ttl: 120 });
+      const lock = await Lock.acquire(key(), { cache: leakyStore(), ttl: 600 });
       const lost = await new Promise<LockLostError>((resolve) =>
         lock.signal.addEventListener('abort', () => resolve(lock.signal.reason)),
       );
@@ -198,7 +219,7 @@ describe('a lease lost to a store error that carries the password', () => {
           });
         },
       };
-      const lock = await Lock.acquire('debugged-secret', { cache, ttl: 90 });
+      const lock = await Lock.acquire('debugged-secret', { cache, ttl: 600 });
       // The watchdog's timer is unref'd: keep the process up until the loss.
       const alive = setTimeout(() => {}, 10_000);
       await new Promise((resolve) => lock.signal.addEventListener('abort', resolve));
