@@ -51,8 +51,8 @@ export class Lock implements AsyncDisposable {
   #nextExtendAt = 0;
   #extending = false;
   #lastError: unknown;
-  /** The signal's controller: made when `signal` is first read, for the acquisition under way
-   * or, while not held, the next one. */
+  /** The signal's controller, made when `signal` is first read: the acquisition's under way or
+   * held, else the next one's (after a loss, the lost one's until the next acquire). */
   #controller: AbortController | undefined;
   /** `#controller` belongs to an acquisition that was lost; the next acquire starts a new one. */
   #controllerLost = false;
