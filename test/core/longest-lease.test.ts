@@ -23,7 +23,7 @@ describe('the longest lease on every store', () => {
   });
   afterAll(async () => {
     await closeAll();
-    await memcached?.dispose();
+    await memcached?.kill();
     rmSync(dir, { recursive: true, force: true });
   });
 
