@@ -57,10 +57,28 @@ export function toMs(option: string, value: unknown, forever = false): number {
   throw new TypeError(`${option} must be milliseconds or a duration string, got ${show(value)}`);
 }
 
-/** Like `toMs`, for options that must be at least 1 ms (a lease). */
-export function toPositiveMs(option: string, value: unknown): number {
-  const ms = toMs(option, value);
+/**
+ * The longest delay a Node.js timer takes (2^31-1 ms, about 24.8 days; a longer one fires after
+ * 1 ms), and so the longest lease: a holder's watchdog must be able to wait for it, and a plain
+ * cache that expires keys with a timer must too.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Like `toMs`, for a lease (`ttl`): at least 1 ms and at most `MAX_TIMER_MS`. */
+export function toLeaseMs(option: string, value: unknown): number {
+  const ms = toHoldMs(option, value);
   if (ms < 1) throw new RangeError(`${option} must be at least 1 ms, got ${show(value)}`);
+  return ms;
+}
+
+/** Like `toMs`, for how long a key stays taken (`holdAtLeast`): at most `MAX_TIMER_MS`. */
+export function toHoldMs(option: string, value: unknown): number {
+  const ms = toMs(option, value);
+  if (ms > MAX_TIMER_MS) {
+    throw new RangeError(
+      `${option} must be at most ${MAX_TIMER_MS} ms (about 24.8 days), got ${show(value)}`,
+    );
+  }
   return ms;
 }
 

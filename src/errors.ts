@@ -1,4 +1,5 @@
 import { describeOwner } from './owner.js';
+import { redactText, safeError } from './secrets.js';
 import type { LeaseInfo } from './store.js';
 
 export type LockErrorCode = 'LOCKED' | 'TIMEOUT' | 'LOST' | 'STORE' | 'MISUSE';
@@ -10,7 +11,8 @@ export class LockError extends Error {
   readonly code: LockErrorCode;
 
   constructor(key: string, message: string, options?: { cause?: unknown; code?: LockErrorCode }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    // A store's error can quote its connection string or carry its AUTH arguments.
+    super(message, options?.cause === undefined ? undefined : { cause: safeError(options.cause) });
     this.key = key;
     this.code = options?.code ?? 'MISUSE';
   }
@@ -60,13 +62,21 @@ export class LockLostError extends LockError {
   }
 }
 
-/** The cache failed or could not be reached. It never means the lock was granted. */
+/**
+ * The cache failed or could not be reached. It never means the lock was granted. `cause` is the
+ * store's error with any secret removed; `where` names the store (scheme, host and port).
+ */
 export class StoreError extends LockError {
   override name = 'StoreError';
   declare readonly code: 'STORE';
 
-  constructor(key: string, operation: string, cause: unknown) {
-    const detail = cause instanceof Error ? cause.message : String(cause);
-    super(key, `store failed to ${operation} lock "${key}": ${detail}`, { code: 'STORE', cause });
+  constructor(key: string, operation: string, cause: unknown, where?: string) {
+    const safe = safeError(cause);
+    const detail = redactText(safe instanceof Error ? safe.message : String(safe));
+    const store = where === undefined ? 'store' : `store ${redactText(where)}`;
+    super(key, `${store} failed to ${operation} lock "${key}": ${detail}`, {
+      code: 'STORE',
+      cause: safe,
+    });
   }
 }

@@ -23,6 +23,7 @@ export {
 } from './plain/index.js';
 export { type BackendModule, knownSchemes, registerScheme, type UrlFactory } from './registry.js';
 export { closeAll } from './resolve.js';
+export { redactUrl } from './secrets.js';
 export {
   type Acquired,
   type AcquireOptions,

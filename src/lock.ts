@@ -1,10 +1,11 @@
 import { lockContext } from './context.js';
 import { channels, debug, type LockEvent } from './diagnostics.js';
-import { type Duration, showValue, toPositiveMs } from './duration.js';
+import { type Duration, showValue, toLeaseMs } from './duration.js';
 import { LockError, LockedError, LockLostError, LockTimeoutError, StoreError } from './errors.js';
 import { type LockOptions, type Settings, settle, validateOptions } from './options.js';
 import { newOwner, parseOwner } from './owner.js';
-import { storeFor } from './resolve.js';
+import { cacheLocation, locationOf, storeFor } from './resolve.js';
+import { safeError } from './secrets.js';
 import { abandon, type LeaseInfo, type LockStore } from './store.js';
 import { hasWaiters, released, WaitTimeout, waitFor } from './wait.js';
 import { reschedule, unwatch, type Watched, watch } from './watchdog.js';
@@ -50,7 +51,11 @@ export class Lock implements AsyncDisposable {
   #nextExtendAt = 0;
   #extending = false;
   #lastError: unknown;
+  /** The signal's controller, made when `signal` is first read: the acquisition's under way or
+   * held, else the next one's (after a loss, the lost one's until the next acquire). */
   #controller: AbortController | undefined;
+  /** `#controller` belongs to an acquisition that was lost; the next acquire starts a new one. */
+  #controllerLost = false;
   #lostError: LockLostError | undefined;
   #watched: Watched | undefined;
   /** Set while `tryAcquire` runs: a refusal then needs no holder for its message. */
@@ -79,7 +84,7 @@ export class Lock implements AsyncDisposable {
     try {
       info = await store.inspect(lock.#storeKey);
     } catch (error) {
-      throw new StoreError(key, 'inspect', error);
+      throw storeError(key, 'inspect', error, store);
     }
     if (info === null) return null;
     const { host, pid } = parseOwner(info.owner);
@@ -96,11 +101,18 @@ export class Lock implements AsyncDisposable {
     return this.#fence;
   }
 
-  /** Aborts, with the `LockLostError` as reason, when the lease is lost. New per acquisition. */
+  /**
+   * Aborts, with the `LockLostError` as reason, when the lease is lost. It belongs to the
+   * current acquisition, or, read while not held, to the next one; read after a loss and before
+   * the next `acquire()`, it is the lost acquisition's (aborted). Never replaced under a reader.
+   */
   get signal(): AbortSignal {
     if (this.#controller === undefined) {
       this.#controller = new AbortController();
-      if (this.#lostError !== undefined) this.#controller.abort(this.#lostError);
+      if (this.#state === State.Lost) {
+        this.#controller.abort(this.#lostError);
+        this.#controllerLost = true;
+      }
     }
     return this.#controller.signal;
   }
@@ -118,6 +130,11 @@ export class Lock implements AsyncDisposable {
     }
     const { signal, waitMs, ttlMs } = this.#settings;
     signal?.throwIfAborted();
+    if (this.#controllerLost) {
+      // Its readers keep the lost acquisition's aborted signal; this acquisition gets its own.
+      this.#controller = undefined;
+      this.#controllerLost = false;
+    }
     this.#state = State.Acquiring;
     try {
       const store = this.#store ?? (await this.#open());
@@ -130,7 +147,7 @@ export class Lock implements AsyncDisposable {
           result = await store.acquire(key, owner, ttlMs);
         } catch (error) {
           abandon(store, key, owner);
-          throw new StoreError(this.key, 'acquire', error);
+          throw storeError(this.key, 'acquire', error, store);
         }
         if (result !== null) {
           this.#granted(store, owner, result.fence, started, ttlMs, started);
@@ -168,7 +185,7 @@ export class Lock implements AsyncDisposable {
           );
         }
         if (signal?.aborted && error === signal.reason) throw error;
-        throw new StoreError(this.key, 'acquire', error);
+        throw storeError(this.key, 'acquire', error, store);
       }
     } catch (error) {
       this.#state = State.Idle;
@@ -176,7 +193,7 @@ export class Lock implements AsyncDisposable {
         error instanceof TypeError ||
         (signal?.aborted && error === signal.reason)
         ? error
-        : new StoreError(this.key, 'acquire', error);
+        : storeError(this.key, 'acquire', error, this.#store);
     }
   }
 
@@ -203,6 +220,9 @@ export class Lock implements AsyncDisposable {
     if (this.#state !== State.Held) return false;
     this.#state = State.Released;
     if (this.#watched !== undefined) unwatch(this.#watched);
+    // The acquisition ends here: a signal read from now on belongs to the next one.
+    const controller = this.#controller;
+    this.#controller = undefined;
     const store = this.#store!;
     const owner = this.#owner;
     const now = performance.now();
@@ -214,10 +234,15 @@ export class Lock implements AsyncDisposable {
           ? await store.release(this.#storeKey, owner, keepMs)
           : await store.release(this.#storeKey, owner);
     } catch (error) {
-      throw new StoreError(this.key, 'release', error);
+      throw storeError(this.key, 'release', error, store);
     }
     if (!ok) {
-      this.#lose('it had expired or been taken by the time it was released');
+      this.#lose(
+        'it had expired or been taken by the time it was released',
+        undefined,
+        false,
+        controller,
+      );
       return false;
     }
     if (keepMs <= 0) released(store, this.#storeKey);
@@ -238,7 +263,7 @@ export class Lock implements AsyncDisposable {
    * Rejects with `LockLostError` if the lock is no longer held.
    */
   async extend(ttl?: Duration): Promise<void> {
-    const leaseMs = ttl === undefined ? this.#leaseMs : toPositiveMs('ttl', ttl);
+    const leaseMs = ttl === undefined ? this.#leaseMs : toLeaseMs('ttl', ttl);
     if (this.#state !== State.Held) {
       throw this.#lostError ?? new LockLostError(this.key, 'it is not held by this instance');
     }
@@ -248,7 +273,7 @@ export class Lock implements AsyncDisposable {
     try {
       ok = await this.#store!.extend(this.#storeKey, owner, leaseMs);
     } catch (error) {
-      throw new StoreError(this.key, 'extend', error);
+      throw storeError(this.key, 'extend', error, this.#store);
     }
     if (this.#state !== State.Held || this.#owner !== owner) {
       throw this.#lostError ?? new LockLostError(this.key, 'it was released while being extended');
@@ -316,7 +341,6 @@ export class Lock implements AsyncDisposable {
     this.#owner = owner;
     this.#fence = fence;
     this.#state = State.Held;
-    this.#controller = undefined;
     this.#lostError = undefined;
     this.#lastError = undefined;
     this.#extending = false;
@@ -397,8 +421,8 @@ export class Lock implements AsyncDisposable {
       (error) => {
         if (this.#owner !== owner || this.#state !== State.Held) return;
         this.#extending = false;
-        this.#lastError = error;
-        if (debug.enabled) debug('extending %j failed: %s', this.key, error);
+        this.#lastError = safeError(error);
+        if (debug.enabled) debug('extending %j failed: %s', this.key, this.#lastError);
         // Try again soon, well before the lease runs out.
         const left = this.#expiresAt - performance.now();
         this.#nextExtendAt = performance.now() + Math.max(10, Math.min(leaseMs / 10, left / 3));
@@ -411,15 +435,17 @@ export class Lock implements AsyncDisposable {
   /**
    * The lease is gone. Callers have checked that this acquisition was held (or was being
    * released). `free`: the key may still be ours in the store (it could not be reached), so
-   * try to free it for the next owner.
+   * try to free it for the next owner. `controller`: the signal's controller of this acquisition
+   * (the current one unless a release already moved on).
    */
-  #lose(reason: string, cause?: unknown, free = false): void {
+  #lose(reason: string, cause?: unknown, free = false, controller = this.#controller): void {
     if (this.#state === State.Lost) return;
     this.#state = State.Lost;
     if (this.#watched !== undefined) unwatch(this.#watched);
     const error = new LockLostError(this.key, reason, cause);
     this.#lostError = error;
-    this.#controller?.abort(error);
+    controller?.abort(error);
+    if (controller !== undefined && controller === this.#controller) this.#controllerLost = true;
     if (free) this.#store!.release(this.#storeKey, this.#owner).catch(() => undefined);
     if (channels.lost.hasSubscribers) {
       channels.lost.publish({
@@ -449,8 +475,9 @@ export class Lock implements AsyncDisposable {
  */
 function openStore(key: string, cache: unknown): LockStore | Promise<LockStore> {
   const failed = (error: unknown): never => {
-    if (error instanceof TypeError) throw error;
-    throw new StoreError(key, 'open the store for', error);
+    // A backend's TypeError about its URL may quote it whole.
+    if (error instanceof TypeError) throw safeError(error);
+    throw new StoreError(key, 'open the store for', error, cacheLocation(cache));
   };
   try {
     const store = storeFor(cache);
@@ -458,6 +485,16 @@ function openStore(key: string, cache: unknown): LockStore | Promise<LockStore> 
   } catch (error) {
     return failed(error);
   }
+}
+
+/** The one way a store's failure becomes an error: a `StoreError` that names the store. */
+function storeError(
+  key: string,
+  operation: string,
+  error: unknown,
+  store: LockStore | undefined,
+): StoreError {
+  return new StoreError(key, operation, error, store && locationOf(store));
 }
 
 /**

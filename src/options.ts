@@ -1,4 +1,4 @@
-import { type Duration, showValue, toMs, toPositiveMs } from './duration.js';
+import { type Duration, showValue, toHoldMs, toLeaseMs, toMs } from './duration.js';
 import type { LockLostError } from './errors.js';
 import type { PlainCache } from './plain/index.js';
 import { checkCache } from './resolve.js';
@@ -14,7 +14,10 @@ export type Cache = LockStore | PlainCache | string | URL | object;
 export interface LockOptions {
   /** Where the lock lives. Default: `configure({ cache })`, then `CACHELOCK_URL`, then memory. */
   cache?: Cache;
-  /** The lease: a holder that dies or hangs frees the lock after at most this long. `'30s'`. */
+  /**
+   * The lease: a holder that dies or hangs frees the lock after at most this long. `'30s'`;
+   * at most 2^31-1 ms (about 24.8 days).
+   */
   ttl?: Duration;
   /** While held, extend the lease every ttl/3. Default `true`. */
   autoExtend?: boolean;
@@ -22,7 +25,7 @@ export interface LockOptions {
   wait?: Duration;
   /** Cancels a waiting `acquire()`. */
   signal?: AbortSignal;
-  /** On release, keep the key until at least this long after acquisition. Default `0`. */
+  /** On release, keep the key until at least this long after acquisition (at most about 24.8 days). Default `0`. */
   holdAtLeast?: Duration;
   /** Namespace inside a shared cache. Default `'cachelock:'`. */
   prefix?: string;
@@ -85,9 +88,9 @@ export function validateOptions(
       throw new TypeError(`${label(name)} is not an option; known options: ${known}`);
     }
   }
-  if (given.ttl !== undefined) toPositiveMs(label('ttl'), given.ttl);
+  if (given.ttl !== undefined) toLeaseMs(label('ttl'), given.ttl);
   if (given.wait !== undefined) toMs(label('wait'), given.wait, true);
-  if (given.holdAtLeast !== undefined) toMs(label('holdAtLeast'), given.holdAtLeast);
+  if (given.holdAtLeast !== undefined) toHoldMs(label('holdAtLeast'), given.holdAtLeast);
   if (given.autoExtend !== undefined && typeof given.autoExtend !== 'boolean') {
     throw new TypeError(
       `${label('autoExtend')} must be true or false, got ${showValue(given.autoExtend)}`,
@@ -131,11 +134,11 @@ function compute(options: LockOptions): Settings {
         : (BUILTIN as LockOptions)[name];
   return {
     cache: pick('cache'),
-    ttlMs: toPositiveMs('ttl', pick('ttl')),
+    ttlMs: toLeaseMs('ttl', pick('ttl')),
     autoExtend: pick('autoExtend') as boolean,
     waitMs: toMs('wait', pick('wait'), true),
     signal: pick('signal'),
-    holdAtLeastMs: toMs('holdAtLeast', pick('holdAtLeast')),
+    holdAtLeastMs: toHoldMs('holdAtLeast', pick('holdAtLeast')),
     prefix: pick('prefix') as string,
     onLost: pick('onLost'),
   };

@@ -1,3 +1,4 @@
+import { redactUrl } from './secrets.js';
 import type { LockStore } from './store.js';
 
 /**
@@ -77,12 +78,4 @@ export async function loadBackend(entry: string): Promise<BackendModule> {
       cause: error,
     });
   }
-}
-
-/** A URL with its password hidden, for messages. */
-export function redactUrl(url: URL): string {
-  if (!url.password) return url.href;
-  const copy = new URL(url.href);
-  copy.password = '***';
-  return copy.href;
 }

@@ -2,7 +2,8 @@ import { recogniseClient } from './clients.js';
 import { showValue } from './duration.js';
 import { defaultMemoryStore, memoryStore } from './memory/index.js';
 import { missingCacheMethods, type PlainCache, PlainCacheStore } from './plain/index.js';
-import { factoryFor, knownSchemes, loadBackend, redactUrl } from './registry.js';
+import { factoryFor, knownSchemes, loadBackend } from './registry.js';
+import { redactUrl, rememberClientSecrets, rememberUrlSecrets } from './secrets.js';
 import { isLockStore, type LockStore } from './store.js';
 
 /**
@@ -34,9 +35,10 @@ function parseCacheUrl(option: string, cache: string | URL): URL {
     url = cache instanceof URL ? cache : new URL(cache);
   } catch {
     throw new TypeError(
-      `${option} must be a URL such as redis://127.0.0.1:6379 or memory:, got ${showValue(cache)}`,
+      `${option} must be a URL such as redis://127.0.0.1:6379 or memory:, got ${JSON.stringify(redactUrl(cache))}`,
     );
   }
+  rememberUrlSecrets(url);
   if (!knownSchemes().includes(url.protocol)) {
     throw new TypeError(
       `${option}: unknown URL scheme "${url.protocol}" in ${JSON.stringify(redactUrl(url))}; known schemes: ${knownSchemes().join(', ')}`,
@@ -57,18 +59,19 @@ const opened = new Set<LockStore | Promise<LockStore>>();
  * The store for a cache option (already merged with the defaults), synchronously when it is
  * already known. `undefined` falls back to `CACHELOCK_URL`, then to the process memory store.
  */
-export function storeFor(cache: unknown): LockStore | Promise<LockStore> {
+export function storeFor(cache: unknown, option = 'cache'): LockStore | Promise<LockStore> {
   if (cache === undefined) {
     const fromEnv = process.env.CACHELOCK_URL;
-    if (fromEnv) return storeFor(fromEnv);
+    if (fromEnv) return storeFor(fromEnv, 'CACHELOCK_URL');
     return defaultMemoryStore();
   }
   if (typeof cache === 'string' || cache instanceof URL) {
     const href = typeof cache === 'string' ? cache : cache.href;
     const known = byUrl.get(href);
     if (known !== undefined) return known;
-    const url = parseCacheUrl('cache', cache);
+    const url = parseCacheUrl(option, cache);
     const pending = openUrl(url);
+    pending.then((store) => locations.set(store, whereIs(url)), noop);
     remember(byUrl, href, pending);
     return pending;
   }
@@ -78,7 +81,10 @@ export function storeFor(cache: unknown): LockStore | Promise<LockStore> {
   if (isLockStore(object)) return object;
   const client = recogniseClient(object);
   if (client !== undefined) {
+    rememberClientSecrets(object);
     const pending = loadBackend(client.entry).then((backend) => backend.storeFromClient(object));
+    const where = clientLocation(object, client.entry);
+    if (where !== undefined) pending.then((store) => locations.set(store, where), noop);
     remember(byObject, object, pending);
     return pending;
   }
@@ -96,6 +102,74 @@ async function openUrl(url: URL): Promise<LockStore> {
   const factory = await factoryFor('cache', url);
   return factory(url);
 }
+
+// Where each store opened from a URL lives, for StoreError messages.
+const locations = new WeakMap<LockStore, string>();
+
+/** The scheme, host and port (or file) of a store opened from a URL, without credentials. */
+export function locationOf(store: LockStore): string | undefined {
+  return locations.get(store);
+}
+
+/** Where a `cache` option (or, undefined, `CACHELOCK_URL`) points, when it is a URL. */
+export function cacheLocation(cache: unknown): string | undefined {
+  const given = cache === undefined ? process.env.CACHELOCK_URL || undefined : cache;
+  if (typeof given !== 'string' && !(given instanceof URL)) return undefined;
+  try {
+    return whereIs(given instanceof URL ? given : new URL(given));
+  } catch {
+    return undefined;
+  }
+}
+
+function whereIs(url: URL): string {
+  return url.host === '' ? `${url.protocol}${url.pathname}` : `${url.protocol}//${url.host}`;
+}
+
+const SCHEMES: Record<string, string> = {
+  'cachelock/redis': 'redis:',
+  'cachelock/postgres': 'postgres:',
+  'cachelock/memcached': 'memcached:',
+  'cachelock/sqlite': 'sqlite:',
+};
+
+/**
+ * Where a client the user made is connected, read from where the clients keep it (ioredis and
+ * node-redis `options`, a Cluster's first node, pg's `options` or `host`/`port`, memjs
+ * `servers`, better-sqlite3 `name`); undefined when it cannot be told.
+ */
+function clientLocation(client: object, entry: string): string | undefined {
+  const c = client as Record<string, any>;
+  let scheme = SCHEMES[entry];
+  if (scheme === undefined) return undefined;
+  if (scheme === 'sqlite:') return typeof c.name === 'string' ? `sqlite:${c.name}` : undefined;
+  if (scheme === 'redis:' && c.options?.tls) scheme = 'rediss:';
+  const places = [
+    c.options,
+    c.options?.socket,
+    c.options?.rootNodes?.[0],
+    c.connectionParameters,
+    c.startupNodes?.[0],
+    c.servers?.[0],
+    c,
+  ];
+  for (const place of places) {
+    if (typeof place !== 'object' || place === null) continue;
+    for (const text of [place.url, place.connectionString]) {
+      if (typeof text !== 'string') continue;
+      try {
+        return whereIs(new URL(text));
+      } catch {}
+    }
+    const { host, port } = place;
+    if (typeof host === 'string' && host !== '' && /^\d+$/.test(String(port))) {
+      return `${scheme}//${host.includes(':') ? `[${host}]` : host}:${port}`;
+    }
+  }
+  return undefined;
+}
+
+function noop(): void {}
 
 // Keep the promise until it settles, then the store itself; forget failures so a later lock
 // can try again (the server may be back).

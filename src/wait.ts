@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from './duration.js';
 import { abandon, type Handoff, type LockStore } from './store.js';
 
 /**
@@ -190,10 +191,15 @@ function sleep(
       signal?.removeEventListener('abort', onAbort);
       settle();
     };
-    const timer =
-      ms === Number.POSITIVE_INFINITY
-        ? undefined
-        : setTimeout(() => finish(resolve), Math.max(0, ms));
+    let timer: NodeJS.Timeout | undefined;
+    // Node fires a delay above MAX_TIMER_MS after 1 ms, so a long wait sleeps in steps.
+    const arm = (left: number) => {
+      timer =
+        left > MAX_TIMER_MS
+          ? setTimeout(() => arm(left - MAX_TIMER_MS), MAX_TIMER_MS)
+          : setTimeout(() => finish(resolve), Math.max(0, left));
+    };
+    if (ms !== Number.POSITIVE_INFINITY) arm(ms);
     const onAbort = () => finish(() => reject(signal!.reason));
     signal?.addEventListener('abort', onAbort, { once: true });
     setWake(() => finish(resolve));

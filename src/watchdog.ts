@@ -1,3 +1,5 @@
+import { MAX_TIMER_MS } from './duration.js';
+
 /**
  * One timer for every held lease in the process, rather than one per lock: it wakes at the
  * earliest moment any lease needs attention (an extension due, or a lease running out) and
@@ -34,7 +36,8 @@ function schedule(at: number): void {
   if (timer !== undefined && timerAt <= at) return;
   if (timer !== undefined) clearTimeout(timer);
   timerAt = at;
-  timer = setTimeout(fire, Math.max(0, at - performance.now()));
+  // Node fires a longer delay after 1 ms; waking early instead finds nothing due and re-arms.
+  timer = setTimeout(fire, Math.min(Math.max(0, at - performance.now()), MAX_TIMER_MS));
   timer.unref();
 }
 

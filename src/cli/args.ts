@@ -1,6 +1,6 @@
 import { constants } from 'node:os';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { knownSchemes, toMs } from 'cachelock';
+import { knownSchemes, redactUrl, toMs } from 'cachelock';
 import { defaultCache } from './cache.js';
 import { UsageError } from './exit.js';
 
@@ -175,7 +175,7 @@ function cacheUrl(given: string | undefined, env: NodeJS.ProcessEnv): string {
     url = new URL(cache);
   } catch {
     throw new UsageError(
-      `${source} must be a URL such as redis://127.0.0.1:6379 or sqlite:/path/to/locks.sqlite, got ${JSON.stringify(cache)}`,
+      `${source} must be a URL such as redis://127.0.0.1:6379 or sqlite:/path/to/locks.sqlite, got ${JSON.stringify(redactUrl(cache))}`,
     );
   }
   if (!knownSchemes().includes(url.protocol)) {

@@ -1,6 +1,7 @@
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { redactUrl } from 'cachelock';
 
 /**
  * The cache the command uses: `--cache`, else `CACHELOCK_URL`, else the embedded SQLite file,
@@ -26,11 +27,5 @@ export function defaultDatabase(env: NodeJS.ProcessEnv = process.env): string {
 
 /** A cache URL with its password hidden, for messages. */
 export function showCache(cache: string): string {
-  try {
-    const url = new URL(cache);
-    if (url.password) url.password = '***';
-    return url.href;
-  } catch {
-    return cache;
-  }
+  return redactUrl(cache);
 }
