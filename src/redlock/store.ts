@@ -45,6 +45,8 @@ export class RedlockStore implements LockStore {
   private readonly servers: readonly RedlockServer[];
   private readonly driftFactor: number;
   private readonly serverTimeoutMs: number;
+  /** Per server, by lease: the last command sent there, until it settles. */
+  private readonly unsettled: Map<string, Promise<unknown>>[];
 
   constructor(
     servers: readonly (RedlockServer | RedisDriver)[],
@@ -55,6 +57,7 @@ export class RedlockStore implements LockStore {
     this.servers = servers.map((s) =>
       'driver' in s ? s : { driver: s, unavailable: () => undefined },
     );
+    this.unsettled = servers.map(() => new Map());
     this.quorum = Math.floor(servers.length / 2) + 1;
     this.driftFactor = options.driftFactor ?? 0.01;
     if (!(this.driftFactor >= 0 && this.driftFactor < 1)) {
@@ -80,8 +83,7 @@ export class RedlockStore implements LockStore {
     }
     const elapsed = performance.now() - started;
     if (granted && elapsed < ttl) return {};
-    // Undo the attempt everywhere, servers still busy with it included: each client sends the
-    // release after the acquire on the same connection, so the server runs them in that order.
+    // Undo the attempt everywhere, servers still busy with it included (see `send`).
     this.undo(key, owner);
     if (granted) {
       // Not contention: nobody else holds the key, the servers were too slow for the lease.
@@ -194,8 +196,8 @@ export class RedlockStore implements LockStore {
         if ('value' in verdict) resolve(verdict.value);
         else reject(this.failure(heard, operation));
       };
-      this.servers.forEach((server, index) => {
-        this.send(server, script, name, args).then(
+      this.servers.forEach((_, index) => {
+        this.send(index, script, name, args).then(
           (reply) => hear(index, { ok: true, reply }),
           (error) => hear(index, { ok: false, error }),
         );
@@ -203,17 +205,41 @@ export class RedlockStore implements LockStore {
     });
   }
 
-  /** Run `script` on one server: at once if it can answer, else fail without queueing it. */
-  private send(server: RedlockServer, script: Script, name: string, args: string[]) {
-    const reason = server.unavailable();
-    if (reason !== undefined) return Promise.reject(new Error(reason));
-    return bounded(server.driver.run(script, name, args), this.serverTimeoutMs);
+  /**
+   * Run `script` on one server, failing at once if its client is not connected (it would only
+   * queue the command). Commands on one key reach each server in the order they were made: one
+   * whose predecessor there has not settled yet (a stalled server, a queued command replayed
+   * after a reconnection, a NOSCRIPT retry) waits for it, so that an undo can never run before
+   * the acquire it undoes, nor after a later attempt of the same owner.
+   */
+  private send(index: number, script: Script, name: string, args: string[]): Promise<unknown> {
+    const server = this.servers[index]!;
+    const run = () => {
+      const reason = server.unavailable();
+      if (reason !== undefined) throw new Error(reason);
+      return server.driver.run(script, name, args);
+    };
+    const queue = this.unsettled[index]!;
+    const before = queue.get(name);
+    let reply: Promise<unknown>;
+    try {
+      reply = before === undefined ? run() : before.then(run);
+    } catch (error) {
+      reply = Promise.reject(error);
+    }
+    const settled: Promise<unknown> = reply.then(noop, noop).then(() => {
+      if (queue.get(name) === settled) queue.delete(name);
+    });
+    queue.set(name, settled);
+    return bounded(reply, this.serverTimeoutMs);
   }
 
   /** Release `owner`'s lease on every server, without waiting for any of them. */
   private undo(key: string, owner: string): void {
     const name = `${leaseKey(key)}:redlock`;
-    for (const server of this.servers) this.send(server, RELEASE, name, [owner, '0']).catch(noop);
+    this.servers.forEach((_, index) => {
+      this.send(index, RELEASE, name, [owner, '0']).catch(noop);
+    });
   }
 
   private failure(heard: Heard, operation: string): AggregateError {

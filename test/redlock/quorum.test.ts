@@ -6,23 +6,35 @@ import { describe, expect, it } from 'vitest';
 /**
  * A server in memory that runs the Redlock scripts one after another, as a Redis connection
  * does, and that a test can stall (its commands wait, in order), slow down, or take down (its
- * client reports it is not connected).
+ * client reports it is not connected). A script it does not know yet (after a restart) runs
+ * as the driver runs it then: NOSCRIPT comes back, and the script's text goes out behind
+ * whatever was sent in the meantime.
  */
 class FakeServer implements RedisDriver {
   readonly library = 'ioredis' as const;
   readonly leases = new Map<string, string>();
   down: string | undefined;
   delayMs = 0;
+  readonly unknownScripts = new Set<string>();
   private gate: Promise<void> | undefined;
   private open: () => void = () => {};
   private last: Promise<unknown> = Promise.resolve();
 
   run(script: Script, key: string, args: string[]): Promise<unknown> {
+    if (this.unknownScripts.has(script.name)) {
+      return this.next(() => this.unknownScripts.delete(script.name)).then(() =>
+        this.next(() => this.exec(script.name, key, args)),
+      );
+    }
+    return this.next(() => this.exec(script.name, key, args));
+  }
+
+  private next(command: () => unknown): Promise<unknown> {
     const gate = this.gate;
     const reply = this.last.then(async () => {
       await gate;
       if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
-      return this.exec(script.name, key, args);
+      return command();
     });
     this.last = reply.catch(() => {});
     return reply;
@@ -108,7 +120,7 @@ describe('redlock quorum decisions', () => {
     expect(holders(servers, k)).toEqual([undefined, undefined, undefined]);
     // Running again, it grants, extends and releases in the order they were sent.
     await servers[2]!.resume();
-    expect(holders(servers, k)).toEqual([undefined, undefined, undefined]);
+    await expect.poll(() => holders(servers, k)).toEqual([undefined, undefined, undefined]);
   });
 
   it('refuses when a majority refused, however the rest is doing', async () => {
@@ -126,7 +138,7 @@ describe('redlock quorum decisions', () => {
     expect(await timed(store.acquire(k, a, 500))).toMatchObject({ value: null });
     await servers[2]!.resume();
     // The stalled server ran the refused attempt and its undo, and `other` kept the key.
-    expect(holders(servers, k)).toEqual([other, other, other]);
+    await expect.poll(() => holders(servers, k)).toEqual([other, other, other]);
   });
 
   it('undoes a grant on a minority', async () => {
@@ -138,7 +150,7 @@ describe('redlock quorum decisions', () => {
     servers[1]!.leases.set(leaseName(k), other);
     expect(await store.acquire(k, newOwner(), 10_000)).toBeNull();
     await Promise.all(servers.map((s) => s.resume()));
-    expect(holders(servers, k)).toEqual([other, other, undefined]);
+    await expect.poll(() => holders(servers, k)).toEqual([other, other, undefined]);
     // Held on server 1 only: a majority is still free, and wins.
     servers[1]!.leases.delete(leaseName(k));
     const a = newOwner();
@@ -146,6 +158,28 @@ describe('redlock quorum decisions', () => {
     expect(holders(servers, k)).toEqual([other, a, a]);
     expect(await store.release(k, a)).toBe(true);
     expect(holders(servers, k)).toEqual([other, undefined, undefined]);
+  });
+
+  it('never lets an undo overtake a later attempt of the same owner on a server', async () => {
+    const { servers, store } = fakeQuorum();
+    const k = key('overtake');
+    const other = newOwner();
+    const a = newOwner();
+    servers[0]!.leases.set(leaseName(k), other);
+    servers[1]!.leases.set(leaseName(k), other);
+    // Server 3 was restarted: it has learnt the acquire script since, not the release one.
+    servers[2]!.unknownScripts.add('redlock-release');
+    servers[2]!.stall();
+    // Refused by servers 1 and 2; the undo on server 3 goes out behind the acquire there.
+    expect(await store.acquire(k, a, 10_000)).toBeNull();
+    // The same owner tries again (a waiting acquire does) once server 2 is free.
+    servers[1]!.leases.delete(leaseName(k));
+    const again = store.acquire(k, a, 10_000);
+    await servers[2]!.resume();
+    expect(await again).toEqual({});
+    // The second attempt won on servers 2 and 3: the first attempt's undo must not have run
+    // after it on server 3, or `a` would hold a minority while believing it holds the key.
+    await expect.poll(() => holders(servers, k)).toEqual([other, a, a]);
   });
 
   it('reports a majority that failed as a store failure, not as contention', async () => {
@@ -201,7 +235,7 @@ describe('redlock quorum decisions', () => {
     expect(error).not.toBeInstanceOf(LockTimeoutError);
     for (const s of servers) s.delayMs = 0;
     await Promise.all(servers.map((s) => s.resume()));
-    expect(holders(servers, k)).toEqual([undefined, undefined, undefined]);
+    await expect.poll(() => holders(servers, k)).toEqual([undefined, undefined, undefined]);
   });
 
   it('with 5 servers, needs 3: one down and one stalled cost nothing, three down fail', async () => {
