@@ -223,9 +223,15 @@ export class RedlockStore implements LockStore {
     const before = queue.get(name);
     let reply: Promise<unknown>;
     try {
+      // Only a release has to wait for a server that is not connected; anything else fails now
+      // (a command never sent cannot arrive out of order).
+      if (before !== undefined && script !== RELEASE) {
+        const reason = server.unavailable();
+        if (reason !== undefined) throw new Error(reason);
+      }
       reply = before === undefined ? run() : before.then(run);
     } catch (error) {
-      reply = Promise.reject(error);
+      return Promise.reject(error);
     }
     const settled: Promise<unknown> = reply.then(noop, noop).then(() => {
       if (queue.get(name) === settled) queue.delete(name);

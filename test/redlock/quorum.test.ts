@@ -160,6 +160,28 @@ describe('redlock quorum decisions', () => {
     expect(holders(servers, k)).toEqual([other, undefined, undefined]);
   });
 
+  it('sends a release behind an acquire its disconnected client still holds to replay', async () => {
+    const { servers, store } = fakeQuorum();
+    const k = key('replay');
+    const a = newOwner();
+    // Server 3's connection drops with the acquire on its way; the client will send it again.
+    servers[2]!.stall();
+    const acquired = store.acquire(k, a, 10_000);
+    servers[2]!.down = 'not connected';
+    expect(await acquired).toEqual({});
+    expect(await store.release(k, a)).toBe(true);
+    // Meanwhile another owner's attempts fail at once there, without waiting.
+    const b = newOwner();
+    const attempt = await timed(store.acquire(k, b, 10_000));
+    expect(attempt).toMatchObject({ value: {} });
+    expect(attempt.ms).toBeLessThan(1_000);
+    expect(await store.release(k, b)).toBe(true);
+    // Back: the replayed acquire is followed by its release, and `a` holds nothing.
+    servers[2]!.down = undefined;
+    await servers[2]!.resume();
+    await expect.poll(() => holders(servers, k)).toEqual([undefined, undefined, undefined]);
+  });
+
   it('never lets an undo overtake a later attempt of the same owner on a server', async () => {
     const { servers, store } = fakeQuorum();
     const k = key('overtake');
