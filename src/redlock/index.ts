@@ -1,8 +1,8 @@
 import type { LockStore } from 'cachelock';
-import { clientLibrary, driverFor, openClient } from 'cachelock/redis';
+import { type ClientLibrary, clientLibrary, driverFor, openClient } from 'cachelock/redis';
 import { RedlockStore, type RedlockStoreOptions } from './store.js';
 
-export { RedlockStore, type RedlockStoreOptions } from './store.js';
+export { type RedlockServer, RedlockStore, type RedlockStoreOptions } from './store.js';
 
 /**
  * A Redlock quorum over independent Redis or Valkey servers: one client per server (ioredis or
@@ -20,9 +20,43 @@ export function redlockStore(
     if (library === undefined) {
       throw new TypeError(`redlockStore: clients[${i}] is not an ioredis or node-redis client`);
     }
-    return driverFor(client, library);
+    return { driver: driverFor(client, library), unavailable: availability(client, library) };
   });
   return new RedlockStore(drivers, options);
+}
+
+/** ioredis clients seen ready, so that a later `connecting` is known to be a reconnection. */
+const seenReady = new WeakSet<object>();
+
+/**
+ * Whether a command sent to `client` now would be answered soon. A client that lost its server
+ * queues commands until it is back, which would hold every operation up for `serverTimeout`
+ * and run stale acquires later; Redlock only needs a majority, so such a server fails at once.
+ * The client's own options (its offline queue) stay as the user set them.
+ */
+function availability(client: any, library: ClientLibrary): () => string | undefined {
+  if (library.startsWith('ioredis')) {
+    if (client.status === 'ready') seenReady.add(client);
+    return () => {
+      const status: unknown = client.status;
+      if (status === 'ready') {
+        seenReady.add(client);
+        return undefined;
+      }
+      // `wait` (lazyConnect) and a first `connecting` answer as soon as the server does;
+      // `connect` is the handshake of a connection that is already up.
+      if (status === 'connect' || typeof status !== 'string') return undefined;
+      if ((status === 'wait' || status === 'connecting') && !seenReady.has(client))
+        return undefined;
+      return `not connected (ioredis status "${status}")`;
+    };
+  }
+  // node-redis is open from `connect()` on; open and not ready is (re)connecting. A closed
+  // client rejects at once by itself.
+  return () =>
+    client.isOpen === true && client.isReady === false
+      ? 'not connected (node-redis is reconnecting)'
+      : undefined;
 }
 
 /**
