@@ -17,7 +17,8 @@ ${SYNOPSIS}
 run      Take the lock, run the command while holding it (the lease is extended while it
          runs), release it when the command ends, and exit with the command's status.
 status   Say who holds the lock, for how much longer and its fence, or that it is free.
-release  --force: remove a stuck lock whatever its owner, and say whose it was.
+release  --force: remove a stuck lock whatever its owner, and say whose it was. A run
+         holding it notices within about a second and stops its command (exit 70).
 
 Options:
   --cache URL               where the locks live: redis://, rediss://, valkey://, postgres://,
