@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { Lock } from 'cachelock';
+import { Lock, type LockOptions } from 'cachelock';
 
 /** How often `run` asks the cache who holds its key. */
 export const CHECK_EVERY_MS = 500;
@@ -15,7 +15,7 @@ export const CHECK_EVERY_MS = 500;
  */
 export function watchLease(
   lock: Lock,
-  lockOptions: { cache: string; prefix: string },
+  lockOptions: Pick<LockOptions, 'cache' | 'prefix'>,
   everyMs = CHECK_EVERY_MS,
 ): () => void {
   const host = hostname();
