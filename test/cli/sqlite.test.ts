@@ -7,6 +7,7 @@ import {
   assertBuilt,
   BIN,
   cachelock,
+  killAll,
   sq,
   start,
   tempDir,
@@ -168,7 +169,7 @@ describe('the SQLite file', () => {
     const started = performance.now();
     const proc = start(['run', uniqueKey('proc'), '--cache', 'sqlite:/proc/nope/x', '--', 'true']);
     // A guard for the old behaviour, which spun forever.
-    const guard = setTimeout(() => proc.child.kill('SIGKILL'), 10_000);
+    const guard = setTimeout(() => killAll(proc), 10_000);
     const result = await proc.done.finally(() => clearTimeout(guard));
     expect(result.signal).toBeNull();
     expect(result.code).toBe(69);

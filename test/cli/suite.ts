@@ -4,6 +4,7 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   assertBuilt,
   cachelock,
+  killAll,
   type Running,
   read,
   sq,
@@ -35,9 +36,7 @@ export function cliSuite(cache: CacheUnderTest): void {
     afterEach(async () => {
       // A failed test must not leave holders behind.
       for (const proc of running.splice(0)) {
-        if (proc.child.exitCode === null && proc.child.signalCode === null) {
-          proc.child.kill('SIGKILL');
-        }
+        killAll(proc);
         await proc.done.catch(() => undefined);
       }
     });
