@@ -97,8 +97,8 @@ async function runHolding(
     CACHELOCK_FENCE: lock.fence === undefined ? '' : lock.fence.toString(),
   };
   const lease = lock.signal;
-  /** Set once the command was told to stop because the lease was lost. */
-  let stoppedFor: LockLostError | undefined;
+  /** The command was told to stop because the lease was lost: exit 70 then, and only then. */
+  let stopped = false;
   let ended = false;
   let killTimer: NodeJS.Timeout | undefined;
   const stopWatching = watchLease(lock, { cache: request.cache, prefix: request.prefix });
@@ -112,7 +112,7 @@ async function runHolding(
     const stop = () => {
       if (ended) return;
       const lost = lease.reason as LockLostError;
-      stoppedFor = lost;
+      stopped = true;
       const { lostSignal, killAfterMs } = request;
       say(
         `${lost.message}; stopping ${JSON.stringify(argv[0])} with ${lostSignal}, then SIGKILL after ${formatMs(killAfterMs)}`,
@@ -158,7 +158,7 @@ async function runHolding(
     );
     return missing ? Exit.notFound : Exit.notExecutable;
   }
-  if (stoppedFor !== undefined) return Exit.lost;
+  if (stopped) return Exit.lost;
   if (!held && !releaseFailed) {
     // Lost shortly before the command ended by itself: its own status is the truth about its
     // work, but it may have run its last moments unprotected.
