@@ -5,7 +5,8 @@ import { redactUrl } from 'cachelock';
 
 /**
  * The cache the command uses: `--cache`, else `CACHELOCK_URL`, else the embedded SQLite file,
- * so that two terminals on one machine contend with no server and no configuration.
+ * so that two terminals on one machine contend with no server and no configuration. That file
+ * is private: nobody else may read, change or replace it, so it must not be a link either.
  */
 export function defaultCache(
   given: string | undefined,
@@ -13,7 +14,7 @@ export function defaultCache(
 ): string {
   if (given !== undefined) return given;
   if (env.CACHELOCK_URL) return env.CACHELOCK_URL;
-  return `sqlite:${pathToFileURL(defaultDatabase(env)).pathname}`;
+  return `sqlite:${pathToFileURL(defaultDatabase(env)).pathname}?private`;
 }
 
 /** `$CACHELOCK_DB`, else `$XDG_STATE_HOME/cachelock/locks.sqlite`, else under ~/.local/state. */

@@ -4,6 +4,7 @@ import type { RunRequest } from './args.js';
 import { Exit, signalExit } from './exit.js';
 import { formatMs } from './holder.js';
 import { showWaiting } from './waiting.js';
+import { watchLease } from './watch.js';
 
 /** Signals passed on to the command; while waiting they cancel the wait instead. */
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
@@ -96,8 +97,11 @@ async function runHolding(
     CACHELOCK_FENCE: lock.fence === undefined ? '' : lock.fence.toString(),
   };
   const lease = lock.signal;
-  let lost: LockLostError | undefined;
+  /** The command was told to stop because the lease was lost: exit 70 then, and only then. */
+  let stopped = false;
+  let ended = false;
   let killTimer: NodeJS.Timeout | undefined;
+  const stopWatching = watchLease(lock, { cache: request.cache, prefix: request.prefix });
 
   const outcome = await new Promise<Outcome>((resolve) => {
     const child = spawn(argv[0], argv.slice(1), { stdio: 'inherit', env });
@@ -105,8 +109,10 @@ async function runHolding(
     child.once('error', (error) => resolve({ kind: 'failed', error }));
     child.once('exit', (code, signal) => resolve({ kind: 'exited', code, signal }));
 
-    const onLost = () => {
-      lost = lease.reason as LockLostError;
+    const stop = () => {
+      if (ended) return;
+      const lost = lease.reason as LockLostError;
+      stopped = true;
       const { lostSignal, killAfterMs } = request;
       say(
         `${lost.message}; stopping ${JSON.stringify(argv[0])} with ${lostSignal}, then SIGKILL after ${formatMs(killAfterMs)}`,
@@ -117,13 +123,20 @@ async function runHolding(
         child.kill('SIGKILL');
       }, killAfterMs);
     };
+    // A command that has just ended by itself may not be reaped yet: setImmediate runs after the
+    // loop has polled for its exit, so such a command keeps its own status.
+    const onLost = () => setImmediate(stop);
     if (lease.aborted) onLost();
     else lease.addEventListener('abort', onLost, { once: true });
     child.once('exit', () => {
+      ended = true;
+      stopWatching();
       clearTimeout(killTimer);
       lease.removeEventListener('abort', onLost);
     });
   });
+  ended = true;
+  stopWatching();
   clearTimeout(killTimer);
 
   let releaseFailed = false;
@@ -145,11 +158,13 @@ async function runHolding(
     );
     return missing ? Exit.notFound : Exit.notExecutable;
   }
-  if (lost !== undefined) return Exit.lost;
+  if (stopped) return Exit.lost;
   if (!held && !releaseFailed) {
-    // Lost between the last extension and the end of the command: it may have run unprotected.
-    say(`the lock ${JSON.stringify(key)} had been lost by the time the command ended`);
-    return Exit.lost;
+    // Lost shortly before the command ended by itself: its own status is the truth about its
+    // work, but it may have run its last moments unprotected.
+    say(
+      `the lock ${JSON.stringify(key)} was lost before ${JSON.stringify(argv[0])} ended by itself; it may have run for a moment without it`,
+    );
   }
   if (outcome.signal !== null) return signalExit(outcome.signal);
   return outcome.code ?? Exit.internal;

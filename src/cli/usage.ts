@@ -17,7 +17,8 @@ ${SYNOPSIS}
 run      Take the lock, run the command while holding it (the lease is extended while it
          runs), release it when the command ends, and exit with the command's status.
 status   Say who holds the lock, for how much longer and its fence, or that it is free.
-release  --force: remove a stuck lock whatever its owner, and say whose it was.
+release  --force: remove a stuck lock whatever its owner, and say whose it was. A run
+         holding it notices within about a second and stops its command (exit 70).
 
 Options:
   --cache URL               where the locks live: redis://, rediss://, valkey://, postgres://,
@@ -46,6 +47,12 @@ Options:
 
 Durations take a unit: 500ms, 30s, 1.5m, 2h, 1d (a bare 0 is allowed).
 
+The default SQLite file is yours alone: it and its folder are made 0600 and 0700, and refused
+if either is a symbolic link or belongs to another user, if group or others can write to the
+folder, or read or write the file. A file given with sqlite:/path may be shared on purpose:
+there only a file or folder anyone can write to is refused (a sticky folder such as /tmp is
+allowed).
+
 The command gets CACHELOCK_KEY (the key) and CACHELOCK_FENCE (the fencing token, which grows
 with every acquisition of the key; empty if the cache has none) in its environment. SIGINT,
 SIGTERM and SIGHUP sent to cachelock are passed on to the command.
@@ -54,7 +61,7 @@ Exit status:
   the command's     its own exit status, or 128+N if it was killed by signal N
   0                 status: held or free; release: removed, or it was not held
   64                usage error (unknown option, bad duration, unknown URL scheme, no --)
-  69                the cache could not be reached or opened
+  69                the cache could not be reached or opened, or its file was refused
   70                the lease was lost while the command ran, and the command was stopped
   75                the lock was held, or the wait ran out (--conflict-exit-code)
   126, 127          the command could not be executed, or was not found

@@ -9,9 +9,10 @@ import {
   type SqliteDriver,
 } from './driver.js';
 import { prepareExtend } from './extend.js';
+import { prepareFile } from './files.js';
 import { prepareInspect } from './inspect.js';
 import { prepareRelease } from './release.js';
-import { createFile, isMemoryPath, prepareDatabase, tablesFor } from './schema.js';
+import { isMemoryPath, prepareDatabase, tablesFor } from './schema.js';
 
 export type { SqliteDatabase, SqliteDriver } from './driver.js';
 export { isSqliteDatabase } from './driver.js';
@@ -23,6 +24,14 @@ export interface SqliteStoreOptions {
   busyTimeout?: Duration;
   /** Force a driver; by default `node:sqlite` where this Node.js has it, else better-sqlite3. */
   driver?: SqliteDriver;
+  /**
+   * The file holds this user's locks only (the CLI's default file): refuse it, or its folder,
+   * if either is a symbolic link or belongs to another user, if group or others can write to the
+   * folder, or read or write the file (or its -wal, -shm, -journal).
+   * Default `false`: a file shared on purpose may belong to another user of the group, be
+   * reached through a link and give the group access; only what anyone could write is refused.
+   */
+  private?: boolean;
 }
 
 const DEFAULT_TABLE = 'cachelock_locks';
@@ -81,7 +90,9 @@ class SqliteStore implements LockStore {
     const owns = typeof this.#source === 'string';
     let db: SqliteDatabase;
     if (typeof this.#source === 'string') {
-      if (!isMemoryPath(this.#source)) createFile(this.#source);
+      if (!isMemoryPath(this.#source)) {
+        prepareFile(this.#source, { private: this.#options.private === true });
+      }
       db = (await openDatabase(this.#source, this.#options.driver)).db;
     } else {
       db = this.#source;
@@ -131,8 +142,8 @@ class SqliteStore implements LockStore {
 }
 
 /**
- * A store in the SQLite file at `pathOrDatabase` (created with its folder on first use, readable
- * only by this user), or `':memory:'`, or in a better-sqlite3 `Database` / `node:sqlite`
+ * A store in the SQLite file at `pathOrDatabase` (created with its missing folders on first use,
+ * folders 0700 and file 0600; an unsafe existing one is refused, see `private`), or `':memory:'`, or in a better-sqlite3 `Database` / `node:sqlite`
  * `DatabaseSync` you opened (the store does not close it).
  */
 export function sqliteStore(
@@ -159,7 +170,8 @@ function resolvePath(path: string): string {
 /**
  * `sqlite:/abs/path` (or `sqlite:///abs/path`), `sqlite:relative/path` (from the working
  * directory), `sqlite:~/path` (from the home directory) and `sqlite::memory:`. Query parameters:
- * `table`, `busyTimeout` (a duration), `driver` (`node:sqlite` or `better-sqlite3`).
+ * `table`, `busyTimeout` (a duration), `driver` (`node:sqlite` or `better-sqlite3`), `private`
+ * (`sqlite:/path?private`, or `=true`/`=false`).
  */
 export function storeFromUrl(url: URL): LockStore {
   if (url.host !== '') {
@@ -186,6 +198,15 @@ export function storeFromUrl(url: URL): LockStore {
       );
     }
     options.driver = driver;
+  }
+  const only = url.searchParams.get('private');
+  if (only !== null) {
+    if (!['', 'true', 'false'].includes(only)) {
+      throw new TypeError(
+        `cachelock/sqlite: private must be true or false, got ${JSON.stringify(only)}`,
+      );
+    }
+    options.private = only !== 'false';
   }
   return sqliteStore(path, options);
 }

@@ -1,5 +1,3 @@
-import { closeSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { isBusy, type SqliteDatabase } from './driver.js';
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
@@ -37,13 +35,6 @@ const createSql = ({ leases, fences }: Tables) => `
   );
   INSERT OR IGNORE INTO ${fences} (id, value) VALUES (1, 0);
 `;
-
-/** Create the file's folder (0700) and the file (0600) so that only this user can read them. */
-export function createFile(path: string): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const fd = openSync(path, 'a', 0o600);
-  closeSync(fd);
-}
 
 /** Whether `path` names a database in memory rather than a file. */
 export function isMemoryPath(path: string): boolean {

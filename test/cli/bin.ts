@@ -37,6 +37,8 @@ export function start(args: string[], env: NodeJS.ProcessEnv = {}, bin = BIN): R
   const child = spawn(process.execPath, [bin, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    // A process group of its own, so that `killAll` can end the command along with cachelock.
+    detached: true,
   });
   let stdout = '';
   let stderr = '';
@@ -51,6 +53,19 @@ export function start(args: string[], env: NodeJS.ProcessEnv = {}, bin = BIN): R
     child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
   return { child, stdout: () => stdout, stderr: () => stderr, done };
+}
+
+/**
+ * SIGKILL cachelock and the command it runs. Killing cachelock alone would leave the command
+ * running, holding the output pipes open, so that `done` would never come.
+ */
+export function killAll(proc: Running): void {
+  if (proc.child.exitCode !== null || proc.child.signalCode !== null) return;
+  try {
+    process.kill(-proc.child.pid!, 'SIGKILL');
+  } catch {
+    proc.child.kill('SIGKILL');
+  }
 }
 
 /** Run the bin to the end. */

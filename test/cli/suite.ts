@@ -1,9 +1,10 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   assertBuilt,
   cachelock,
+  killAll,
   type Running,
   read,
   sq,
@@ -35,9 +36,7 @@ export function cliSuite(cache: CacheUnderTest): void {
     afterEach(async () => {
       // A failed test must not leave holders behind.
       for (const proc of running.splice(0)) {
-        if (proc.child.exitCode === null && proc.child.signalCode === null) {
-          proc.child.kill('SIGKILL');
-        }
+        killAll(proc);
         await proc.done.catch(() => undefined);
       }
     });
@@ -225,6 +224,54 @@ export function cliSuite(cache: CacheUnderTest): void {
       expect(again.stdout).toContain('was not held');
     });
 
+    it('release --force from another process stops the command within about a second, exit 70', async () => {
+      fresh();
+      const key = uniqueKey('forced');
+      const ready = path('ready');
+      // The default ttl of 30s: the next extension is 10s away, so the watchdog cannot be what
+      // notices. The command traps nothing.
+      const holder = runInBackground(key, [], `touch ${sq(ready)}; exec sleep 30`);
+      await untilFile(ready, holder);
+      expect((await other('release', key, '--force')).code).toBe(0);
+      const released = performance.now();
+      const result = await holder.done;
+      const stoppedAfterMs = performance.now() - released;
+      expect(result.code).toBe(70);
+      expect(result.stderr).toContain('was lost');
+      expect(result.stderr).toContain('stopping');
+      expect(stoppedAfterMs).toBeLessThan(1_500);
+    });
+
+    it.runIf(process.platform === 'linux')(
+      'a command that ends by itself before the forced release is noticed exits with its own status',
+      async () => {
+        fresh();
+        const key = uniqueKey('ended');
+        const ready = path('ready');
+        const holder = runInBackground(
+          key,
+          [],
+          `echo $$ > ${sq(`${ready}.tmp`)}; mv ${sq(`${ready}.tmp`)} ${sq(ready)}; ` +
+            `while [ ! -f ${sq(path('go'))} ]; do sleep 0.02; done; exit 3`,
+        );
+        await untilFile(ready, holder);
+        const commandPid = Number(read(ready).trim());
+        // cachelock is held still, so the command surely ends before cachelock can look.
+        holder.child.kill('SIGSTOP');
+        try {
+          expect((await other('release', key, '--force')).code).toBe(0);
+          go();
+          await until('the command to end', () => ended(commandPid));
+        } finally {
+          holder.child.kill('SIGCONT');
+        }
+        const result = await holder.done;
+        expect(result.code).toBe(3);
+        expect(result.stderr).toContain('lost');
+        expect(result.stderr).not.toContain('stopping');
+      },
+    );
+
     it('a command that ignores SIGTERM after a lost lease gets SIGKILL after --kill-after', async () => {
       fresh();
       const key = uniqueKey('kill');
@@ -255,4 +302,14 @@ export function cliSuite(cache: CacheUnderTest): void {
       expect(existsSync(marker)).toBe(true);
     });
   });
+}
+
+/** Whether process `pid` has ended: gone, or a zombie its parent has not reaped yet. */
+function ended(pid: number): boolean {
+  try {
+    // The state follows the parenthesised name: `123 (sh) Z ...`.
+    return /\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
 }

@@ -1,5 +1,14 @@
 import { execFile, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -188,6 +197,157 @@ describe('sqlite store', () => {
   });
 });
 
+describe('sqlite store paths', () => {
+  const root = process.getuid?.() === 0;
+  let base: string;
+  const folder = (name: string, mode = 0o700) => {
+    const path = join(base, name);
+    mkdirSync(path, { mode });
+    chmodSync(path, mode); // past the umask
+    return path;
+  };
+  const file = (path: string, mode: number) => {
+    writeFileSync(path, '', { mode });
+    chmodSync(path, mode);
+    return path;
+  };
+  /** The first operation's outcome: undefined when it worked, else the error's message. */
+  const opening = async (path: string, isPrivate: boolean) => {
+    const store = sqliteStore(path, { private: isPrivate });
+    stores.push(store);
+    try {
+      await store.inspect('k');
+      return undefined;
+    } catch (error) {
+      return (error as Error).message;
+    }
+  };
+
+  beforeAll(() => {
+    base = mkdtempSync(join(tmpdir(), 'cachelock-sqlite-paths-'));
+  });
+  afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+  it('private: refuses a folder group or others can write, naming it and its mode', async () => {
+    const loose = folder('loose-group', 0o770);
+    expect(await opening(join(loose, 'locks.sqlite'), true)).toBe(
+      `cachelock/sqlite: refusing ${loose}: group or others can write to it (mode 0770), so they could replace ${join(loose, 'locks.sqlite')}; chmod 700 it`,
+    );
+    const open = folder('loose-others', 0o757);
+    expect(await opening(join(open, 'locks.sqlite'), true)).toMatch(/mode 0757/);
+    // Refused before anything was created in it.
+    expect(() => statSync(join(loose, 'locks.sqlite'))).toThrow();
+  });
+
+  it('private: refuses an existing file group or others can read or write', async () => {
+    for (const mode of [0o644, 0o660, 0o606]) {
+      const path = file(join(folder(`file-${mode.toString(8)}`), 'locks.sqlite'), mode);
+      expect(await opening(path, true)).toBe(
+        `cachelock/sqlite: refusing ${path}: group or others can read or write it (mode 0${mode.toString(8)}); chmod 600 it`,
+      );
+    }
+    // A companion file left readable by an older version is refused too.
+    const path = file(join(folder('wal'), 'locks.sqlite'), 0o600);
+    file(`${path}-wal`, 0o644);
+    expect(await opening(path, true)).toMatch(`refusing ${path}-wal: group or others`);
+  });
+
+  it('private: refuses a symbolic link as the file or as its folder', async () => {
+    const real = file(join(folder('real'), 'locks.sqlite'), 0o600);
+    const linked = join(folder('link'), 'locks.sqlite');
+    symlinkSync(real, linked);
+    expect(await opening(linked, true)).toBe(
+      `cachelock/sqlite: refusing ${linked}: it is a symbolic link; point the path at the file itself`,
+    );
+    // A dangling link is not followed to create its target either.
+    const dangling = join(folder('dangling'), 'locks.sqlite');
+    symlinkSync(join(base, 'nowhere', 'target'), dangling);
+    expect(await opening(dangling, true)).toMatch(/is a symbolic link/);
+    const linkedFolder = join(base, 'linked-folder');
+    symlinkSync(folder('target-folder'), linkedFolder);
+    expect(await opening(join(linkedFolder, 'locks.sqlite'), true)).toMatch(
+      `refusing ${linkedFolder}: it is a symbolic link`,
+    );
+  });
+
+  it.runIf(root)('private: refuses a file or folder that belongs to another user', async () => {
+    const theirs = folder('theirs');
+    chownSync(theirs, 65534, 65534);
+    expect(await opening(join(theirs, 'locks.sqlite'), true)).toMatch(
+      `refusing ${theirs}: it belongs to uid 65534, not to this user (uid 0)`,
+    );
+    const path = file(join(folder('their-file'), 'locks.sqlite'), 0o600);
+    chownSync(path, 65534, 65534);
+    expect(await opening(path, true)).toMatch(`refusing ${path}: it belongs to uid 65534`);
+  });
+
+  it('private: opens a safe existing file, and makes new folders 0700 and the file 0600', async () => {
+    const path = file(join(folder('safe'), 'locks.sqlite'), 0o600);
+    expect(await opening(path, true)).toBeUndefined();
+    const fresh = join(base, 'new', 'deeper', 'locks.sqlite');
+    expect(await opening(fresh, true)).toBeUndefined();
+    expect(statSync(join(base, 'new')).mode & 0o777).toBe(0o700);
+    expect(statSync(join(base, 'new', 'deeper')).mode & 0o777).toBe(0o700);
+    expect(statSync(fresh).mode & 0o777).toBe(0o600);
+  });
+
+  it('shared (a path given by the user): accepts group access and links, refuses what anyone can write', async () => {
+    const group = folder('group', 0o2770);
+    const shared = file(join(group, 'locks.sqlite'), 0o660);
+    expect(await opening(shared, false)).toBeUndefined();
+    const linked = join(folder('shared-link'), 'locks.sqlite');
+    symlinkSync(shared, linked);
+    expect(await opening(linked, false)).toBeUndefined();
+
+    const world = file(join(folder('world-file'), 'locks.sqlite'), 0o666);
+    expect(await opening(world, false)).toBe(
+      `cachelock/sqlite: refusing ${world}: anyone can write it (mode 0666), and so take or remove any lock; chmod o-w it`,
+    );
+    const open = folder('world-folder', 0o777);
+    expect(await opening(join(open, 'locks.sqlite'), false)).toMatch(
+      `refusing ${open}: anyone can write to it (mode 0777)`,
+    );
+    // A sticky folder such as /tmp: others may add files but not replace this one.
+    const sticky = folder('sticky', 0o1777);
+    expect(await opening(join(sticky, 'locks.sqlite'), false)).toBeUndefined();
+  });
+
+  it('refuses what is not a regular file, without waiting on a FIFO', async () => {
+    const fifo = join(folder('fifo'), 'locks.sqlite');
+    await run('mkfifo', [fifo]);
+    for (const isPrivate of [true, false]) {
+      expect(await opening(fifo, isPrivate)).toBe(
+        `cachelock/sqlite: refusing ${fifo}: it is not a regular file`,
+      );
+    }
+    const notAFolder = file(join(folder('plain'), 'file'), 0o600);
+    expect(await opening(join(notAFolder, 'locks.sqlite'), false)).toMatch(
+      `${notAFolder} is not a folder`,
+    );
+  });
+
+  it('reads the private parameter of a sqlite: URL', async () => {
+    const loose = folder('url-loose', 0o770);
+    const href = `sqlite:${join(loose, 'locks.sqlite')}`;
+    for (const [query, refused] of [
+      ['?private', true],
+      ['?private=true', true],
+      ['?private=false', false],
+      ['', false],
+    ] as const) {
+      const store = storeFromUrl(new URL(href + query));
+      stores.push(store);
+      const outcome = await store.inspect('k').then(
+        () => undefined,
+        (error: Error) => error.message,
+      );
+      if (refused) expect(outcome, query).toMatch(/group or others can write/);
+      else expect(outcome, query).toBeUndefined();
+    }
+    expect(() => storeFromUrl(new URL(`${href}?private=yes`))).toThrow(/private must be/);
+  });
+});
+
 describe('sqlite store across processes', () => {
   let contender: string;
   let killedHolder: string;
@@ -219,6 +379,19 @@ describe('sqlite store across processes', () => {
     );
     expect(results.filter((r) => !r.ok)).toEqual([]);
     expect(results.filter((r) => r.fence !== null)).toHaveLength(1);
+  });
+
+  it('a path under /proc fails quickly instead of spinning', async () => {
+    const started = performance.now();
+    // In a child process with a deadline: the old recursive mkdirSync never returned.
+    const { stdout } = await run(process.execPath, [contender, '/proc/nope/x', 'k', 'o', '1000'], {
+      timeout: 10_000,
+      killSignal: 'SIGKILL',
+    });
+    const result = JSON.parse(stdout) as { ok: boolean; error?: string };
+    expect(result.ok).toBe(false);
+    expect(result.error).toContain('cannot create the folder /proc/nope of /proc/nope/x');
+    expect(performance.now() - started).toBeLessThan(5_000);
   });
 
   it('a holder SIGKILLed inside its acquire transaction leaves the key free', async () => {
