@@ -8,9 +8,13 @@ import { delayCalls, eventually } from '../kit.js';
 // because one instance runs its operations one after another (a queue, a mutex, a transaction
 // on one connection) passes every single-instance case; these cases catch it.
 
-const raceRounds = 8;
-const contendersPerInstance = 3;
-const straddleRounds = 18;
+// Each round races on many keys at once, so that one wait for leases to expire buys many tries
+// at a narrow interleaving.
+const raceRounds = 4;
+const raceKeys = 64;
+const contendersPerInstance = 2;
+const straddleRounds = 6;
+const straddleKeys = 8;
 
 /** The pause around each delayed call: long enough to interleave, short against the lease. */
 const pauseFor = (leaseMs: number) => Math.max(1, Math.min(leaseMs / 20, 50));
@@ -58,46 +62,53 @@ export const instanceCases: ConformanceCase[] = [
     },
   },
   {
-    name: `two instances racing with delays for free and expired keys: one winner in each of ${raceRounds} rounds`,
-    leases: raceRounds / 2 + 2,
+    name: `two instances racing with delays for free and expired keys: one winner on each of ${raceRounds * raceKeys} keys`,
+    leases: raceRounds + 2,
     async run(context) {
       const instances = await twoInstances(context);
       if (instances === null) return;
       const { left, right } = instances;
       const { store, key, owner, leaseMs, longMs, patienceMs } = context;
       for (let round = 1; round <= raceRounds; round++) {
-        const k = key('instance-race');
-        // Every other round the key holds an expired lease, which a store must clear and take
-        // over in the same atomic step as it grants the key.
+        const keys = Array.from({ length: raceKeys }, () => key('instance-race'));
+        // In every other round each key holds an expired lease, which a store must clear and
+        // take over in the same atomic step as it grants the key.
         const expired = round % 2 === 0;
         if (expired) {
-          assert.ok(await store.acquire(k, owner(), leaseMs));
-          await eventually('the lease expires', patienceMs, async () => {
-            return (await store.inspect(k)) === null;
+          for (const k of keys) assert.ok(await store.acquire(k, owner(), leaseMs));
+          await eventually('the leases expire', patienceMs, async () => {
+            const left = await Promise.all(keys.map((k) => store.inspect(k)));
+            return left.every((info) => info === null);
           });
         }
-        const contenders = Array.from({ length: contendersPerInstance * 2 }, (_, i) => ({
-          owner: owner(),
-          via: i % 2 === 0 ? left : right,
-        }));
-        const results = await Promise.all(contenders.map((c) => c.via.acquire(k, c.owner, longMs)));
-        const winners = contenders.filter((_, i) => results[i] !== null);
-        const what = `round ${round} (${expired ? 'an expired lease' : 'a free key'})`;
-        assert.ok(
-          winners.length <= 1,
-          `${what}: ${winners.length} acquirers on two instances were all granted the key`,
+        await Promise.all(
+          keys.map(async (k, i) => {
+            const contenders = Array.from({ length: contendersPerInstance * 2 }, (_, j) => ({
+              owner: owner(),
+              via: j % 2 === 0 ? left : right,
+            }));
+            const results = await Promise.all(
+              contenders.map((c) => c.via.acquire(k, c.owner, longMs)),
+            );
+            const winners = contenders.filter((_, j) => results[j] !== null);
+            const what = `round ${round}, key ${i + 1} (${expired ? 'an expired lease' : 'a free key'})`;
+            assert.ok(
+              winners.length <= 1,
+              `${what}: ${winners.length} acquirers on two instances were all granted the key`,
+            );
+            assert.equal(winners.length, 1, `${what}: nobody was granted the key`);
+            const winner = winners[0]!;
+            for (const via of [left, right]) {
+              assert.equal((await via.inspect(k))?.owner, winner.owner, `${what}: the holder`);
+            }
+            assert.equal(await winner.via.release(k, winner.owner), true);
+          }),
         );
-        assert.equal(winners.length, 1, `${what}: nobody was granted the key`);
-        const winner = winners[0]!;
-        for (const via of [left, right]) {
-          assert.equal((await via.inspect(k))?.owner, winner.owner, `${what}: the holder`);
-        }
-        assert.equal(await winner.via.release(k, winner.owner), true);
       }
     },
   },
   {
-    name: `a release or extend that straddles its lease's expiry never touches the next holder's lease (${straddleRounds} rounds on two instances)`,
+    name: `a release or extend that straddles its lease's expiry never touches the next holder's lease (${straddleRounds * straddleKeys} tries on two instances)`,
     leases: straddleRounds * 2 + 2,
     async run(context) {
       const instances = await twoInstances(context);
@@ -109,9 +120,10 @@ export const instanceCases: ConformanceCase[] = [
         extend: (k: string, o: string) => store.extend(k, o, longMs),
         'release with keepMs': (k: string, o: string) => store.release(k, o, leaseMs),
       };
+      type Operation = keyof typeof operations;
       // How long each call takes, so that it can be started with its lease's expiry inside it:
       // that is where a call that reads, compares and then writes touches the next holder.
-      const durations = new Map<keyof typeof operations, number>();
+      const durations = new Map<Operation, number>();
       for (const [name, call] of Object.entries(operations)) {
         const samples: number[] = [];
         for (let i = 0; i < 3; i++) {
@@ -123,22 +135,25 @@ export const instanceCases: ConformanceCase[] = [
           samples.push(performance.now() - started);
           await store.release(k, o);
         }
-        durations.set(name as keyof typeof operations, samples.sort((x, y) => x - y)[1]!);
+        durations.set(name as Operation, samples.sort((x, y) => x - y)[1]!);
       }
 
-      for (let round = 1; round <= straddleRounds; round++) {
+      /** One try: the old holder's call straddles the expiry while the other instance takes. */
+      const attempt = async (what: string, name: Operation) => {
         const k = key('straddle');
         const a = owner();
         const b = owner();
-        const name = (['release', 'extend', 'release with keepMs'] as const)[round % 3]!;
         const duration = durations.get(name)!;
+        const sentAt = performance.now();
         assert.ok(await store.acquire(k, a, leaseMs));
-        const expiresAt = performance.now() + leaseMs;
+        // The lease started somewhere within the acquire's round trip.
+        const roundTrip = performance.now() - sentAt;
+        const expiresAt = sentAt + leaseMs + roundTrip * Math.random();
         // Start the old holder's call so that the expiry falls somewhere inside it.
         const startAt = expiresAt - duration * (0.1 + 0.8 * Math.random()) - 1;
-        // Two takers on the other instance try as often as they can from just before then.
         let took = false;
         let extended = false;
+        // Two takers on the other instance try as often as they can from just before then.
         const taker = async () => {
           await sleep(Math.max(0, startAt - duration - performance.now()));
           const giveUpAt = expiresAt + leaseMs * 2 + duration * 4;
@@ -154,9 +169,7 @@ export const instanceCases: ConformanceCase[] = [
           return result;
         })();
         await Promise.all([taker(), taker(), old]);
-        const result = await old;
-        const what = `round ${round} (${name})`;
-        if (name === 'extend' && result) {
+        if (name === 'extend' && (await old)) {
           assert.equal(
             took,
             false,
@@ -164,7 +177,7 @@ export const instanceCases: ConformanceCase[] = [
           );
           assert.equal((await other.inspect(k))?.owner, a, `${what}: the extended holder`);
           assert.equal(await store.release(k, a), true);
-          continue;
+          return;
         }
         if (!took) {
           await eventually(`${what}: the other instance takes the key`, patienceMs, () =>
@@ -183,6 +196,16 @@ export const instanceCases: ConformanceCase[] = [
         );
         assert.equal(await store.release(k, a), false, `${what}: the old holder releases nothing`);
         assert.equal(await other.release(k, b), true);
+      };
+
+      const names = Object.keys(operations) as Operation[];
+      for (let round = 1; round <= straddleRounds; round++) {
+        await Promise.all(
+          Array.from({ length: straddleKeys }, (_, i) => {
+            const name = names[(round + i) % names.length]!;
+            return attempt(`round ${round}, key ${i + 1} (${name})`, name);
+          }),
+        );
       }
     },
   },
