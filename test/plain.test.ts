@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { type PlainCache, plainCacheStore } from 'cachelock';
+import { Lock, LockedError, type PlainCache, plainCacheStore } from 'cachelock';
 import { delayCalls, runConformance } from 'cachelock/testing';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { forceRelease } from '../src/cli/release.js';
 
 interface MapCacheOptions {
   /** Keep every value until it is deleted, as some custom caches do. */
@@ -168,6 +169,94 @@ describe('plain-cache adapter: what it says about itself', () => {
       expect(said, `without ${missing.join(', ')}`).toHaveLength(1);
       expect(said[0]).toMatch(message);
       warnings = [];
+    }
+  });
+});
+
+describe('plain-cache adapter: a value cachelock did not write', () => {
+  const variants: [string, () => PlainCache][] = [
+    ['the three atomic methods', () => mapCache()],
+    ['add alone', () => without(mapCache(), 'compareAndSet', 'compareAndDelete')],
+    [
+      'get, set and delete alone',
+      () => without(mapCache(), 'add', 'compareAndSet', 'compareAndDelete'),
+    ],
+  ];
+  // python-cachelock stores 1; other programs store whatever they like.
+  const foreign: unknown[] = [
+    1,
+    '1',
+    'busy',
+    '{"a":1}',
+    '{"owner":5,"expiresAt":1}',
+    '{"owner":"x"}',
+    { owner: 'x' },
+  ];
+
+  // python-cachelock's test_lock_should_raises_lock_error: a key someone else set means locked.
+  it('means the lock is held: acquire raises LockedError naming an unknown holder', async () => {
+    for (const [name, make] of variants) {
+      const cache = make();
+      const k = key('seed');
+      await cache.set(k, 1 as never, 60_000);
+      const lock = new Lock(k, { cache, prefix: '' });
+      const error = await lock.acquire().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error, name).toBeInstanceOf(LockedError);
+      expect((error as LockedError).message).toMatch(/held by an unknown owner/);
+      expect((error as LockedError).holder?.owner).toBe('');
+      expect(await lock.tryAcquire()).toBe(false);
+      expect(await cache.get(k), `${name}: the value is untouched`).toBe(1);
+      expect(await Lock.inspect(k, { cache, prefix: '' })).toEqual({
+        owner: '',
+        host: undefined,
+        pid: undefined,
+        ttlMs: Number.POSITIVE_INFINITY,
+        fence: undefined,
+      });
+    }
+  });
+
+  it('is never taken, overwritten or deleted by acquire, extend or release', async () => {
+    for (const [name, make] of variants) {
+      const cache = make();
+      const store = plainCacheStore(cache);
+      for (const value of foreign) {
+        const k = key('foreign');
+        await cache.set(k, value as never, 60_000);
+        const what = `${name}, ${JSON.stringify(value)}`;
+        const someone = 'host:1:random:1';
+        expect(await store.acquire(k, someone, 60_000), what).toBeNull();
+        expect(await store.extend(k, someone, 60_000), what).toBe(false);
+        expect(await store.release(k, someone), what).toBe(false);
+        expect(await store.release(k, someone, 1_000), what).toBe(false);
+        expect(await cache.get(k), what).toEqual(value);
+        expect((await store.inspect(k))?.owner, what).toBe('');
+      }
+    }
+  });
+
+  it('is cleared by a forced release, and only by that', async () => {
+    for (const [name, make] of variants) {
+      const cache = make();
+      const k = key('forced');
+      await cache.set(k, 1 as never, 60_000);
+      const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+      try {
+        const request = { command: 'release', key: k, cache, prefix: '' } as const;
+        expect(await forceRelease(request as never), name).toBe(0);
+        expect(write.mock.calls.join('')).toMatch(/released .* held by an unknown owner/);
+      } finally {
+        write.mockRestore();
+      }
+      expect(await cache.get(k), name).toBeUndefined();
+      const lock = await Lock.acquire(k, { cache, prefix: '' });
+      expect(lock.held).toBe(true);
+      // A release as the unknown owner never touches a lease cachelock wrote.
+      expect(await plainCacheStore(cache).release(k, '')).toBe(false);
+      expect(await lock.release()).toBe(true);
     }
   });
 });
