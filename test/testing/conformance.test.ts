@@ -239,7 +239,7 @@ class SharesNothing extends ReferenceStore {
 }
 
 // [flaw, store, the case that must catch it, how many runs it may take: races are caught
-// most of the time in one run (measured: acquire 15 of 15, release 15 of 15, extend 14 of 15)]
+// most of the time in one run (measured: each caught in 15 of 15 runs)]
 const broken: [string, () => ReferenceStore, string, number?][] = [
   ['acquire serialised per instance', over(AcquireSerialPerInstance), 'one winner', 3],
   ['release serialised per instance', over(ReleaseSerialPerInstance), 'straddles', 3],

@@ -77,8 +77,8 @@ export const instanceCases: ConformanceCase[] = [
         if (expired) {
           for (const k of keys) assert.ok(await store.acquire(k, owner(), leaseMs));
           await eventually('the leases expire', patienceMs, async () => {
-            const left = await Promise.all(keys.map((k) => store.inspect(k)));
-            return left.every((info) => info === null);
+            const leases = await Promise.all(keys.map((k) => store.inspect(k)));
+            return leases.every((info) => info === null);
           });
         }
         await Promise.all(
