@@ -20,7 +20,11 @@ export class LockError extends Error {
 
 function heldBy(holder: LeaseInfo | null | undefined): string {
   if (!holder) return '';
-  return ` by ${describeOwner(holder.owner)} for ${Math.max(0, Math.ceil(holder.ttlMs))} ms more`;
+  // An unknown owner's value may have no end the store knows of (ttlMs Infinity).
+  const more = Number.isFinite(holder.ttlMs)
+    ? ` for ${Math.max(0, Math.ceil(holder.ttlMs))} ms more`
+    : '';
+  return ` by ${describeOwner(holder.owner)}${more}`;
 }
 
 /** The key is held by another owner and `wait` is 0. */

@@ -36,6 +36,8 @@ export function parseOwner(owner: string): OwnerParts {
 
 /** `pid 123 on web-1`, or the raw owner when it is not one of ours. */
 export function describeOwner(owner: string): string {
+  // Stores report a value cachelock did not write as held by the owner ''.
+  if (owner === '') return 'an unknown owner (a value cachelock did not write)';
   const { host, pid } = parseOwner(owner);
   if (host === undefined || pid === undefined) return JSON.stringify(owner);
   return `pid ${pid} on ${host}`;

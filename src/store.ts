@@ -77,7 +77,13 @@ export interface Handoff {
   ttlMs?: number;
 }
 
-/** What `LockStore.inspect` reports. */
+/**
+ * What `LockStore.inspect` reports. A value under the key that cachelock did not write (another
+ * program's, python-cachelock's `1`) is held by an unknown owner: `owner` is `''`, `ttlMs` is
+ * what the store knows is left of that value, or `Infinity` when it cannot tell or the value
+ * never expires, and there is no fence. Such a key is refused to every acquirer and is never
+ * overwritten or deleted, except by a release as owner `''` (only a forced release does that).
+ */
 export interface LeaseInfo {
   owner: string;
   /** Milliseconds left on the lease, by the store's clock. */

@@ -2,4 +2,11 @@ import { memoryStore } from 'cachelock';
 import { runConformance } from 'cachelock/testing';
 import { describe, it } from 'vitest';
 
-runConformance({ name: 'memory store: conformance', describe, it, makeStore: () => memoryStore() });
+// Each memory store is a backend of its own, shared by nothing.
+runConformance({
+  name: 'memory store: conformance',
+  describe,
+  it,
+  makeStore: () => memoryStore(),
+  sharedBackend: false,
+});

@@ -3,11 +3,13 @@
  * cache-manager (and so NestJS's `CacheModule`). Behind `@keyv/redis` and `@keyv/postgres` the
  * locks go through cachelock's atomic Redis and PostgreSQL stores; behind any other adapter
  * (the built-in `Map`, ...) through the plain-cache adapter, which warns once that it is exclusive
- * only within one process.
+ * only within one process (Keyv has no set-if-absent or compare-and-set). A value under a lock's
+ * key that cachelock did not write is held by an unknown owner on either path.
  */
 import { debuglog } from 'node:util';
-import { type LockStore, type PlainCache, plainCacheStore } from 'cachelock';
+import type { LockStore } from 'cachelock';
 import { nativeStoreFor } from './native.js';
+import { KeyvPlainStore } from './plain.js';
 import {
   adapterOf,
   type CacheManagerLike,
@@ -54,7 +56,7 @@ export async function keyvStore(cache: KeyvLike | CacheManagerLike): Promise<Loc
     'keyv: no Redis or PostgreSQL client reachable behind %s; plain-cache adapter (exclusive within this process only)',
     adapterName(first),
   );
-  return plainCacheStore(first as unknown as PlainCache, { kind: 'keyv' });
+  return new KeyvPlainStore(first);
 }
 
 function tiersOf(cache: unknown): KeyvLike[] {

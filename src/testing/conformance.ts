@@ -1,6 +1,7 @@
 import type { LockStore } from 'cachelock';
 import { contentionCases } from './cases/contention.js';
 import { fenceCases } from './cases/fences.js';
+import { instanceCases } from './cases/instances.js';
 import { keyCases } from './cases/keys.js';
 import { leaseCases } from './cases/leases.js';
 import { ownershipCases } from './cases/ownership.js';
@@ -24,14 +25,22 @@ export interface ConformanceOptions {
    * Stores with whole-second TTLs (Memcached) pass 1000 or 2000.
    */
   leaseMs?: number;
+  /**
+   * Whether two `makeStore()` calls reach one backend (a server, a file, a shared cache), as
+   * two processes would. Default true: the cases that race two instances need it. Pass false
+   * only for a store whose instances share nothing (an in-memory store); those cases then race
+   * callers of one instance.
+   */
+  sharedBackend?: boolean;
 }
 
-/** Every case, in the order they are registered. */
+/** Every case, in the order they are registered: one set per promise or capability. */
 export const conformanceCases: readonly ConformanceCase[] = [
   ...ownershipCases,
   ...leaseCases,
   ...fenceCases,
   ...contentionCases,
+  ...instanceCases,
   ...keyCases,
   ...wakeupCases,
 ];
@@ -73,14 +82,16 @@ export function runConformance(options: ConformanceOptions): void {
   });
 }
 
-/** Run one case against a fresh store and close the store whatever happens. */
+/** Run one case against a fresh store (and its peers) and close them whatever happens. */
 export async function runCase(
-  options: Pick<ConformanceOptions, 'makeStore' | 'closeStore'>,
+  options: Pick<ConformanceOptions, 'makeStore' | 'closeStore' | 'sharedBackend'>,
   testCase: ConformanceCase,
   leaseMs: number,
   budgetMs = caseBudgetMs(testCase, leaseMs),
 ): Promise<void> {
   const store = await within(Promise.resolve(options.makeStore()), budgetMs, 'makeStore()');
+  const sharedBackend = options.sharedBackend ?? true;
+  const stores = [store];
   const context: CaseContext = {
     store,
     leaseMs,
@@ -88,6 +99,13 @@ export async function runCase(
     patienceMs: leaseMs * 3 + 5_000,
     key: uniqueKey,
     owner: makeOwner,
+    sharedBackend,
+    async peer() {
+      if (!sharedBackend) return store;
+      const another = await within(Promise.resolve(options.makeStore()), budgetMs, 'makeStore()');
+      stores.push(another);
+      return another;
+    },
   };
   let failure: unknown;
   try {
@@ -95,15 +113,17 @@ export async function runCase(
   } catch (error) {
     failure = error;
   }
-  try {
-    await within(
-      options.closeStore ? options.closeStore(store) : Promise.resolve(store.close?.()),
-      budgetMs,
-      'closing the store',
-    );
-  } catch (error) {
-    // The case's own failure says more than a close that failed after it.
-    failure ??= error;
+  for (const opened of stores) {
+    try {
+      await within(
+        options.closeStore ? options.closeStore(opened) : Promise.resolve(opened.close?.()),
+        budgetMs,
+        'closing the store',
+      );
+    } catch (error) {
+      // The case's own failure says more than a close that failed after it.
+      failure ??= error;
+    }
   }
   if (failure !== undefined) throw failure;
 }

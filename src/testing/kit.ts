@@ -18,6 +18,14 @@ export interface CaseContext {
   key(label?: string): string;
   /** A fresh owner, formatted as the core formats them. */
   owner(): string;
+  /**
+   * Another instance over the same backend, as another process would have (a second
+   * `makeStore()`, closed with the case). The same instance when the options say the store's
+   * instances share nothing.
+   */
+  peer(): Promise<LockStore>;
+  /** Whether `peer()` makes a separate instance. */
+  sharedBackend: boolean;
 }
 
 /** One promise of the `LockStore` contract, checked through the interface alone. */
@@ -109,6 +117,28 @@ export async function promptly(attempt: () => Promise<void>, attempts = 3): Prom
   }
   throw new AssertionError({
     message: `every attempt was too slow to judge (the machine or the store stalled): ${reasons.join('; ')}`,
+  });
+}
+
+/**
+ * `target` with a random pause of up to `maxMs` before and after each of its method calls
+ * resolves, so that calls from several callers interleave as they would across processes and a
+ * slow network. Wrap a store to delay between its operations, or the client or cache under a
+ * store to delay between the steps of one operation. Methods keep `target` as `this`.
+ */
+export function delayCalls<T extends object>(target: T, maxMs: number): T {
+  const pause = () => sleep(Math.random() * maxMs);
+  return new Proxy(target, {
+    get(object, name) {
+      const value = Reflect.get(object, name, object) as unknown;
+      if (typeof value !== 'function') return value;
+      return async (...args: unknown[]) => {
+        await pause();
+        const result = await (value as (...a: unknown[]) => unknown).apply(object, args);
+        await pause();
+        return result;
+      };
+    },
   });
 }
 

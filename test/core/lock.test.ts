@@ -480,7 +480,7 @@ describe('defaults and the cache', () => {
     await closeAll();
   });
 
-  it('a plain cache with add is atomic and quiet; without add it warns once', async () => {
+  it('a plain cache with add, compareAndSet and compareAndDelete is atomic and quiet; without them it warns once', async () => {
     const warnings: Array<Error & { code?: string }> = [];
     const onWarning = (w: Error & { code?: string }) => warnings.push(w);
     process.on('warning', onWarning);
@@ -491,6 +491,10 @@ describe('defaults and the cache', () => {
         set: (k: string, v: string) => void map.set(k, v),
         delete: (k: string) => map.delete(k),
         add: (k: string, v: string) => !map.has(k) && map.set(k, v) !== undefined,
+        compareAndSet: (k: string, expected: unknown, v: string) =>
+          map.get(k) === expected && map.set(k, v) !== undefined,
+        compareAndDelete: (k: string, expected: unknown) =>
+          map.get(k) === expected && map.delete(k),
       };
       const k = key();
       const a = await Lock.acquire(k, { cache: withAdd });
@@ -515,7 +519,9 @@ describe('defaults and the cache', () => {
       },
       set: () => undefined,
       delete: () => undefined,
-      add: () => true,
+      add: () => {
+        throw new Error('cache down');
+      },
     };
     const error = await new Lock(key(), { cache: broken }).acquire().catch((e) => e);
     expect(error).toBeInstanceOf(StoreError);

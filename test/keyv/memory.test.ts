@@ -1,8 +1,10 @@
 import { createCache } from 'cache-manager';
-import { Lock, LockedError, once } from 'cachelock';
+import { Lock, LockedError, once, plainCacheStore } from 'cachelock';
 import { keyvStore, storeFromUrl } from 'cachelock/keyv';
+import { runConformance } from 'cachelock/testing';
 import Keyv from 'keyv';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { forceRelease } from '../../src/cli/release.js';
 
 // Keyv with its built-in Map has no atomic add: cachelock falls back to the plain-cache adapter,
 // says so once per Keyv, and is still exclusive within this process.
@@ -78,6 +80,43 @@ describe('keyv over its in-memory Map', () => {
     await lock.release();
   });
 
+  it('treats a value cachelock did not write as held by an unknown owner, for as long as Keyv keeps it', async () => {
+    const keyv = new Keyv({ namespace: 'shared-with-python' });
+    await keyv.set('invoice', 1, 60_000);
+    const options = { cache: keyv, prefix: '' };
+    const error = await Lock.acquire('invoice', options).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(LockedError);
+    expect((error as Error).message).toMatch(/held by an unknown owner .* for \d+ ms more/);
+    const holder = await Lock.inspect('invoice', options);
+    expect(holder).toMatchObject({ owner: '', host: undefined, pid: undefined, fence: undefined });
+    expect(holder!.ttlMs).toBeGreaterThan(50_000);
+    expect(holder!.ttlMs).toBeLessThanOrEqual(60_000);
+    // Without a ttl Keyv keeps it until deleted: no end known.
+    await keyv.set('forever', 'busy');
+    expect((await Lock.inspect('forever', options))?.ttlMs).toBe(Number.POSITIVE_INFINITY);
+
+    const store = await keyvStore(keyv);
+    expect(await store.release('invoice', 'host:1:random:1')).toBe(false);
+    expect(await store.extend('invoice', 'host:1:random:1', 1_000)).toBe(false);
+    expect(await keyv.get('invoice')).toBe(1);
+
+    const write = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    try {
+      const request = { command: 'release', key: 'invoice', cache: keyv, prefix: '' } as const;
+      expect(await forceRelease(request as never)).toBe(0);
+    } finally {
+      write.mockRestore();
+    }
+    expect(await keyv.get('invoice')).toBeUndefined();
+    const lock = await Lock.acquire('invoice', options);
+    expect(await lock.release()).toBe(true);
+    // The plain adapter over the same Keyv agrees.
+    expect((await plainCacheStore(keyv).inspect('forever'))?.owner).toBe('');
+  });
+
   it('refuses what is not a Keyv, and opens no URLs', async () => {
     await expect(keyvStore({} as never)).rejects.toThrow(/expected a Keyv/);
     await expect(keyvStore({ stores: [], wrap() {}, get() {} } as never)).rejects.toThrow(
@@ -85,4 +124,14 @@ describe('keyv over its in-memory Map', () => {
     );
     expect(() => storeFromUrl(new URL('keyv://x'))).toThrow(/opens no URLs/);
   });
+});
+
+// The plain-cache path is exclusive within one process only, which is what the suite holds it to:
+// the cases that race two instances skip a store that says it is not atomic. One Keyv for all.
+const sharedKeyv = new Keyv({ namespace: 'conformance' });
+runConformance({
+  name: 'keyv over its in-memory Map: conformance',
+  describe,
+  it,
+  makeStore: () => keyvStore(sharedKeyv),
 });

@@ -23,6 +23,8 @@ runConformance({
   describe,
   it,
   makeStore: () => sqliteStore(':memory:'),
+  // Each :memory: database is a backend of its own.
+  sharedBackend: false,
 });
 runConformance({
   name: 'sqlite store (a better-sqlite3 Database)',

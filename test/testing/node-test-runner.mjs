@@ -21,4 +21,6 @@ runConformance({
   describe,
   it,
   makeStore: () => (broken ? releasingAnyOwner(memoryStore()) : memoryStore()),
+  // Each memory store is a backend of its own.
+  sharedBackend: false,
 });

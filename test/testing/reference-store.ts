@@ -6,6 +6,13 @@ interface Lease {
   fence: bigint;
 }
 
+/** What instances of the reference store share, as processes share a server. */
+export class ReferenceBackend {
+  readonly leases = new Map<string, Lease>();
+  readonly fences = new Map<string, bigint>();
+  readonly listeners = new Map<string, Set<() => void>>();
+}
+
 /**
  * The smallest correct `LockStore`, independent of the package's own stores, so that the
  * conformance suite can be checked against a known-good store and against broken variants of it.
@@ -13,9 +20,16 @@ interface Lease {
 export class ReferenceStore implements LockStore {
   readonly kind: string = 'reference';
   readonly atomic: boolean = true;
-  protected readonly leases = new Map<string, Lease>();
-  protected readonly fences = new Map<string, bigint>();
-  protected readonly listeners = new Map<string, Set<() => void>>();
+  protected readonly leases: Map<string, Lease>;
+  protected readonly fences: Map<string, bigint>;
+  protected readonly listeners: Map<string, Set<() => void>>;
+
+  /** Instances made with one backend see the same leases, as processes on one server do. */
+  constructor(backend = new ReferenceBackend()) {
+    this.leases = backend.leases;
+    this.fences = backend.fences;
+    this.listeners = backend.listeners;
+  }
 
   protected now(): number {
     return performance.now();
