@@ -19,6 +19,8 @@ export interface TableName {
   tag: string;
   /** The NOTIFY channel releases are announced on. */
   channel: string;
+  /** The index on expiry that sweeps use: its bare name, and qualified as text for to_regclass. */
+  index: { name: string; qualified: string };
 }
 
 export function tableName(table: unknown, schema: unknown): TableName {
@@ -28,10 +30,13 @@ export function tableName(table: unknown, schema: unknown): TableName {
   const tag = createHash('sha256').update(qualified).digest('hex').slice(0, 12);
   // A channel name is at most 63 bytes: long qualified names fall back to their hash.
   const readable = `cachelock:${qualified}`;
+  // Named by the hash, so that a table name of any allowed length leaves room for it.
+  const index = `cachelock_expiry_${tag}`;
   return {
     sql: space === undefined ? `"${name}"` : `"${space}"."${name}"`,
     tag,
     channel: readable.length <= 63 ? readable : `cachelock:${tag}`,
+    index: { name: index, qualified: space === undefined ? `"${index}"` : `"${space}"."${index}"` },
   };
 }
 
