@@ -4,12 +4,14 @@ import { isBusy, type SqliteDatabase } from './driver.js';
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
-/** The quoted names of the store's two tables. */
+/** The quoted names of the store's two tables and its index. */
 export interface Tables {
-  /** One row per held (or expired, not yet taken over) key. */
+  /** One row per held key (and per expired one until a sweep or the next acquire removes it). */
   leases: string;
   /** One row: the last fence handed out, for every key of the store. */
   fences: string;
+  /** The index on the leases' expiry, which sweeps read. */
+  expiry: string;
 }
 
 export function tablesFor(table: string): Tables {
@@ -18,13 +20,15 @@ export function tablesFor(table: string): Tables {
       `cachelock/sqlite: table must be an identifier (letters, digits, _; at most 63), got ${JSON.stringify(table)}`,
     );
   }
-  return { leases: `"${table}"`, fences: `"${table}_fence"` };
+  return { leases: `"${table}"`, fences: `"${table}_fence"`, expiry: `"${table}_expiry"` };
 }
 
 // The fence comes from one counter for the whole table rather than from the lease row, so that a
 // released key's row can be deleted and its next fence is still larger than every earlier one.
 // Writers are serialised by SQLite anyway, so the shared counter costs no concurrency.
-const createSql = ({ leases, fences }: Tables) => `
+// The two tables are the first release's, unchanged; the index came later, for the sweeps, and
+// is created on an old file too, so old and new stores share one file and exclude each other.
+const createSql = ({ leases, fences, expiry }: Tables) => `
   CREATE TABLE IF NOT EXISTS ${leases} (
     key TEXT PRIMARY KEY NOT NULL,
     owner TEXT NOT NULL,
@@ -36,6 +40,7 @@ const createSql = ({ leases, fences }: Tables) => `
     value INTEGER NOT NULL
   );
   INSERT OR IGNORE INTO ${fences} (id, value) VALUES (1, 0);
+  CREATE INDEX IF NOT EXISTS ${expiry} ON ${leases} (expires_at);
 `;
 
 /** Create the file's folder (0700) and the file (0600) so that only this user can read them. */
@@ -89,9 +94,11 @@ export async function prepareDatabase(
     db.exec('PRAGMA synchronous = NORMAL');
   }
   const exists = db
-    .prepare(`SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)`)
-    .get(unquote(tables.leases), unquote(tables.fences));
-  if (Number(exists?.n) === 2) return;
+    .prepare(
+      `SELECT count(*) AS n FROM sqlite_master WHERE type IN ('table', 'index') AND name IN (?, ?, ?)`,
+    )
+    .get(unquote(tables.leases), unquote(tables.fences), unquote(tables.expiry));
+  if (Number(exists?.n) === 3) return;
   await retryWhileBusy(deadline, () => {
     db.exec('BEGIN IMMEDIATE');
     try {
