@@ -30,8 +30,10 @@ export function tableName(table: unknown, schema: unknown): TableName {
   const tag = createHash('sha256').update(qualified).digest('hex').slice(0, 12);
   // A channel name is at most 63 bytes: long qualified names fall back to their hash.
   const readable = `cachelock:${qualified}`;
-  // Named by the hash, so that a table name of any allowed length leaves room for it.
-  const index = `cachelock_expiry_${tag}`;
+  // `<table>_expires_at`, so that an operator can create it ahead of an upgrade; by the hash when
+  // that would pass PostgreSQL's 63-byte limit (it would be cut short, maybe to the table's name).
+  const readableIndex = `${name}_expires_at`;
+  const index = readableIndex.length <= 63 ? readableIndex : `cachelock_expiry_${tag}`;
   return {
     sql: space === undefined ? `"${name}"` : `"${space}"."${name}"`,
     tag,

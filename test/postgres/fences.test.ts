@@ -107,6 +107,33 @@ describe.runIf(available)('postgres store: nothing left behind, fences that rise
     });
   });
 
+  it('names the index <table>_expires_at, or by a hash when that would be too long', async () => {
+    const long = `t${run}`.padEnd(63, 'x');
+    for (const [name, schema] of [
+      [`short_${run}`, undefined],
+      [long, 'public'],
+    ] as const) {
+      const named = postgresStore(pool, { table: name, schema, listen: false });
+      const owner = newOwner();
+      expect(await named.acquire('k', owner, 1_000)).not.toBeNull();
+      expect(await named.release('k', owner)).toBe(true);
+      await named.close?.();
+      const { rows: index } = await pool.query(
+        `SELECT indexname FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE '%expires_at%'`,
+        [name],
+      );
+      expect(index.map((row) => row.indexname)).toEqual([
+        name === long
+          ? expect.stringMatching(/^cachelock_expiry_[0-9a-f]{12}$/)
+          : `${name}_expires_at`,
+      ]);
+      // A second store on the same table finds the index and leaves it be.
+      const again = postgresStore(pool, { table: name, schema, listen: false });
+      expect(await again.inspect('k')).toBeNull();
+      await again.close?.();
+    }
+  });
+
   it('migrates a first-release table in place: adds the index, keeps its rows and its fences', async () => {
     const old = `cachelock_first_${run}`;
     {
