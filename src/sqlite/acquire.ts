@@ -55,7 +55,7 @@ export function prepareAcquire(db: SqliteDatabase, { leases, fences }: Tables) {
         // The holder asking again (a retry after a lost reply): same acquisition, same fence.
         row = refresh.get(expiresAt, key);
       } else {
-        nextFence.run(Math.floor(now) * 1000);
+        nextFence.run(BigInt(Math.floor(now)) * 1000n);
         row = take.get(key, owner, expiresAt);
       }
       commit.run();
