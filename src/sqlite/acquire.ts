@@ -4,7 +4,7 @@ import { rollbackQuietly, type Tables } from './schema.js';
 
 /** How many acquisitions of one store go by between two sweeps (the first one sweeps). */
 export const SWEEP_EVERY = 16;
-/** The most expired rows one sweep deletes: several per acquisition, so none pile up. */
+/** How many rows one sweep looks at: more than acquisitions went by, so none pile up. */
 export const SWEEP_LIMIT = 64;
 
 /**
@@ -27,11 +27,25 @@ export function prepareAcquire(db: SqliteDatabase, { leases, fences }: Tables) {
      VALUES (?, ?, ?, (SELECT value FROM ${fences} WHERE id = 1))
      RETURNING CAST(fence AS TEXT) AS fence`,
   );
-  // Expired rows of any key, oldest first through the index on expires_at, a bounded batch.
-  const sweep = db.prepare(
-    `DELETE FROM ${leases} WHERE key IN (
-       SELECT key FROM ${leases} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)`,
+  // A sweep walks the table in key order, a bounded window at a time, from where the last one
+  // stopped, and deletes the expired rows in it; at the end it starts over. Walking the primary
+  // key needs no index on expiry, which would cost every acquire and release a second write.
+  const sweptTo = db.prepare(`SELECT swept_to FROM ${fences} WHERE id = 1`);
+  const window = db.prepare(
+    `SELECT max(key) AS last, count(*) AS n FROM (
+       SELECT key FROM ${leases} WHERE key > ? ORDER BY key LIMIT ?)`,
   );
+  const dropExpired = db.prepare(
+    `DELETE FROM ${leases} WHERE key > ? AND key <= ? AND expires_at <= ?`,
+  );
+  const advance = db.prepare(`UPDATE ${fences} SET swept_to = ? WHERE id = 1`);
+  const sweep = (now: number) => {
+    const from = String(sweptTo.get()?.swept_to ?? '');
+    const seen = window.get(from, SWEEP_LIMIT);
+    const count = Number(seen?.n ?? 0);
+    if (count > 0) dropExpired.run(from, String(seen?.last), now);
+    advance.run(count < SWEEP_LIMIT ? '' : String(seen?.last));
+  };
   // Starts full, so that a store's first acquisition sweeps: short-lived processes help too.
   let sinceSweep = SWEEP_EVERY;
 
@@ -42,7 +56,7 @@ export function prepareAcquire(db: SqliteDatabase, { leases, fences }: Tables) {
       const now = Date.now();
       if (++sinceSweep >= SWEEP_EVERY) {
         sinceSweep = 0;
-        sweep.run(now, SWEEP_LIMIT);
+        sweep(now);
       }
       const expiresAt = Math.ceil(now + ttlMs);
       const current = read.get(key);

@@ -4,14 +4,12 @@ import { isBusy, type SqliteDatabase } from './driver.js';
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
-/** The quoted names of the store's two tables and its index. */
+/** The quoted names of the store's two tables. */
 export interface Tables {
   /** One row per held key (and per expired one until a sweep or the next acquire removes it). */
   leases: string;
-  /** One row: the last fence handed out, for every key of the store. */
+  /** One row: the last fence handed out, for every key of the store, and where sweeps are. */
   fences: string;
-  /** The index on the leases' expiry, which sweeps read. */
-  expiry: string;
 }
 
 export function tablesFor(table: string): Tables {
@@ -20,15 +18,15 @@ export function tablesFor(table: string): Tables {
       `cachelock/sqlite: table must be an identifier (letters, digits, _; at most 63), got ${JSON.stringify(table)}`,
     );
   }
-  return { leases: `"${table}"`, fences: `"${table}_fence"`, expiry: `"${table}_expiry"` };
+  return { leases: `"${table}"`, fences: `"${table}_fence"` };
 }
 
 // The fence comes from one counter for the whole table rather than from the lease row, so that a
 // released key's row can be deleted and its next fence is still larger than every earlier one.
 // Writers are serialised by SQLite anyway, so the shared counter costs no concurrency.
-// The two tables are the first release's, unchanged; the index came later, for the sweeps, and
-// is created on an old file too, so old and new stores share one file and exclude each other.
-const createSql = ({ leases, fences, expiry }: Tables) => `
+// `swept_to` is the key where the last sweep of expired rows stopped (see acquire.ts): kept in
+// the file, so that every process carries the sweep on, short-lived ones included.
+const createSql = ({ leases, fences }: Tables) => `
   CREATE TABLE IF NOT EXISTS ${leases} (
     key TEXT PRIMARY KEY NOT NULL,
     owner TEXT NOT NULL,
@@ -37,11 +35,17 @@ const createSql = ({ leases, fences, expiry }: Tables) => `
   ) WITHOUT ROWID;
   CREATE TABLE IF NOT EXISTS ${fences} (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    value INTEGER NOT NULL
+    value INTEGER NOT NULL,
+    swept_to TEXT NOT NULL DEFAULT ''
   );
   INSERT OR IGNORE INTO ${fences} (id, value) VALUES (1, 0);
-  CREATE INDEX IF NOT EXISTS ${expiry} ON ${leases} (expires_at);
 `;
+
+// A file of the first release has the counter without `swept_to`. Adding a column with a default
+// rewrites nothing, and the first release's statements never name it, so old and new processes
+// keep sharing the file (and excluding each other) during an upgrade.
+const upgradeSql = ({ fences }: Tables) =>
+  `ALTER TABLE ${fences} ADD COLUMN swept_to TEXT NOT NULL DEFAULT ''`;
 
 /** Create the file's folder (0700) and the file (0600) so that only this user can read them. */
 export function createFile(path: string): void {
@@ -93,16 +97,21 @@ export async function prepareDatabase(
     });
     db.exec('PRAGMA synchronous = NORMAL');
   }
-  const exists = db
-    .prepare(
-      `SELECT count(*) AS n FROM sqlite_master WHERE type IN ('table', 'index') AND name IN (?, ?, ?)`,
-    )
-    .get(unquote(tables.leases), unquote(tables.fences), unquote(tables.expiry));
-  if (Number(exists?.n) === 3) return;
+  const layout = () =>
+    db
+      .prepare(
+        `SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)) AS tables,
+                (SELECT count(*) FROM pragma_table_info(?) WHERE name = 'swept_to') AS swept`,
+      )
+      .get(unquote(tables.leases), unquote(tables.fences), unquote(tables.fences));
+  const found = layout();
+  if (Number(found?.tables) === 2 && Number(found?.swept) === 1) return;
   await retryWhileBusy(deadline, () => {
     db.exec('BEGIN IMMEDIATE');
     try {
       db.exec(createSql(tables));
+      // Checked again under the write lock: another process may have just added it.
+      if (Number(layout()?.swept) === 0) db.exec(upgradeSql(tables));
       db.exec('COMMIT');
     } catch (error) {
       rollbackQuietly(db);

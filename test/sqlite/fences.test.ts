@@ -96,6 +96,22 @@ describe('sqlite store: nothing left behind', () => {
       fence: held!.fence,
     });
   });
+  it('is carried on by short-lived processes, each acquiring once, through the whole table', async () => {
+    const path = freshPath();
+    const first = open(path);
+    for (let i = 0; i < 1_000; i++) await first.acquire(`left:${i}`, newOwner(), 20);
+    await sleep(50);
+    // Each a new store, as each `cachelock run` is a new process: the sweep resumes where the
+    // last one stopped (kept in the file), rather than going over the first rows again.
+    for (let i = 0; i < 40; i++) {
+      const once = sqliteStore(path);
+      const owner = newOwner();
+      await once.acquire('cli', owner, 10_000);
+      await once.release('cli', owner);
+      await once.close?.();
+    }
+    expect(rows(path)).toBe(0);
+  });
 });
 
 describe('sqlite store: fences that only rise', () => {
@@ -119,7 +135,7 @@ describe('sqlite store: fences that only rise', () => {
     expect(after > again).toBe(true);
   });
 
-  it('migrates a first-release file in place: adds the index, keeps its leases and its count', async () => {
+  it('migrates a first-release file in place: adds the sweep column, keeps its leases and its count', async () => {
     const path = freshPath();
     // The first release's tables, with a lease still held, one long expired, and its counter.
     const old = new Database(path);
@@ -139,10 +155,10 @@ describe('sqlite store: fences that only rise', () => {
     expect(taken > 7n).toBe(true);
     const left = old.prepare('SELECT key FROM "cachelock_locks" ORDER BY key').all();
     expect(left).toEqual([{ key: 'held' }, { key: 'next' }]);
-    const index = old
-      .prepare(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?`)
-      .all('cachelock_locks') as Array<{ name: string }>;
-    expect(index.map((row) => row.name)).toContain('cachelock_locks_expiry');
+    const columns = old
+      .prepare(`SELECT name FROM pragma_table_info('cachelock_locks_fence')`)
+      .all();
+    expect(columns).toEqual([{ name: 'id' }, { name: 'value' }, { name: 'swept_to' }]);
     // A first-release process still running on the file draws value + 1 and excludes the same
     // keys: the count it shares keeps rising for both.
     old.exec('BEGIN IMMEDIATE');
