@@ -1,6 +1,6 @@
-import { memoryStore } from 'cachelock';
+import { memoryStore, newOwner } from 'cachelock';
 import { runConformance } from 'cachelock/testing';
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 // Each memory store is a backend of its own, shared by nothing.
 runConformance({
@@ -9,4 +9,50 @@ runConformance({
   it,
   makeStore: () => memoryStore(),
   sharedBackend: false,
+});
+
+const KEYS = 5_000;
+
+describe('memory store: nothing left behind', () => {
+  it('keeps nothing for 15,000 keys locked once: released, held at least, or left to expire', async () => {
+    let now = 1_000_000;
+    const store = memoryStore({ now: () => now });
+    const fences: bigint[] = [];
+    for (let i = 0; i < KEYS; i++) {
+      const owner = newOwner();
+      fences.push((await store.acquire(`released:${i}`, owner, 1_000))!.fence!);
+      expect(await store.release(`released:${i}`, owner)).toBe(true);
+      const kept = newOwner();
+      fences.push((await store.acquire(`held-at-least:${i}`, kept, 1_000))!.fence!);
+      expect(await store.release(`held-at-least:${i}`, kept, 200)).toBe(true);
+      fences.push((await store.acquire(`expired:${i}`, newOwner(), 1_000))!.fence!);
+    }
+    for (let i = 1; i < fences.length; i++) expect(fences[i]! > fences[i - 1]!).toBe(true);
+    now += 1_001;
+    // Nobody touches those keys again: sweeps riding on other acquisitions clear them, a
+    // bounded batch each.
+    let pairs = 0;
+    for (; store.size > 0 && pairs < 5_000; pairs++) {
+      const owner = newOwner();
+      await store.acquire('busy', owner, 1_000);
+      await store.release('busy', owner);
+    }
+    expect(store.size).toBe(0);
+    expect(pairs).toBeLessThan(5_000);
+  });
+
+  it('stays bounded under a steady stream of keys used once, each held at least a while', async () => {
+    let now = 0;
+    const store = memoryStore({ now: () => now });
+    let largest = 0;
+    for (let i = 0; i < 50_000; i++) {
+      now += 1;
+      const owner = newOwner();
+      await store.acquire(`once:${i}`, owner, 1_000);
+      await store.release(`once:${i}`, owner, 100);
+      largest = Math.max(largest, store.size);
+    }
+    // About 100 leases are live at any moment; the rest must not pile up.
+    expect(largest).toBeLessThan(500);
+  });
 });

@@ -2,12 +2,18 @@ import { createHash } from 'node:crypto';
 
 /** Memcached's limit on a key, in bytes. */
 const MAX_KEY_BYTES = 250;
+// The first release kept a fence counter beside each lease under this suffix. No version reads
+// it now, but the room for it stays in the length rule, so that every version maps a key to the
+// same lease item and old and new stores exclude each other during an upgrade.
 const FENCE_SUFFIX = '#fence';
 /** Keys that fit this pass through as they are: printable ASCII, no space, no `#`. */
 const PLAIN = /^[\x21-\x22\x24-\x7e]+$/;
 const READABLE_PREFIX_CHARS = 100;
 
-/** Where one lock lives in memcached: its lease and the companion counter for its fence. */
+/**
+ * Where one lock lives in memcached: its lease item, and the name under which the first release
+ * kept that lock's fence counter (never written now; named so that it can be cleaned up).
+ */
 export interface MemcachedKeys {
   lease: string;
   fence: string;

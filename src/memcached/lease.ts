@@ -1,7 +1,8 @@
 /**
  * What a lease item holds: `<expiresAtMs> <fence or -> <owner>`. The expiry is kept in the value
- * because memcached only reports whole seconds left (the meta `t` flag); the fence is kept so
- * that the holder's retry and `inspect` see the fence of this acquisition, not a later count.
+ * because memcached only reports whole seconds left (the meta `t` flag). This store writes `-`
+ * for the fence (it gives none); the first release wrote a number there, and items of either
+ * kind are read alike, so old and new stores recognise each other's leases.
  */
 export interface LeaseValue {
   owner: string;
@@ -22,12 +23,12 @@ export function decodeLease(data: Buffer | undefined): LeaseValue | undefined {
   if (first < 0 || second < 0) return undefined;
   const expiresAt = Number(text.slice(0, first));
   const fenceText = text.slice(first + 1, second);
-  if (!Number.isFinite(expiresAt) || !/^(-|\d+)$/.test(fenceText)) return undefined;
-  return {
-    expiresAt,
-    fence: fenceText === '-' ? undefined : BigInt(fenceText),
-    owner: text.slice(second + 1),
-  };
+  const owner = text.slice(second + 1);
+  // Every owner cachelock writes is non-empty: an empty one is not a lease of ours.
+  if (!Number.isFinite(expiresAt) || !/^(-|\d+)$/.test(fenceText) || owner === '') {
+    return undefined;
+  }
+  return { expiresAt, fence: fenceText === '-' ? undefined : BigInt(fenceText), owner };
 }
 
 /** Beyond this many seconds memcached reads an expiry as a Unix time, not a duration. */

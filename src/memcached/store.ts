@@ -17,9 +17,21 @@ const CAS_ATTEMPTS = 3;
 const MAX_REMEMBERED = 10_000;
 
 /**
+ * The owner `inspect` reports for a value under a lock's key that cachelock did not write (a
+ * program sharing the cache stored it): the key is held by someone unknown. `release` with this
+ * owner (what `cachelock release --force` does) deletes that value and nothing else.
+ */
+export const UNKNOWN_OWNER = '';
+
+/**
  * A `LockStore` on memcached. Acquire is an `add`; release and extend are compare-and-swap on the
- * item's CAS value, so they act only on the item the owner wrote; the fence is an `incr` on a
- * companion key. Expiry is memcached's own, in whole seconds (see `expirySeconds`).
+ * item's CAS value, so they act only on the item the owner wrote. Expiry is memcached's own, in
+ * whole seconds (see `expirySeconds`).
+ *
+ * It gives no fence. Nothing in memcached survives an eviction and a restart but the clocks:
+ * memcached's own counts whole seconds and starts afresh, a second or two off, at each restart,
+ * and the clients' clocks differ from one machine to the next. A count anchored to either could
+ * go backwards after a restart, and a fence that may go backwards is worse than none.
  */
 export class MemcachedStore implements LockStore {
   readonly kind = 'memcached';
@@ -33,47 +45,38 @@ export class MemcachedStore implements LockStore {
   }
 
   async acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
-    const keys = memcachedKeys(key);
-    const connection = this.connectionFor(keys.lease);
+    const { lease: name } = memcachedKeys(key);
+    const connection = this.connectionFor(name);
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const lease: LeaseValue = { owner, expiresAt: Date.now() + ttlMs, fence: undefined };
       const data = encodeLease(lease);
       const seconds = expirySeconds(ttlMs);
-      // One round trip: add the lease, count the fence, and read the holder in case the add
-      // fails. The count runs after the add on this connection; when the add fails the number
-      // is skipped, which keeps fences increasing (they need not be consecutive). A fence key
-      // created afresh starts at the clock in microseconds, so that after an eviction or a
-      // restart it still almost surely exceeds the numbers handed out before.
-      const seed = BigInt(Date.now()) * 1000n;
-      const [added, counted, current] = await connection.send([
-        { line: `ms ${keys.lease} ${data.length} T${seconds} ME c`, data },
-        { line: `ma ${keys.fence} N0 J${seed} v` },
-        { line: `mg ${keys.lease} v c` },
+      // One round trip: add the lease, and read the holder in case the add fails. Nothing else
+      // is written, so once the item expires or is deleted the key leaves nothing behind.
+      const [added, current] = await connection.send([
+        { line: `ms ${name} ${data.length} T${seconds} ME c`, data },
+        { line: `mg ${name} v c` },
       ]);
       if (added!.status === 'HD') {
-        // The fence is written into the lease under the CAS of the add: if the lease expired and
-        // was taken while the count was on its way, this fails and nobody holds two fences.
-        lease.fence = counterValue(counted!);
         const cas = flagValue(added!, 'c');
         if (cas === undefined) throw unexpected('add', added!);
-        const stored = await this.compareAndSet(connection, keys.lease, cas, lease, seconds);
-        if (stored === undefined) return null;
-        this.remember(keys.lease, { owner, cas: stored, fence: lease.fence });
-        return { fence: lease.fence };
+        this.remember(name, { owner, cas, fence: undefined });
+        return {};
       }
       if (added!.status !== 'NS') throw unexpected('add', added!);
       if (current!.status === 'EN') continue; // released between the add and the read
       if (current!.status !== 'VA') throw unexpected('get', current!);
+      // A value that is not a lease of ours (another program's) is held by an unknown owner.
       const holder = decodeLease(current!.value);
       if (holder?.owner !== owner) return null;
-      // The owner already holds it (a retry after a lost reply): refresh it, keep its fence.
+      // The owner already holds it (a retry after a lost reply): refresh it, keep what it had.
       const cas = flagValue(current!, 'c');
       if (cas === undefined) throw unexpected('get', current!);
-      lease.fence = holder.fence ?? counterValue(counted!);
-      const stored = await this.compareAndSet(connection, keys.lease, cas, lease, seconds);
+      lease.fence = holder.fence;
+      const stored = await this.compareAndSet(connection, name, cas, lease, seconds);
       if (stored === undefined) continue;
-      this.remember(keys.lease, { owner, cas: stored, fence: lease.fence });
-      return { fence: lease.fence };
+      this.remember(name, { owner, cas: stored, fence: lease.fence });
+      return lease.fence === undefined ? {} : { fence: lease.fence };
     }
     return null;
   }
@@ -81,6 +84,7 @@ export class MemcachedStore implements LockStore {
   async release(key: string, owner: string, keepMs = 0): Promise<boolean> {
     const { lease } = memcachedKeys(key);
     const connection = this.connectionFor(lease);
+    if (owner === UNKNOWN_OWNER) return this.releaseUnknown(connection, lease);
     return this.whileOwned(connection, lease, owner, async (written) => {
       if (keepMs > 0) {
         const value = { owner, expiresAt: Date.now() + keepMs, fence: written.fence };
@@ -118,9 +122,9 @@ export class MemcachedStore implements LockStore {
     const secondsLeft = Number(flagValue(reply!, 't') ?? -1);
     const bound = secondsLeft >= 0 ? secondsLeft * 1000 : Number.POSITIVE_INFINITY;
     const holder = decodeLease(reply!.value);
-    // Not an item this library wrote, yet it blocks the key: report it as held, as it is.
+    // Not an item this library wrote, yet it blocks the key: held, by an unknown owner.
     if (!holder) {
-      return { owner: reply!.value!.toString('utf8'), ttlMs: Number.isFinite(bound) ? bound : 0 };
+      return { owner: UNKNOWN_OWNER, ttlMs: Number.isFinite(bound) ? bound : 0 };
     }
     const ttlMs = Math.max(0, Math.min(holder.expiresAt - Date.now(), bound));
     return holder.fence === undefined
@@ -163,6 +167,23 @@ export class MemcachedStore implements LockStore {
     throw new MemcachedError(`the lease item ${lease} kept changing under compare-and-swap`);
   }
 
+  /**
+   * A forced release of a value cachelock did not write: deleted under the CAS it was read with,
+   * so that a lease written in between is left alone.
+   */
+  private async releaseUnknown(connection: MetaConnection, lease: string): Promise<boolean> {
+    const [reply] = await connection.send([{ line: `mg ${lease} v c` }]);
+    if (reply!.status === 'EN') return false;
+    if (reply!.status !== 'VA') throw unexpected('get', reply!);
+    if (decodeLease(reply!.value) !== undefined) return false;
+    const cas = flagValue(reply!, 'c');
+    if (cas === undefined) throw unexpected('get', reply!);
+    const [deleted] = await connection.send([{ line: `md ${lease} C${cas}` }]);
+    if (deleted!.status === 'HD') return true;
+    if (deleted!.status === 'EX' || deleted!.status === 'NF') return false;
+    throw unexpected('delete', deleted!);
+  }
+
   /** Store `lease` if the item still has `cas`; resolves the new CAS, or undefined if it changed. */
   private async compareAndSet(
     connection: MetaConnection,
@@ -200,11 +221,6 @@ export class MemcachedStore implements LockStore {
     }
     return this.connections[hash % this.connections.length]!;
   }
-}
-
-function counterValue(reply: MetaReply): bigint {
-  if (reply.status !== 'VA' || reply.value === undefined) throw unexpected('incr', reply);
-  return BigInt(reply.value.toString('latin1').trim());
 }
 
 function unexpected(operation: string, reply: MetaReply): MemcachedError {

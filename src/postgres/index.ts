@@ -8,6 +8,7 @@ import { ReleaseListener } from './listener.js';
 import { keyId, tableName } from './names.js';
 import { prepareRelease } from './release.js';
 import { createTable, isMissingTable } from './schema.js';
+import { prepareSweep, SWEEP_EVERY } from './sweep.js';
 
 export interface PostgresStoreOptions {
   /** The leases table, created on first use. Default `'cachelock_locks'`. */
@@ -29,6 +30,9 @@ const DEFAULT_TABLE = 'cachelock_locks';
  * Locks in a PostgreSQL table. Every lease is judged by the database's clock
  * (`clock_timestamp()`), so the clients' clocks do not matter. Each operation is one statement
  * and one round trip; the first one of a store also creates the table if it is missing.
+ *
+ * Nothing is left behind per key: a release deletes its row, and every few acquisitions the
+ * store deletes a bounded batch of expired rows of any key, so a key never used again goes too.
  */
 class PostgresStore implements LockStore {
   readonly kind = 'postgres';
@@ -42,6 +46,10 @@ class PostgresStore implements LockStore {
   readonly #release;
   readonly #extend;
   readonly #inspect;
+  readonly #sweep;
+  // Starts full, so that a store's first acquisition sweeps: short-lived processes help too.
+  #sinceSweep = SWEEP_EVERY;
+  #sweeping: Promise<unknown> | undefined;
   #ready: Promise<void> | undefined;
   #closed = false;
 
@@ -53,6 +61,7 @@ class PostgresStore implements LockStore {
     this.#release = prepareRelease(this.#db, this.#table);
     this.#extend = prepareExtend(this.#db, this.#table);
     this.#inspect = prepareInspect(this.#db, this.#table);
+    this.#sweep = prepareSweep(this.#db, this.#table);
     const connect = setup.listen === false ? undefined : listenConnector(db);
     if (connect) {
       const listener = new ReleaseListener(connect, this.#table.channel);
@@ -79,7 +88,23 @@ class PostgresStore implements LockStore {
   }
 
   acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
-    return this.#run(() => this.#acquire(key, owner, ttlMs));
+    return this.#run(async () => {
+      const acquired = await this.#acquire(key, owner, ttlMs);
+      this.#sweepNow();
+      return acquired;
+    });
+  }
+
+  // In the background, one at a time: an acquisition does not wait for it, and a failed sweep
+  // only waits for the next.
+  #sweepNow(): void {
+    if (++this.#sinceSweep < SWEEP_EVERY || this.#sweeping !== undefined || this.#closed) return;
+    this.#sinceSweep = 0;
+    this.#sweeping = this.#sweep()
+      .catch(() => undefined)
+      .finally(() => {
+        this.#sweeping = undefined;
+      });
   }
 
   release(key: string, owner: string, keepMs?: number): Promise<boolean> {
@@ -97,6 +122,7 @@ class PostgresStore implements LockStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#sweeping;
     await this.#listener?.close();
     if (this.#ownsPool) await (this.#db as Pool).end();
   }

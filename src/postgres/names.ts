@@ -19,6 +19,8 @@ export interface TableName {
   tag: string;
   /** The NOTIFY channel releases are announced on. */
   channel: string;
+  /** The index on expiry that sweeps use: its bare name, and qualified as text for to_regclass. */
+  index: { name: string; qualified: string };
 }
 
 export function tableName(table: unknown, schema: unknown): TableName {
@@ -28,10 +30,15 @@ export function tableName(table: unknown, schema: unknown): TableName {
   const tag = createHash('sha256').update(qualified).digest('hex').slice(0, 12);
   // A channel name is at most 63 bytes: long qualified names fall back to their hash.
   const readable = `cachelock:${qualified}`;
+  // `<table>_expires_at`, so that an operator can create it ahead of an upgrade; by the hash when
+  // that would pass PostgreSQL's 63-byte limit (it would be cut short, maybe to the table's name).
+  const readableIndex = `${name}_expires_at`;
+  const index = readableIndex.length <= 63 ? readableIndex : `cachelock_expiry_${tag}`;
   return {
     sql: space === undefined ? `"${name}"` : `"${space}"."${name}"`,
     tag,
     channel: readable.length <= 63 ? readable : `cachelock:${tag}`,
+    index: { name: index, qualified: space === undefined ? `"${index}"` : `"${space}"."${index}"` },
   };
 }
 

@@ -2,6 +2,11 @@ import type { Acquired } from 'cachelock';
 import type { SqliteDatabase } from './driver.js';
 import { rollbackQuietly, type Tables } from './schema.js';
 
+/** How many acquisitions of one store go by between two sweeps (the first one sweeps). */
+export const SWEEP_EVERY = 16;
+/** How many rows one sweep looks at: more than acquisitions went by, so none pile up. */
+export const SWEEP_LIMIT = 64;
+
 /**
  * Acquire inside `BEGIN IMMEDIATE`: the write lock is taken before the row is read, so two
  * connections (in any processes) can never both see the key free. A holder killed inside the
@@ -14,18 +19,45 @@ export function prepareAcquire(db: SqliteDatabase, { leases, fences }: Tables) {
   const refresh = db.prepare(
     `UPDATE ${leases} SET expires_at = ? WHERE key = ? RETURNING CAST(fence AS TEXT) AS fence`,
   );
-  const nextFence = db.prepare(`UPDATE ${fences} SET value = value + 1 WHERE id = 1`);
+  // Above the last fence, and at least the wall clock in microseconds: should the file be lost
+  // (a tmpfs emptied by a reboot, a deleted folder), a new one still counts from above the old.
+  const nextFence = db.prepare(`UPDATE ${fences} SET value = max(value + 1, ?) WHERE id = 1`);
   const take = db.prepare(
     `INSERT OR REPLACE INTO ${leases} (key, owner, expires_at, fence)
      VALUES (?, ?, ?, (SELECT value FROM ${fences} WHERE id = 1))
      RETURNING CAST(fence AS TEXT) AS fence`,
   );
+  // A sweep walks the table in key order, a bounded window at a time, from where the last one
+  // stopped, and deletes the expired rows in it; at the end it starts over. Walking the primary
+  // key needs no index on expiry, which would cost every acquire and release a second write.
+  const sweptTo = db.prepare(`SELECT swept_to FROM ${fences} WHERE id = 1`);
+  const window = db.prepare(
+    `SELECT max(key) AS last, count(*) AS n FROM (
+       SELECT key FROM ${leases} WHERE key > ? ORDER BY key LIMIT ?)`,
+  );
+  const dropExpired = db.prepare(
+    `DELETE FROM ${leases} WHERE key > ? AND key <= ? AND expires_at <= ?`,
+  );
+  const advance = db.prepare(`UPDATE ${fences} SET swept_to = ? WHERE id = 1`);
+  const sweep = (now: number) => {
+    const from = String(sweptTo.get()?.swept_to ?? '');
+    const seen = window.get(from, SWEEP_LIMIT);
+    const count = Number(seen?.n ?? 0);
+    if (count > 0) dropExpired.run(from, String(seen?.last), now);
+    advance.run(count < SWEEP_LIMIT ? '' : String(seen?.last));
+  };
+  // Starts full, so that a store's first acquisition sweeps: short-lived processes help too.
+  let sinceSweep = SWEEP_EVERY;
 
   return (key: string, owner: string, ttlMs: number): Acquired | null => {
     begin.run();
     try {
       // Read the clock only once the write lock is ours: waiting for it may have taken a while.
       const now = Date.now();
+      if (++sinceSweep >= SWEEP_EVERY) {
+        sinceSweep = 0;
+        sweep(now);
+      }
       const expiresAt = Math.ceil(now + ttlMs);
       const current = read.get(key);
       let row: Record<string, unknown> | undefined;
@@ -37,7 +69,7 @@ export function prepareAcquire(db: SqliteDatabase, { leases, fences }: Tables) {
         // The holder asking again (a retry after a lost reply): same acquisition, same fence.
         row = refresh.get(expiresAt, key);
       } else {
-        nextFence.run();
+        nextFence.run(BigInt(Math.floor(now)) * 1000n);
         row = take.get(key, owner, expiresAt);
       }
       commit.run();

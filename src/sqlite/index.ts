@@ -18,7 +18,7 @@ export type { SqliteDatabase, SqliteDriver } from './driver.js';
 export { isSqliteDatabase } from './driver.js';
 
 export interface SqliteStoreOptions {
-  /** The leases table; a second table `<table>_fence` holds the fence counter. */
+  /** The leases table; a second table `<table>_fence` holds the fence counter and the sweep. */
   table?: string;
   /** How long an operation waits for another connection's write lock. Default `'5s'`. */
   busyTimeout?: Duration;
@@ -48,7 +48,9 @@ interface Operations {
  *
  * Leases are judged by `Date.now()` of the process that asks: SQLite has no clock of its own and
  * every process sharing the file runs on this machine, so they read the same wall clock. A jump
- * of that clock (an NTP step) shortens or lengthens the leases in flight by as much.
+ * of that clock (an NTP step) shortens or lengthens the leases in flight by as much. Fences come
+ * from one counter in the file, never below that clock in microseconds, so they keep rising even
+ * for a file made anew (unless the clock has stepped back below the old fences' time).
  *
  * Operations are synchronous SQLite calls: one waiting for another process's write lock blocks
  * the event loop for up to `busyTimeout` (transactions here last microseconds, so it rarely does).

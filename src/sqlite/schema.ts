@@ -4,9 +4,9 @@ const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
 
 /** The quoted names of the store's two tables. */
 export interface Tables {
-  /** One row per held (or expired, not yet taken over) key. */
+  /** One row per held key (and per expired one until a sweep or the next acquire removes it). */
   leases: string;
-  /** One row: the last fence handed out, for every key of the store. */
+  /** One row: the last fence handed out, for every key of the store, and where sweeps are. */
   fences: string;
 }
 
@@ -22,6 +22,8 @@ export function tablesFor(table: string): Tables {
 // The fence comes from one counter for the whole table rather than from the lease row, so that a
 // released key's row can be deleted and its next fence is still larger than every earlier one.
 // Writers are serialised by SQLite anyway, so the shared counter costs no concurrency.
+// `swept_to` is the key where the last sweep of expired rows stopped (see acquire.ts): kept in
+// the file, so that every process carries the sweep on, short-lived ones included.
 const createSql = ({ leases, fences }: Tables) => `
   CREATE TABLE IF NOT EXISTS ${leases} (
     key TEXT PRIMARY KEY NOT NULL,
@@ -31,10 +33,17 @@ const createSql = ({ leases, fences }: Tables) => `
   ) WITHOUT ROWID;
   CREATE TABLE IF NOT EXISTS ${fences} (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    value INTEGER NOT NULL
+    value INTEGER NOT NULL,
+    swept_to TEXT NOT NULL DEFAULT ''
   );
   INSERT OR IGNORE INTO ${fences} (id, value) VALUES (1, 0);
 `;
+
+// A file of the first release has the counter without `swept_to`. Adding a column with a default
+// rewrites nothing, and the first release's statements never name it, so old and new processes
+// keep sharing the file (and excluding each other) during an upgrade.
+const upgradeSql = ({ fences }: Tables) =>
+  `ALTER TABLE ${fences} ADD COLUMN swept_to TEXT NOT NULL DEFAULT ''`;
 
 /** Whether `path` names a database in memory rather than a file. */
 export function isMemoryPath(path: string): boolean {
@@ -79,14 +88,21 @@ export async function prepareDatabase(
     });
     db.exec('PRAGMA synchronous = NORMAL');
   }
-  const exists = db
-    .prepare(`SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)`)
-    .get(unquote(tables.leases), unquote(tables.fences));
-  if (Number(exists?.n) === 2) return;
+  const layout = () =>
+    db
+      .prepare(
+        `SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)) AS tables,
+                (SELECT count(*) FROM pragma_table_info(?) WHERE name = 'swept_to') AS swept`,
+      )
+      .get(unquote(tables.leases), unquote(tables.fences), unquote(tables.fences));
+  const found = layout();
+  if (Number(found?.tables) === 2 && Number(found?.swept) === 1) return;
   await retryWhileBusy(deadline, () => {
     db.exec('BEGIN IMMEDIATE');
     try {
       db.exec(createSql(tables));
+      // Checked again under the write lock: another process may have just added it.
+      if (Number(layout()?.swept) === 0) db.exec(upgradeSql(tables));
       db.exec('COMMIT');
     } catch (error) {
       rollbackQuietly(db);

@@ -16,7 +16,7 @@ describe.runIf(
     await server?.kill();
   });
 
-  it('keeps 8 processes exclusive on 2 keys, with rising fences', async () => {
+  it('keeps 8 processes exclusive on 2 keys (memcached gives no fences)', async () => {
     const result = await runExclusion({
       cache: server.url,
       processes: 8,

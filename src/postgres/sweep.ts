@@ -1,0 +1,34 @@
+import type { Queryable } from './connection.js';
+import type { TableName } from './names.js';
+
+/** How many acquisitions of one store go by between two sweeps (the first one sweeps). */
+export const SWEEP_EVERY = 16;
+/** The most rows one sweep deletes: several per acquisition, so leftovers cannot pile up. */
+export const SWEEP_LIMIT = 128;
+
+// Deletes a bounded batch of leases that ran out by the database's clock, oldest first, found
+// through the index on expires_at. SKIP LOCKED steps over rows an acquire is taking over right
+// now, and the outer condition re-checks expiry on the row version that is deleted. Losing a
+// sweep in a crash only delays it, so its commit is not waited to disk.
+const sweepSql = (table: TableName) => `
+  WITH swept AS (
+    DELETE FROM ${table.sql}
+    WHERE id IN (
+      SELECT id FROM ${table.sql}
+      WHERE expires_at < clock_timestamp()
+      ORDER BY expires_at
+      LIMIT $1
+      FOR UPDATE SKIP LOCKED
+    ) AND expires_at < clock_timestamp()
+    RETURNING 1
+  )
+  SELECT count(*)::int AS swept, set_config('synchronous_commit', 'off', true) FROM swept`;
+
+/** Delete up to `limit` expired leases; resolves how many went. */
+export function prepareSweep(db: Queryable, table: TableName) {
+  const statement = { name: `cachelock_sweep_${table.tag}`, text: sweepSql(table) };
+  return async (limit = SWEEP_LIMIT): Promise<number> => {
+    const result = await db.query({ ...statement, values: [limit] });
+    return (result.rows[0] as { swept: number } | undefined)?.swept ?? 0;
+  };
+}

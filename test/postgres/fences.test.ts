@@ -1,0 +1,197 @@
+import { randomBytes } from 'node:crypto';
+import { type LockStore, newOwner } from 'cachelock';
+import { postgresStore } from 'cachelock/postgres';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { type PostgresServer, startPostgresServer } from '../support/postgres-server.js';
+import { binaryOrSkip } from '../support/reachable.js';
+
+const available =
+  (await binaryOrSkip('PostgreSQL fences', 'initdb')) &&
+  (await binaryOrSkip('PostgreSQL fences', 'pg_ctl'));
+const run = randomBytes(4).toString('hex');
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const KEYS = 5_000;
+
+/** Run `task` over `items`, `width` at a time. */
+async function inParallel<T>(items: T[], width: number, task: (item: T) => Promise<void>) {
+  let next = 0;
+  const lanes = Array.from({ length: width }, async () => {
+    while (next < items.length) await task(items[next++]!);
+  });
+  await Promise.all(lanes);
+}
+
+// A throwaway cluster (fsync off, so 15,000 commits take seconds), which the last cases restart.
+describe.runIf(available)('postgres store: nothing left behind, fences that rise', () => {
+  let server: PostgresServer;
+  let pool: pg.Pool;
+  let table: string;
+  let store: LockStore;
+  let tables = 0;
+
+  beforeAll(async () => {
+    server = await startPostgresServer();
+    pool = new pg.Pool({ connectionString: server.url, max: 16 });
+    pool.on('error', () => {});
+  });
+
+  // A table of its own per case, so that one case's leftovers cannot mask another's.
+  beforeEach(() => {
+    table = `cachelock_fences_${run}_${++tables}`;
+    store = postgresStore(pool, { table, listen: false });
+  });
+
+  afterEach(async () => {
+    await store.close?.();
+  });
+
+  afterAll(async () => {
+    await pool?.end().catch(() => undefined);
+    await server?.destroy();
+  });
+
+  const rows = async () =>
+    (await pool.query(`SELECT count(*)::int AS n FROM "${table}"`)).rows[0].n as number;
+
+  it('keeps no row for 15,000 keys locked once: released, held at least, or left to expire', async () => {
+    const keys = (variant: string) => Array.from({ length: KEYS }, (_, i) => `${variant}:${i}`);
+    const fences: bigint[] = [];
+    await inParallel(keys('released'), 16, async (key) => {
+      const owner = newOwner();
+      fences.push((await store.acquire(key, owner, 1_000))!.fence!);
+      expect(await store.release(key, owner)).toBe(true);
+    });
+    await inParallel(keys('held-at-least'), 16, async (key) => {
+      const owner = newOwner();
+      fences.push((await store.acquire(key, owner, 1_000))!.fence!);
+      expect(await store.release(key, owner, 200)).toBe(true);
+    });
+    await inParallel(keys('expired'), 16, async (key) => {
+      fences.push((await store.acquire(key, newOwner(), 1_000))!.fence!);
+    });
+    expect(new Set(fences).size).toBe(3 * KEYS);
+    expect(await rows()).toBeGreaterThan(0);
+    await sleep(1_200);
+    // Nobody touches those keys again: the sweeps that ride on other acquisitions remove them,
+    // a bounded batch each, so a steady trickle of work clears any backlog.
+    let pairs = 0;
+    while ((await rows()) > 0 && pairs < 2_000) {
+      for (let i = 0; i < 100; i++, pairs++) {
+        const owner = newOwner();
+        await store.acquire('busy', owner, 10_000);
+        await store.release('busy', owner);
+      }
+      await sleep(20);
+    }
+    expect(await rows()).toBe(0);
+    expect(pairs).toBeLessThanOrEqual(2_000);
+  }, 120_000);
+
+  it('sweeps only leases that ran out, never a held one', async () => {
+    const holder = newOwner();
+    const held = await store.acquire('held-through-sweeps', holder, 30_000);
+    await store.acquire('gone-soon', newOwner(), 50);
+    await sleep(100);
+    for (let i = 0; i < 40; i++) {
+      const owner = newOwner();
+      await store.acquire('sweeper', owner, 10_000);
+      await store.release('sweeper', owner);
+    }
+    await sleep(50);
+    const { rows: left } = await pool.query(`SELECT key FROM "${table}" ORDER BY key`);
+    expect(left.map((row) => row.key)).toEqual(['held-through-sweeps']);
+    expect(await store.inspect('held-through-sweeps')).toMatchObject({
+      owner: holder,
+      fence: held!.fence,
+    });
+  });
+
+  it('names the index <table>_expires_at, or by a hash when that would be too long', async () => {
+    const long = `t${run}`.padEnd(63, 'x');
+    for (const [name, schema] of [
+      [`short_${run}`, undefined],
+      [long, 'public'],
+    ] as const) {
+      const named = postgresStore(pool, { table: name, schema, listen: false });
+      const owner = newOwner();
+      expect(await named.acquire('k', owner, 1_000)).not.toBeNull();
+      expect(await named.release('k', owner)).toBe(true);
+      await named.close?.();
+      const { rows: index } = await pool.query(
+        `SELECT indexname FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE '%expires_at%'`,
+        [name],
+      );
+      expect(index.map((row) => row.indexname)).toEqual([
+        name === long
+          ? expect.stringMatching(/^cachelock_expiry_[0-9a-f]{12}$/)
+          : `${name}_expires_at`,
+      ]);
+      // A second store on the same table finds the index and leaves it be.
+      const again = postgresStore(pool, { table: name, schema, listen: false });
+      expect(await again.inspect('k')).toBeNull();
+      await again.close?.();
+    }
+  });
+
+  it('migrates a first-release table in place: adds the index, keeps its rows and its fences', async () => {
+    const old = `cachelock_first_${run}`;
+    {
+      // The first release's layout, with a lease of its own still held and one long expired.
+      await pool.query(`CREATE TABLE "${old}" (id bytea PRIMARY KEY, key text NOT NULL,
+        owner text NOT NULL, expires_at timestamptz NOT NULL,
+        fence bigint GENERATED BY DEFAULT AS IDENTITY)`);
+      const { createHash } = await import('node:crypto');
+      const id = (key: string) => createHash('sha256').update(key, 'utf16le').digest();
+      await pool.query(
+        `INSERT INTO "${old}" (id, key, owner, expires_at) VALUES
+           ($1, 'held', 'h:1:r:1', now() + interval '1 minute'),
+           ($2, 'stale', 'h:1:r:2', now() - interval '1 day')`,
+        [id('held'), id('stale')],
+      );
+      const upgraded = postgresStore(pool, { table: old, listen: false });
+      expect(await upgraded.acquire('held', newOwner(), 1_000)).toBeNull();
+      const { rows: index } = await pool.query(
+        `SELECT indexdef FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE '%expires_at%'`,
+        [old],
+      );
+      expect(index).toHaveLength(1);
+      const taken = await upgraded.acquire('next', newOwner(), 1_000);
+      expect(taken!.fence! > 2n).toBe(true);
+      await sleep(50);
+      const { rows: left } = await pool.query(`SELECT key FROM "${old}" ORDER BY key`);
+      expect(left.map((row) => row.key)).toEqual(['held', 'next']);
+      await upgraded.close?.();
+    }
+  });
+
+  /** Acquire once the server answers again (the pool's old connections die with the restart). */
+  async function acquireSoon(key: string, owner: string, ttlMs: number) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await store.acquire(key, owner, ttlMs);
+      } catch (error) {
+        if (attempt >= 50) throw error;
+        await sleep(100);
+      }
+    }
+  }
+
+  for (const mode of ['fast', 'immediate'] as const) {
+    it(`the fence after a ${mode} restart is above the one before`, async () => {
+      const key = `restart-${mode}-${run}`;
+      const first = newOwner();
+      const before = await acquireSoon(key, first, 10_000);
+      expect(await store.release(key, first)).toBe(true);
+      // A lease still held across the restart, left to expire afterwards.
+      const held = await acquireSoon(`${key}:held`, newOwner(), 300);
+      await server.restart(mode);
+      const after = await acquireSoon(key, newOwner(), 10_000);
+      expect(after!.fence! > before!.fence!).toBe(true);
+      expect(after!.fence! > held!.fence!).toBe(true);
+      await sleep(400);
+      const retaken = await acquireSoon(`${key}:held`, newOwner(), 10_000);
+      expect(retaken!.fence! > after!.fence!).toBe(true);
+    }, 90_000);
+  }
+});
