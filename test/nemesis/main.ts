@@ -1,0 +1,64 @@
+/**
+ * `npm run nemesis -- [--backend redis] [--nemesis pause-waiter] [--duration 10m] [--workers 5]`
+ * Without --backend, every backend; without --nemesis, each backend's CI set. Prints the
+ * summary table and every violation; exits 1 when a violation is not a documented limit.
+ */
+import { parseArgs } from 'node:util';
+import { type Backend, backendNamed, backends } from './backends.js';
+import type { NemesisName } from './nemeses.js';
+import { type CaseResult, describeViolations, runCase, summary } from './runner.js';
+
+const { values } = parseArgs({
+  options: {
+    backend: { type: 'string', multiple: true },
+    nemesis: { type: 'string', multiple: true },
+    duration: { type: 'string', default: '6s' },
+    workers: { type: 'string', default: '5' },
+  },
+});
+
+function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text);
+  if (!match) throw new Error(`--duration: expected 30s, 10m, 1h or milliseconds, got ${text}`);
+  const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[match[2] ?? 'ms']!;
+  return Number(match[1]) * unit;
+}
+
+const durationMs = parseDuration(values.duration!);
+const chosen: Backend[] = values.backend ? values.backend.map(backendNamed) : backends;
+const results: CaseResult[] = [];
+const started = performance.now();
+for (const backend of chosen) {
+  const names = (values.nemesis ?? backend.nemeses) as NemesisName[];
+  for (const name of names) {
+    if (name !== 'none' && !backend.possible.includes(name)) {
+      throw new Error(
+        `${backend.name} cannot take ${name}; it can take ${backend.possible.join(', ')}`,
+      );
+    }
+  }
+  const deployment = await backend.start();
+  try {
+    for (const nemesis of names) {
+      const result = await runCase({
+        backend,
+        deployment,
+        nemesis,
+        durationMs,
+        workers: Number(values.workers),
+      });
+      results.push(result);
+      console.log(
+        `${backend.name} / ${nemesis}: ${result.locks} locks, ${result.faults} faults, ${result.violations.length} violations`,
+      );
+    }
+  } finally {
+    await deployment.stop();
+  }
+}
+console.log(`\n${summary(results)}\n`);
+for (const result of results.filter((r) => r.violations.length > 0)) {
+  console.log(describeViolations(result));
+}
+console.log(`\nwall time ${((performance.now() - started) / 1_000).toFixed(0)} s`);
+process.exitCode = results.some((r) => r.violations.length > 0 && !r.limit) ? 1 : 0;
