@@ -208,6 +208,10 @@ export const backends: Backend[] = [
     leaseMs: (ttlMs) => Math.ceil(ttlMs / 1_000) * 1_000 + 1_000,
     nemeses: ['restart-server', 'pause-holder', 'stall'],
     possible: onRedis,
+    limits: {
+      'restart-server':
+        'memcached keeps leases in memory only: a restart forgets them, and a holder learns it at its next extension (README)',
+    },
     async start() {
       const server = await MemcachedServer.start();
       const proxy = await proxied(server, server.port);

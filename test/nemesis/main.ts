@@ -1,6 +1,6 @@
 /**
- * `npm run nemesis -- [--backend redis] [--nemesis pause-waiter] [--duration 10m] [--workers 5]`
- * Without --backend, every backend; without --nemesis, each backend's CI set. Prints the
+ * `npm run nemesis -- [--backend redis] [--nemesis pause] [--duration 10m] [--workers 5]`
+ * Without --backend, every backend; without --nemesis, each backend's CI set. Both repeat. Prints the
  * summary table and every violation; exits 1 when a violation is not a documented limit.
  */
 import { parseArgs } from 'node:util';
@@ -24,19 +24,31 @@ function parseDuration(text: string): number {
   return Number(match[1]) * unit;
 }
 
+/**
+ * A nemesis by name, or every one this backend can take whose name starts with it (`pause`:
+ * pause-holder, pause-waiter, pause-server), or `all` of them.
+ */
+function expand(backend: Backend, name: string): NemesisName[] {
+  if (name === 'none') return ['none'];
+  const matching = backend.possible.filter(
+    (n) => name === 'all' || n === name || n.startsWith(`${name}-`),
+  );
+  if (matching.length === 0) {
+    throw new Error(
+      `${backend.name} cannot take ${name}; it can take ${backend.possible.join(', ')} (or none, all)`,
+    );
+  }
+  return matching;
+}
+
 const durationMs = parseDuration(values.duration!);
 const chosen: Backend[] = values.backend ? values.backend.map(backendNamed) : backends;
 const results: CaseResult[] = [];
 const started = performance.now();
 for (const backend of chosen) {
-  const names = (values.nemesis ?? backend.nemeses) as NemesisName[];
-  for (const name of names) {
-    if (name !== 'none' && !backend.possible.includes(name)) {
-      throw new Error(
-        `${backend.name} cannot take ${name}; it can take ${backend.possible.join(', ')}`,
-      );
-    }
-  }
+  const names = values.nemesis
+    ? values.nemesis.flatMap((name) => expand(backend, name))
+    : backend.nemeses;
   const deployment = await backend.start();
   try {
     for (const nemesis of names) {

@@ -64,8 +64,8 @@ async function every(arena: Arena, fault: () => Promise<void>): Promise<void> {
   }
 }
 
-/** SIGSTOP a worker in `state` for longer than the lease, then SIGCONT it. */
-function pauseA(name: NemesisName, state: Target['state']): Nemesis {
+/** SIGSTOP a worker in `state` for `leases` times the lease (low to high), then SIGCONT it. */
+function pauseA(name: NemesisName, state: Target['state'], leases: [number, number]): Nemesis {
   return {
     name,
     run: (arena) =>
@@ -75,7 +75,7 @@ function pauseA(name: NemesisName, state: Target['state']): Nemesis {
         const start = now();
         if (!signal(target.pid, 'SIGSTOP')) return;
         try {
-          await sleep(between(1.5 * arena.leaseMs, 2.5 * arena.leaseMs));
+          await sleep(between(leases[0] * arena.leaseMs, leases[1] * arena.leaseMs));
         } finally {
           signal(target.pid, 'SIGCONT');
           arena.fault(name, `worker ${target.id}`, start);
@@ -112,11 +112,13 @@ export const nemeses: Record<NemesisName, Nemesis> = {
   },
 
   // A holder stops past its lease; another takes the key; the first resumes believing nothing.
-  'pause-holder': pauseA('pause-holder', 'holding'),
+  'pause-holder': pauseA('pause-holder', 'holding', [1.5, 2.5]),
 
   // A waiter stops while in line: a store that hands the key to it meanwhile must not let it
-  // believe, when it resumes, that it holds a key that was taken since.
-  'pause-waiter': pauseA('pause-waiter', 'waiting'),
+  // believe, when it resumes, that it holds a key that was taken since. Long enough for a
+  // hand-off's claim to run out and another waiter to take the key, short enough that the
+  // waiter keeps its place in a Redis line (3 s, LINE_MS in src/wait.ts) at a 600 ms lease.
+  'pause-waiter': pauseA('pause-waiter', 'waiting', [2.5, 4.5]),
 
   'kill-holder': {
     name: 'kill-holder',
