@@ -69,8 +69,8 @@ for (const backend of chosen) {
   }
 }
 console.log(`\n${summary(results)}\n`);
-for (const result of results.filter((r) => r.violations.length > 0)) {
+for (const result of results.filter((r) => r.violations.length + r.limited.length > 0)) {
   console.log(describeViolations(result));
 }
 console.log(`\nwall time ${((performance.now() - started) / 1_000).toFixed(0)} s`);
-process.exitCode = results.some((r) => r.violations.length > 0 && !r.limit) ? 1 : 0;
+process.exitCode = results.some((r) => r.violations.length > 0) ? 1 : 0;

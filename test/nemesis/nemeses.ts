@@ -20,6 +20,8 @@ export interface Target {
   id: number;
   pid: number;
   state: 'starting' | 'waiting' | 'holding' | 'idle' | 'done';
+  /** When it reported that state, on `performance.now()`. */
+  since: number;
   /** The libfaketime offset file of this worker, when the run steps clocks. */
   clockFile?: string;
 }
@@ -64,13 +66,23 @@ async function every(arena: Arena, fault: () => Promise<void>): Promise<void> {
   }
 }
 
-/** SIGSTOP a worker in `state` for `leases` times the lease (low to high), then SIGCONT it. */
-function pauseA(name: NemesisName, state: Target['state'], leases: [number, number]): Nemesis {
+/**
+ * SIGSTOP a worker in `state` for `leases` times the lease (low to high), then SIGCONT it: a
+ * random one, or the one in that state the longest (the first in a store's line of waiters).
+ */
+function pauseA(
+  name: NemesisName,
+  state: Target['state'],
+  leases: [number, number],
+  choose: 'random' | 'longest' = 'random',
+): Nemesis {
   return {
     name,
     run: (arena) =>
       every(arena, async () => {
-        const target = pick(arena.workers().filter((w) => w.state === state));
+        const candidates = arena.workers().filter((w) => w.state === state);
+        const target =
+          choose === 'random' ? pick(candidates) : candidates.sort((a, b) => a.since - b.since)[0];
         if (target === undefined) return;
         const start = now();
         if (!signal(target.pid, 'SIGSTOP')) return;
@@ -114,11 +126,11 @@ export const nemeses: Record<NemesisName, Nemesis> = {
   // A holder stops past its lease; another takes the key; the first resumes believing nothing.
   'pause-holder': pauseA('pause-holder', 'holding', [1.5, 2.5]),
 
-  // A waiter stops while in line: a store that hands the key to it meanwhile must not let it
+  // The first waiter in line stops: a store that hands the key to it meanwhile must not let it
   // believe, when it resumes, that it holds a key that was taken since. Long enough for a
   // hand-off's claim to run out and another waiter to take the key, short enough that the
   // waiter keeps its place in a Redis line (3 s, LINE_MS in src/wait.ts) at a 600 ms lease.
-  'pause-waiter': pauseA('pause-waiter', 'waiting', [2.5, 4.5]),
+  'pause-waiter': pauseA('pause-waiter', 'waiting', [2.5, 4.5], 'longest'),
 
   'kill-holder': {
     name: 'kill-holder',
