@@ -52,6 +52,8 @@ export interface Backend {
   /** Whether waiters are woken by push: their longest poll is then 1 s, else 200 ms (src/wait.ts). */
   push: boolean;
   ttlMs: number;
+  /** Worker processes, when not the runner's 5. */
+  workers?: number;
   /** The lease as the store keeps it, when it is longer than the ttl asked for. */
   leaseMs?(ttlMs: number): number;
   /** The nemeses a CI pass runs, the most telling first. */
@@ -245,6 +247,8 @@ export const backends: Backend[] = [
     fences: false,
     push: false,
     ttlMs: 600,
+    // More adapters racing over one leftover lease after a kill.
+    workers: 8,
     nemeses: ['kill-holder', 'clock-step'],
     possible: ['pause-holder', 'pause-waiter', 'kill-holder', 'clock-step'],
     limits: {
@@ -256,7 +260,7 @@ export const backends: Backend[] = [
     async start() {
       const cache = await SharedCache.start();
       return {
-        cache: { kind: 'plain', port: cache.port, maxDelayMs: 10 },
+        cache: { kind: 'plain', port: cache.port, maxDelayMs: 25 },
         stop: () => cache.close(),
       };
     },

@@ -13,7 +13,7 @@ const { values } = parseArgs({
     backend: { type: 'string', multiple: true },
     nemesis: { type: 'string', multiple: true },
     duration: { type: 'string', default: '6s' },
-    workers: { type: 'string', default: '5' },
+    workers: { type: 'string' },
   },
 });
 
@@ -57,7 +57,7 @@ for (const backend of chosen) {
         deployment,
         nemesis,
         durationMs,
-        workers: Number(values.workers),
+        workers: values.workers === undefined ? undefined : Number(values.workers),
       });
       results.push(result);
       console.log(

@@ -28,7 +28,7 @@ export interface CaseOptions {
   nemesis: NemesisName;
   /** How long the nemesis acts; the run then goes on quietly for a lease and a poll. */
   durationMs: number;
-  /** Worker processes. Default 5. */
+  /** Worker processes. Default: the backend's, else 5. */
   workers?: number;
   /** How long a worker may take to exit once told to stop. Default 5 s. */
   exitMs?: number;
@@ -212,7 +212,9 @@ export async function runCase(options: CaseOptions): Promise<CaseResult> {
   };
 
   try {
-    const first = await Promise.all(Array.from({ length: options.workers ?? 5 }, spawn));
+    const first = await Promise.all(
+      Array.from({ length: options.workers ?? backend.workers ?? 5 }, spawn),
+    );
     for (const worker of first) go(worker);
     const timer = setTimeout(() => (running = false), options.durationMs);
     try {
