@@ -238,7 +238,7 @@ export const nemeses: Record<NemesisName, Nemesis> = {
         const start = now();
         await member.kill();
         try {
-          await sleep(between(2 * arena.leaseMs, 3 * arena.leaseMs));
+          await sleep(between(3 * arena.leaseMs, 4 * arena.leaseMs));
         } finally {
           await member.launch();
           arena.fault('member-down', `server ${member.port}`, start, true);
