@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { MemcachedServer } from '../support/memcached-server.js';
-import { type PostgresServer, startPostgresServer } from '../support/postgres-server.js';
+import { startPostgresServer } from '../support/postgres-server.js';
 import { RedisCluster, RedisServer } from '../support/redis-server.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
 import type { ViolationKind } from './checker.js';
@@ -68,9 +68,10 @@ export interface Backend {
   start(): Promise<Deployment>;
 }
 
-const proxied = async (server: RedisServer | MemcachedServer | PostgresServer, port: number) =>
+/** A proxy in front of a server just started; if the proxy cannot start, the server stops. */
+const proxied = (port: number, stopServer: () => Promise<void>) =>
   TcpProxy.start(port).catch(async (error) => {
-    if ('dispose' in server) await server.dispose();
+    await stopServer();
     throw error;
   });
 
@@ -82,7 +83,8 @@ const forgetsOnRestart = (server: string): Limit => ({
   why: `${server} forgets its leases on restart; the holder learns it at its next extension`,
 });
 
-const onRedis: NemesisName[] = [
+/** Every nemesis a single server behind a proxy can take. */
+const onAServer: NemesisName[] = [
   'pause-holder',
   'pause-waiter',
   'kill-holder',
@@ -99,11 +101,11 @@ export const backends: Backend[] = [
     push: true,
     ttlMs: 600,
     nemeses: ['pause-waiter', 'pause-holder', 'kill-holder', 'restart-server', 'stall'],
-    possible: onRedis,
+    possible: onAServer,
     limits: { 'restart-server': forgetsOnRestart('a Redis server without persistence') },
     async start() {
       const server = await RedisServer.start();
-      const proxy = await proxied(server, server.port);
+      const proxy = await proxied(server.port, () => server.dispose());
       return {
         cache: { kind: 'url', url: `redis://127.0.0.1:${proxy.port}` },
         server: { pid: () => server.pid, restart: () => server.restart() },
@@ -169,10 +171,7 @@ export const backends: Backend[] = [
     ],
     async start() {
       const server = await startPostgresServer();
-      const proxy = await TcpProxy.start(server.port).catch(async (error) => {
-        await server.destroy();
-        throw error;
-      });
+      const proxy = await proxied(server.port, () => server.destroy());
       return {
         cache: { kind: 'url', url: `postgres://postgres@127.0.0.1:${proxy.port}/postgres` },
         server: { pid: server.pid, restart: () => server.restart('immediate') },
@@ -226,11 +225,11 @@ export const backends: Backend[] = [
     // memcached's clock ticks in whole seconds: the item lives the ttl rounded up, plus one.
     leaseMs: (ttlMs) => Math.ceil(ttlMs / 1_000) * 1_000 + 1_000,
     nemeses: ['restart-server', 'pause-holder', 'stall'],
-    possible: onRedis,
+    possible: onAServer,
     limits: { 'restart-server': forgetsOnRestart('memcached') },
     async start() {
       const server = await MemcachedServer.start();
-      const proxy = await proxied(server, server.port);
+      const proxy = await proxied(server.port, () => server.kill());
       return {
         cache: { kind: 'url', url: `memcached://127.0.0.1:${proxy.port}` },
         server: { pid: () => server.pid, restart: () => server.restart() },
@@ -271,11 +270,11 @@ export const backends: Backend[] = [
     push: true,
     ttlMs: 600,
     nemeses: ['pause-waiter', 'kill-holder'],
-    possible: onRedis,
+    possible: onAServer,
     limits: { 'restart-server': forgetsOnRestart('a Redis server without persistence') },
     async start() {
       const server = await RedisServer.start();
-      const proxy = await proxied(server, server.port);
+      const proxy = await proxied(server.port, () => server.dispose());
       return {
         cache: {
           kind: 'keyv',
