@@ -1,12 +1,20 @@
 import { createServer, type Server, Socket } from 'node:net';
 
+interface Pair {
+  client: Socket;
+  upstream: Socket;
+  connected: boolean;
+}
+
 /**
  * A loopback TCP proxy a test controls: `cut()` drops every connection and refuses new ones
- * (they are accepted and closed at once), `restore()` lets traffic through again.
+ * (they are accepted and closed at once), `stall()` keeps connections open but stops moving
+ * bytes either way (new ones are accepted and wait too), `restore()` lets traffic through again.
  */
 export class TcpProxy {
-  private readonly sockets = new Set<Socket>();
+  private readonly pairs = new Set<Pair>();
   private open = true;
+  private stalled = false;
 
   private constructor(
     private readonly server: Server,
@@ -31,17 +39,37 @@ export class TcpProxy {
 
   cut(): void {
     this.open = false;
-    for (const socket of this.sockets) socket.destroy();
-    this.sockets.clear();
+    for (const { client, upstream } of this.pairs) {
+      client.destroy();
+      upstream.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  /** Hold every byte in both directions, as a stuck network path does, until `restore()`. */
+  stall(): void {
+    this.stalled = true;
+    for (const pair of this.pairs) {
+      pair.client.unpipe(pair.upstream);
+      pair.upstream.unpipe(pair.client);
+    }
   }
 
   restore(): void {
     this.open = true;
+    if (!this.stalled) return;
+    this.stalled = false;
+    for (const pair of this.pairs) if (pair.connected) this.flow(pair);
   }
 
   async close(): Promise<void> {
     this.cut();
     await new Promise((resolve) => this.server.close(resolve));
+  }
+
+  private flow(pair: Pair): void {
+    pair.client.pipe(pair.upstream);
+    pair.upstream.pipe(pair.client);
   }
 
   private accept(client: Socket, port: number, host: string): void {
@@ -50,19 +78,18 @@ export class TcpProxy {
       return;
     }
     const upstream = new Socket();
-    this.sockets.add(client);
-    this.sockets.add(upstream);
+    const pair: Pair = { client, upstream, connected: false };
+    this.pairs.add(pair);
     const end = () => {
       client.destroy();
       upstream.destroy();
-      this.sockets.delete(client);
-      this.sockets.delete(upstream);
+      this.pairs.delete(pair);
     };
     client.on('error', end).on('close', end);
     upstream.on('error', end).on('close', end);
     upstream.connect(port, host, () => {
-      client.pipe(upstream);
-      upstream.pipe(client);
+      pair.connected = true;
+      if (!this.stalled) this.flow(pair);
     });
   }
 }

@@ -1,0 +1,239 @@
+/**
+ * The nemesis suite's checker: reads a run's history and says what went wrong. Pure, so that
+ * it can be tested on hand-made histories. Every time is CLOCK_MONOTONIC nanoseconds
+ * (`process.hrtime.bigint()`), one clock for every process on the machine.
+ */
+
+/** One line of the history. Workers write the lock events; the runner writes the rest. */
+export type HistoryEvent =
+  | { type: 'granted'; t: bigint; worker: number; acquisition: number; fence?: bigint }
+  /** The worker read `lock.held` and `lock.signal.aborted` at `t`. */
+  | {
+      type: 'check';
+      t: bigint;
+      worker: number;
+      acquisition: number;
+      held: boolean;
+      aborted: boolean;
+    }
+  /** The lock's signal aborted. */
+  | { type: 'lost'; t: bigint; worker: number; acquisition: number; reason: string }
+  /** `release()` was called at `t`; `ok` is what it resolved to (`null`: it rejected). */
+  | { type: 'released'; t: bigint; worker: number; acquisition: number; ok: boolean | null }
+  /** The resource's verdict on a write; `stale`: another write landed since the writer read. */
+  | {
+      type: 'write';
+      t: bigint;
+      worker: number;
+      acquisition: number;
+      fence?: bigint;
+      accepted: boolean;
+      stale: boolean;
+    }
+  /**
+   * A nemesis acted from `t` to `end` (the same moment for a kill). `tolerated`: the backend
+   * promises to keep granting through it (a Redlock majority stays up), so it excuses no idle key.
+   */
+  | {
+      type: 'fault';
+      t: bigint;
+      end: bigint;
+      nemesis: string;
+      target: string;
+      tolerated?: boolean;
+    }
+  /** A worker exited; `killed`: the runner killed it on purpose. */
+  | {
+      type: 'exit';
+      t: bigint;
+      worker: number;
+      code: number | null;
+      signal: string | null;
+      killed: boolean;
+      output: string;
+    }
+  /** A worker was still running this long after it was told to stop, and was killed. */
+  | { type: 'hung'; t: bigint; worker: number; waitedMs: number }
+  /** The runner told the workers to stop taking the lock. */
+  | { type: 'stop'; t: bigint };
+
+export interface CheckOptions {
+  /** The lease as the store keeps it (Memcached rounds it up to whole seconds). */
+  leaseMs: number;
+  /** The longest a waiter sleeps between polls: 1 s with push wake-ups, 200 ms without. */
+  pollMs: number;
+  /** Whether the backend promises fences that only rise. */
+  fences: boolean;
+}
+
+export type ViolationKind = 'overlap' | 'fence' | 'stale write' | 'liveness' | 'crash' | 'hang';
+
+export interface Violation {
+  kind: ViolationKind;
+  text: string;
+}
+
+/** One acquisition as the history shows it. */
+interface Acquisition {
+  worker: number;
+  acquisition: number;
+  grantedAt: bigint;
+  fence?: bigint;
+  /** From the first to the last moment the worker believed it held the key. */
+  belief?: { from: bigint; to: bigint };
+  /** When the key stopped being held by this acquisition, as far as the history shows. */
+  endedAt?: bigint;
+}
+
+const ms = (ns: bigint) => Number(ns) / 1e6;
+
+export function check(events: HistoryEvent[], options: CheckOptions): Violation[] {
+  const sorted = [...events].sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
+  const origin = sorted[0]?.t ?? 0n;
+  const at = (t: bigint) => `+${(ms(t - origin) / 1000).toFixed(3)}s`;
+  const acquisitions = collect(sorted);
+  const describe = (a: Acquisition) =>
+    `worker ${a.worker}${a.fence === undefined ? '' : ` (fence ${a.fence})`}`;
+  const violations: Violation[] = [];
+
+  // Two workers that believed they held the key at once. A check is a point in time, so an
+  // interval runs from the first to the last check that saw held && !aborted; two intervals
+  // that only touch do not overlap.
+  const believed = acquisitions
+    .filter((a) => a.belief !== undefined)
+    .sort((a, b) => (a.belief!.from < b.belief!.from ? -1 : 1));
+  let latest: Acquisition | undefined;
+  for (const a of believed) {
+    if (latest !== undefined && a.belief!.from < latest.belief!.to) {
+      violations.push({
+        kind: 'overlap',
+        text: `${describe(latest)} believed it held the key until ${at(latest.belief!.to)}, but ${describe(a)} believed so from ${at(a.belief!.from)} (${ms(latest.belief!.to - a.belief!.from).toFixed(1)} ms together)`,
+      });
+    }
+    if (latest === undefined || a.belief!.to > latest.belief!.to) latest = a;
+  }
+
+  // Fences in the order the holders believed they held the key (not in fence order, which would
+  // hide exactly what this looks for).
+  if (options.fences) {
+    let highest: Acquisition | undefined;
+    for (const a of believed) {
+      if (a.fence === undefined) continue;
+      if (highest !== undefined && a.fence <= highest.fence!) {
+        violations.push({
+          kind: 'fence',
+          text: `${describe(a)} was granted at ${at(a.belief!.from)}, after ${describe(highest)} at ${at(highest.belief!.from)}: the fence ${a.fence === highest.fence ? 'repeated' : 'went backwards'}`,
+        });
+      }
+      if (highest === undefined || a.fence > highest.fence!) highest = a;
+    }
+  }
+
+  for (const e of sorted) {
+    if (e.type === 'write' && e.accepted && e.stale) {
+      violations.push({
+        kind: 'stale write',
+        text: `the resource accepted a write by worker ${e.worker}${e.fence === undefined ? ' (no fence)' : ` (fence ${e.fence})`} at ${at(e.t)} although another write landed after its read`,
+      });
+    }
+    if (e.type === 'exit' && !e.killed && (e.code !== 0 || e.signal !== null)) {
+      violations.push({
+        kind: 'crash',
+        text: `worker ${e.worker} exited with ${e.code ?? e.signal} at ${at(e.t)}: ${e.output.trim().split('\n').slice(-6).join(' | ')}`,
+      });
+    }
+    if (e.type === 'hung') {
+      violations.push({
+        kind: 'hang',
+        text: `worker ${e.worker} did not exit within ${e.waitedMs} ms of being told to stop`,
+      });
+    }
+  }
+
+  violations.push(...liveness(sorted, acquisitions, options, at));
+  return violations;
+}
+
+/**
+ * A lost wake-up: nobody held the key for longer than a lease, a poll and 200 ms, counted from
+ * whichever is later, the moment the last holder let go or the end of the last fault.
+ */
+function liveness(
+  sorted: HistoryEvent[],
+  acquisitions: Acquisition[],
+  options: CheckOptions,
+  at: (t: bigint) => string,
+): Violation[] {
+  const boundMs = options.leaseMs + options.pollMs + 200;
+  const faults = sorted.filter(
+    (e): e is Extract<HistoryEvent, { type: 'fault' }> => e.type === 'fault' && !e.tolerated,
+  );
+  const stop = sorted.find((e) => e.type === 'stop')?.t;
+  const spans = acquisitions
+    .map((a) => ({ from: a.grantedAt, to: a.endedAt! }))
+    .sort((a, b) => (a.from < b.from ? -1 : 1));
+  const violations: Violation[] = [];
+  const gap = (from: bigint, to: bigint, what: string) => {
+    let start = from;
+    for (const f of faults) if (f.t < to && f.end > start) start = f.end;
+    if (start >= to) return;
+    const idleMs = ms(to - start);
+    if (idleMs > boundMs) {
+      violations.push({
+        kind: 'liveness',
+        text: `nobody held the key from ${at(start)} ${what} (${idleMs.toFixed(0)} ms; the bound is ${boundMs} ms)`,
+      });
+    }
+  };
+  let coveredTo: bigint | undefined;
+  for (const span of spans) {
+    if (stop !== undefined && span.from > stop) break;
+    if (coveredTo !== undefined && span.from > coveredTo) {
+      gap(coveredTo, span.from, `until ${at(span.from)}`);
+    }
+    if (coveredTo === undefined || span.to > coveredTo) coveredTo = span.to;
+  }
+  if (stop !== undefined && coveredTo !== undefined && coveredTo < stop) {
+    gap(coveredTo, stop, 'until the run stopped');
+  }
+  if (stop !== undefined && spans.length === 0) {
+    violations.push({ kind: 'liveness', text: 'no worker was ever granted the key' });
+  }
+  return violations;
+}
+
+function collect(sorted: HistoryEvent[]): Acquisition[] {
+  const byId = new Map<string, Acquisition>();
+  const id = (worker: number, acquisition: number) => `${worker}/${acquisition}`;
+  const lastSeen = new Map<string, bigint>();
+  for (const e of sorted) {
+    if (!('acquisition' in e) || e.type === 'write') continue;
+    const key = id(e.worker, e.acquisition);
+    if (e.type === 'granted') {
+      byId.set(key, {
+        worker: e.worker,
+        acquisition: e.acquisition,
+        grantedAt: e.t,
+        fence: e.fence,
+      });
+      continue;
+    }
+    const a = byId.get(key);
+    if (a === undefined) continue;
+    lastSeen.set(key, e.t);
+    const believes =
+      (e.type === 'check' && e.held && !e.aborted) || (e.type === 'released' && e.ok === true);
+    if (believes) {
+      a.belief = { from: a.belief?.from ?? e.t, to: e.t };
+    }
+  }
+  // The key stopped being held at the release or the loss, else at the last sign of the holder
+  // (a killed worker leaves no release).
+  for (const e of sorted) {
+    if (e.type !== 'released' && e.type !== 'lost') continue;
+    const a = byId.get(id(e.worker, e.acquisition));
+    if (a !== undefined) a.endedAt ??= e.t;
+  }
+  for (const [key, a] of byId) a.endedAt ??= lastSeen.get(key) ?? a.grantedAt;
+  return [...byId.values()];
+}

@@ -1,0 +1,69 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { binaryOrSkip, builtOrSkip } from '../support/reachable.js';
+import { backends, type Deployment } from './backends.js';
+import { nemeses } from './nemeses.js';
+import { type CaseResult, canStepClocks, describeViolations, runCase, summary } from './runner.js';
+
+// Each backend with its most telling nemeses for a few seconds each (at least five leases);
+// `npm run nemesis` runs them for longer.
+const durationMs = (leaseMs: number) => Math.max(6_000, 5 * leaseMs);
+
+const built = builtOrSkip('nemesis', [
+  'index.js',
+  'redis/index.js',
+  'redlock/index.js',
+  'postgres/index.js',
+  'sqlite/index.js',
+  'memcached/index.js',
+  'keyv/index.js',
+]);
+const servers: Record<string, boolean> = {
+  redis: await binaryOrSkip('nemesis on Redis', 'redis-server'),
+  postgres: await binaryOrSkip('nemesis on PostgreSQL', 'initdb'),
+  memcached: await binaryOrSkip('nemesis on Memcached', 'memcached'),
+};
+const needs = (backend: string) =>
+  backend.includes('redis') || backend === 'redlock' ? servers.redis : (servers[backend] ?? true);
+const clocks = canStepClocks();
+if (!clocks) {
+  const message = 'libfaketime is not installed (Debian: faketime)';
+  if (process.env.CI === 'true')
+    throw new Error(`${message} (CI=true: the clock-step nemesis must run)`);
+  console.warn(`\n!!! SKIPPING the clock-step nemesis: ${message}. !!!\n`);
+}
+
+const results: CaseResult[] = [];
+afterAll(() => {
+  if (results.length > 0) console.log(`\nnemesis summary\n${summary(results)}\n`);
+});
+
+for (const backend of backends) {
+  describe.runIf(built && needs(backend.name))(`nemesis: ${backend.name}`, () => {
+    let deployment: Deployment;
+    beforeAll(async () => {
+      deployment = await backend.start();
+    });
+    afterAll(async () => {
+      await deployment?.stop();
+    });
+
+    for (const nemesis of backend.nemeses) {
+      const runs = clocks || !nemeses[nemesis].clock;
+      it.runIf(runs)(nemesis, async () => {
+        const leaseMs = backend.leaseMs?.(backend.ttlMs) ?? backend.ttlMs;
+        const result = await runCase({
+          backend,
+          deployment,
+          nemesis,
+          durationMs: durationMs(leaseMs),
+        });
+        results.push(result);
+        if (result.violations.length + result.limited.length > 0) {
+          console.log(describeViolations(result));
+        }
+        expect(result.locks).toBeGreaterThan(0);
+        expect(result.violations.map((v) => `${v.kind}: ${v.text}`)).toEqual([]);
+      });
+    }
+  });
+}
