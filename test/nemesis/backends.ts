@@ -219,7 +219,7 @@ export const backends: Backend[] = [
   },
   {
     name: 'memcached',
-    fences: true,
+    fences: false,
     push: false,
     ttlMs: 600,
     // memcached's clock ticks in whole seconds: the item lives the ttl rounded up, plus one.
