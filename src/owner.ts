@@ -36,6 +36,8 @@ export function parseOwner(owner: string): OwnerParts {
 
 /** `pid 123 on web-1`, or the raw owner when it is not one of ours. */
 export function describeOwner(owner: string): string {
+  // A store reports '' for a value under the key that cachelock did not write.
+  if (owner === '') return 'an unknown owner';
   const { host, pid } = parseOwner(owner);
   if (host === undefined || pid === undefined) return JSON.stringify(owner);
   return `pid ${pid} on ${host}`;

@@ -79,8 +79,9 @@ export interface Handoff {
 
 /** What `LockStore.inspect` reports. */
 export interface LeaseInfo {
+  /** `''` when the key holds a value cachelock did not write: held by an unknown owner. */
   owner: string;
-  /** Milliseconds left on the lease, by the store's clock. */
+  /** Milliseconds left on the lease, by the store's clock; `Infinity` when it never expires. */
   ttlMs: number;
   fence?: bigint;
 }
