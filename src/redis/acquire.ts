@@ -7,8 +7,8 @@ import { script } from './script.js';
  * owner, or by a value cachelock did not write (never touched).
  *
  * The lease value is `2/<fence>:<owner>` (see keys.ts for the layout). A fence is the
- * server's time in microseconds, and above the key's last fence while the key has state: a
- * free key has none, and a fence was issued at least a script run earlier. The free key's fast
+ * server's time in microseconds: a free key has no state, and its last fence was issued at
+ * least a round trip before its release (see release.ts for hand-offs). The free key's fast
  * path is two calls. The owner already holding the key (a hand-off granted it, or a retry
  * after a lost reply) gets its lease refreshed and the same fence. A waiter that finds the key
  * held joins the line (or keeps its place and pushes its deadline), and marks the lease
@@ -19,31 +19,19 @@ export const ACQUIRE = script(
   `local lease = KEYS[1]
 local now = redis.call('TIME')
 local fence = now[1] .. string.sub('00000' .. now[2], -6)
-local taken = redis.call('SET', lease, '2/' .. fence .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2])
-local value, last, mark, owner
-if not taken then
-  value = redis.pcall('GET', lease)
-  -- Another type under the name: a value cachelock did not write.
-  if type(value) ~= 'string' then return false end
-  last, mark, owner = string.match(value, '^2/(%d+)(%*?):(.*)$')
-  if owner == ARGV[1] then
-    redis.call('PEXPIRE', lease, ARGV[2])
-    return last
-  end
-  if owner == '' then
-    -- Released in the microsecond its fence was issued: it keeps that fence for a moment.
-    fence = string.format('%.0f', math.max(tonumber(fence), tonumber(last) + 1))
-    redis.call('SET', lease, '2/' .. fence .. ':' .. ARGV[1], 'PX', ARGV[2])
-    taken = true
-  end
-end
-if taken then
-  -- The counter the first release kept per key: fences no longer need it.
-  redis.call('DEL', lease .. ':fence')
+if redis.call('SET', lease, '2/' .. fence .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2]) then
   if ARGV[3] ~= '0' and redis.call('ZREM', lease .. ':v2:line', ARGV[1]) == 1 then
     redis.call('HDEL', lease .. ':v2:waiters', ARGV[1])
   end
   return fence
+end
+local value = redis.pcall('GET', lease)
+-- Another type under the name: a value cachelock did not write.
+if type(value) ~= 'string' then return false end
+local last, mark, owner = string.match(value, '^2/(%d+)(%*?):(.+)$')
+if owner == ARGV[1] then
+  redis.call('PEXPIRE', lease, ARGV[2])
+  return last
 end
 -- The first release's '<fence>:<owner>', held by one of its processes, or a value cachelock
 -- did not write: left as it is, with no line (polling finds the key once it is free).

@@ -19,7 +19,6 @@ export function leaseInfo(reply: unknown): LeaseInfo | null {
   if (!Array.isArray(reply)) return null;
   const pttl = Number(reply[1]);
   const lease = parseLease(String(reply[0]));
-  if (lease === null) return null;
   // PTTL -1: a value cachelock did not write, with no expiry.
   return { ...lease, ttlMs: pttl === -1 ? Number.POSITIVE_INFINITY : Math.max(0, pttl) };
 }
@@ -29,21 +28,13 @@ const FIRST_RELEASE = /^(\d+)\*?:/;
 
 /**
  * A lease value as stored: `2/<fence>:<owner>` (`2/<fence>*:<owner>` while waiters are in
- * line; `2/<fence>:` is a freed key keeping its fence for a moment, so `null`), or the first
- * release's `<fence>:<owner>`. Anything else was not written by cachelock: the owner is
- * unknown (`''`) and there is no fence.
+ * line), or the first release's `<fence>:<owner>`. Anything else was not written by
+ * cachelock: the owner is unknown (`''`) and there is no fence.
  */
-export function parseLease(value: string): { owner: string; fence?: bigint } | null {
-  const current = CURRENT.exec(value);
-  if (current !== null) {
-    const owner = value.slice(current[0].length);
-    return owner === '' ? null : { owner, fence: BigInt(current[1]!) };
-  }
-  const first = FIRST_RELEASE.exec(value);
-  if (first !== null && first[0].length < value.length) {
-    return { owner: value.slice(first[0].length), fence: BigInt(first[1]!) };
-  }
-  return { owner: '' };
+export function parseLease(value: string): { owner: string; fence?: bigint } {
+  const match = CURRENT.exec(value) ?? FIRST_RELEASE.exec(value);
+  if (match === null || match[0].length === value.length) return { owner: '' };
+  return { owner: value.slice(match[0].length), fence: BigInt(match[1]!) };
 }
 
 /** A hand-off as published on release: `<fence>:<claimMs>:<owner>`. */

@@ -13,7 +13,10 @@ export interface LockKeys {
    * `<fence>:<owner>` under the same name, so the two exclude each other.
    */
   lease: string;
-  /** The first release's fence counter, which outlived every lease: deleted when seen. */
+  /**
+   * The first release's fence counter, which outlived every lease. Nothing reads or writes it
+   * now; the README says how to delete the ones left behind.
+   */
   fence: string;
   /** The waiters in order of arrival (a sorted set scored by arrival time), gone with them. */
   line: string;

@@ -21,7 +21,7 @@ export const RELEASE = script(
   `local lease = KEYS[1]
 local value = redis.pcall('GET', lease)
 if ARGV[1] == '' then
-  if value and (type(value) ~= 'string' or not (string.find(value, '^2/%d+%*?:')
+  if value and (type(value) ~= 'string' or not (string.find(value, '^2/%d+%*?:.')
       or string.find(value, '^%d+%*?:.'))) then
     redis.call('DEL', lease)
     return 1
@@ -39,40 +39,37 @@ if ARGV[2] ~= '0' then
   redis.call('PEXPIRE', lease, ARGV[2])
   return 1
 end
+if string.byte(value, sep - 1) ~= 42 then -- not marked '*'
+  redis.call('DEL', lease)
+  return 1
+end
 local last = tonumber(string.match(value, '^2/(%d+)')) or 0
+local line, waiters = lease .. ':v2:line', lease .. ':v2:waiters'
 local now = redis.call('TIME')
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
-local marked = string.byte(value, sep - 1) == 42
-if marked then
-  local line, waiters = lease .. ':v2:line', lease .. ':v2:waiters'
-  local now_ms = math.floor(now_us / 1000)
-  while true do
-    local first = redis.call('ZRANGE', line, 0, 0)[1]
-    if not first then break end
-    redis.call('ZREM', line, first)
-    local entry = redis.call('HGET', waiters, first)
-    redis.call('HDEL', waiters, first)
-    if entry then
-      local sep = string.find(entry, ':', 1, true)
-      if tonumber(string.sub(entry, 1, sep - 1)) > now_ms then
-        local fence = string.format('%.0f', math.max(now_us, last + 1))
-        local claim_ms = string.sub(entry, sep + 1)
-        local mark = redis.call('EXISTS', line) == 1 and '*' or ''
-        redis.call('SET', lease, '2/' .. fence .. mark .. ':' .. first, 'PX', claim_ms)
-        local handoff = fence .. ':' .. claim_ms .. ':' .. first
-        redis.call('PUBLISH', lease, handoff)
-        return handoff
-      end
+local now_ms = math.floor(now_us / 1000)
+while true do
+  local first = redis.call('ZRANGE', line, 0, 0)[1]
+  if not first then break end
+  redis.call('ZREM', line, first)
+  local entry = redis.call('HGET', waiters, first)
+  redis.call('HDEL', waiters, first)
+  if entry then
+    local sep = string.find(entry, ':', 1, true)
+    if tonumber(string.sub(entry, 1, sep - 1)) > now_ms then
+      -- Above the last fence even if the clock has not passed it (it stepped back).
+      local fence = string.format('%.0f', math.max(now_us, last + 1))
+      local claim_ms = string.sub(entry, sep + 1)
+      local mark = redis.call('EXISTS', line) == 1 and '*' or ''
+      redis.call('SET', lease, '2/' .. fence .. mark .. ':' .. first, 'PX', claim_ms)
+      local handoff = fence .. ':' .. claim_ms .. ':' .. first
+      redis.call('PUBLISH', lease, handoff)
+      return handoff
     end
   end
 end
-if last < now_us then
-  redis.call('DEL', lease)
-else
-  -- Freed in the microsecond its fence was issued: keep the fence until the clock passes it.
-  redis.call('SET', lease, string.format('2/%.0f:', last), 'PX', math.floor((last - now_us) / 1000) + 1)
-end
-if marked then redis.call('PUBLISH', lease, '') end
+redis.call('DEL', lease)
+redis.call('PUBLISH', lease, '')
 return 1
 `,
 );
