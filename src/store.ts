@@ -36,9 +36,9 @@ export interface LockStore {
    * Push wake-ups: call `listener` when `key` is released (or may have become free). A store
    * may announce only the releases that a waiter asked for (an `acquire` with `lineMs` that
    * found the key held), as the core's waiters always do. A store that hands a released key
-   * straight to the next waiter in line passes the new holder, so that waiter knows it holds
-   * the key without another round trip. Returns the unsubscribe function. Absent: the core
-   * polls.
+   * straight to the next waiter in line passes the new holder: that waiter then confirms with
+   * `acquire` at once, and the others keep waiting. Returns the unsubscribe function. Absent:
+   * the core polls.
    *
    * The core subscribes before it tries to acquire, so a release between a failed attempt and
    * the wake-up cannot be missed. A store whose subscription becomes active only later (a pub/sub
@@ -65,15 +65,15 @@ export interface AcquireOptions {
   lineMs?: number;
 }
 
-/** A store handed a released key to a waiter. */
+/**
+ * A store handed a released key to a waiter. It is news, not a grant: the message can reach a
+ * paused waiter after its claim ran out and another owner took the key, so the waiter confirms
+ * with `acquire` (which refreshes a lease it still holds) and counts its lease from sending that.
+ */
 export interface Handoff {
   owner: string;
   fence?: bigint;
-  /**
-   * The lease the store gave the new holder, counted from the hand-off. With it the waiter
-   * holds the key at once and its watchdog extends the lease to the full ttl in the background;
-   * without it the waiter first confirms with `acquire` (one more round trip).
-   */
+  /** The claim lease the store gave the new holder, counted from the hand-off on its clock. */
   ttlMs?: number;
 }
 
@@ -85,8 +85,9 @@ export interface Handoff {
  * overwritten or deleted, except by a release as owner `''` (only a forced release does that).
  */
 export interface LeaseInfo {
+  /** `''` when the key holds a value cachelock did not write: held by an unknown owner. */
   owner: string;
-  /** Milliseconds left on the lease, by the store's clock. */
+  /** Milliseconds left on the lease, by the store's clock; `Infinity` when it never expires. */
   ttlMs: number;
   fence?: bigint;
 }

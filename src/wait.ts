@@ -12,9 +12,9 @@ import { abandon, type Handoff, type LockStore } from './store.js';
 /** What a successful wait returns. */
 export interface Granted {
   fence: bigint | undefined;
-  /** When the request that won was sent (or the hand-off arrived), on `performance.now()`. */
+  /** When the request that won was sent, on `performance.now()`. */
   sentAt: number;
-  /** Set when a store handed the key over with a lease shorter than asked for. */
+  /** Unused: a hand-off is confirmed by an acquire, which grants the full lease. */
   leaseMs?: number;
 }
 
@@ -26,8 +26,8 @@ export interface WaitRequest {
   /** On the `performance.now()` clock; `Infinity` waits on. */
   deadline: number;
   signal: AbortSignal | undefined;
-  /** Whether the caller can take a hand-off with a short lease (its watchdog extends it). */
-  acceptShortLease: boolean;
+  /** Unused: every hand-off is confirmed with an acquire before the wait ends. */
+  acceptShortLease?: boolean;
 }
 
 /** The wait ran out. */
@@ -104,13 +104,11 @@ async function attempt(request: WaitRequest, line: Line): Promise<Granted> {
     woken = true;
     wake();
   };
-  let handoff: Granted | undefined;
   const unsubscribe = store.onRelease?.(key, (given?: Handoff) => {
     // Handed to another waiter: the key is held again, so trying now would only cost a trip.
     if (given !== undefined && given.owner !== owner) return;
-    if (given !== undefined && given.ttlMs !== undefined && request.acceptShortLease) {
-      handoff = { fence: given.fence, sentAt: performance.now(), leaseMs: given.ttlMs };
-    }
+    // Handed to us: confirm with an acquire (it refreshes our lease) and count from sending it.
+    // The message may have waited in a paused process past its claim, the key since taken.
     onWake();
   });
   line.poke = onWake;
@@ -131,20 +129,12 @@ async function attempt(request: WaitRequest, line: Line): Promise<Granted> {
         won = true;
         return { fence: result.fence, sentAt };
       }
-      if (handoff !== undefined) {
-        won = true;
-        return handoff;
-      }
       const remaining = deadline - performance.now();
       if (remaining <= 0) throw new WaitTimeout();
       if (!woken) {
         const sleepMs = Math.min(delay * (0.5 + Math.random() * 0.5), remaining);
         await sleep(sleepMs, signal, (resolve) => (wake = resolve));
         wake = noop;
-      }
-      if (handoff !== undefined) {
-        won = true;
-        return handoff;
       }
       delay = Math.min(delay * 1.5, maxDelay);
     }

@@ -1,11 +1,15 @@
 import type { Handoff, LeaseInfo } from 'cachelock';
 import { script } from './script.js';
 
-/** KEYS: lease. Returns `{ value, pttl }` in one step, or nil when free. */
+/**
+ * KEYS: lease. Returns `{ value, pttl }` in one step, or nil when free. A key of another type
+ * reads as the empty value: held by someone cachelock cannot name.
+ */
 export const INSPECT = script(
   'inspect',
-  `local value = redis.call('GET', KEYS[1])
+  `local value = redis.pcall('GET', KEYS[1])
 if not value then return false end
+if type(value) ~= 'string' then value = '' end
 return { value, redis.call('PTTL', KEYS[1]) }
 `,
 );
@@ -13,14 +17,24 @@ return { value, redis.call('PTTL', KEYS[1]) }
 /** The inspect script's reply as a `LeaseInfo`, or `null` when the key is free. */
 export function leaseInfo(reply: unknown): LeaseInfo | null {
   if (!Array.isArray(reply)) return null;
-  return { ...parseLease(String(reply[0])), ttlMs: Math.max(0, Number(reply[1])) };
+  const pttl = Number(reply[1]);
+  const lease = parseLease(String(reply[0]));
+  // PTTL -1: a value cachelock did not write, with no expiry.
+  return { ...lease, ttlMs: pttl === -1 ? Number.POSITIVE_INFINITY : Math.max(0, pttl) };
 }
 
-/** A lease value as stored: `<fence>:<owner>`, or `<fence>*:<owner>` while waiters are in line. */
-export function parseLease(value: string): { owner: string; fence: bigint } {
-  const sep = value.indexOf(':');
-  const end = value.charCodeAt(sep - 1) === 42 /* '*' */ ? sep - 1 : sep;
-  return { fence: BigInt(value.slice(0, end)), owner: value.slice(sep + 1) };
+const CURRENT = /^2\/(\d+)\*?:/;
+const FIRST_RELEASE = /^(\d+)\*?:/;
+
+/**
+ * A lease value as stored: `2/<fence>:<owner>` (`2/<fence>*:<owner>` while waiters are in
+ * line), or the first release's `<fence>:<owner>`. Anything else was not written by
+ * cachelock: the owner is unknown (`''`) and there is no fence.
+ */
+export function parseLease(value: string): { owner: string; fence?: bigint } {
+  const match = CURRENT.exec(value) ?? FIRST_RELEASE.exec(value);
+  if (match === null || match[0].length === value.length) return { owner: '' };
+  return { owner: value.slice(match[0].length), fence: BigInt(match[1]!) };
 }
 
 /** A hand-off as published on release: `<fence>:<claimMs>:<owner>`. */

@@ -6,23 +6,32 @@ import { script } from './script.js';
  * key (channels are not keys, so Cluster routing is unaffected).
  *
  * With keepMs > 0 (holdAtLeast) the lease is only shortened. An unmarked lease (nobody joined
- * the line while it was held) is just deleted: two calls. A marked one (`<fence>*:<owner>`)
+ * the line while it was held) is just deleted: two calls. A marked one (`2/<fence>*:<owner>`)
  * goes to the first waiter in line whose place has not lapsed, in this same step: it gets a
- * new fence and its claim lease (at most its lineMs, so a waiter that died in line holds the
- * key up only that long), and the channel says who holds it now: `<fence>:<claimMs>:<owner>`.
- * The reply says the same, so that a waiter in the releasing process learns it without waiting
- * for the message.
- * With nobody live in line the key is deleted and the channel says it is free (an empty
- * message). A non-holder's release only leaves the line.
+ * higher fence and a claim lease (at most its lineMs, so a waiter that died in line holds the
+ * key up only that long, and it confirms with an acquire), and the channel says who holds it
+ * now: `<fence>:<claimMs>:<owner>`. The reply says the same, so that a waiter in the releasing
+ * process learns it without waiting for the message. With nobody live in line the key is
+ * freed and the channel says so (an empty message). A non-holder's release only leaves the
+ * line. The owner '' is the unknown owner of a value cachelock did not write: only a forced
+ * release names it, and it deletes that value and nothing else.
  */
 export const RELEASE = script(
   'release',
   `local lease = KEYS[1]
-local value = redis.call('GET', lease)
-local sep = value and string.find(value, ':', 1, true)
-if not value or string.sub(value, sep + 1) ~= ARGV[1] then
-  if redis.call('ZREM', lease .. ':line', ARGV[1]) == 1 then
-    redis.call('HDEL', lease .. ':waiters', ARGV[1])
+local value = redis.pcall('GET', lease)
+if ARGV[1] == '' then
+  if value and (type(value) ~= 'string' or not (string.find(value, '^2/%d+%*?:.')
+      or string.find(value, '^%d+%*?:.'))) then
+    redis.call('DEL', lease)
+    return 1
+  end
+  return 0
+end
+local sep = type(value) == 'string' and string.find(value, ':', 1, true)
+if not sep or string.sub(value, sep + 1) ~= ARGV[1] then
+  if redis.call('ZREM', lease .. ':v2:line', ARGV[1]) == 1 then
+    redis.call('HDEL', lease .. ':v2:waiters', ARGV[1])
   end
   return 0
 end
@@ -34,9 +43,11 @@ if string.byte(value, sep - 1) ~= 42 then -- not marked '*'
   redis.call('DEL', lease)
   return 1
 end
-local line, waiters = lease .. ':line', lease .. ':waiters'
+local last = tonumber(string.match(value, '^2/(%d+)')) or 0
+local line, waiters = lease .. ':v2:line', lease .. ':v2:waiters'
 local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local now_ms = math.floor(now_us / 1000)
 while true do
   local first = redis.call('ZRANGE', line, 0, 0)[1]
   if not first then break end
@@ -46,10 +57,11 @@ while true do
   if entry then
     local sep = string.find(entry, ':', 1, true)
     if tonumber(string.sub(entry, 1, sep - 1)) > now_ms then
-      local fence = redis.call('INCR', lease .. ':fence')
+      -- Above the last fence even if the clock has not passed it (it stepped back).
+      local fence = string.format('%.0f', math.max(now_us, last + 1))
       local claim_ms = string.sub(entry, sep + 1)
       local mark = redis.call('EXISTS', line) == 1 and '*' or ''
-      redis.call('SET', lease, fence .. mark .. ':' .. first, 'PX', claim_ms)
+      redis.call('SET', lease, '2/' .. fence .. mark .. ':' .. first, 'PX', claim_ms)
       local handoff = fence .. ':' .. claim_ms .. ':' .. first
       redis.call('PUBLISH', lease, handoff)
       return handoff

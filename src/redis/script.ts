@@ -10,11 +10,3 @@ export interface Script {
 export function script(name: string, text: string): Script {
   return { name, text, sha: createHash('sha1').update(text).digest('hex') };
 }
-
-/**
- * Lua text for the owner in a lease value `<fence>:<owner>`; fences are digits, so the first
- * colon separates them whatever the owner contains. Inlined rather than a Lua function, which
- * the server would build anew on every call.
- */
-export const ownerOf = (value: string) =>
-  `string.sub(${value}, string.find(${value}, ':', 1, true) + 1)`;

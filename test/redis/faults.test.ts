@@ -4,7 +4,7 @@ import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { closeAll, Lock, LockLostError, StoreError } from 'cachelock';
-import { redisStore } from 'cachelock/redis';
+import { lockKeys, redisStore } from 'cachelock/redis';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundleChild } from '../support/bundle.js';
@@ -71,17 +71,21 @@ function start(script: string, args: string[]): Child {
 describe.runIf(runs)('redis faults, on throwaway servers', () => {
   let server: RedisServer;
   let holder: string;
+  let waiter: string;
   const children: ChildProcess[] = [];
 
   beforeAll(async () => {
     server = await RedisServer.start();
     holder = await fixture('holder');
+    waiter = await fixture('waiter');
   });
   afterAll(async () => {
     for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
     await closeAll();
     await server?.dispose();
-    if (holder) rmSync(join(holder, '..'), { recursive: true, force: true });
+    for (const script of [holder, waiter]) {
+      if (script) rmSync(join(script, '..'), { recursive: true, force: true });
+    }
   });
 
   it('a holder killed with SIGKILL frees the lock within its lease', async () => {
@@ -127,6 +131,42 @@ describe.runIf(runs)('redis faults, on throwaway servers', () => {
     } finally {
       child.process.kill('SIGKILL');
       resource.disconnect();
+    }
+  });
+
+  it('a waiter paused in line past its hand-off claim does not hold the key another process took', async () => {
+    const k = key('paused-waiter');
+    const names = lockKeys(`cachelock:${k}`);
+    const observer = new Redis(server.port, '127.0.0.1');
+    const first = await Lock.acquire(k, { cache: server.url, ttl: '30s' });
+    // A ttl of 300 ms makes the hand-off's claim 300 ms.
+    const child = start(waiter, [server.url, k, '300']);
+    children.push(child.process);
+    try {
+      await waitUntil(async () => {
+        const [, subscribers] = (await observer.pubsub('NUMSUB', names.channel)) as [
+          string,
+          number,
+        ];
+        return subscribers >= 1 && (await observer.zcard(names.line)) >= 1;
+      }, 10_000);
+      child.process.kill('SIGSTOP');
+      expect(await first.release()).toBe(true);
+      expect((await Lock.inspect(k, { cache: server.url }))?.pid).toBe(child.process.pid);
+      // The claim runs out while the waiter sleeps; this process takes the key.
+      const next = await Lock.acquire(k, { cache: server.url, ttl: '30s', wait: '10s' });
+      expect(next.fence!).toBeGreaterThan(first.fence!);
+      child.process.kill('SIGCONT');
+      const early = await Promise.race([child.next(), sleep(1_500).then(() => undefined)]);
+      expect(early).toBeUndefined();
+      expect(next.held).toBe(true);
+      expect(await next.release()).toBe(true);
+      const report = early ?? (await child.next());
+      expect(report).toMatchObject({ held: true, aborted: false });
+      expect(BigInt(report.acquired as string)).toBeGreaterThan(next.fence!);
+    } finally {
+      child.process.kill('SIGKILL');
+      observer.disconnect();
     }
   });
 
