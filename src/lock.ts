@@ -150,7 +150,7 @@ export class Lock implements AsyncDisposable {
           throw storeError(this.key, 'acquire', error, store);
         }
         if (result !== null) {
-          this.#granted(store, owner, result.fence, started, ttlMs, started);
+          this.#granted(store, owner, result.fence, started, started);
           return this;
         }
         if (waitMs === 0) throw new LockedError(this.key, await this.#holder(store));
@@ -165,16 +165,8 @@ export class Lock implements AsyncDisposable {
           ttlMs,
           deadline: started + waitMs,
           signal,
-          acceptShortLease: this.#settings.autoExtend,
         });
-        this.#granted(
-          store,
-          owner,
-          granted.fence,
-          granted.sentAt,
-          granted.leaseMs ?? ttlMs,
-          started,
-        );
+        this.#granted(store, owner, granted.fence, granted.sentAt, started);
         return this;
       } catch (error) {
         if (error instanceof WaitTimeout) {
@@ -334,7 +326,6 @@ export class Lock implements AsyncDisposable {
     owner: string,
     fence: bigint | undefined,
     sentAt: number,
-    leaseMs: number,
     started: number,
   ): void {
     this.#store = store;
@@ -346,9 +337,8 @@ export class Lock implements AsyncDisposable {
     this.#extending = false;
     this.#grantedAt = performance.now();
     this.#leaseMs = this.#settings.ttlMs;
-    this.#expiresAt = sentAt + leaseMs;
-    // A hand-off's short claim lease is extended to the full ttl at a third of the claim.
-    this.#nextExtendAt = sentAt + leaseMs / 3;
+    this.#expiresAt = sentAt + this.#leaseMs;
+    this.#nextExtendAt = sentAt + this.#leaseMs / 3;
     const watched = (this.#watched ??= { dueAt: 0, tick: (now) => this.#tick(now) });
     watched.dueAt = this.#dueAt();
     watch(watched);

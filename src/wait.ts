@@ -14,8 +14,6 @@ export interface Granted {
   fence: bigint | undefined;
   /** When the request that won was sent, on `performance.now()`. */
   sentAt: number;
-  /** Unused: a hand-off is confirmed by an acquire, which grants the full lease. */
-  leaseMs?: number;
 }
 
 export interface WaitRequest {
@@ -26,8 +24,6 @@ export interface WaitRequest {
   /** On the `performance.now()` clock; `Infinity` waits on. */
   deadline: number;
   signal: AbortSignal | undefined;
-  /** Unused: every hand-off is confirmed with an acquire before the wait ends. */
-  acceptShortLease?: boolean;
 }
 
 /** The wait ran out. */
