@@ -34,6 +34,6 @@ export function storeFromClient(client: unknown): LockStore {
 /** @internal For `cachelock/redlock`: drive any supported client, open one for a URL. */
 export { driverFor, type RedisDriver } from './driver.js';
 /** @internal */
-export { openClient } from './open.js';
+export { openClient, openRedisClient } from './open.js';
 /** @internal */
 export { type Script, script } from './script.js';

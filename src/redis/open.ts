@@ -15,6 +15,14 @@ const retryDelay = (attempt: number) => Math.min(attempt * 100, 1_000);
  * is installed, else node-redis.
  */
 export async function openClient(url: URL): Promise<RedisDriver> {
+  const { client, library } = await openRedisClient(url);
+  return driverFor(client, library);
+}
+
+/** {@link openClient}, with the client itself, for a caller that also watches its connection. */
+export async function openRedisClient(
+  url: URL,
+): Promise<{ client: IoredisLike | NodeRedisLike; library: 'ioredis' | 'node-redis' }> {
   const href = url.href.replace(/^valkey(s?):/i, 'redis$1:');
   const ioredis = await importOptional(IOREDIS);
   if (ioredis) {
@@ -31,7 +39,7 @@ export async function openClient(url: URL): Promise<RedisDriver> {
       enableAutoPipelining: true,
     });
     client.on('error', () => {});
-    return driverFor(client, 'ioredis');
+    return { client, library: 'ioredis' };
   }
   const nodeRedis = await importOptional(NODE_REDIS);
   if (nodeRedis) {
@@ -41,7 +49,7 @@ export async function openClient(url: URL): Promise<RedisDriver> {
     });
     client.on('error', () => {});
     client.connect().catch(() => {});
-    return driverFor(client, 'node-redis');
+    return { client, library: 'node-redis' };
   }
   throw new Error(
     `cachelock/redis needs a Redis client library for ${url.protocol} URLs: npm install ioredis (or redis)`,

@@ -1,5 +1,5 @@
 import type { LockStore } from 'cachelock';
-import { type ClientLibrary, clientLibrary, driverFor, openClient } from 'cachelock/redis';
+import { type ClientLibrary, clientLibrary, driverFor, openRedisClient } from 'cachelock/redis';
 import { RedlockStore, type RedlockStoreOptions } from './store.js';
 
 export { type RedlockServer, RedlockStore, type RedlockStoreOptions } from './store.js';
@@ -72,8 +72,14 @@ export async function storeFromUrl(url: URL): Promise<LockStore> {
       'redlock URL needs one server parameter per server: redlock:?server=redis://h1:6379&server=redis://h2:6379&server=redis://h3:6379',
     );
   }
-  const drivers = await Promise.all(servers.map((server) => openClient(new URL(server))));
-  return new RedlockStore(drivers, {}, true);
+  const clients = await Promise.all(servers.map((server) => openRedisClient(new URL(server))));
+  // Watched like a user's clients: a member that is down must fail at once, not after
+  // serverTimeout, or every split vote waits for it.
+  const members = clients.map(({ client, library }) => ({
+    driver: driverFor(client, library),
+    unavailable: availability(client, library),
+  }));
+  return new RedlockStore(members, {}, true);
 }
 
 /** An array of clients, one per server. */

@@ -237,7 +237,7 @@ export class RedlockStore implements LockStore {
       if (queue.get(name) === settled) queue.delete(name);
     });
     queue.set(name, settled);
-    return bounded(reply, this.serverTimeoutMs);
+    return bounded(reply, this.serverTimeoutMs, () => server.unavailable());
   }
 
   /** Release `owner`'s lease on every server, without waiting for any of them. */
@@ -266,11 +266,31 @@ export class RedlockStore implements LockStore {
 
 function noop(): void {}
 
-function bounded<T>(operation: Promise<T>, ms: number): Promise<T> {
+/** How often a command still waiting for its reply checks that its server is connected. */
+const WATCH_MS = 20;
+
+/**
+ * `operation`, or a rejection after `ms`, or as soon as `unavailable` gives a reason: a client
+ * that loses its server with the command on the wire keeps it to send again after reconnecting,
+ * and a vote must not wait for that (the command itself still settles, in order, later).
+ */
+function bounded<T>(
+  operation: Promise<T>,
+  ms: number,
+  unavailable: () => string | undefined,
+): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no reply within ${ms} ms`)), ms);
+  const deadline = performance.now() + ms;
+  const cut = new Promise<never>((_, reject) => {
+    const check = () => {
+      const reason = unavailable();
+      if (reason !== undefined) return reject(new Error(reason));
+      const left = deadline - performance.now();
+      if (left <= 0) return reject(new Error(`no reply within ${ms} ms`));
+      timer = setTimeout(check, Math.min(WATCH_MS, left));
+    };
+    timer = setTimeout(check, Math.min(WATCH_MS, ms));
   });
   operation.catch(noop);
-  return Promise.race([operation, timeout]).finally(() => clearTimeout(timer));
+  return Promise.race([operation, cut]).finally(() => clearTimeout(timer));
 }

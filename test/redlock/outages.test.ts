@@ -1,6 +1,11 @@
 import { Lock, LockedError, LockTimeoutError, newOwner, StoreError } from 'cachelock';
 import { lockKeys } from 'cachelock/redis';
-import { type RedlockStore, redlockStore } from 'cachelock/redlock';
+import {
+  type RedlockStore,
+  type RedlockStoreOptions,
+  redlockStore,
+  storeFromUrl,
+} from 'cachelock/redlock';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { describe, expect, it } from 'vitest';
@@ -20,7 +25,7 @@ const ROUNDS = 20;
 const PROMPT_MS = 200;
 
 /** Three throwaway servers; the third is driven by node-redis, the others by ioredis. */
-async function quorum() {
+async function quorum(options?: RedlockStoreOptions) {
   const servers = await Promise.all([0, 1, 2].map(() => RedisServer.start()));
   // Default client options, as a user would make them: ioredis queues commands while it
   // reconnects, node-redis too.
@@ -34,7 +39,7 @@ async function quorum() {
     servers,
     ioredis,
     nodeRedis,
-    store: redlockStore([...ioredis, nodeRedis]),
+    store: redlockStore([...ioredis, nodeRedis], options),
     /** Kill servers and wait until their clients noticed (a command already on its way to a
      * server that dies may wait for serverTimeout: the client keeps it to send again). */
     async kill(...indexes: number[]) {
@@ -179,4 +184,128 @@ describe.runIf(runs)('redlock with servers down or stalled', () => {
       await q.dispose();
     }
   });
+
+  it('with 1 of 3 servers down, a split vote is settled at once, also by a store opened by URL', async () => {
+    const servers = await Promise.all([0, 1, 2].map(() => RedisServer.start()));
+    const direct = new Redis(servers[0]!.port, '127.0.0.1');
+    const url = `redlock:?${servers.map((s) => `server=${s.url}`).join('&')}`;
+    const store = (await storeFromUrl(new URL(url))) as RedlockStore;
+    try {
+      await store.inspect(key('warm-up'));
+      await servers[2]!.kill();
+      // Through the outage, as the store's clients back off between reconnection attempts:
+      // another owner holds the key on server 1 only, so server 3 would decide the vote.
+      for (let i = 0; i < 6; i++) {
+        const k = key('url-split');
+        await direct.set(leaseName(k), newOwner(), 'PX', 10_000);
+        const started = performance.now();
+        expect(await store.acquire(k, newOwner(), 500)).toBeNull();
+        expect(performance.now() - started, `attempt ${i}`).toBeLessThan(PROMPT_MS);
+        await sleep(250);
+      }
+    } finally {
+      await store.close();
+      direct.disconnect();
+      await Promise.all(servers.map((s) => s.dispose()));
+    }
+  });
+
+  it('a vote does not wait for a command that was on its way to a server that died, and the server keeps nothing when it comes back', async () => {
+    const q = await quorum({ serverTimeout: '5s' });
+    const victim = q.servers[1]!;
+    try {
+      const k = key('in-flight');
+      const other = newOwner();
+      const mine = newOwner();
+      await q.ioredis[0]!.set(leaseName(k), other, 'PX', 10_000);
+      // The acquire reaches server 2 and stays unanswered there; server 2 then dies with it on
+      // the wire, and its client keeps it to send again once it reconnects.
+      process.kill(victim.pid!, 'SIGSTOP');
+      const attempt = q.store.acquire(k, mine, 2_000);
+      await sleep(50);
+      await q.kill(1);
+      const killed = performance.now();
+      expect(await attempt).toBeNull();
+      expect(performance.now() - killed).toBeLessThan(PROMPT_MS);
+      // Undone on the live server that granted it (the undo is not waited for).
+      await expect.poll(() => q.nodeRedis.get(leaseName(k)), { timeout: 1_000 }).toBeNull();
+
+      // Back, empty: the acquire it is sent again is undone after it, not before.
+      await victim.launch();
+      await expect.poll(() => q.ioredis[1]!.status, { timeout: 5_000 }).toBe('ready');
+      await sleep(300);
+      expect(await q.ioredis[1]!.get(leaseName(k))).toBeNull();
+      // Once the other owner is gone, the key is free on a majority again.
+      await q.ioredis[0]!.del(leaseName(k));
+      expect(await q.store.acquire(k, newOwner(), 500)).toEqual({});
+    } finally {
+      await q.dispose();
+    }
+  });
+
+  it.each(['url', 'clients'] as const)(
+    'contenders hand one key over promptly while a member dies mid-stream (%s)',
+    async (opened) => {
+      const servers = await Promise.all([0, 1, 2].map(() => RedisServer.start()));
+      const url = `redlock:?${servers.map((s) => `server=${s.url}`).join('&')}`;
+      const stores: RedlockStore[] = [];
+      const clients: Redis[] = [];
+      for (let i = 0; i < 8; i++) {
+        if (opened === 'url') {
+          stores.push((await storeFromUrl(new URL(url))) as RedlockStore);
+        } else {
+          const mine = servers.map((s) => new Redis(s.port, '127.0.0.1'));
+          for (const c of mine) c.on('error', () => {});
+          clients.push(...mine);
+          stores.push(redlockStore(mine, { serverTimeout: '5s' }));
+        }
+      }
+      const k = key(`hand-over-${opened}`);
+      let running = true;
+      let released = performance.now();
+      const gaps: number[] = [];
+      const failures: unknown[] = [];
+      const contend = async (store: RedlockStore) => {
+        while (running) {
+          const lock = new Lock(k, { cache: store, ttl: 1_000, autoExtend: true, wait: '10s' });
+          try {
+            await lock.acquire();
+          } catch (error) {
+            failures.push(error);
+            continue;
+          }
+          gaps.push(performance.now() - released);
+          await sleep(Math.random() * 10);
+          try {
+            await lock.release();
+          } catch (error) {
+            failures.push(error);
+          }
+          released = performance.now();
+        }
+      };
+      try {
+        const contenders = stores.map(contend);
+        await sleep(500);
+        const before = gaps.length;
+        // Killed while the contenders keep it busy, so commands are on the wire to it.
+        await servers[1]!.kill();
+        await sleep(2_000);
+        const during = gaps.length - before;
+        await servers[1]!.launch();
+        await sleep(1_000);
+        running = false;
+        await Promise.all(contenders);
+        expect(failures).toEqual([]);
+        expect(during).toBeGreaterThan(10);
+        // A hand-over is a release and a poll of the next contender (at most 200 ms apart).
+        expect(Math.max(...gaps)).toBeLessThan(600);
+      } finally {
+        running = false;
+        await Promise.all(stores.map((s) => s.close()));
+        for (const c of clients) c.disconnect();
+        await Promise.all(servers.map((s) => s.dispose()));
+      }
+    },
+  );
 });
