@@ -54,7 +54,7 @@ async function betterSqlite3(): Promise<DatabaseConstructor> {
     return (module.default ?? module) as DatabaseConstructor;
   } catch (error) {
     throw new Error(
-      'cachelock/sqlite needs node:sqlite (Node.js >= 22.13) or the better-sqlite3 package: npm install better-sqlite3@12',
+      `cachelock/sqlite needs node:sqlite (Node.js >= 22.13; this is Node.js ${process.version}) or the better-sqlite3 package: npm install better-sqlite3@12`,
       { cause: error },
     );
   }

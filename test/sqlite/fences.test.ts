@@ -7,6 +7,9 @@ import { sqliteStore } from 'cachelock/sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const KEYS = 5_000;
+// This file reads and writes the tables on connections of its own, through better-sqlite3; the
+// stores use it too, since two copies of SQLite in one process do not see each other's locks.
+const driver = 'better-sqlite3';
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let dir: string;
@@ -20,7 +23,7 @@ function freshPath(): string {
 }
 
 function open(path: string): LockStore {
-  const store = sqliteStore(path);
+  const store = sqliteStore(path, { driver });
   stores.push(store);
   return store;
 }
@@ -104,7 +107,7 @@ describe('sqlite store: nothing left behind', () => {
     // Each a new store, as each `cachelock run` is a new process: the sweep resumes where the
     // last one stopped (kept in the file), rather than going over the first rows again.
     for (let i = 0; i < 40; i++) {
-      const once = sqliteStore(path);
+      const once = sqliteStore(path, { driver });
       const owner = newOwner();
       await once.acquire('cli', owner, 10_000);
       await once.release('cli', owner);
@@ -117,12 +120,12 @@ describe('sqlite store: nothing left behind', () => {
 describe('sqlite store: fences that only rise', () => {
   it('across a closed and reopened store, and a file deleted and made anew', async () => {
     const path = freshPath();
-    const first = sqliteStore(path);
+    const first = sqliteStore(path, { driver });
     const owner = newOwner();
     const before = (await first.acquire('k', owner, 10_000))!.fence!;
     await first.release('k', owner);
     await first.close?.();
-    const reopened = sqliteStore(path);
+    const reopened = sqliteStore(path, { driver });
     const again = (await reopened.acquire('k', newOwner(), 10_000))!.fence!;
     expect(again > before).toBe(true);
     await reopened.close?.();

@@ -15,12 +15,22 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { isLockStore, type LockStore, newOwner } from 'cachelock';
-import { sqliteStore, storeFromClient, storeFromUrl } from 'cachelock/sqlite';
+import { type SqliteDriver, sqliteStore, storeFromClient, storeFromUrl } from 'cachelock/sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundleChild } from '../support/bundle.js';
+import { nodeSqliteOrSkip } from '../support/node-sqlite.js';
 
 const run = promisify(execFile);
 const fixtures = fileURLToPath(new URL('./fixtures/', import.meta.url));
+
+type Connection = { exec(sql: string): unknown; close(): unknown };
+const NodeDatabase = nodeSqliteOrSkip('sqlite store over node:sqlite');
+// A second connection in this process goes through the store's own SQLite library: two copies
+// of SQLite in one process do not see each other's locks.
+const libraries: [SqliteDriver, (path: string) => Connection][] = [
+  ['better-sqlite3', (path) => new Database(path)],
+];
+if (NodeDatabase) libraries.push(['node:sqlite', (path) => new NodeDatabase(path)]);
 
 let dir: string;
 const stores: LockStore[] = [];
@@ -174,21 +184,24 @@ describe('sqlite store', () => {
     expect(() => sqliteStore({} as never)).toThrow(TypeError);
   });
 
-  it('rejects (never grants) when another connection holds the write lock too long', async () => {
-    const path = freshPath();
-    const store = sqliteStore(path, { busyTimeout: 50 });
-    stores.push(store);
-    await store.inspect('warm');
-    const blocker = new Database(path);
-    blocker.exec('BEGIN IMMEDIATE');
-    try {
-      await expect(store.acquire('busy', newOwner(), 10_000)).rejects.toThrow(/locked|busy/i);
-    } finally {
-      blocker.exec('ROLLBACK');
-      blocker.close();
-    }
-    expect(await store.acquire('busy', newOwner(), 10_000)).not.toBeNull();
-  });
+  it.each(libraries)(
+    'rejects (never grants) when another connection holds the write lock too long (%s)',
+    async (driver, openDatabase) => {
+      const path = freshPath();
+      const store = sqliteStore(path, { busyTimeout: 50, driver });
+      stores.push(store);
+      await store.inspect('warm');
+      const blocker = openDatabase(path);
+      blocker.exec('BEGIN IMMEDIATE');
+      try {
+        await expect(store.acquire('busy', newOwner(), 10_000)).rejects.toThrow(/locked|busy/i);
+      } finally {
+        blocker.exec('ROLLBACK');
+        blocker.close();
+      }
+      expect(await store.acquire('busy', newOwner(), 10_000)).not.toBeNull();
+    },
+  );
 
   it('rejects after close', async () => {
     const store = sqliteStore(freshPath());
