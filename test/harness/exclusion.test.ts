@@ -101,7 +101,8 @@ describe('multi-process exclusion harness', () => {
     expect(result.sections).toBe(40);
     expect(result.overlaps.length).toBeGreaterThan(0);
     expect(result.lostUpdates).toHaveLength(1);
-    expect(result.lostUpdates[0]!.counter).toBeLessThan(40);
+    // Unlocked read-write races garble the counter either way (a torn read can also inflate it).
+    expect(result.lostUpdates[0]!.counter).not.toBe(40);
     expect(() => assertExclusive(result)).toThrow(/overlap on .*lost update/s);
   }, 120_000);
 
