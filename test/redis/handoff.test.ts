@@ -10,7 +10,7 @@ import { ACQUIRE } from '../../src/redis/acquire.js';
 import { RELEASE } from '../../src/redis/release.js';
 import { binaryOrSkip } from '../support/reachable.js';
 import { RedisCluster, RedisServer, sleep } from '../support/redis-server.js';
-import { StallingProxy } from './fixtures/stalling-proxy.js';
+import { TcpProxy } from '../support/tcp-proxy.js';
 
 const runs = await binaryOrSkip('Redis hand-off', 'redis-server');
 let counter = 0;
@@ -92,7 +92,7 @@ describe.runIf(runs)('redis hand-offs that arrive late', () => {
     it(`a waiter held back past its claim does not hold a key another owner took meanwhile (${client.name})`, async () => {
       // Everything the waiter sends and hears goes through a proxy that can hold it back, as
       // if its process were paused: the hand-off then reaches it after its claim ran out.
-      const proxy = await StallingProxy.start(server.port);
+      const proxy = await TcpProxy.start(server.port);
       const opened = await client.open(proxy.port);
       try {
         await lateHandoff(direct, opened.store, opened.keyPrefix, [proxy]);
@@ -119,7 +119,7 @@ describe.runIf(runs)('redis hand-offs that arrive late, on a 3-master Cluster', 
 
   it('a waiter held back past its claim does not hold a key another owner took meanwhile', async () => {
     // The waiter's Cluster client reaches every master through its own proxy.
-    const proxies = await Promise.all(cluster.nodes.map((node) => StallingProxy.start(node.port)));
+    const proxies = await Promise.all(cluster.nodes.map((node) => TcpProxy.start(node.port)));
     const natMap = Object.fromEntries(
       cluster.nodes.map((node, i) => [
         `${node.host}:${node.port}`,
@@ -151,7 +151,7 @@ async function lateHandoff(
   direct: Redis | Cluster,
   store: LockStore,
   keyPrefix: string,
-  proxies: StallingProxy[],
+  proxies: TcpProxy[],
 ): Promise<void> {
   const k = key('late');
   const lease = leaseKey(keyPrefix + k);
@@ -190,7 +190,7 @@ async function lateHandoff(
     }
     otherHolds = true;
     expect(BigInt(String(taken))).toBeGreaterThan(handedFence);
-    for (const proxy of proxies) proxy.resume();
+    for (const proxy of proxies) proxy.restore();
     // The late hand-off and the late replies arrive now; the key is the other owner's.
     await Promise.race([waiting, sleep(1_000)]);
     expect(settledAt).toBeUndefined();
@@ -202,7 +202,7 @@ async function lateHandoff(
     expect(waiter.fence!).toBeGreaterThan(BigInt(String(taken)));
     expect(await waiter.release()).toBe(true);
   } finally {
-    for (const proxy of proxies) proxy.resume();
+    for (const proxy of proxies) proxy.restore();
     await waiter.release().catch(() => {});
   }
 }
