@@ -28,8 +28,9 @@ if ARGV[1] == '' then
   end
   return 0
 end
-local sep = type(value) == 'string' and string.find(value, ':', 1, true)
-if not sep or string.sub(value, sep + 1) ~= ARGV[1] then
+-- Only a value in cachelock's own format names an owner, as in acquire and extend.
+local head = type(value) == 'string' and string.match(value, '^2/%d+%*?:')
+if not head or string.sub(value, #head + 1) ~= ARGV[1] then
   if redis.call('ZREM', lease .. ':v2:line', ARGV[1]) == 1 then
     redis.call('HDEL', lease .. ':v2:waiters', ARGV[1])
   end
@@ -39,7 +40,7 @@ if ARGV[2] ~= '0' then
   redis.call('PEXPIRE', lease, ARGV[2])
   return 1
 end
-if string.byte(value, sep - 1) ~= 42 then -- not marked '*'
+if string.byte(head, -2) ~= 42 then -- not marked '*'
   redis.call('DEL', lease)
   return 1
 end

@@ -180,6 +180,20 @@ describe.runIf(runs)('the Redis layout, on a throwaway server', () => {
       });
     }
 
+    it('is never extended or released by an owner its text happens to end with', async () => {
+      const owner = newOwner();
+      for (const text of [`a:${owner}`, `2/:${owner}`, `2/abc:${owner}`, `5*:${owner}`]) {
+        const k = key('lookalike');
+        const lease = lockKeys(k).lease;
+        await client.set(lease, text, 'PX', 60_000);
+        expect(await store.extend(k, owner, 1_000)).toBe(false);
+        expect(await store.release(k, owner, 500)).toBe(false);
+        expect(await store.release(k, owner)).toBe(false);
+        expect(await client.get(lease)).toBe(text);
+        expect(await client.pttl(lease)).toBeGreaterThan(50_000);
+      }
+    });
+
     it('`cachelock release --force` removes it', async () => {
       const k = key('force');
       await client.set(lockKeys(k).lease, '1');
