@@ -75,6 +75,24 @@ const proxied = (port: number, stopServer: () => Promise<void>) =>
     throw error;
   });
 
+/** A throwaway server (Redis, Memcached) behind a proxy, reached through `cache(proxyPort)`. */
+async function behindProxy(
+  server: { port: number; readonly pid: number | undefined; restart(): Promise<void> },
+  end: () => Promise<void>,
+  cache: (port: number) => CacheConfig,
+): Promise<Deployment> {
+  const proxy = await proxied(server.port, end);
+  return {
+    cache: cache(proxy.port),
+    server: { pid: () => server.pid, restart: () => server.restart() },
+    proxy,
+    stop: async () => {
+      await proxy.close();
+      await end();
+    },
+  };
+}
+
 // A server that keeps leases only in memory forgets them when it restarts: the key is free at
 // once, while its holder learns of the loss only at its next extension (a third of the ttl).
 // Only fences that keep rising across the restart keep the old holder's writes out: without
@@ -106,16 +124,11 @@ export const backends: Backend[] = [
     limits: { 'restart-server': forgetsOnRestart('a Redis server without persistence') },
     async start() {
       const server = await RedisServer.start();
-      const proxy = await proxied(server.port, () => server.dispose());
-      return {
-        cache: { kind: 'url', url: `redis://127.0.0.1:${proxy.port}` },
-        server: { pid: () => server.pid, restart: () => server.restart() },
-        proxy,
-        stop: async () => {
-          await proxy.close();
-          await server.dispose();
-        },
-      };
+      return behindProxy(
+        server,
+        () => server.dispose(),
+        (port) => ({ kind: 'url', url: `redis://127.0.0.1:${port}` }),
+      );
     },
   },
   {
@@ -230,16 +243,11 @@ export const backends: Backend[] = [
     limits: { 'restart-server': forgetsOnRestart('memcached', false) },
     async start() {
       const server = await MemcachedServer.start();
-      const proxy = await proxied(server.port, () => server.kill());
-      return {
-        cache: { kind: 'url', url: `memcached://127.0.0.1:${proxy.port}` },
-        server: { pid: () => server.pid, restart: () => server.restart() },
-        proxy,
-        stop: async () => {
-          await proxy.close();
-          await server.kill();
-        },
-      };
+      return behindProxy(
+        server,
+        () => server.kill(),
+        (port) => ({ kind: 'url', url: `memcached://127.0.0.1:${port}` }),
+      );
     },
   },
   {
@@ -275,20 +283,15 @@ export const backends: Backend[] = [
     limits: { 'restart-server': forgetsOnRestart('a Redis server without persistence') },
     async start() {
       const server = await RedisServer.start();
-      const proxy = await proxied(server.port, () => server.dispose());
-      return {
-        cache: {
+      return behindProxy(
+        server,
+        () => server.dispose(),
+        (port) => ({
           kind: 'keyv',
-          url: `redis://127.0.0.1:${proxy.port}`,
+          url: `redis://127.0.0.1:${port}`,
           namespace: `nemesis-${randomBytes(4).toString('hex')}`,
-        },
-        server: { pid: () => server.pid, restart: () => server.restart() },
-        proxy,
-        stop: async () => {
-          await proxy.close();
-          await server.dispose();
-        },
-      };
+        }),
+      );
     },
   },
 ];
