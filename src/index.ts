@@ -26,9 +26,15 @@ export { closeAll } from './resolve.js';
 export { redactUrl } from './secrets.js';
 export {
   type Acquired,
+  type AcquiredKeys,
   type AcquireOptions,
   type Handoff,
   isLockStore,
   type LeaseInfo,
   type LockStore,
+  type ManyKeys,
+  RW_LIMIT,
+  type SharedLeases,
+  type SharedRequest,
+  type StoreCapabilities,
 } from './store.js';

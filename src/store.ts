@@ -48,7 +48,92 @@ export interface LockStore {
   onRelease?(key: string, listener: (handoff?: Handoff) => void): () => void;
   /** Free what the store opened itself (connections, subscribers, timers). */
   close?(): Promise<void>;
+  /**
+   * The optional abilities this store has beyond the exclusive lock above, each by name. The
+   * core uses one when present and otherwise builds on the required members where it can
+   * (several keys one by one in a fixed order) or refuses with a `TypeError` naming what the
+   * store lacks (permits, readers and writers).
+   */
+  readonly capabilities?: StoreCapabilities;
 }
+
+/** What a store can do beyond one exclusive key. Each has its own cases in `cachelock/testing`. */
+export interface StoreCapabilities {
+  /** Several exclusive keys taken all or none in one atomic step (one script, one transaction). */
+  readonly keys?: ManyKeys;
+  /** Counted leases on a key: `Semaphore`. */
+  readonly permits?: SharedLeases;
+  /** A key's readers and its writer: `ReadWriteLock`. */
+  readonly readersWriters?: SharedLeases;
+}
+
+/**
+ * Several keys of the exclusive namespace (the same keys `acquire` takes one at a time), held by
+ * one owner. Each call is atomic: all keys or none.
+ */
+export interface ManyKeys {
+  /**
+   * Take every key for `owner` if each is free, expired or already `owner`'s; otherwise take
+   * none and resolve `null`. `fences[i]` is the fence of `keys[i]`. A store that cannot take
+   * these keys together (a Redis Cluster's keys in different slots) rejects with a `TypeError`
+   * that says why.
+   */
+  acquire(keys: readonly string[], owner: string, ttlMs: number): Promise<AcquiredKeys | null>;
+  /** Release every key `owner` holds; resolves `true` only if `owner` held all of them. */
+  release(keys: readonly string[], owner: string, keepMs?: number): Promise<boolean>;
+  /** Extend every key; resolves `true` only if `owner` held all of them (then all are extended). */
+  extend(keys: readonly string[], owner: string, ttlMs: number): Promise<boolean>;
+}
+
+export interface AcquiredKeys {
+  /** Per key, in the order given; `undefined` where the store has no fence. */
+  fences: (bigint | undefined)[];
+}
+
+/**
+ * Leases that share a key up to a limit, in a namespace of their own (a semaphore's `'a'` is
+ * not the lock `'a'`, nor the read/write lock `'a'`). One weighted rule serves both primitives:
+ * an acquisition of `weight` is admitted while the weights of the live leases plus its own stay
+ * within its `limit`. A semaphore asks weight 1 of `permits`; a reader weight 1 and a writer
+ * the whole of `RW_LIMIT`.
+ *
+ * Waiters are served first come, first served: an acquisition with `lineMs` joins (or renews
+ * its place in) the key's line for `lineMs`, and no acquisition is admitted while an earlier
+ * place in the line is live, including one without `lineMs` (`tryAcquire` does not jump the
+ * line). Releases are owner-checked, as for the exclusive lock.
+ */
+export interface SharedLeases {
+  acquire(
+    key: string,
+    owner: string,
+    ttlMs: number,
+    request: SharedRequest,
+  ): Promise<Acquired | null>;
+  /** Leave the line too. Resolves whether `owner` held a lease on `key` until now. */
+  release(key: string, owner: string, keepMs?: number): Promise<boolean>;
+  extend(key: string, owner: string, ttlMs: number): Promise<boolean>;
+  /** The live leases on `key`, oldest first; empty when none. */
+  inspect(key: string): Promise<LeaseInfo[]>;
+  /** As `LockStore.onRelease`: a lease of `key` ended or a place in its line opened. */
+  onRelease?(key: string, listener: () => void): () => void;
+}
+
+export interface SharedRequest {
+  /** The most weight, counting this acquisition's, that may hold the key at once. */
+  limit: number;
+  /** What this acquisition counts for, 1 to `limit`. */
+  weight: number;
+  /**
+   * Resolve the fence of the last acquisition that did not share (readers share the last
+   * writer's) instead of a new one; `undefined` when there was none.
+   */
+  shareFence?: boolean;
+  /** The caller waits: join or renew its place in the key's line for `lineMs`. */
+  lineMs?: number;
+}
+
+/** The limit of a read/write lock: a writer weighs all of it, a reader 1. */
+export const RW_LIMIT = 2 ** 30;
 
 /** What a successful acquisition returns. */
 export interface Acquired {
