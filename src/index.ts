@@ -1,5 +1,10 @@
 export { currentLock } from './context.js';
-export type { LockEvent } from './diagnostics.js';
+export {
+  type LockEvent,
+  type LockEventName,
+  type LockEvents,
+  subscribe,
+} from './diagnostics.js';
 export type { Duration, DurationUnit } from './duration.js';
 export { toMs } from './duration.js';
 export {

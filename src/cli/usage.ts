@@ -71,8 +71,8 @@ Example (crontab): back up at most once at a time across all hosts sharing the R
   */5 * * * * cachelock run backup --cache redis://cache:6379 --quiet -- /usr/local/bin/backup`;
 
 /**
- * The version in package.json, found from the running file (dist/cli/main.js or .cjs, both two
- * levels below it). The bin only ever runs as the main script, so argv[1] names that file; the
+ * The version in package.json, found from the running file (dist/cli/main.js, two levels below
+ * it). The bin only ever runs as the main script, so argv[1] names that file; the
  * real path follows the symlink npm puts in node_modules/.bin.
  */
 export function version(): string {
