@@ -6,7 +6,7 @@ export {
   subscribe,
 } from './diagnostics.js';
 export type { Duration, DurationUnit } from './duration.js';
-export { toMs } from './duration.js';
+export { formatDuration, toMs } from './duration.js';
 export {
   LockError,
   type LockErrorCode,
