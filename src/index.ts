@@ -17,7 +17,13 @@ export {
 } from './errors.js';
 export { type Holder, Lock, resolveStore } from './lock.js';
 export { MemoryStore, type MemoryStoreOptions, memoryStore } from './memory/index.js';
-export { type OnceDecorator, type OnceFunction, type OnceOptions, once } from './once/index.js';
+export {
+  type OnceDecorator,
+  type OnceFunction,
+  type OnceOptions,
+  once,
+  setOnceDefaults,
+} from './once/index.js';
 export { type Cache, configure, type LockOptions } from './options.js';
 export { describeOwner, newOwner, parseOwner } from './owner.js';
 export {
