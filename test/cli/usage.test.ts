@@ -136,7 +136,7 @@ describe('bad use never runs the command', () => {
       env,
     );
     expect(result.code).toBe(64);
-    expect(result.stderr).toMatch(/^cachelock: --ttl must be at least 1\.0s: .*; got "10ms"\n/);
+    expect(result.stderr).toMatch(/^cachelock: --ttl must be at least 1s: .*; got "10ms"\n/);
   });
 
   it('takes a key that begins with "-" as --key -k, and status finds it after --', async () => {
