@@ -57,7 +57,9 @@ beforeAll(async () => {
   }
   mkdirSync(work, { recursive: true });
   dir = mkdtempSync(join(work, 'pack-'));
-  const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', dir], {
+  // The dist as built (a prepack build here would pull it from under other tests).
+  const pack = ['pack', '--json', '--ignore-scripts', '--pack-destination', dir];
+  const { stdout } = await run('npm', pack, {
     cwd: root,
   });
   packed = (JSON.parse(stdout) as Packed[])[0]!;
