@@ -1,3 +1,4 @@
+import { formatDuration } from './duration.js';
 import { describeOwner } from './owner.js';
 import { redactText, safeError } from './secrets.js';
 import type { LeaseInfo } from './store.js';
@@ -21,9 +22,7 @@ export class LockError extends Error {
 function heldBy(holder: LeaseInfo | null | undefined): string {
   if (!holder) return '';
   // An unknown owner's value may have no end the store knows of (ttlMs Infinity).
-  const more = Number.isFinite(holder.ttlMs)
-    ? ` for ${Math.max(0, Math.ceil(holder.ttlMs))} ms more`
-    : '';
+  const more = Number.isFinite(holder.ttlMs) ? ` for ${formatDuration(holder.ttlMs)} more` : '';
   return ` by ${describeOwner(holder.owner)}${more}`;
 }
 
@@ -48,9 +47,13 @@ export class LockTimeoutError extends LockError {
   readonly waitedMs: number;
 
   constructor(key: string, waitedMs: number, holder?: LeaseInfo | null) {
-    super(key, `lock "${key}" was still held${heldBy(holder)} after waiting ${waitedMs} ms`, {
-      code: 'TIMEOUT',
-    });
+    super(
+      key,
+      `lock "${key}" was still held${heldBy(holder)} after waiting ${formatDuration(waitedMs)}`,
+      {
+        code: 'TIMEOUT',
+      },
+    );
     this.holder = holder ?? null;
     this.waitedMs = waitedMs;
   }
