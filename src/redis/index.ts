@@ -4,7 +4,17 @@ import { openClient } from './open.js';
 import { RedisStore, type RedisStoreOptions } from './store.js';
 
 export { type ClientLibrary, clientLibrary } from './driver.js';
-export { encodeTag, type LockKeys, leaseKey, lockKeys } from './keys.js';
+export {
+  encodeTag,
+  hashTag,
+  keySlot,
+  type LockKeys,
+  leaseKey,
+  lockKeys,
+  type SharedKeys,
+  type SharedNamespace,
+  sharedKeys,
+} from './keys.js';
 export { RedisStore, type RedisStoreOptions } from './store.js';
 
 /**
