@@ -48,7 +48,7 @@ export class RedisStore implements LockStore {
   private readonly deadlines: Deadlines;
   private closed = false;
   /** Several keys in one script; permits and readers/writers as weighted shared leases. */
-  readonly capabilities: StoreCapabilities;
+  readonly capabilities: Required<StoreCapabilities>;
 
   constructor(
     private readonly driver: RedisDriver,
