@@ -1,4 +1,4 @@
-import { newOwner, RW_LIMIT, type SharedLeases } from 'cachelock';
+import { closeAll, Lock, newOwner, RW_LIMIT, type SharedLeases } from 'cachelock';
 import { leaseKey, lockKeys, type RedisStore, redisStore, sharedKeys } from 'cachelock/redis';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
@@ -364,5 +364,43 @@ describe.runIf(runs)('redis store capabilities on a throwaway server', () => {
       await after.close();
       fresh.disconnect();
     }
+  });
+});
+
+describe.runIf(reachable)('Lock on several Redis keys, through the core', () => {
+  let client: Redis;
+  beforeAll(() => {
+    client = new Redis(6379, '127.0.0.1');
+  });
+  afterAll(async () => {
+    await closeAll();
+    await client?.quit();
+  });
+
+  it('takes every key in one step, excludes each key alone, and never deadlocks the reverse', async () => {
+    const tag = `{transfer-${process.pid}-${Date.now()}}`;
+    const [a, b] = [`${tag}:1`, `${tag}:2`];
+    const both = await Lock.acquire([a, b], { cache: client, ttl: '10s' });
+    expect(both.keys).toEqual([a, b]);
+    expect(typeof both.fences.get(b)).toBe('bigint');
+    await expect(Lock.acquire(b, { cache: client })).rejects.toMatchObject({ code: 'LOCKED' });
+    expect(await both.release()).toBe(true);
+    let inside = 0;
+    let sections = 0;
+    await Promise.all(
+      Array.from({ length: 8 }, async (_, i) => {
+        const keys = i % 2 ? [a, b] : [b, a];
+        for (let n = 0; n < 10; n++) {
+          const lock = await Lock.acquire(keys, { cache: client, ttl: '10s', wait: '20s' });
+          expect(++inside).toBe(1);
+          await sleep(1);
+          inside--;
+          sections++;
+          expect(await lock.release()).toBe(true);
+        }
+      }),
+    );
+    expect(sections).toBe(80);
+    expect(await client.exists(leaseKey(`cachelock:${a}`), leaseKey(`cachelock:${b}`))).toBe(0);
   });
 });
