@@ -58,11 +58,11 @@ local function head()
   end
 end
 
--- Wake the waiters when the first in line would now be admitted. Returns whether it did.
+-- Wake the first in line when it would now be admitted, by name: nobody else would be.
 local function wake(total)
   local first, weight, limit = head()
   if first and total + weight <= limit then
-    redis.call('PUBLISH', holders, '')
+    redis.call('PUBLISH', holders, first)
     return true
   end
   return false

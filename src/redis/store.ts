@@ -16,7 +16,7 @@ import { ACQUIRE, acquired } from './acquire.js';
 import { Deadlines } from './deadlines.js';
 import type { RedisDriver } from './driver.js';
 import { EXTEND } from './extend.js';
-import { INSPECT, leaseInfo } from './inspect.js';
+import { INSPECT, leaseInfo, parseHandoff } from './inspect.js';
 import { leaseKey, type SharedNamespace, sharedKeys } from './keys.js';
 import { acquiredKeys, MANY_ACQUIRE, MANY_EXTEND, MANY_RELEASE, sameSlot } from './many.js';
 import { isOne, RELEASE } from './release.js';
@@ -49,6 +49,11 @@ export class RedisStore implements LockStore {
   private closed = false;
   /** Several keys in one script; permits and readers/writers as weighted shared leases. */
   readonly capabilities: Required<StoreCapabilities>;
+  /**
+   * The owners this store put in a line of shared leases. A wake-up names the first in line,
+   * the only one that can be admitted next, so only the store whose waiter it is wakes it.
+   */
+  private readonly inLine = new Set<string>();
 
   constructor(
     private readonly driver: RedisDriver,
@@ -100,7 +105,9 @@ export class RedisStore implements LockStore {
   }
 
   onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
-    return this.subscriptions.listen(leaseKey(key), listener);
+    return this.subscriptions.listen(leaseKey(key), (message) =>
+      listener(message ? parseHandoff(message) : undefined),
+    );
   }
 
   async close(): Promise<void> {
@@ -120,6 +127,14 @@ export class RedisStore implements LockStore {
   ): Promise<T> {
     if (this.closed) return Promise.reject(new Error('the Redis store was closed'));
     return this.deadlines.run(this.driver.run(script, lease, args), convert);
+  }
+
+  /** Note a waiter; owners that left without a word go once there are many. */
+  private waiting(owner: string): void {
+    // A waiter that neither got a lease nor released (its process gave up on a failure) is
+    // forgotten in bulk: the worst is one missed wake-up, and polling covers that.
+    if (this.inLine.size >= 10_000) this.inLine.clear();
+    this.inLine.add(owner);
   }
 
   /** The leases of `keys`, refused up front when a Cluster could not run them in one script. */
@@ -184,9 +199,16 @@ export class RedisStore implements LockStore {
           request.shareFence ? '1' : '0',
           request.lineMs ? String(wholeMs(request.lineMs)) : '0',
         ];
-        return this.call(SHARED_ACQUIRE, names(key), args, acquiredShared);
+        // In the set before sending, so that a wake-up racing the reply is not missed.
+        if (request.lineMs) this.waiting(owner);
+        return this.call(SHARED_ACQUIRE, names(key), args, (reply) => {
+          const got = acquiredShared(reply);
+          if (got !== null) this.inLine.delete(owner);
+          return got;
+        });
       },
       release: (key, owner, keepMs = 0) => {
+        this.inLine.delete(owner);
         const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
         return this.call(SHARED_RELEASE, names(key), [owner, keep], isOne);
       },
@@ -194,7 +216,9 @@ export class RedisStore implements LockStore {
         this.call(SHARED_EXTEND, names(key), [owner, String(wholeMs(ttlMs))], isOne),
       inspect: (key) => this.call(SHARED_INSPECT, names(key), [], sharedLeases),
       onRelease: (key, listener) =>
-        this.subscriptions.listen(sharedKeys(key, namespace).channel, () => listener()),
+        this.subscriptions.listen(sharedKeys(key, namespace).channel, (next) => {
+          if (next === undefined || this.inLine.has(next)) listener();
+        }),
     };
   }
 }
