@@ -1,8 +1,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Lock } from './lock.js';
+import type { Permit } from './semaphore.js';
 
 /** A lease held for a call: a `Lock`, or a `Permit` of a `Semaphore` or `ReadWriteLock`. */
-export type Held = Lock;
+export type Held = Lock | Permit;
 
 export const lockContext = new AsyncLocalStorage<Held>();
 
