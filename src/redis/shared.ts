@@ -5,8 +5,8 @@ import { script } from './script.js';
  * Shared leases (permits, readers and writers) under one weighted rule. KEYS: holders, data,
  * line, places (see `SharedKeys` in keys.ts; the holders' name is also the channel). The
  * holders' sorted set, scored by expiry on the server's clock, is the truth about who holds;
- * `data` keeps each holder's `<seq>:<weight>:<fence>`, the last sequence number and the fence
- * readers share. A lease's sequence number is the server's `TIME` in microseconds, or the last
+ * `data` keeps each holder's `<seq>:<weight>:<fence>`, the weight held, the last sequence
+ * number and the fence readers share. A lease's sequence number is the server's `TIME` in microseconds, or the last
  * one + 1 when the clock has not passed it, so sequence numbers and fences only rise, as in the
  * exclusive lock. Every name expires with the last lease or place it holds.
  */
@@ -16,31 +16,40 @@ local now = redis.call('TIME')
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local now_ms = math.floor(now_us / 1000)
 
--- Drop the expired leases. With no holder left, nothing of theirs may stay in data (holders
--- can expire a moment before data): keep only the sequence number and the shared fence.
+-- The weight an entry '<seq>:<weight>:<fence>' counts for.
+local function weight_of(entry) return tonumber(string.match(entry, '^%d+:(%d+):')) end
+
+-- Drop the expired leases, and return the weight the live ones hold with the last sequence
+-- number and the shared fence. Each holder has its entry in data, which outlives the holders'
+-- set; when the set is gone (it expired with its last lease) nothing of theirs may stay.
 local function prune()
   local gone = redis.call('ZRANGEBYSCORE', holders, '-inf', now_ms)
   if #gone > 0 then
-    for _, owner in ipairs(gone) do redis.call('HDEL', data, 'o' .. owner) end
+    local freed = 0
+    for _, owner in ipairs(gone) do
+      local entry = redis.call('HGET', data, 'o' .. owner)
+      if entry then
+        freed = freed + weight_of(entry)
+        redis.call('HDEL', data, 'o' .. owner)
+      end
+    end
     redis.call('ZREMRANGEBYSCORE', holders, '-inf', now_ms)
+    redis.call('HINCRBY', data, 'total', int(-freed))
   end
-  if redis.call('EXISTS', holders) == 0 and redis.call('HLEN', data) > 2 then
-    local kept = redis.call('HMGET', data, 'last', 'share')
+  local meta = redis.call('HMGET', data, 'total', 'last', 'share')
+  local total = tonumber(meta[1]) or 0
+  local held = redis.call('EXISTS', holders) == 1
+  if total ~= 0 and not held then
     redis.call('DEL', data)
-    if kept[1] then redis.call('HSET', data, 'last', kept[1]) end
-    if kept[2] then redis.call('HSET', data, 'share', kept[2]) end
+    if meta[2] then redis.call('HSET', data, 'last', meta[2]) end
+    if meta[3] then redis.call('HSET', data, 'share', meta[3]) end
+    total = 0
+  elseif held and not meta[1] then
+    -- The data is gone (evicted under maxmemory) while leases are live: their weights are
+    -- unknown, so count them as everything until they end rather than admit too many.
+    total = 2 ^ 52
   end
-end
-
--- The weight the live leases hold.
-local function held()
-  local total = 0
-  for _, owner in ipairs(redis.call('ZRANGE', holders, 0, -1)) do
-    local entry = redis.call('HGET', data, 'o' .. owner)
-    -- A lease whose weight is lost blocks everyone until it expires: never too many.
-    total = total + (entry and tonumber(string.match(entry, '^%d+:(%d+):')) or 2 ^ 52)
-  end
-  return total
+  return total, meta[2], meta[3]
 end
 
 -- The first live place in line (owner, weight, limit), dropping the lapsed places before it.
@@ -78,7 +87,7 @@ local function expire()
   if ms > 0 then redis.call('PEXPIRE', data, int(ms + 1000)) else redis.call('DEL', data) end
 end
 
-prune()
+local total, last, share = prune()
 `;
 
 /**
@@ -100,14 +109,12 @@ if redis.call('ZSCORE', holders, owner) then
   return string.match(redis.call('HGET', data, 'o' .. owner), ':(%d*)$')
 end
 local first = head()
-local total = held()
 if (first == nil or first == owner) and total + weight <= limit then
-  local seq = int(math.max(now_us, (tonumber(redis.call('HGET', data, 'last')) or 0) + 1))
+  local seq = int(math.max(now_us, (tonumber(last) or 0) + 1))
   local fence = seq
-  if ARGV[5] == '1' then
-    fence = redis.call('HGET', data, 'share') or seq
-  end
+  if ARGV[5] == '1' then fence = share or seq end
   redis.call('HSET', data, 'last', seq, 'share', fence, 'o' .. owner, seq .. ':' .. ARGV[4] .. ':' .. fence)
+  redis.call('HINCRBY', data, 'total', ARGV[4])
   redis.call('ZADD', holders, int(now_ms + ttl), owner)
   if first == owner then
     redis.call('ZREM', line, owner)
@@ -143,10 +150,14 @@ local holds = redis.call('ZSCORE', holders, owner)
 if holds and ARGV[2] ~= '0' then
   redis.call('ZADD', holders, 'XX', int(now_ms + tonumber(ARGV[2])), owner)
 elseif holds then
+  local entry = redis.call('HGET', data, 'o' .. owner)
+  local w = entry and weight_of(entry) or 0
   redis.call('ZREM', holders, owner)
   redis.call('HDEL', data, 'o' .. owner)
+  total = total - w
+  redis.call('HINCRBY', data, 'total', int(-w))
 end
-if (holds and ARGV[2] == '0') or left then wake(held()) end
+if (holds and ARGV[2] == '0') or left then wake(total) end
 expire()
 return holds and 1 or 0
 `,

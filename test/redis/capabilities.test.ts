@@ -220,6 +220,19 @@ describe.runIf(reachable)('redis store capabilities on the shared server', () =>
       });
     });
 
+    it(`${library}: leases whose data was evicted count as everything until they end`, async () => {
+      const permits = store().capabilities.permits!;
+      const k = key('evicted');
+      const [a, b] = [newOwner(), newOwner()];
+      await permits.acquire(k, a, 300, semaphore(5));
+      await ioredis.del(sharedKeys(k, 'permits').data);
+      expect(await permits.acquire(k, b, 10_000, semaphore(5))).toBeNull();
+      await sleep(350);
+      expect(await permits.acquire(k, b, 10_000, semaphore(5))).not.toBeNull();
+      expect(await permits.release(k, b)).toBe(true);
+      expect(await left(k)).toBe(0);
+    });
+
     describe(`${library}: readers and writers`, () => {
       const rw = (): SharedLeases => store().capabilities.readersWriters!;
 
