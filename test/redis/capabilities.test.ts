@@ -1,4 +1,12 @@
-import { closeAll, Lock, newOwner, RW_LIMIT, type SharedLeases } from 'cachelock';
+import {
+  closeAll,
+  Lock,
+  newOwner,
+  ReadWriteLock,
+  RW_LIMIT,
+  Semaphore,
+  type SharedLeases,
+} from 'cachelock';
 import { leaseKey, lockKeys, type RedisStore, redisStore, sharedKeys } from 'cachelock/redis';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
@@ -417,3 +425,86 @@ describe.runIf(reachable)('Lock on several Redis keys, through the core', () => 
     expect(await client.exists(leaseKey(`cachelock:${a}`), leaseKey(`cachelock:${b}`))).toBe(0);
   });
 });
+
+describe.runIf(reachable)('Semaphore and ReadWriteLock on Redis, through the core', () => {
+  let clients: Redis[];
+  beforeAll(() => {
+    clients = Array.from({ length: 3 }, () => new Redis(6379, '127.0.0.1'));
+  });
+  afterAll(async () => {
+    await closeAll();
+    for (const client of clients ?? []) await client.quit();
+  });
+
+  it('at most `permits` sections at once across clients, each permit with a fence of its own', async () => {
+    const k = key('core-sem');
+    let inside = 0;
+    let most = 0;
+    const fences: bigint[] = [];
+    await Promise.all(
+      Array.from({ length: 6 }, async (_, i) => {
+        const semaphore = new Semaphore(k, {
+          cache: clients[i % 3]!,
+          permits: 2,
+          ttl: '10s',
+          wait: '20s',
+        });
+        for (let n = 0; n < 8; n++) {
+          await using permit = await semaphore.acquire();
+          fences.push(permit.fence!);
+          most = Math.max(most, ++inside);
+          await sleep(2);
+          inside--;
+        }
+      }),
+    );
+    expect(most).toBe(2);
+    expect(new Set(fences).size).toBe(48);
+    expect(await left(k)).toBe(0);
+  });
+
+  it('readers together, and a writer alone', async () => {
+    const k = key('core-rw');
+    let readers = 0;
+    let writers = 0;
+    let overlap = false;
+    let readersAtOnce = 0;
+    await Promise.all(
+      Array.from({ length: 6 }, async (_, i) => {
+        const rw = new ReadWriteLock(k, { cache: clients[i % 3]!, ttl: '10s', wait: '20s' });
+        for (let n = 0; n < 6; n++) {
+          if ((i + n) % 3 === 0) {
+            await using w = await rw.write();
+            writers++;
+            if (readers > 0 || writers > 1) overlap = true;
+            await sleep(2);
+            writers--;
+            expect(typeof w.fence).toBe('bigint');
+          } else {
+            await using r = await rw.read();
+            readers++;
+            readersAtOnce = Math.max(readersAtOnce, readers);
+            if (writers > 0) overlap = true;
+            await sleep(2);
+            readers--;
+            expect(typeof r.fence).toBe('bigint');
+          }
+        }
+      }),
+    );
+    expect(overlap).toBe(false);
+    expect(readersAtOnce).toBeGreaterThan(1);
+    expect(await left(k)).toBe(0);
+  });
+});
+
+async function left(k: string): Promise<number> {
+  const client = new Redis(6379, '127.0.0.1');
+  try {
+    let n = 0;
+    for (const name of namesOf(`cachelock:${k}`)) n += await client.exists(name);
+    return n;
+  } finally {
+    client.disconnect();
+  }
+}
