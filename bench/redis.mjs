@@ -11,7 +11,7 @@ import { Semaphore as PeerSemaphore, Mutex as SemaphoreMutex } from 'redis-semap
 
 const { closeAll, Lock, newOwner } = cachelock;
 
-import { fmt, interleave, median, perCall, table } from './lib.mjs';
+import { fmt, interleave, interleaveStats, median, perCall, ratio, table } from './lib.mjs';
 import { startRedis } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -386,10 +386,13 @@ async function manyKeys() {
     return [`${tag}:a`, `${tag}:b`];
   };
   for (const [, pair] of pairs) for (let i = 0; i < 200; i++) await pair(...tagged('warm'));
-  const results = await interleave(multi, ROUNDS, (lib) => {
+  const results = await interleaveStats(multi, ROUNDS, async (lib) => {
     const pair = pairs.get(lib.name);
     const keys = tagged('many');
-    return perCall(() => pair(...keys), PAIRS);
+    const cpuBefore = process.cpuUsage();
+    const value = await perCall(() => pair(...keys), PAIRS);
+    const cpu = process.cpuUsage(cpuBefore);
+    return { value, cpuUs: (cpu.user + cpu.system) / PAIRS };
   });
   // Commands per pair, as the server saw them (MONITOR).
   const monitorClient = connect();
@@ -420,11 +423,18 @@ async function manyKeys() {
   console.log('### Two keys, uncontended acquire+release, one connection\n');
   console.log(
     table(
-      ['library', 'us per acquire+release', 'vs redlock', 'commands sent'],
+      [
+        'library',
+        'us per acquire+release',
+        'vs redlock (range)',
+        'CPU us per pair',
+        'commands sent',
+      ],
       multi.map((lib) => [
         lib.name,
-        fmt(results.get(lib.name), 1),
-        `${fmt(results.get(lib.name) / peer)}x`,
+        fmt(results.get(lib.name).median, 1),
+        ratio(results.get(lib.name), peer),
+        fmt(results.get(lib.name).cpuUs, 1),
         fmt(commands.get(lib.name), 2),
       ]),
     ),
@@ -499,7 +509,7 @@ async function semaphore() {
     },
   ];
   const worst = new Map(contendersOf.map((c) => [c.name, []]));
-  const rates = await interleave(contendersOf, ROUNDS, async (contender) => {
+  const rates = await interleaveStats(contendersOf, ROUNDS, async (contender) => {
     const key = freshKey('semaphore');
     const clients = Array.from({ length: SEM_WORKERS }, () => connect());
     const acquires = clients.map((client) => contender.take(client, key));
@@ -508,6 +518,7 @@ async function semaphore() {
     let sections = 0;
     let worstWait = 0;
     let inside = 0;
+    const cpuBefore = process.cpuUsage();
     const stopAt = performance.now() + CONTENDED_MS;
     await Promise.all(
       acquires.map(async (acquire) => {
@@ -524,9 +535,10 @@ async function semaphore() {
         }
       }),
     );
+    const cpu = process.cpuUsage(cpuBefore);
     for (const c of clients) c.disconnect();
     worst.get(contender.name).push(worstWait);
-    return sections / (CONTENDED_MS / 1000);
+    return { value: sections / (CONTENDED_MS / 1000), cpuUs: (cpu.user + cpu.system) / sections };
   });
   const peer = rates.get(contendersOf[1].name);
   console.log(
@@ -534,11 +546,18 @@ async function semaphore() {
   );
   console.log(
     table(
-      ['library', 'sections/s', 'vs redis-semaphore', 'worst wait (ms, median of rounds)'],
+      [
+        'library',
+        'sections/s',
+        'vs redis-semaphore (range)',
+        'CPU us per section (this process)',
+        'worst wait (ms, median of rounds)',
+      ],
       contendersOf.map((c) => [
         c.name,
-        fmt(rates.get(c.name), 0),
-        `${fmt(rates.get(c.name) / peer)}x`,
+        fmt(rates.get(c.name).median, 0),
+        ratio(rates.get(c.name), peer),
+        fmt(rates.get(c.name).cpuUs, 0),
         fmt(median(worst.get(c.name)), 1),
       ]),
     ),
