@@ -370,6 +370,18 @@ async function manyKeys() {
       },
     },
     {
+      // The store's part alone, without the core's lease (timers, signal, events).
+      name: 'cachelock store keys (direct)',
+      make: () => {
+        const many = redisStore(client).capabilities.keys;
+        return async (a, b) => {
+          const owner = newOwner();
+          if ((await many.acquire([a, b], owner, TTL)) === null) throw new Error('held');
+          await many.release([a, b], owner);
+        };
+      },
+    },
+    {
       name: '@sesamecare-oss/redlock acquire([a, b])',
       make: () => {
         const redlock = new Redlock([client], { retryCount: 0 });
@@ -419,7 +431,7 @@ async function manyKeys() {
   }
   monitor.disconnect();
   monitorClient.disconnect();
-  const peer = results.get(multi[1].name);
+  const peer = results.get(multi[2].name);
   console.log('### Two keys, uncontended acquire+release, one connection\n');
   console.log(
     table(

@@ -463,6 +463,24 @@ describe.runIf(reachable)('Semaphore and ReadWriteLock on Redis, through the cor
     expect(await left(k)).toBe(0);
   });
 
+  it('Semaphore.inspect lists the holders oldest first; a waiter gets a released permit', async () => {
+    const k = key('core-inspect');
+    const options = { cache: clients[0]!, permits: 2, ttl: '10s' };
+    const first = await new Semaphore(k, options).acquire();
+    const second = await new Semaphore(k, { ...options, cache: clients[1]! }).acquire();
+    const { holders } = await Semaphore.inspect(k, { cache: clients[2]! });
+    expect(holders.map((h) => h.fence)).toEqual([first.fence, second.fence]);
+    expect(holders[0]!.pid).toBe(process.pid);
+    const waiting = new Semaphore(k, { ...options, cache: clients[2]!, wait: '10s' }).acquire();
+    await sleep(100);
+    await first.release();
+    const third = await waiting;
+    expect(third.fence!).toBeGreaterThan(second.fence!);
+    await second.release();
+    await third.release();
+    expect((await Semaphore.inspect(k, { cache: clients[0]! })).holders).toEqual([]);
+  });
+
   it('readers together, and a writer alone', async () => {
     const k = key('core-rw');
     let readers = 0;
