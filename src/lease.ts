@@ -48,6 +48,8 @@ export interface LeaseBinding<G extends Acquired = Acquired> {
   readonly key: string;
   /** The in-process line its waiters share (distinct per namespace). */
   readonly line: string;
+  /** Other in-process lines a release of this lease may let in (each key of several). */
+  readonly alsoFrees?: readonly string[];
   /** Waiters keep a place in the store's line even without push wake-ups. */
   readonly alwaysInLine?: boolean;
   /** Throw a `TypeError` naming what `store` lacks for this lease. */
@@ -263,7 +265,11 @@ export class Lease<G extends Acquired = Acquired> {
       );
       return false;
     }
-    if (keepMs <= 0) released(store, binding.line);
+    if (keepMs <= 0) {
+      released(store, binding.line);
+      if (binding.alsoFrees !== undefined)
+        for (const line of binding.alsoFrees) released(store, line);
+    }
     if (channels.release.hasSubscribers) {
       channels.release.publish({
         key: binding.key,

@@ -223,6 +223,7 @@ function severalKeys(
   return {
     key,
     line: `\0keys\0${order.map((index) => storeKeys[index]).join('\0')}`,
+    alsoFrees: storeKeys,
     async acquire(store, owner, ttlMs, options?: AcquireOptions) {
       const many = store.capabilities?.keys;
       if (many !== undefined) {
