@@ -15,7 +15,7 @@ export {
   type SharedNamespace,
   sharedKeys,
 } from './keys.js';
-export { RedisStore, type RedisStoreOptions } from './store.js';
+export { RedisStore, type RedisStoreOptions, SHARED_FENCE_LINGER_MS } from './store.js';
 
 /**
  * A lock store on an ioredis `Redis` or `Cluster`, or a node-redis client or cluster (v4 and

@@ -11,6 +11,8 @@ import { script } from './script.js';
  * exclusive lock. Every name expires with the last lease or place it holds.
  */
 const COMMON = `local holders, data, line, places = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- The last ARGV: how long the fence readers share outlives the last lease (0: not at all).
+local linger = tonumber(ARGV[#ARGV])
 local function int(n) return string.format('%.0f', n) end
 local now = redis.call('TIME')
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
@@ -78,13 +80,18 @@ local function wake(total)
 end
 
 -- Holders and data live as long as the last lease or place; data a second longer, so that it
--- never vanishes before the holders it describes. Nothing held and nobody in line: nothing left.
+-- never vanishes before the holders it describes, or the linger when that is longer. Nothing
+-- held, nobody in line and no linger: nothing left.
 local function expire()
   local last = redis.call('ZRANGE', holders, -1, -1, 'WITHSCORES')[2]
   local ms = last and tonumber(last) - now_ms or 0
   if ms > 0 then redis.call('PEXPIRE', holders, int(ms)) end
   ms = math.max(ms, redis.call('PTTL', line))
-  if ms > 0 then redis.call('PEXPIRE', data, int(ms + 1000)) else redis.call('DEL', data) end
+  if ms > 0 or linger > 0 then
+    redis.call('PEXPIRE', data, int(math.max(ms + 1000, linger)))
+  else
+    redis.call('DEL', data)
+  end
 end
 
 local total, last, share = prune()
@@ -92,7 +99,7 @@ local total, last, share = prune()
 
 /**
  * ARGV: owner, ttlMs, limit, weight, share ('1': take the last non-sharing fence), lineMs
- * ('0': not waiting). Returns the fence, or nil when refused. The owner that already holds a
+ * ('0': not waiting), lingerMs. Returns the fence, or nil when refused. The owner that already holds a
  * lease gets it refreshed with the same fence. Otherwise it is admitted when nobody is ahead
  * of it in line and the weight held plus its own is within its limit; refused, a waiter joins
  * the line or renews its place. An admitted waiter wakes the rest when the next in line would
@@ -137,7 +144,7 @@ return false
 );
 
 /**
- * ARGV: owner, keepMs. Leaves the line; ends the owner's lease (or shortens it to keepMs) and
+ * ARGV: owner, keepMs, lingerMs. Leaves the line; ends the owner's lease (or shortens it to keepMs) and
  * returns 1 if it held one, else 0. Wakes the waiters when the first in line would now fit.
  */
 export const SHARED_RELEASE = script(
@@ -163,7 +170,7 @@ return holds and 1 or 0
 `,
 );
 
-/** ARGV: owner, ttlMs. 1 and the lease set to ttlMs from now if the owner still holds one. */
+/** ARGV: owner, ttlMs, lingerMs. 1 and the lease set to ttlMs from now if the owner still holds one. */
 export const SHARED_EXTEND = script(
   'extend-shared',
   `${COMMON}

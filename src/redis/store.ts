@@ -185,6 +185,9 @@ export class RedisStore implements LockStore {
   }
 
   private shared(namespace: SharedNamespace): SharedLeases {
+    // Readers share the last write's fence, so a read/write lock keeps it a while after its
+    // last lease; a semaphore's permits share nothing and leave nothing.
+    const linger = namespace === 'rw' ? String(SHARED_FENCE_LINGER_MS) : '0';
     const names = (key: string) => {
       const k = sharedKeys(key, namespace);
       return [k.holders, k.data, k.line, k.places];
@@ -198,6 +201,7 @@ export class RedisStore implements LockStore {
           String(request.weight),
           request.shareFence ? '1' : '0',
           request.lineMs ? String(wholeMs(request.lineMs)) : '0',
+          linger,
         ];
         // In the set before sending, so that a wake-up racing the reply is not missed.
         if (request.lineMs) this.waiting(owner);
@@ -210,10 +214,10 @@ export class RedisStore implements LockStore {
       release: (key, owner, keepMs = 0) => {
         this.inLine.delete(owner);
         const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
-        return this.call(SHARED_RELEASE, names(key), [owner, keep], isOne);
+        return this.call(SHARED_RELEASE, names(key), [owner, keep, linger], isOne);
       },
       extend: (key, owner, ttlMs) =>
-        this.call(SHARED_EXTEND, names(key), [owner, String(wholeMs(ttlMs))], isOne),
+        this.call(SHARED_EXTEND, names(key), [owner, String(wholeMs(ttlMs)), linger], isOne),
       inspect: (key) => this.call(SHARED_INSPECT, names(key), [], sharedLeases),
       onRelease: (key, listener) =>
         this.subscriptions.listen(sharedKeys(key, namespace).channel, (next) => {
@@ -222,6 +226,12 @@ export class RedisStore implements LockStore {
     };
   }
 }
+
+/**
+ * How long a read/write lock's last write fence outlives its last lease and waiter, for the
+ * readers that come after (about 100 bytes per lock, then nothing).
+ */
+export const SHARED_FENCE_LINGER_MS = 3_600_000;
 
 /** Redis takes whole milliseconds, and a lease of 0 would mean "no expiry" to nobody's benefit. */
 function wholeMs(ms: number): number {

@@ -7,7 +7,14 @@ import {
   Semaphore,
   type SharedLeases,
 } from 'cachelock';
-import { leaseKey, lockKeys, type RedisStore, redisStore, sharedKeys } from 'cachelock/redis';
+import {
+  leaseKey,
+  lockKeys,
+  type RedisStore,
+  redisStore,
+  SHARED_FENCE_LINGER_MS,
+  sharedKeys,
+} from 'cachelock/redis';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,14 +30,29 @@ const semaphore = (limit: number, lineMs?: number) => ({ limit, weight: 1, lineM
 const reader = (lineMs?: number) => ({ limit: RW_LIMIT, weight: 1, shareFence: true, lineMs });
 const writer = (lineMs?: number) => ({ limit: RW_LIMIT, weight: RW_LIMIT, lineMs });
 
-/** Every Redis name the store may have written for `k`, in every namespace. */
+/**
+ * Every Redis name the store may have written for `k`, in every namespace, but the one that
+ * outlives the leases for a while: the read/write lock's last write fence (see `lingers`).
+ */
 function namesOf(k: string): string[] {
   const lock = lockKeys(k);
-  const shared = (['permits', 'rw'] as const).flatMap((ns) => {
-    const s = sharedKeys(k, ns);
-    return [s.holders, s.data, s.line, s.places];
-  });
-  return [lock.lease, lock.line, lock.waiters, ...shared];
+  const permits = sharedKeys(k, 'permits');
+  const rw = sharedKeys(k, 'rw');
+  return [
+    ...[lock.lease, lock.line, lock.waiters],
+    ...[permits.holders, permits.data, permits.line, permits.places],
+    ...[rw.holders, rw.line, rw.places],
+  ];
+}
+
+/** The read/write lock's data, when left: only its fences and a zero weight, expiring. */
+async function lingers(client: Redis, k: string): Promise<void> {
+  const name = sharedKeys(k, 'rw').data;
+  const fields = await client.hgetall(name);
+  expect(Object.keys(fields).every((f) => ['last', 'share', 'total'].includes(f))).toBe(true);
+  expect(fields.total ?? '0').toBe('0');
+  const ttl = await client.pttl(name);
+  expect(ttl === -2 || (ttl > 0 && ttl <= SHARED_FENCE_LINGER_MS)).toBe(true);
 }
 
 describe.runIf(reachable)('redis store capabilities on the shared server', () => {
@@ -267,9 +289,15 @@ describe.runIf(reachable)('redis store capabilities on the shared server', () =>
         expect(await rw().acquire(k, w2, 10_000, writer())).toBeNull();
         expect(await rw().release(k, r1)).toBe(true);
         expect(await rw().release(k, r3)).toBe(true);
-        expect((await rw().acquire(k, w2, 10_000, writer()))!.fence!).toBeGreaterThan(fw!.fence!);
+        const fw2 = await rw().acquire(k, w2, 10_000, writer());
+        expect(fw2!.fence!).toBeGreaterThan(fw!.fence!);
         expect(await rw().release(k, w2)).toBe(true);
         expect(await left(k)).toBe(0);
+        await lingers(ioredis, k);
+        // After a while with nothing held, a reader still shares the last write's fence.
+        const r4 = newOwner();
+        expect((await rw().acquire(k, r4, 10_000, reader()))?.fence).toBe(fw2!.fence);
+        expect(await rw().release(k, r4)).toBe(true);
       });
 
       it('a writer’s release wakes the readers in line, and each admitted one wakes the next', async () => {
@@ -346,7 +374,7 @@ describe.runIf(runs)('redis store capabilities on a throwaway server', () => {
     expect(await client.dbsize()).toBe(0);
   });
 
-  it('semaphores and read/write locks used and released leave no keys', async () => {
+  it('semaphores used and released leave no keys; read/write locks only their last write fence, for a while', async () => {
     const permits = store.capabilities.permits!;
     const rw = store.capabilities.readersWriters!;
     await Promise.all(
@@ -364,7 +392,16 @@ describe.runIf(runs)('redis store capabilities on a throwaway server', () => {
         }
       }),
     );
-    expect(await client.dbsize()).toBe(0);
+    // The semaphores leave nothing; each read/write lock only its last write fence, expiring.
+    const left = await client.keys('*');
+    expect(left).toHaveLength(200);
+    for (const name of left) {
+      expect(name.endsWith(':v2:rw:data')).toBe(true);
+      const fields = await client.hgetall(name);
+      expect(Object.keys(fields).sort()).toEqual(['last', 'share', 'total']);
+      expect(fields.total).toBe('0');
+      expect(await client.pttl(name)).toBeLessThanOrEqual(SHARED_FENCE_LINGER_MS);
+    }
   });
 
   it('fences rise across a restart of a server that keeps nothing', async () => {
