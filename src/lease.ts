@@ -150,10 +150,11 @@ export class Lease<G extends Acquired = Acquired> {
 
   /**
    * Take the lease, waiting up to `wait`. Rejects with `LockedError` (wait 0),
-   * `LockTimeoutError` (waited), the signal's reason (aborted), or `StoreError`. `quiet`: the
-   * refusal's message is not read, so the store is not asked who holds the key.
+   * `LockTimeoutError` (waited), the signal's reason (aborted), or `StoreError`. Resolves
+   * `value` (the caller's own object, saving it a step). `quiet`: the refusal's message is not
+   * read, so the store is not asked who holds the key.
    */
-  async acquire(quiet = false): Promise<void> {
+  async acquire<T>(value: T, quiet = false): Promise<T> {
     const binding = this.binding;
     if (this.#state === State.Held || this.#state === State.Acquiring) {
       throw new LockError(
@@ -184,7 +185,7 @@ export class Lease<G extends Acquired = Acquired> {
         }
         if (result !== null) {
           this.#grant(store, owner, result, started, started);
-          return;
+          return value;
         }
         if (waitMs === 0)
           throw lockedError(binding.key, quiet ? null : await holder(binding, store));
@@ -204,6 +205,7 @@ export class Lease<G extends Acquired = Acquired> {
           abandon: () => this.#abandon(store, owner),
         });
         this.#grant(store, owner, won.granted, won.sentAt, started);
+        return value;
       } catch (error) {
         if (error instanceof WaitTimeout) {
           const refusal = quiet ? null : await holder(binding, store);
@@ -226,7 +228,7 @@ export class Lease<G extends Acquired = Acquired> {
   /** Like `acquire()`, but resolves `false` where it would reject with `LockedError` or `LockTimeoutError`. */
   async tryAcquire(): Promise<boolean> {
     try {
-      await this.acquire(true);
+      await this.acquire(undefined, true);
       return true;
     } catch (error) {
       if (error instanceof LockedError || error instanceof LockTimeoutError) return false;
