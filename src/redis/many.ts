@@ -9,7 +9,9 @@ import { script } from './script.js';
  * owner's, take the free ones with the server's `TIME` in microseconds as their fence and
  * refresh the owner's own (keeping their fence); otherwise change nothing and return nil. A key
  * held by another owner, by the first release's format or by a value cachelock did not write
- * refuses the whole set. Returns the fences in the order of KEYS.
+ * refuses the whole set, and a lease of another owner that refused it is marked as waited for
+ * (as a waiter in line marks it), so that its release is announced. Returns the fences in the
+ * order of KEYS.
  */
 export const MANY_ACQUIRE = script(
   'acquire-keys',
@@ -18,8 +20,14 @@ for i, lease in ipairs(KEYS) do
   local value = redis.pcall('GET', lease)
   if value then
     if type(value) ~= 'string' then return false end
-    local last, owner = string.match(value, '^2/(%d+)%*?:(.+)$')
-    if owner ~= ARGV[1] then return false end
+    local last, mark, owner = string.match(value, '^2/(%d+)(%*?):(.+)$')
+    if owner ~= ARGV[1] then
+      -- Refused: mark the holder's lease, so that its release announces itself to this waiter.
+      if owner and mark == '' then
+        redis.call('SET', lease, '2/' .. last .. '*:' .. owner, 'KEEPTTL')
+      end
+      return false
+    end
     held[i] = last
   end
 end

@@ -128,6 +128,25 @@ describe.runIf(reachable)('redis store capabilities on the shared server', () =>
         expect(await store().inspect(a)).toBeNull();
       });
 
+      it('a refused set has the holder’s release announced, on each key', async () => {
+        const many = store().capabilities.keys!;
+        const [a, b] = [key('a'), key('b')];
+        const [one, two] = [newOwner(), newOwner()];
+        await store().acquire(b, one, 10_000);
+        const heard: string[] = [];
+        const stops = [a, b].map((k) => store().onRelease(k, () => heard.push(k)));
+        await sleep(50); // subscribed (each wakes once when it is)
+        heard.length = 0;
+        expect(await many.acquire([a, b], two, 10_000)).toBeNull();
+        expect(await store().release(b, one)).toBe(true);
+        await sleep(50);
+        expect(heard).toEqual([b]);
+        expect(await many.acquire([a, b], two, 10_000)).not.toBeNull();
+        expect(await many.release([a, b], two)).toBe(true);
+        for (const stop of stops) stop();
+        expect(await left(a, b)).toBe(0);
+      });
+
       it('a value cachelock did not write refuses the set and stays as it is', async () => {
         const many = store().capabilities.keys!;
         const [a, b] = [key('a'), key('b')];
