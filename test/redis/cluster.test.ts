@@ -83,6 +83,21 @@ describe.runIf(runs)('redis store on a 3-master Cluster', () => {
     }
   });
 
+  it('Lock on keys of different slots is refused with the store’s TypeError; with one hash tag it works', async () => {
+    const apart = [`apart:${process.pid}:1`, `apart:${process.pid}:2`];
+    for (const cache of [ioredis, nodeRedis]) {
+      const error = await Lock.acquire(apart, { cache, ttl: '10s' }).catch((e: Error) => e);
+      // The store's TypeError, as it is or as the cause of the core's error.
+      const refusal = error instanceof TypeError ? error : (error as Error).cause;
+      expect(refusal).toBeInstanceOf(TypeError);
+      expect((refusal as TypeError).message).toMatch(/different slots.*same hash tag/);
+    }
+    const tagged = [`{apart-${process.pid}}:1`, `{apart-${process.pid}}:2`];
+    const lock = await Lock.acquire(tagged, { cache: ioredis, ttl: '10s' });
+    expect(await lock.release()).toBe(true);
+    await closeAll();
+  });
+
   it('permits and readers/writers work on keys of every master', async () => {
     for (const client of [ioredis, nodeRedis]) {
       const store = redisStore(client);
