@@ -1,7 +1,9 @@
 // MySQL/MariaDB: 4 processes contending on one key, cachelock (named-lock wake-ups, and
 // polling) against the server's own session locks, GET_LOCK/RELEASE_LOCK on a connection per
 // process. Runs on a throwaway MariaDB (mariadb-install-db + mariadbd on a free port), or on
-// BENCH_MYSQL_URL if set. Needs the built package (npm run build).
+// BENCH_MYSQL_URL if set; BENCH_MYSQL_ARGS adds server options to the throwaway one, such as
+// --innodb-flush-log-at-trx-commit=2 (commits not flushed to disk one by one). Needs the built
+// package (npm run build).
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Lock } from 'cachelock';
@@ -19,7 +21,8 @@ const PUSH = 'cachelock (named-lock wake-ups)';
 const contenders = [PUSH, 'cachelock, listen: false (polling)', NAMED];
 
 async function main() {
-  const server = process.env.BENCH_MYSQL_URL ? undefined : await startMariadb();
+  const args = (process.env.BENCH_MYSQL_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const server = process.env.BENCH_MYSQL_URL ? undefined : await startMariadb(args);
   const url = process.env.BENCH_MYSQL_URL ?? server.url;
   try {
     const connection = await mysql.createConnection({ uri: url });
@@ -27,7 +30,7 @@ async function main() {
     await connection.query(`DROP TABLE IF EXISTS ${TABLE}`);
     await connection.end();
     console.log(
-      `${version} (${server ? 'throwaway server, default settings' : 'BENCH_MYSQL_URL'}), ${ROUNDS} rounds interleaved, medians\n`,
+      `${version} (${server ? `throwaway server, ${args.length > 0 ? args.join(' ') : 'default settings'}` : 'BENCH_MYSQL_URL'}), ${ROUNDS} rounds interleaved, medians\n`,
     );
     const { rates } = await contendedTable({
       script: fileURLToPath(import.meta.url),

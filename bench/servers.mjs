@@ -107,8 +107,8 @@ export async function startPostgres() {
   return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, stop };
 }
 
-/** mariadb-install-db + mariadbd on a free port (default durability settings). */
-export async function startMariadb() {
+/** mariadb-install-db + mariadbd on a free port; `args` are more server options. */
+export async function startMariadb(args = []) {
   const dir = mkdtempSync(join(tmpdir(), 'cachelock-bench-mariadb-'));
   const asRoot = process.getuid?.() === 0;
   const user = asRoot ? ['--user=root'] : [];
@@ -121,6 +121,7 @@ export async function startMariadb() {
   const server = await startDaemon('mariadb', '/usr/sbin/mariadbd', (port) => [
     ...['--no-defaults', `--datadir=${data}`, `--port=${port}`, '--bind-address=127.0.0.1'],
     ...[`--socket=${join(dir, 'sock')}`, ...user, '--skip-log-bin', '--skip-name-resolve'],
+    ...args,
   ]);
   for (let i = 0; ; i++) {
     try {

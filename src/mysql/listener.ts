@@ -13,7 +13,9 @@ const SLACK_MS = 5;
 const RETRY_MIN_MS = 10;
 const RETRY_MAX_MS = 1_000;
 
-const TAKE = 'SELECT GET_LOCK(?, 0) AS got';
+// A waiter holds the name for an instant when it is rung: the holder queues behind it briefly
+// rather than failing and leaving the key without its bell.
+const TAKE = 'SELECT GET_LOCK(?, 1) AS got';
 const GIVE = 'SELECT RELEASE_LOCK(?) AS freed';
 // Block until the holder lets go, then let go at once: the named lock only ever rings a bell.
 // IS_FREE_LOCK first tells a real wait from a lock nobody held.
@@ -103,9 +105,13 @@ export class Wakeups {
     if (session === undefined) return;
     if (want) {
       const [row] = await session.select(TAKE, [name]);
-      if (Number(row?.got) === 1) this.#taken.add(name);
-      // A waiter holds it for an instant: try again shortly.
-      else this.#scheduleHolderRetry();
+      if (Number(row?.got) === 1) {
+        this.#taken.add(name);
+        this.#holderAttempt = 0;
+      } else {
+        // Held by someone else all along (a stalled process that lost the key): try later.
+        this.#scheduleHolderRetry();
+      }
     } else {
       await session.select(GIVE, [name]);
       this.#taken.delete(name);
