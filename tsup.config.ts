@@ -7,6 +7,7 @@ const backends = [
   'postgres',
   'sqlite',
   'memcached',
+  'etcd',
   'keyv',
   'nestjs',
   'testing',

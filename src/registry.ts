@@ -27,6 +27,8 @@ const builtinSchemes: Record<string, string> = {
   'postgresql:': 'cachelock/postgres',
   'memcached:': 'cachelock/memcached',
   'sqlite:': 'cachelock/sqlite',
+  'etcd:': 'cachelock/etcd',
+  'etcds:': 'cachelock/etcd',
 };
 
 /**
