@@ -17,9 +17,8 @@ import { prefixEnd } from './transport.js';
  *
  * Every request carries `hasleader`: a member cut off from its cluster answers at once that it
  * has no leader (and ends watches) instead of hanging, and the client moves on to the next
- * endpoint. A request that could not be sent at all (refused, reset before a reply) is sent to
- * the next endpoint straight away; one whose fate is unknown (timed out) is not repeated, since
- * it may have taken effect: the caller decides.
+ * endpoint. A request that got no reply at all (refused, closed before a reply) goes to the
+ * next endpoint straight away; one that timed out is not repeated: the caller decides.
  */
 
 export interface Endpoint {
@@ -131,7 +130,7 @@ export class GatewayTransport implements Transport {
       } catch (error) {
         lastError = error;
         this.#next(index);
-        if (notSent(error)) continue;
+        if (noReply(error)) continue;
         throw new EtcdError(
           `etcd at ${hostPort(endpoint)}: ${path} failed: ${(error as Error).message}`,
           undefined,
@@ -299,15 +298,27 @@ function hostPort({ host, port }: Endpoint): string {
   return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
-// Refused or reset before any byte of a reply: the request never reached etcd's handler, so it
-// is safe to send it elsewhere.
-function notSent(error: unknown): boolean {
+// Refused, or closed before any byte of a reply: try the next member. The request may have
+// reached etcd in the second case, but every request the store sends may be repeated: its
+// transactions are conditional and confirm what an earlier attempt did, keep-alives and reads
+// change nothing, a second grant leaves a lease that expires unused, and a second revoke
+// reports a release as not held (false), never the reverse. A timeout is not repeated here:
+// the member may be slow rather than gone, and the caller decides.
+function noReply(error: unknown): boolean {
   const cause = (error as { cause?: { code?: string } }).cause;
   return (
     cause !== undefined &&
-    ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN'].includes(
-      String(cause.code),
-    )
+    [
+      'ECONNREFUSED',
+      'ECONNRESET',
+      'EPIPE',
+      'EHOSTUNREACH',
+      'ENETUNREACH',
+      'ENOTFOUND',
+      'EAI_AGAIN',
+      'UND_ERR_SOCKET',
+      'UND_ERR_CONNECT_TIMEOUT',
+    ].includes(String(cause.code))
   );
 }
 

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type Server, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './reachable.js';
@@ -14,8 +15,10 @@ interface Member {
   name: string;
   clientPort: number;
   peerPort: number;
-  /** What the others dial for this member's raft traffic: cut it to partition the member. */
-  peerProxy: TcpProxy;
+  /** What the others dial for this member's raft traffic. */
+  peerProxy: PeerProxy;
+  /** Its raft ID in hex, as it names itself to its peers (`X-Server-From`). */
+  id: string | undefined;
   /** What clients dial for this member: cut it to take the member away from clients. */
   clientProxy: TcpProxy;
   dir: string;
@@ -44,8 +47,9 @@ export class EtcdCluster {
           name: `m${i}`,
           clientPort,
           peerPort,
-          peerProxy: await TcpProxy.start(peerPort),
+          peerProxy: await PeerProxy.start(peerPort),
           clientProxy: await TcpProxy.start(clientPort),
+          id: undefined,
           dir: join(root, `m${i}`),
           child: undefined,
         });
@@ -137,6 +141,7 @@ export class EtcdCluster {
         header?: { member_id?: string };
       };
       if (reply.leader === undefined || reply.leader === '0') return undefined;
+      this.members[index]!.id ??= BigInt(String(reply.header?.member_id)).toString(16);
       return { leader: String(reply.leader), member: String(reply.header?.member_id) };
     } catch {
       return undefined;
@@ -212,15 +217,27 @@ export class EtcdCluster {
     this.members[index]!.child?.kill('SIGCONT');
   }
 
-  /** Drop every connection to the member, from peers and clients, and refuse new ones. */
+  /**
+   * Cut the member off from its peers both ways (its own proxy drops every peer, the others'
+   * drop what it sends them) and from its clients, until `heal`.
+   */
   partition(index: number): void {
-    this.members[index]!.peerProxy.cut();
-    this.members[index]!.clientProxy.cut();
+    const member = this.members[index]!;
+    if (member.id === undefined) throw new Error(`etcd ${member.name}: raft ID not known yet`);
+    for (const other of this.members) {
+      if (other === member) other.peerProxy.isolate();
+      else other.peerProxy.block(member.id);
+    }
+    member.clientProxy.cut();
   }
 
   heal(index: number): void {
-    this.members[index]!.peerProxy.restore();
-    this.members[index]!.clientProxy.restore();
+    const member = this.members[index]!;
+    for (const other of this.members) {
+      if (other === member) other.peerProxy.restore();
+      else if (member.id !== undefined) other.peerProxy.unblock(member.id);
+    }
+    member.clientProxy.restore();
   }
 
   private async signal(index: number, signal: NodeJS.Signals): Promise<void> {
@@ -244,4 +261,104 @@ export class EtcdCluster {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * A loopback proxy for etcd's peer port that knows who is talking: every raft request names its
+ * sender in `X-Server-From`, so the proxy can drop one member's traffic to this one (a
+ * partition both ways needs that: the others still dial the partitioned member's peers).
+ */
+class PeerProxy {
+  private readonly sockets = new Map<Socket, { from: string | undefined; upstream: Socket }>();
+  private readonly blocked = new Set<string>();
+  private isolated = false;
+
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+  ) {}
+
+  static async start(targetPort: number): Promise<PeerProxy> {
+    let proxy: PeerProxy | undefined;
+    const server = createServer((client) => proxy!.accept(client, targetPort));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve());
+    });
+    const address = server.address();
+    proxy = new PeerProxy(server, typeof address === 'object' && address ? address.port : 0);
+    return proxy;
+  }
+
+  /** Drop every connection and refuse new ones. */
+  isolate(): void {
+    this.isolated = true;
+    for (const [client, { upstream }] of this.sockets) {
+      client.destroy();
+      upstream.destroy();
+    }
+  }
+
+  /** Drop and refuse what member `from` (hex raft ID) sends. */
+  block(from: string): void {
+    this.blocked.add(from);
+    for (const [client, state] of this.sockets) {
+      if (state.from === from) {
+        client.destroy();
+        state.upstream.destroy();
+      }
+    }
+  }
+
+  unblock(from: string): void {
+    this.blocked.delete(from);
+  }
+
+  restore(): void {
+    this.isolated = false;
+  }
+
+  async close(): Promise<void> {
+    this.isolate();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+
+  private accept(client: Socket, port: number): void {
+    if (this.isolated) {
+      client.destroy();
+      return;
+    }
+    const upstream = new Socket();
+    const state = { from: undefined as string | undefined, upstream };
+    this.sockets.set(client, state);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      this.sockets.delete(client);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+    upstream.connect(port, '127.0.0.1');
+    let head = '';
+    client.on('data', (chunk: Buffer) => {
+      if (state.from === undefined) {
+        head += chunk.toString('latin1');
+        const match = /\r\nX-Server-From: *([0-9a-f]+)\r\n/i.exec(head);
+        if (match) state.from = match[1]!.toLowerCase();
+        else if (head.length > 16_384) state.from = '';
+      }
+      if (this.isolated || (state.from !== undefined && this.blocked.has(state.from))) {
+        end();
+        return;
+      }
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (this.isolated || (state.from !== undefined && this.blocked.has(state.from))) {
+        end();
+        return;
+      }
+      client.write(chunk);
+    });
+  }
 }
