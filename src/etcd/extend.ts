@@ -3,10 +3,10 @@ import {
   type Context,
   cacheKey,
   effective,
-  grant,
   isOwners,
   leaseSeconds,
   readTxn,
+  retire,
   revokeLater,
 } from './leases.js';
 
@@ -34,11 +34,14 @@ export async function extend(
       ? known.granted
       : (await transport.timeToLive(holder.lease)).granted;
   if (granted === effective(context, seconds)) {
+    const sentAt = performance.now();
     const renewed = await transport.keepAlive(holder.lease);
     if (renewed <= 0) context.mine.delete(id);
+    else if (known !== undefined && known.lease === holder.lease) known.renewedAt = sentAt;
     return renewed > 0;
   }
-  const lease = await grant(context, seconds);
+  const takenAt = performance.now();
+  const lease = await context.pool.takeRenewed(context, seconds);
   const moved = await transport.txn({
     compare: [
       { key: mine, target: 'CREATE', result: 'EQUAL', value: holder.createRevision },
@@ -52,10 +55,12 @@ export async function extend(
     context.mine.delete(id);
     return false;
   }
-  revokeLater(context, holder.lease);
+  retire(context, holder.lease, known);
   context.mine.set(id, {
     lease: lease.id,
     granted: lease.ttl,
+    asked: seconds,
+    renewedAt: takenAt,
     createRevision: holder.createRevision,
     waiting: false,
   });

@@ -4,7 +4,7 @@ import { type Etcd3Like, Etcd3Transport, isEtcd3 } from './etcd3.js';
 import { extend } from './extend.js';
 import { type Endpoint, GatewayTransport } from './gateway.js';
 import { inspect } from './inspect.js';
-import type { Context } from './leases.js';
+import { type Context, LeasePool } from './leases.js';
 import { release } from './release.js';
 import type { Transport } from './transport.js';
 import { Wakeups } from './wakeups.js';
@@ -52,7 +52,13 @@ export class EtcdStore implements LockStore {
     if (typeof namespace !== 'string') {
       throw new TypeError(`etcdStore: namespace must be a string, got ${typeof namespace}`);
     }
-    this.#context = { transport, namespace, mine: new Map(), floor: { seconds: 0 } };
+    this.#context = {
+      transport,
+      namespace,
+      mine: new Map(),
+      floor: { seconds: 0 },
+      pool: new LeasePool(),
+    };
     this.#ownsTransport = ownsTransport;
     if (options.watch !== false) {
       const wakeups = new Wakeups(this.#context);
@@ -91,6 +97,7 @@ export class EtcdStore implements LockStore {
     if (this.#closed) return;
     this.#closed = true;
     this.#wakeups?.close();
+    await this.#context.pool.close(this.#context);
     if (this.#ownsTransport) await this.#context.transport.close();
   }
 }

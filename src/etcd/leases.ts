@@ -19,9 +19,15 @@ export interface Mine {
   lease: string;
   /** The TTL that lease was granted, in seconds (what a keep-alive renews it to). */
   granted: number;
+  /** The TTL asked for it, in seconds (its spares' shelf). */
+  asked: number;
+  /** When it was last granted or renewed (sent), on `performance.now()`. */
+  renewedAt: number;
   createRevision: bigint;
   /** In the line (a waiter), not (yet known to be) the holder. */
   waiting: boolean;
+  /** A watch saw this waiting key become the oldest: the next acquire need not read. */
+  handed?: boolean;
 }
 
 /** Everything an operation needs, shared by the store's operations. */
@@ -32,6 +38,7 @@ export interface Context {
   mine: Map<string, Mine>;
   /** The smallest TTL the server granted when asked for less, learned from grants. */
   floor: { seconds: number };
+  pool: LeasePool;
 }
 
 export function cacheKey(mine: Buffer): string {
@@ -59,6 +66,18 @@ export function revokeLater(context: Context, lease: string): void {
   context.transport.revoke(lease).catch(() => {});
 }
 
+/**
+ * A lease our key just left (moved onto another, or deleted by us): a spare when this store
+ * knows what it was asked for, else revoked.
+ */
+export function retire(context: Context, lease: string, known: Mine | undefined): void {
+  if (known !== undefined && known.lease === lease) {
+    context.pool.give(context, { id: lease, ttl: known.granted }, known.asked, known.renewedAt);
+  } else {
+    revokeLater(context, lease);
+  }
+}
+
 /** A read of the lock's oldest key (its holder) and, optionally, of one more key. */
 export function readTxn(prefix: Buffer, also?: Buffer): Txn {
   const success: Txn['success'] = [
@@ -76,4 +95,84 @@ export function isOwners(kv: KeyValue | undefined, prefix: Buffer, owner: string
     kv.key.length === prefix.length + Buffer.byteLength(owner) &&
     kv.key.subarray(prefix.length).toString() === owner
   );
+}
+
+/** A lease granted for one acquisition, or taken from the spares. */
+export interface Lease {
+  id: string;
+  /** The TTL it was granted, in seconds. */
+  ttl: number;
+}
+
+interface Spare extends Lease {
+  /** When it was last granted or renewed (sent), on `performance.now()`. */
+  renewedAt: number;
+}
+
+// Spares kept per TTL; a released key's lease beyond these is revoked.
+const MAX_SPARES = 8;
+
+/**
+ * Leases without keys, kept for the next acquisition of this store: granting and revoking a
+ * lease are writes to etcd's log (each as dear as the lock's own transaction), while renewing
+ * one is answered by the leader alone. A released key's lease goes back here; an acquisition
+ * takes one, renews it (so it counts its whole TTL from then) and puts its key on it. Spares
+ * hold no key, are never renewed while spare, so they expire on their own within their TTL,
+ * and `close()` revokes them: nothing is kept per key.
+ */
+export class LeasePool {
+  readonly #spares = new Map<number, Spare[]>();
+
+  /**
+   * A lease of `seconds`: a spare if one is at hand, with its renewal under way (`renewed`
+   * resolves whether it is still alive, and from then on it counts its whole TTL), else a new
+   * one. The caller may use the lease before the renewal answers, as long as it trusts a put
+   * on it only once `renewed` is true: a lease that is alive when renewed was alive all along.
+   */
+  async take(
+    context: Context,
+    seconds: number,
+  ): Promise<{ lease: Lease; renewed: Promise<boolean> }> {
+    const spares = this.#spares.get(seconds);
+    while (spares !== undefined && spares.length > 0) {
+      const spare = spares.pop()!;
+      // Past half its TTL it may be gone by the time the renewal arrives: let it expire.
+      if (performance.now() - spare.renewedAt > (spare.ttl * 1000) / 2) continue;
+      const renewed = context.transport.keepAlive(spare.id).then(
+        (ttl) => ttl > 0,
+        () => false,
+      );
+      return { lease: { id: spare.id, ttl: spare.ttl }, renewed };
+    }
+    return { lease: await grant(context, seconds), renewed: Promise.resolve(true) };
+  }
+
+  /** A lease of `seconds`, alive and renewed (or granted) just now. */
+  async takeRenewed(context: Context, seconds: number): Promise<Lease> {
+    for (;;) {
+      const { lease, renewed } = await this.take(context, seconds);
+      if (await renewed) return lease;
+    }
+  }
+
+  /**
+   * Keep `lease` for the next acquisition: no key of ours is on it any more. `renewedAt` is
+   * when it was last renewed or granted, as far as this store knows (a lower bound is safe).
+   */
+  give(context: Context, lease: Lease, asked: number, renewedAt: number): void {
+    let spares = this.#spares.get(asked);
+    if (spares === undefined) this.#spares.set(asked, (spares = []));
+    if (spares.length >= MAX_SPARES) {
+      revokeLater(context, lease.id);
+      return;
+    }
+    spares.push({ ...lease, renewedAt });
+  }
+
+  /** Revoke every spare. */
+  async close(context: Context): Promise<void> {
+    const all = [...this.#spares.values()].flat();
+    this.#spares.clear();
+    await Promise.all(all.map((spare) => context.transport.revoke(spare.id).catch(() => false)));
+  }
 }

@@ -2,19 +2,21 @@ import { lockKeys, lockPrefix, ownerOf, ownerValue } from './keys.js';
 import {
   type Context,
   cacheKey,
-  grant,
   isOwners,
   leaseSeconds,
   readTxn,
+  retire,
   revokeLater,
 } from './leases.js';
 
 /**
- * Give the lock up by revoking the acquisition's lease: etcd deletes its key in the same step,
- * so nothing is left behind, and the deletion is what wakes the waiters' watches. Each lease
- * carries exactly one key, so revoking it touches no other owner. A waiter's release leaves the
- * line the same way and resolves false. With `keepMs`, the key moves onto a lease of `keepMs`
- * instead (keeping its create revision), and the old lease is revoked.
+ * Give the lock up by deleting our key, checked by its create revision (the acquisition it
+ * was), so nothing is left behind and the deletion wakes the waiters' watches; its lease, now
+ * empty, becomes a spare for this store's next acquisition. An instance that did not take the
+ * key itself reads it first and revokes its lease, which deletes it: each lease carries one
+ * key, so that touches no other owner. A waiter's release leaves the line the same way and
+ * resolves false. With `keepMs`, the key moves onto a lease of `keepMs` instead (keeping its
+ * create revision).
  */
 export async function release(
   context: Context,
@@ -30,7 +32,13 @@ export async function release(
   if (known !== undefined && !known.waiting && !(keepMs !== undefined && keepMs > 0)) {
     // This instance saw it become the holder, and a holder stays the holder until its key goes.
     context.mine.delete(id);
-    return transport.revoke(known.lease);
+    const deleted = await transport.txn({
+      compare: [{ key: mine, target: 'CREATE', result: 'EQUAL', value: known.createRevision }],
+      success: [{ delete: { key: mine } }],
+      failure: [],
+    });
+    if (deleted.succeeded) retire(context, known.lease, known);
+    return deleted.succeeded;
   }
   const read = await transport.txn(readTxn(prefix, mine));
   const holder = read.results[0]?.[0];
@@ -41,7 +49,7 @@ export async function release(
   }
   const held = isOwners(holder, prefix, owner);
   if (held && keepMs !== undefined && keepMs > 0) {
-    const lease = await grant(context, leaseSeconds(keepMs));
+    const lease = await context.pool.takeRenewed(context, leaseSeconds(keepMs));
     const moved = await transport.txn({
       compare: [{ key: mine, target: 'CREATE', result: 'EQUAL', value: own.createRevision }],
       success: [{ put: { key: mine, value: ownerValue(owner), lease: lease.id } }],
@@ -52,7 +60,7 @@ export async function release(
       revokeLater(context, lease.id);
       return false;
     }
-    revokeLater(context, own.lease);
+    retire(context, own.lease, known);
     return true;
   }
   context.mine.delete(id);

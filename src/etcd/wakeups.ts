@@ -1,12 +1,16 @@
 import type { Handoff } from 'cachelock';
 import { lockPrefix, ownerOf } from './keys.js';
-import { type Context, isOwners, readTxn } from './leases.js';
+import { type Context, cacheKey, isOwners, readTxn } from './leases.js';
 
 type Listener = (handoff?: Handoff) => void;
+
+const LINGER_MS = 2_000;
 
 interface Subscription {
   listeners: Set<Listener>;
   stop: () => void;
+  /** Ends the watch a while after its last listener left, unless one comes back. */
+  linger: NodeJS.Timeout | undefined;
   /** A look at the new holder is under way; `again` asks for one more after it. */
   looking: boolean;
   again: boolean;
@@ -33,6 +37,7 @@ export class Wakeups {
       const created: Subscription = {
         listeners: new Set(),
         stop: () => {},
+        linger: undefined,
         looking: false,
         again: false,
       };
@@ -44,13 +49,21 @@ export class Wakeups {
       });
     }
     const subscription_ = subscription;
+    clearTimeout(subscription_.linger);
+    subscription_.linger = undefined;
     subscription_.listeners.add(listener);
     return () => {
       subscription_.listeners.delete(listener);
-      if (subscription_.listeners.size === 0 && this.#subscriptions.get(key) === subscription_) {
-        this.#subscriptions.delete(key);
+      if (subscription_.listeners.size > 0 || subscription_.linger !== undefined) return;
+      // A key waited for once is often waited for again soon (a busy key, a loop): keep its
+      // watch a little, so that the next wait neither sets one up nor misses a release.
+      subscription_.linger = setTimeout(() => {
+        subscription_.linger = undefined;
+        if (subscription_.listeners.size > 0) return;
+        if (this.#subscriptions.get(key) === subscription_) this.#subscriptions.delete(key);
         subscription_.stop();
-      }
+      }, LINGER_MS);
+      subscription_.linger.unref();
     };
   }
 
@@ -72,6 +85,9 @@ export class Wakeups {
             handoff = isOwners(holder, prefix, owner)
               ? { owner, fence: holder.createRevision }
               : { owner: '' };
+            // One of this store's waiters: its confirming acquire can skip reading this again.
+            const mine = this.#context.mine.get(cacheKey(holder.key));
+            if (mine?.waiting && mine.createRevision === holder.createRevision) mine.handed = true;
           }
         } catch {
           // Could not tell who holds it: let every waiter try.
@@ -84,7 +100,10 @@ export class Wakeups {
   }
 
   close(): void {
-    for (const subscription of this.#subscriptions.values()) subscription.stop();
+    for (const subscription of this.#subscriptions.values()) {
+      clearTimeout(subscription.linger);
+      subscription.stop();
+    }
     this.#subscriptions.clear();
   }
 }

@@ -95,7 +95,9 @@ describe.runIf(installed)('etcd store under faults (throwaway 3-member cluster)'
     expect(await store.acquire('line', other, 5_000, { lineMs: 3_000 })).toBeNull();
     expect(await store.release('line', other)).toBe(false);
     expect(await store.release('line', holder)).toBe(true);
-    // Revokes of replaced leases run in the background; expiry takes a second or two.
+    // Spare leases go with the store; revokes of replaced ones run in the background, and
+    // expiry takes a second or two.
+    await store.close?.();
     const deadline = Date.now() + 10_000;
     while ((await allKeys()) + (await allLeases()) > 0 && Date.now() < deadline) await sleep(200);
     expect(await allKeys()).toBe(0);
