@@ -51,7 +51,18 @@ export async function acquire(
     return confirm(context, mine, owner, own, seconds);
   }
   if (known?.waiting && lineMs !== undefined) {
-    // Already in line here: a read tells whether our turn came, without a write.
+    // Already in line here. While the watch has seen no deletion since our last look, nobody
+    // before us left, and a place renewed within a third of its lease needs nothing either.
+    const deletions = context.deletions(key);
+    if (
+      deletions !== undefined &&
+      deletions === known.seen &&
+      performance.now() - known.renewedAt < (known.granted * 1000) / 3
+    ) {
+      return null;
+    }
+    known.seen = deletions;
+    // A read tells whether our turn came, without a write.
     const read = await transport.txn(readTxn(prefix, mine));
     const holder = read.results[0]?.[0];
     const own = read.results[1]?.[0];

@@ -198,6 +198,7 @@ export class Etcd3Transport implements Transport {
             return undefined;
           }
           watcher.on('connected', () => handlers.onReady());
+          watcher.on('disconnected', () => handlers.onBroken());
           watcher.on('delete', () => handlers.onDelete());
           watcher.on('error', () => {});
           // create() resolves once etcd confirmed the watch.

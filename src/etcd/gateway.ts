@@ -231,6 +231,7 @@ export class GatewayTransport implements Transport {
         } catch {
           // Dropped, refused, or the member lost its leader: try the next endpoint.
         }
+        handlers.onBroken();
         if (controller.signal.aborted || this.#closed) return;
         this.#next(index);
         await new Promise((resolve) => setTimeout(resolve, WATCH_RETRY_MS).unref());

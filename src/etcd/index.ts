@@ -58,6 +58,7 @@ export class EtcdStore implements LockStore {
       mine: new Map(),
       floor: { seconds: 0 },
       pool: new LeasePool(),
+      deletions: (key) => this.#wakeups?.deletions(key),
     };
     this.#ownsTransport = ownsTransport;
     if (options.watch !== false) {

@@ -28,6 +28,8 @@ export interface Mine {
   waiting: boolean;
   /** A watch saw this waiting key become the oldest: the next acquire need not read. */
   handed?: boolean;
+  /** The watch's count of deletions when this waiter last looked (see `Context.deletions`). */
+  seen?: number;
 }
 
 /** Everything an operation needs, shared by the store's operations. */
@@ -39,6 +41,11 @@ export interface Context {
   /** The smallest TTL the server granted when asked for less, learned from grants. */
   floor: { seconds: number };
   pool: LeasePool;
+  /**
+   * How many deletions an active watch on `key` has seen, or undefined when no watch is
+   * active: while the count stands still, nothing before a waiter's key has gone.
+   */
+  deletions(key: string): number | undefined;
 }
 
 export function cacheKey(mine: Buffer): string {

@@ -56,6 +56,8 @@ export interface LeaseTtl {
 export interface WatchHandlers {
   onReady(): void;
   onDelete(): void;
+  /** The watch broke; `onReady` follows once it is active again. */
+  onBroken(): void;
 }
 
 export interface Transport {

@@ -11,6 +11,9 @@ interface Subscription {
   stop: () => void;
   /** Ends the watch a while after its last listener left, unless one comes back. */
   linger: NodeJS.Timeout | undefined;
+  /** Whether the watch is active, and how many deletions (and restarts) it has seen. */
+  ready: boolean;
+  deletions: number;
   /** A look at the new holder is under way; `again` asks for one more after it. */
   looking: boolean;
   again: boolean;
@@ -38,14 +41,27 @@ export class Wakeups {
         listeners: new Set(),
         stop: () => {},
         linger: undefined,
+        ready: false,
+        deletions: 0,
         looking: false,
         again: false,
       };
       subscription = created;
       this.#subscriptions.set(key, created);
       created.stop = this.#context.transport.watch(lockPrefix(this.#context.namespace, key), {
-        onReady: () => notify(created),
-        onDelete: () => this.#look(key, created),
+        onReady: () => {
+          created.deletions++;
+          created.ready = true;
+          notify(created);
+        },
+        onDelete: () => {
+          created.deletions++;
+          // A lingering watch only counts: nobody here waits to be told.
+          if (created.listeners.size > 0) void this.#look(key, created);
+        },
+        onBroken: () => {
+          created.ready = false;
+        },
       });
     }
     const subscription_ = subscription;
@@ -67,6 +83,12 @@ export class Wakeups {
     };
   }
 
+  /** See `Context.deletions`. */
+  deletions(key: string): number | undefined {
+    const subscription = this.#subscriptions.get(key);
+    return subscription?.ready ? subscription.deletions : undefined;
+  }
+
   async #look(key: string, subscription: Subscription): Promise<void> {
     if (subscription.looking) {
       subscription.again = true;
@@ -76,6 +98,7 @@ export class Wakeups {
     try {
       do {
         subscription.again = false;
+        const seen = subscription.ready ? subscription.deletions : undefined;
         const prefix = lockPrefix(this.#context.namespace, key);
         let handoff: Handoff | undefined;
         try {
@@ -88,6 +111,11 @@ export class Wakeups {
             // One of this store's waiters: its confirming acquire can skip reading this again.
             const mine = this.#context.mine.get(cacheKey(holder.key));
             if (mine?.waiting && mine.createRevision === holder.createRevision) mine.handed = true;
+            // This read is as good as each of our other waiters' own: still not their turn.
+            const head = prefix.toString('latin1');
+            for (const [id, waiter] of this.#context.mine) {
+              if (waiter.waiting && waiter !== mine && id.startsWith(head)) waiter.seen = seen;
+            }
           }
         } catch {
           // Could not tell who holds it: let every waiter try.
@@ -101,6 +129,7 @@ export class Wakeups {
 
   close(): void {
     for (const subscription of this.#subscriptions.values()) {
+      subscription.ready = false;
       clearTimeout(subscription.linger);
       subscription.stop();
     }
