@@ -8,6 +8,7 @@ const backends = [
   'mysql',
   'sqlite',
   'memcached',
+  'etcd',
   'keyv',
   'nestjs',
   'testing',

@@ -142,3 +142,17 @@ export async function startMariadb(args = []) {
   process.once('exit', stop);
   return { url: `mysql://root@127.0.0.1:${server.port}/test`, stop };
 }
+
+/** A single-member etcd on free loopback ports (client and peer), its data in a temp folder. */
+export async function startEtcd() {
+  const peer = await freePort();
+  return startDaemon('etcd', 'etcd', (port, dir) => [
+    ...['--data-dir', join(dir, 'data'), '--name', 'bench'],
+    ...['--listen-client-urls', `http://127.0.0.1:${port}`],
+    ...['--advertise-client-urls', `http://127.0.0.1:${port}`],
+    ...['--listen-peer-urls', `http://127.0.0.1:${peer}`],
+    ...['--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`],
+    ...['--initial-cluster', `bench=http://127.0.0.1:${peer}`],
+    ...['--log-level', 'error', '--logger', 'zap'],
+  ]);
+}

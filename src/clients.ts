@@ -69,6 +69,15 @@ const recognisers: Recogniser[] = [
       fn(c, 'prepare') && fn(c, 'exec') && (fn(c, 'pragma') || ctor(c) === 'DatabaseSync'),
   },
   {
+    entry: 'cachelock/etcd',
+    name: 'etcd3 client',
+    matches: (c) =>
+      Buffer.isBuffer(c.prefix) &&
+      fn(c, 'watch') &&
+      fn(c, 'lease') &&
+      typeof c.leaseClient === 'object',
+  },
+  {
     entry: 'cachelock/keyv',
     name: 'Keyv or cache-manager cache',
     matches: (c) =>

@@ -29,6 +29,8 @@ const builtinSchemes: Record<string, string> = {
   'mariadb:': 'cachelock/mysql',
   'memcached:': 'cachelock/memcached',
   'sqlite:': 'cachelock/sqlite',
+  'etcd:': 'cachelock/etcd',
+  'etcds:': 'cachelock/etcd',
 };
 
 /**

@@ -132,6 +132,7 @@ const SCHEMES: Record<string, string> = {
   'cachelock/mysql': 'mysql:',
   'cachelock/memcached': 'memcached:',
   'cachelock/sqlite': 'sqlite:',
+  'cachelock/etcd': 'etcd:',
 };
 
 /**
@@ -145,6 +146,7 @@ function clientLocation(client: object, entry: string): string | undefined {
   if (scheme === undefined) return undefined;
   if (scheme === 'sqlite:') return typeof c.name === 'string' ? `sqlite:${c.name}` : undefined;
   if (scheme === 'redis:' && c.options?.tls) scheme = 'rediss:';
+  if (scheme === 'etcd:') return etcdLocation(c.options?.hosts);
   const places = [
     c.options,
     c.options?.socket,
@@ -173,6 +175,17 @@ function clientLocation(client: object, entry: string): string | undefined {
     }
   }
   return undefined;
+}
+
+// etcd3 keeps its hosts as given: `http://host:2379`, a list of them, or a comma list.
+function etcdLocation(hosts: unknown): string | undefined {
+  const first = (Array.isArray(hosts) ? hosts[0] : hosts)?.toString().split(',')[0]?.trim();
+  if (!first) return undefined;
+  try {
+    return `etcd://${new URL(first.includes('://') ? first : `http://${first}`).host}`;
+  } catch {
+    return undefined;
+  }
 }
 
 function noop(): void {}

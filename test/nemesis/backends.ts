@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
 import pg from 'pg';
+import { EtcdCluster } from '../support/etcd-cluster.js';
 import { startMariadbServer } from '../support/mariadb-server.js';
 import { MemcachedServer } from '../support/memcached-server.js';
 import { startPostgresServer } from '../support/postgres-server.js';
@@ -37,6 +38,8 @@ export interface Deployment {
   proxy?: TcpProxy;
   /** Redlock: the member servers, any of which may go down. */
   members?: RedisServer[];
+  /** etcd: the cluster, whose members may be killed or partitioned. */
+  cluster?: EtcdCluster;
   /**
    * PostgreSQL: end every other connection with pg_terminate_backend; MySQL: KILL them. Resolves
    * how many.
@@ -343,6 +346,24 @@ export const backends: Backend[] = [
           namespace: `nemesis-${randomBytes(4).toString('hex')}`,
         }),
       );
+    },
+  },
+  {
+    name: 'etcd',
+    fences: true,
+    push: true,
+    ttlMs: 1_000,
+    // etcd leases count whole seconds, and the leader looks for expired ones every 500 ms.
+    leaseMs: (ttlMs) => Math.ceil(ttlMs / 1_000) * 1_000 + 500,
+    nemeses: ['pause-holder', 'kill-member', 'partition-leader', 'pause-waiter'],
+    possible: ['pause-holder', 'pause-waiter', 'kill-holder', 'kill-member', 'partition-leader'],
+    async start() {
+      const cluster = await EtcdCluster.start(3);
+      return {
+        cache: { kind: 'url', url: `${cluster.url}&timeout=2000` },
+        cluster,
+        stop: () => cluster.dispose(),
+      };
     },
   },
 ];

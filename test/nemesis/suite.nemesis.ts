@@ -18,12 +18,14 @@ const built = builtOrSkip('nemesis', [
   'sqlite/index.js',
   'memcached/index.js',
   'keyv/index.js',
+  'etcd/index.js',
 ]);
 const servers: Record<string, boolean> = {
   redis: await binaryOrSkip('nemesis on Redis', 'redis-server'),
   postgres: await binaryOrSkip('nemesis on PostgreSQL', 'initdb'),
   memcached: await binaryOrSkip('nemesis on Memcached', 'memcached'),
   mysql: (await mariadbBinaries()) || (await binaryOrSkip('nemesis on MySQL', 'mariadbd')),
+  etcd: await binaryOrSkip('nemesis on etcd', 'etcd'),
 };
 const needs = (backend: string) =>
   backend.includes('redis') || backend === 'redlock' ? servers.redis : (servers[backend] ?? true);
