@@ -1,3 +1,4 @@
+export { isLentPool, LENT_POOL, type LentPool, type SqlDialect } from './clients.js';
 export { currentLock } from './context.js';
 export type { LockEvent } from './diagnostics.js';
 export type { Duration, DurationUnit } from './duration.js';
