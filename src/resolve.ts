@@ -15,7 +15,8 @@ export function checkCache(option: string, cache: unknown): void {
     parseCacheUrl(option, cache);
     return;
   }
-  if (typeof cache !== 'object' || cache === null) {
+  // knex is a function with members.
+  if ((typeof cache !== 'object' && typeof cache !== 'function') || cache === null) {
     throw new TypeError(
       `${option} must be a LockStore, a client, a URL or an object with get, set and delete, got ${showValue(cache)}`,
     );
