@@ -68,7 +68,7 @@ const apps: Record<string, MakeApp> = {
     });
     const db = orm.em.getConnection().getKnex();
     await db.raw('SELECT 1');
-    return { cache: orm, ...knexApp(db), end: () => orm.close() };
+    return { cache: orm, ...knexApp(db as unknown as Knex), end: () => orm.close() };
   },
 };
 
