@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { getPrismaClient } from '@prisma/client/runtime/client';
 import Database from 'better-sqlite3';
 import { configure, Lock, resolveStore } from 'cachelock';
 import knex from 'knex';
@@ -22,16 +23,31 @@ describe('ORMs whose connection cannot serve locks are refused, saying what to p
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('a PrismaClient (by its shape: $queryRaw, $executeRaw, $connect)', () => {
-    // @prisma/client cannot make a client here: it needs `prisma generate`, whose engines
-    // download from the internet. This object has the members a PrismaClient is told by.
-    const prisma = {
-      $connect: async () => {},
-      $disconnect: async () => {},
-      $queryRaw: async () => [],
-      $executeRaw: async () => 0,
-      $transaction: async () => [],
+  it('a PrismaClient, by its shape ($queryRaw, $executeRaw, $connect)', () => {
+    // A real PrismaClient from @prisma/client's runtime. `prisma generate` cannot run here (the
+    // CLI downloads its engines), so the class is built as generated code builds it, for a
+    // schema without models, over an adapter that never connects.
+    const PrismaClient = getPrismaClient({
+      previewFeatures: [],
+      clientVersion: 'test',
+      engineVersion: 'test',
+      activeProvider: 'postgresql',
+      inlineSchema: '',
+      runtimeDataModel: { models: {}, enums: {}, types: {} },
+      parameterizationSchema: { strings: [], graph: 'AAAA' },
+      compilerWasm: {
+        getRuntime: async () => ({}),
+        getQueryCompilerWasmModule: async () => ({}),
+      },
+    } as never) as unknown as new (
+      options: object,
+    ) => object;
+    const adapter = {
+      provider: 'postgres',
+      adapterName: 'none',
+      connect: async () => Promise.reject(new Error('not for this test')),
     };
+    const prisma = new PrismaClient({ adapter });
     expect(() => new Lock('k', { cache: prisma })).toThrow(TypeError);
     expect(() => new Lock('k', { cache: prisma })).toThrow(
       /^cache: a PrismaClient runs raw SQL on a pool of its own .*pass a pg Pool .*postgres:\/\//,
