@@ -3,7 +3,7 @@ import { showValue } from './duration.js';
 import { defaultMemoryStore, memoryStore } from './memory/index.js';
 import { missingCacheMethods, type PlainCache, PlainCacheStore } from './plain/index.js';
 import { factoryFor, knownSchemes, loadBackend } from './registry.js';
-import { redactUrl, rememberClientSecrets, rememberSecret, rememberUrlSecrets } from './secrets.js';
+import { redactUrl, rememberClientSecrets, rememberUrlSecrets } from './secrets.js';
 import { isLockStore, type LockStore } from './store.js';
 
 /**
@@ -90,8 +90,8 @@ export function storeFor(cache: unknown, option = 'cache'): LockStore | Promise<
       return shared;
     }
     const client = recognised.client();
-    rememberClientSecrets(client);
-    if (isLentPool(client)) rememberSecret(client.settings?.password);
+    // An ORM's pool keeps its settings (password, URL) where the ORM put them.
+    rememberClientSecrets(isLentPool(client) ? { options: client.settings } : client);
     const pending = loadBackend(recognised.entry).then((backend) =>
       backend.storeFromClient(client),
     );
