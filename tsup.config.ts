@@ -5,6 +5,7 @@ const backends = [
   'redis',
   'redlock',
   'postgres',
+  'mysql',
   'sqlite',
   'memcached',
   'keyv',

@@ -9,6 +9,15 @@ const fn = (value: Shape, name: string): boolean => typeof value?.[name] === 'fu
 const ctor = (value: Shape): string | undefined =>
   (value.constructor as { name?: string } | undefined)?.name;
 
+// mysql2's own pool or connection, which its promise wrappers keep as `pool` or `connection`.
+const mysql2Core = (value: Shape | undefined): boolean =>
+  typeof value === 'object' &&
+  value !== null &&
+  fn(value, 'query') &&
+  fn(value, 'execute') &&
+  fn(value, 'promise') &&
+  'config' in value;
+
 /** The SQL databases whose clients an ORM may hold, and the entry point for each. */
 export type SqlDialect = 'postgres' | 'mysql' | 'sqlite';
 
@@ -148,6 +157,21 @@ const recognisers: Recogniser[] = [
     name: 'pg Pool or Client',
     matches: (c) =>
       fn(c, 'query') && fn(c, 'connect') && ('totalCount' in c || 'connectionParameters' in c),
+  },
+  {
+    entry: 'cachelock/mysql',
+    name: 'mysql2 Pool or Connection',
+    matches: (c) =>
+      fn(c, 'query') &&
+      fn(c, 'execute') &&
+      ((fn(c, 'promise') && 'config' in c) ||
+        mysql2Core(c.pool as Shape) ||
+        mysql2Core(c.connection as Shape)),
+  },
+  {
+    entry: 'cachelock/mysql',
+    name: 'mariadb Pool or Connection',
+    matches: (c) => fn(c, 'query') && fn(c, 'batch') && fn(c, 'importFile'),
   },
   {
     entry: 'cachelock/memcached',

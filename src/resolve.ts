@@ -145,6 +145,7 @@ function whereIs(url: URL): string {
 const SCHEMES: Record<string, string> = {
   'cachelock/redis': 'redis:',
   'cachelock/postgres': 'postgres:',
+  'cachelock/mysql': 'mysql:',
   'cachelock/memcached': 'memcached:',
   'cachelock/sqlite': 'sqlite:',
 };
@@ -167,6 +168,11 @@ function clientLocation(client: object, entry: string): string | undefined {
     c.connectionParameters,
     c.startupNodes?.[0],
     c.servers?.[0],
+    // mysql2: its pool's connection settings, under a promise wrapper or not.
+    c.config?.connectionConfig,
+    c.pool?.config?.connectionConfig,
+    c.connection?.config,
+    c.config,
     c,
   ];
   for (const place of places) {
