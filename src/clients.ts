@@ -241,7 +241,6 @@ function lent(name: string, dialect: SqlDialect, pool: () => LentPool, key: obje
 const KNEX_DRIVERS: Record<string, SqlDialect> = {
   pg: 'postgres',
   'better-sqlite3': 'sqlite',
-  mysql: 'mysql',
   mysql2: 'mysql',
 };
 
@@ -258,7 +257,7 @@ function knexPool(option: string, knex: Shape, orm = 'knex'): Recognised {
   if (dialect === undefined) {
     refuse(
       option,
-      `${orm} with the ${JSON.stringify(driver)} driver: cachelock runs on knex with pg, better-sqlite3, mysql or mysql2`,
+      `${orm} with the ${JSON.stringify(driver)} driver: cachelock runs on knex with pg, better-sqlite3 or mysql2`,
     );
   }
   const pool = (): LentPool => ({
