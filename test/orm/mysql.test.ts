@@ -48,6 +48,12 @@ const apps: Record<string, () => Promise<App>> = {
     const pool = (source.driver as unknown as { pool: Mysql2Pool }).pool;
     return { cache: source, inUse: mysql2InUse(pool), end: () => source.destroy() };
   },
+  'TypeORM DataSource (mariadb)': async () => {
+    const source = new DataSource({ type: 'mariadb', url: URL_, poolSize: 2 });
+    await source.initialize();
+    const pool = (source.driver as unknown as { pool: Mysql2Pool }).pool;
+    return { cache: source, inUse: mysql2InUse(pool), end: () => source.destroy() };
+  },
   'Sequelize (mysql)': async () =>
     sequelizeApp(new Sequelize(URL_, { logging: false, pool: { min: 0, max: 2 } })),
   'Sequelize (mariadb)': async () =>
