@@ -1,3 +1,5 @@
+import type { LentPool } from 'cachelock';
+
 /**
  * The two drivers behind one small interface: the store's statements go through `Db` (the
  * user's pool or connection), wake-ups through `Session`s (connections the store opens itself
@@ -134,45 +136,49 @@ export function wrapDb(client: unknown, end?: () => Promise<void>): Db {
 export function mysql2Opener(config: Shape): Opener {
   return async () => {
     const mysql2 = (await loadDriver('mysql2')) as Shape;
-    const connection = new mysql2.Connection({ config }) as Shape;
-    const lost = new Set<() => void>();
-    let gone = false;
-    const fail = () => {
-      if (gone) return;
-      gone = true;
-      for (const listener of lost) listener();
-    };
-    connection.on('error', fail);
-    connection.on('end', fail);
-    const select = (sql: string, values: unknown[]) =>
-      new Promise<Row[]>((resolve, reject) =>
-        connection.query(sql, values, (error: Error | null, rows: Row[]) =>
-          error ? reject(error) : resolve(rows),
-        ),
-      );
-    await select('SELECT 1', []);
-    return {
-      select,
-      onLost: (listener) => lost.add(listener),
-      ref(active) {
-        const stream = connection.stream as { ref?(): void; unref?(): void } | undefined;
-        if (active) stream?.ref?.();
-        else stream?.unref?.();
-      },
-      close: () =>
-        new Promise<void>((resolve) => {
-          gone = true;
-          connection.end(() => resolve());
-          setTimeout(() => {
-            connection.destroy();
-            resolve();
-          }, 1_000).unref();
-        }),
-      destroy() {
+    return mysql2Session(new mysql2.Connection({ config }) as Shape);
+  };
+}
+
+/** A session on a mysql2 (callback API) connection of the store's own. */
+async function mysql2Session(connection: Shape): Promise<Session> {
+  const lost = new Set<() => void>();
+  let gone = false;
+  const fail = () => {
+    if (gone) return;
+    gone = true;
+    for (const listener of lost) listener();
+  };
+  connection.on('error', fail);
+  connection.on('end', fail);
+  const select = (sql: string, values: unknown[]) =>
+    new Promise<Row[]>((resolve, reject) =>
+      connection.query(sql, values, (error: Error | null, rows: Row[]) =>
+        error ? reject(error) : resolve(rows),
+      ),
+    );
+  await select('SELECT 1', []);
+  return {
+    select,
+    onLost: (listener) => lost.add(listener),
+    ref(active) {
+      const stream = connection.stream as { ref?(): void; unref?(): void } | undefined;
+      if (active) stream?.ref?.();
+      else stream?.unref?.();
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
         gone = true;
-        connection.destroy();
-      },
-    };
+        connection.end(() => resolve());
+        setTimeout(() => {
+          connection.destroy();
+          resolve();
+        }, 1_000).unref();
+      }),
+    destroy() {
+      gone = true;
+      connection.destroy();
+    },
   };
 }
 
@@ -180,34 +186,38 @@ export function mysql2Opener(config: Shape): Opener {
 export function mariadbOpener(options: Shape | string): Opener {
   return async () => {
     const mariadb = (await loadDriver('mariadb')) as Shape;
-    const connection = (await mariadb.createConnection(options)) as Shape;
-    const lost = new Set<() => void>();
-    let gone = false;
-    const fail = () => {
-      if (gone) return;
+    return mariadbSession((await mariadb.createConnection(options)) as Shape);
+  };
+}
+
+/** A session on a mariadb (promise API) connection of the store's own. */
+function mariadbSession(connection: Shape): Session {
+  const lost = new Set<() => void>();
+  let gone = false;
+  const fail = () => {
+    if (gone) return;
+    gone = true;
+    for (const listener of lost) listener();
+  };
+  connection.on('error', fail);
+  connection.on('end', fail);
+  return {
+    select: (sql, values) => connection.query(sql, values) as Promise<Row[]>,
+    onLost: (listener) => lost.add(listener),
+    // The driver keeps its socket private; the store closes idle sessions soon instead.
+    ref() {},
+    async close() {
       gone = true;
-      for (const listener of lost) listener();
-    };
-    connection.on('error', fail);
-    connection.on('end', fail);
-    return {
-      select: (sql, values) => connection.query(sql, values) as Promise<Row[]>,
-      onLost: (listener) => lost.add(listener),
-      // The driver keeps its socket private; the store closes idle sessions soon instead.
-      ref() {},
-      async close() {
-        gone = true;
-        await Promise.race([
-          connection.end().catch(() => connection.destroy()),
-          new Promise((resolve) => setTimeout(resolve, 1_000).unref()),
-        ]);
-        connection.destroy();
-      },
-      destroy() {
-        gone = true;
-        connection.destroy();
-      },
-    };
+      await Promise.race([
+        connection.end().catch(() => connection.destroy()),
+        new Promise((resolve) => setTimeout(resolve, 1_000).unref()),
+      ]);
+      connection.destroy();
+    },
+    destroy() {
+      gone = true;
+      connection.destroy();
+    },
   };
 }
 
@@ -220,4 +230,36 @@ export async function loadDriver(name: 'mysql2' | 'mariadb'): Promise<unknown> {
       cause: error,
     });
   }
+}
+
+/**
+ * The store's statements on a pool of an ORM's (knex, Sequelize): each borrows a connection
+ * and gives it back when it is answered. Which driver made the connections is read from the
+ * first one lent.
+ */
+export async function lentDb(pool: LentPool): Promise<Db> {
+  const driver = await pool.borrow((connection) =>
+    isMysql2(connection) ? 'mysql2' : isMariadb(connection) ? 'mariadb' : undefined,
+  );
+  if (driver === undefined) {
+    throw new TypeError(
+      `cachelock/mysql: ${pool.library} lends connections of neither mysql2 nor mariadb`,
+    );
+  }
+  return {
+    driver,
+    change: (sql, values) => pool.borrow((connection) => wrapDb(connection).change(sql, values)),
+    select: (sql, values) => pool.borrow((connection) => wrapDb(connection).select(sql, values)),
+    end: async () => {},
+  };
+}
+
+/** Sessions on connections an ORM opens outside its pool, with its own settings. */
+export function lentOpener(pool: LentPool): Opener | undefined {
+  const { openOwn } = pool;
+  if (openOwn === undefined) return undefined;
+  return async () => {
+    const connection = (await openOwn()) as Shape;
+    return isMysql2(connection) ? mysql2Session(connection) : mariadbSession(connection);
+  };
 }

@@ -1,9 +1,17 @@
-import type { Acquired, AcquireOptions, LeaseInfo, LockStore } from 'cachelock';
+import {
+  type Acquired,
+  type AcquireOptions,
+  isLentPool,
+  type LeaseInfo,
+  type LockStore,
+} from 'cachelock';
 import { prepareAcquire } from './acquire.js';
 import {
   type Db,
   isMariadb,
   isMysql2,
+  lentDb,
+  lentOpener,
   loadDriver,
   mariadbOpener,
   mysql2Config,
@@ -301,8 +309,18 @@ function withOptions(href: string, settings: Record<string, number>): string {
   return url.href;
 }
 
-/** Wrap the user's mysql2 or mariadb pool or connection; `close()` leaves it open. */
-export function storeFromClient(client: unknown): LockStore {
+/**
+ * Wrap the user's mysql2 or mariadb pool or connection, or a pool an ORM lends (knex,
+ * Sequelize: one connection per statement); `close()` leaves it open.
+ */
+export function storeFromClient(client: unknown): LockStore | Promise<LockStore> {
+  if (isLentPool(client)) {
+    if (client.dialect !== 'mysql') {
+      throw new TypeError(`cachelock/mysql: ${client.library} is not on MySQL or MariaDB`);
+    }
+    const pool = client;
+    return lentDb(pool).then((db) => new MysqlStore(db, { opener: lentOpener(pool) }));
+  }
   if (!isMysql2(client) && !isMariadb(client)) {
     throw new TypeError('cachelock/mysql: expected a mysql2 or mariadb Pool or Connection');
   }
