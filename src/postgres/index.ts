@@ -131,7 +131,7 @@ class PostgresStore implements LockStore {
     const table: TableName = this.#table;
     const acquire = prepareSharedAcquire(this.#transact, table, space);
     const release = prepareSharedRelease(this.#db, this.#transact, table, space);
-    const extend = prepareSharedExtend(this.#db, table, space);
+    const extend = prepareSharedExtend(this.#transact, table, space);
     const inspect = prepareSharedInspect(this.#db, table, space);
     const leases: SharedLeases = {
       acquire: (key, owner, ttlMs, request: SharedRequest) =>

@@ -2,10 +2,13 @@ import type { Queryable } from './connection.js';
 import { keyId, type TableName } from './names.js';
 
 // release.ts for every key in one statement: one atomic step, a wake-up per key released (the
-// payload is the id in base64url, as release.ts sends it).
+// payload is the id in base64url, as release.ts sends it). The rows are locked in id order first,
+// as keys-acquire.ts locks them, so the two never wait for each other in opposite orders.
 const releaseSql = (table: TableName) => `
-  WITH released AS (
-    DELETE FROM ${table.sql} WHERE id = ANY($1::bytea[]) AND owner = $2
+  WITH mine AS (
+    SELECT id FROM ${table.sql} WHERE id = ANY($1::bytea[]) AND owner = $2 ORDER BY id FOR UPDATE
+  ), released AS (
+    DELETE FROM ${table.sql} WHERE id IN (SELECT id FROM mine) AND owner = $2
     RETURNING id, expires_at > clock_timestamp() AS held
   )
   SELECT held, pg_notify($3, rtrim(translate(encode(id, 'base64'), '+/', '-_'), '=')),
@@ -13,9 +16,12 @@ const releaseSql = (table: TableName) => `
   FROM released`;
 
 const keepSql = (table: TableName) => `
+  WITH mine AS (
+    SELECT id FROM ${table.sql} WHERE id = ANY($1::bytea[]) AND owner = $2 ORDER BY id FOR UPDATE
+  )
   UPDATE ${table.sql}
   SET expires_at = least(expires_at, clock_timestamp() + $3::float8 * interval '1 millisecond')
-  WHERE id = ANY($1::bytea[]) AND owner = $2 AND expires_at > clock_timestamp()`;
+  WHERE id IN (SELECT id FROM mine) AND owner = $2 AND expires_at > clock_timestamp()`;
 
 export function prepareKeysRelease(db: Queryable, table: TableName) {
   const release = { name: `cachelock_keys_release_${table.tag}`, text: releaseSql(table) };

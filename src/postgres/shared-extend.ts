@@ -1,7 +1,9 @@
-import type { Queryable } from './connection.js';
-import { type SharedSpace, sharedKeyId, type TableName } from './names.js';
+import type { Transact } from './connection.js';
+import { type SharedSpace, sharedKeyId, sharedLockId, type TableName } from './names.js';
 
 // Compare-and-expire by the database's clock; the key's row (its last fence) is kept as long.
+// Under the key's advisory lock, as every statement that writes the key's row: two of them then
+// never wait for each other's row locks in opposite orders.
 const extendSql = (table: TableName) => `
   WITH extended AS (
     UPDATE ${table.shared.sql}
@@ -16,16 +18,19 @@ const extendSql = (table: TableName) => `
   )
   SELECT (SELECT count(*) FROM extended)::int AS extended`;
 
-export function prepareSharedExtend(db: Queryable, table: TableName, space: SharedSpace) {
+export function prepareSharedExtend(transact: Transact, table: TableName, space: SharedSpace) {
   const statement = {
     name: `cachelock_shared_extend_${table.tag}_${space}`,
     text: extendSql(table),
   };
-  return async (key: string, owner: string, ttlMs: number): Promise<boolean> => {
-    const result = await db.query({
-      ...statement,
-      values: [sharedKeyId(space, key), owner, ttlMs],
-    });
-    return (result.rows[0] as { extended: number }).extended > 0;
+  return (key: string, owner: string, ttlMs: number): Promise<boolean> => {
+    const id = sharedKeyId(space, key);
+    return transact(
+      async (session) => {
+        const result = await session.query({ ...statement, values: [id, owner, ttlMs] });
+        return (result.rows[0] as { extended: number }).extended > 0;
+      },
+      sharedLockId(table, id),
+    );
   };
 }

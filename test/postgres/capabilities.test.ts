@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { LockStore } from 'cachelock';
 import { postgresStore } from 'cachelock/postgres';
 import pg from 'pg';
-import { afterAll, beforeAll, describe } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serverOrSkip } from '../support/reachable.js';
 import { describeCapabilities } from '../support/store-capabilities.js';
 
@@ -40,6 +40,25 @@ describe.runIf(reachable)('postgres store capabilities', () => {
 
   const count = async (sql: string, values: unknown[] = []): Promise<number> =>
     ((await pool.query(sql, values)).rows[0] as { n: number }).n;
+
+  it('works in a named schema: the shared table, its sequence and index beside the leases', async () => {
+    const named = postgresStore(pool, { table: `${table}_s`, schema: 'public' });
+    try {
+      const permits = named.capabilities!.permits!;
+      const first = await permits.acquire('k', 'one', 10_000, { limit: 2, weight: 1 });
+      const second = await permits.acquire('k', 'two', 10_000, { limit: 2, weight: 1 });
+      expect(second!.fence! > first!.fence!).toBe(true);
+      const { rows } = await pool.query(
+        `SELECT to_regclass('public.${table}_s_shared_expires_at') IS NOT NULL AS indexed`,
+      );
+      expect(rows[0].indexed).toBe(true);
+      expect(await permits.release('k', 'one')).toBe(true);
+      expect(await permits.release('k', 'two')).toBe(true);
+    } finally {
+      await named.close?.();
+      await pool.query(`DROP TABLE IF EXISTS "${table}_s", "${table}_s_shared"`);
+    }
+  });
 
   // Two pools and a single Client: three stores as three processes would have them.
   describeCapabilities({
