@@ -1,4 +1,4 @@
-export { currentLock } from './context.js';
+export { currentLock, type Held } from './context.js';
 export type { LockEvent } from './diagnostics.js';
 export type { Duration, DurationUnit } from './duration.js';
 export { toMs } from './duration.js';
@@ -24,6 +24,7 @@ export {
 export { type BackendModule, knownSchemes, registerScheme, type UrlFactory } from './registry.js';
 export { closeAll } from './resolve.js';
 export { redactUrl } from './secrets.js';
+export { Permit, ReadWriteLock, Semaphore, type SemaphoreOptions } from './semaphore.js';
 export {
   type Acquired,
   type AcquiredKeys,
