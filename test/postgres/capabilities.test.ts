@@ -5,6 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serverOrSkip } from '../support/reachable.js';
 import { describeCapabilities } from '../support/store-capabilities.js';
+import { describePrimitives } from '../support/store-primitives.js';
 
 const URL_ = 'postgres://postgres@127.0.0.1:5432/test';
 const reachable = await serverOrSkip('PostgreSQL', 5432);
@@ -70,4 +71,5 @@ describe.runIf(reachable)('postgres store capabilities', () => {
       count(`SELECT count(*)::int AS n FROM "${table}" WHERE key = ANY($1)`, [keys]),
     push: true,
   });
+  describePrimitives(() => [store, second]);
 });

@@ -7,6 +7,7 @@ import { type SqliteDatabase, sqliteStore } from 'cachelock/sqlite';
 import { afterAll, describe } from 'vitest';
 import { nodeSqliteOrSkip } from '../support/node-sqlite.js';
 import { describeCapabilities } from '../support/store-capabilities.js';
+import { describePrimitives } from '../support/store-primitives.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cachelock-sqlite-capabilities-'));
 const closing: { close(): unknown }[] = [];
@@ -47,6 +48,7 @@ function onFile(
         ),
       push: false,
     });
+    describePrimitives(() => [stores[0], stores[1]]);
   });
 }
 
