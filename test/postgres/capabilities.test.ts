@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { LockStore } from 'cachelock';
+import { type LockStore, Semaphore } from 'cachelock';
 import { postgresStore } from 'cachelock/postgres';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { describePrimitives } from '../support/store-primitives.js';
 const URL_ = 'postgres://postgres@127.0.0.1:5432/test';
 const reachable = await serverOrSkip('PostgreSQL', 5432);
 const table = `cachelock_caps_${randomBytes(4).toString('hex')}`;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe.runIf(reachable)('postgres store capabilities', () => {
   let pool: pg.Pool;
@@ -60,6 +61,21 @@ describe.runIf(reachable)('postgres store capabilities', () => {
       await pool.query(`DROP TABLE IF EXISTS "${table}_s", "${table}_s_shared"`);
     }
   });
+
+  it('wakes a waiting Semaphore through LISTEN soon after a release, not at its next poll', async () => {
+    const key = `wake-${randomBytes(4).toString('hex')}`;
+    for (let round = 0; round < 3; round++) {
+      const held = await new Semaphore(key, { permits: 1, cache: store }).acquire();
+      const waiting = new Semaphore(key, { permits: 1, cache: second, wait: '10s' }).acquire();
+      // Long enough for the waiter's polls to back off towards a second apart.
+      await sleep(1_500);
+      await held.release();
+      const released = performance.now();
+      const permit = await waiting;
+      expect(performance.now() - released).toBeLessThan(400);
+      await permit.release();
+    }
+  }, 20_000);
 
   // Two pools and a single Client: three stores as three processes would have them.
   describeCapabilities({
