@@ -40,10 +40,9 @@ export async function createTable(db: Queryable, table: TableName): Promise<void
   }
 }
 
-// Permits and readers/writers, one row per lease and per place in a key's line, plus one row per
-// key in use (owner '') holding the fence of its last acquisition that did not share, which
-// lives as long as the key's latest lease or place (expires_at is their greatest) and goes with
-// the key's last row. `id` hashes the namespace and the key (names.ts). `seq` orders the leases
+// Permits and readers/writers, one row per lease and per place in a key's line, plus, for a
+// read/write lock, one row per key (owner '') holding the fence of its last writer for as long as
+// the longest lease or place granted on the key (expires_at is their greatest). `id` hashes the namespace and the key (names.ts). `seq` orders the leases
 // (oldest first) and the line (first come, first served), and its sequence also draws the fences:
 // it only rises, although rows are deleted. Created on first use of a shared lease only.
 const createSharedSql = (table: TableName) => `

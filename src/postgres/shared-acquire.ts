@@ -37,8 +37,10 @@ const leaseSql = (table: TableName) => `
     fence = excluded.fence, seq = excluded.seq
   RETURNING fence::text AS fence, expires_at`;
 
-// The key's row lives as long as its latest lease or place; it keeps the last fence that was not
-// shared. A sharing acquisition leaves the fence as it is.
+// Readers share the fence of the last writer: the key's row keeps it for as long as any lease or
+// place of the key was granted, the writer's own included, so that a reader right after a release
+// still gets it, and it goes once every term has run out (a paused writer may use its fence until
+// then). A sharing acquisition leaves the fence as it is. Semaphores share nothing: no such row.
 const keySql = (table: TableName) => `
   INSERT INTO ${table.shared.sql} AS row (id, owner, key, space, kind, expires_at, fence)
   VALUES ($1, '', $2, $3, 'key', $4, $5)
@@ -85,8 +87,15 @@ export function prepareSharedAcquire(transact: Transact, table: TableName, space
     const label = keyLabel(key);
     const wake = (session: Queryable) =>
       session.query({ text: notifySql, values: [table.channel, id.toString('base64url')] });
-    const bump = (session: Queryable, expiresAt: Date, fence: string | null, shares: boolean) =>
-      session.query({ ...keyRow, values: [id, label, space, expiresAt, fence, shares] });
+    const bump = async (
+      session: Queryable,
+      expiresAt: Date,
+      fence: string | null,
+      shares: boolean,
+    ) => {
+      if (space !== 'rw') return;
+      await session.query({ ...keyRow, values: [id, label, space, expiresAt, fence, shares] });
+    };
 
     return transact(
       async (session) => {

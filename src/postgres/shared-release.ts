@@ -1,9 +1,8 @@
 import type { Queryable, Transact } from './connection.js';
 import { type SharedSpace, sharedKeyId, sharedLockId, type TableName } from './names.js';
 
-// The owner's lease or place goes; so does the key's row once nothing else of the key is left,
-// and with it the last fence. Waiters are woken when anything went. Under the key's advisory
-// lock, so that an acquisition never reads the key's row while it is being removed.
+// The owner's lease or place goes, and waiters are woken. Under the key's advisory lock, so that
+// an acquisition never reads the key's rows while they are being removed.
 const releaseSql = (table: TableName) => `
   WITH gone AS (
     DELETE FROM ${table.shared.sql} WHERE id = $1 AND owner = $2 AND owner <> ''
@@ -11,15 +10,10 @@ const releaseSql = (table: TableName) => `
   )
   SELECT held, pg_notify($3, $4), set_config('synchronous_commit', 'off', true) FROM gone`;
 
-// Expired leases and places of the key go too, so that the last release leaves nothing.
+// Expired rows of the key go too, the key's row (its last fence) once its term has run out, so
+// that the last release leaves nothing that is no longer needed.
 const tidySql = (table: TableName) => `
-  WITH now AS (SELECT clock_timestamp() AS t)
-  DELETE FROM ${table.shared.sql}
-  WHERE id = $1 AND (
-    (owner <> '' AND expires_at <= (SELECT t FROM now))
-    OR (owner = '' AND NOT EXISTS (
-      SELECT 1 FROM ${table.shared.sql}
-      WHERE id = $1 AND owner <> '' AND expires_at > (SELECT t FROM now))))`;
+  DELETE FROM ${table.shared.sql} WHERE id = $1 AND expires_at <= clock_timestamp()`;
 
 // holdAtLeast: shorten the lease, never lengthen it, and leave the line.
 const keepSql = (table: TableName) => `

@@ -34,9 +34,9 @@ export function tablesFor(table: string): Tables {
 // `swept_to` is the key where the last sweep of expired rows stopped (see acquire.ts): kept in
 // the file, so that every process carries the sweep on, short-lived ones included.
 // Shared leases: one row per lease and per place in a key's line (`space` keeps a semaphore's
-// keys apart from a read/write lock's), and one row per key in use (owner '') holding the fence
-// of its last acquisition that did not share, which lives as long as the key's latest lease or
-// place and goes with its last row. `seq` comes from the fence counter: it orders the leases
+// keys apart from a read/write lock's), plus, for a read/write lock, one row per key (owner '')
+// holding the fence of its last writer for as long as the longest lease or place granted on the
+// key. `seq` comes from the fence counter: it orders the leases
 // (oldest first) and the line (first come, first served), and is a non-sharing lease's fence.
 const createSql = ({ leases, fences, shared, sharedIndex }: Tables) => `
   CREATE TABLE IF NOT EXISTS ${leases} (

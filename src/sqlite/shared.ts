@@ -44,7 +44,10 @@ export function prepareShared(db: SqliteDatabase, { fences, shared, sharedIndex 
   const refresh = db.prepare(
     `UPDATE ${shared} SET expires_at = ? WHERE space = ? AND key = ? AND owner = ? AND kind = 'lease'`,
   );
-  // The key's row outlives its latest lease or place and keeps the last fence not shared.
+  // Readers share the fence of the last writer: the key's row keeps it for as long as any lease
+  // or place of the key was granted, the writer's own included, so that a reader right after a
+  // release still gets it; it goes once every term has run out (a paused writer may use its fence
+  // until then). Semaphores share nothing: no such row.
   const keyRow = db.prepare(
     `INSERT INTO ${shared} (space, key, owner, kind, expires_at, fence, seq)
      VALUES (?, ?, '', 'key', ?, ?, 0)
@@ -55,14 +58,6 @@ export function prepareShared(db: SqliteDatabase, { fences, shared, sharedIndex 
   const remove = db.prepare(
     `DELETE FROM ${shared} WHERE space = ? AND key = ? AND owner = ? AND owner <> ''
      RETURNING kind, expires_at`,
-  );
-  // Expired rows of the key go too, and the key's row once no live lease or place is left.
-  const tidy = db.prepare(
-    `DELETE FROM ${shared} WHERE space = ? AND key = ? AND (
-       (owner <> '' AND expires_at <= ?)
-       OR (owner = '' AND NOT EXISTS (
-         SELECT 1 FROM ${shared}
-         WHERE space = ? AND key = ? AND owner <> '' AND expires_at > ?)))`,
   );
   const keep = db.prepare(
     `UPDATE ${shared} SET expires_at = min(expires_at, ?)
@@ -109,8 +104,9 @@ export function prepareShared(db: SqliteDatabase, { fences, shared, sharedIndex 
             fence: row.fence === null ? null : String(row.fence),
           }),
         );
-        const bump = (expiresAt: number, fence: bigint | null, shares: boolean) =>
-          keyRow.run(space, key, expiresAt, fence, shares ? 1 : 0);
+        const bump = (expiresAt: number, fence: bigint | null, shares: boolean) => {
+          if (space === 'rw') keyRow.run(space, key, expiresAt, fence, shares ? 1 : 0);
+        };
         const mine = found.find((row) => row.owner === owner);
         const expiresAt = Math.ceil(now + ttlMs);
         if (mine?.kind === 'lease') {
@@ -156,7 +152,8 @@ export function prepareShared(db: SqliteDatabase, { fences, shared, sharedIndex 
         }
         const row = remove.get(space, key, owner);
         if (row === undefined) return false;
-        tidy.run(space, key, now, space, key, now);
+        // Expired rows of the key go too, the key's row once its term has run out.
+        purge.run(space, key, now);
         return row.kind === 'lease' && Number(row.expires_at) > now;
       }),
 
@@ -165,7 +162,7 @@ export function prepareShared(db: SqliteDatabase, { fences, shared, sharedIndex 
         const now = Date.now();
         const expiresAt = Math.ceil(now + ttlMs);
         if (Number(extend.run(expiresAt, space, key, owner, now).changes) === 0) return false;
-        keyRow.run(space, key, expiresAt, null, 1);
+        if (space === 'rw') keyRow.run(space, key, expiresAt, null, 1);
         return true;
       }),
 

@@ -82,7 +82,10 @@ describe.runIf(reachable)('postgres store capabilities', () => {
     stores: () => [store, second, onClient],
     sharedRows: (key) =>
       count(`SELECT count(*)::int AS n FROM "${table}_shared" WHERE key = $1`, [key]),
-    allSharedRows: () => count(`SELECT count(*)::int AS n FROM "${table}_shared"`),
+    expiredSharedRows: () =>
+      count(
+        `SELECT count(*)::int AS n FROM "${table}_shared" WHERE expires_at <= clock_timestamp()`,
+      ),
     exclusiveRows: (keys) =>
       count(`SELECT count(*)::int AS n FROM "${table}" WHERE key = ANY($1)`, [keys]),
     push: true,

@@ -33,14 +33,15 @@ function onFile(
     LockStore,
   ];
   for (const store of stores) closing.push({ close: () => store.close?.() });
-  const count = (sql: string, ...values: string[]): Promise<number> =>
+  const count = (sql: string, ...values: (string | number)[]): Promise<number> =>
     Promise.resolve(Number(reader.prepare(sql).get(...values)?.n));
   describe(`sqlite store capabilities (${name})`, () => {
     describeCapabilities({
       stores: () => stores,
       sharedRows: (key) =>
         count('SELECT count(*) AS n FROM cachelock_locks_shared WHERE key = ?', key),
-      allSharedRows: () => count('SELECT count(*) AS n FROM cachelock_locks_shared'),
+      expiredSharedRows: () =>
+        count('SELECT count(*) AS n FROM cachelock_locks_shared WHERE expires_at <= ?', Date.now()),
       exclusiveRows: (keys) =>
         count(
           `SELECT count(*) AS n FROM cachelock_locks WHERE key IN (${keys.map(() => '?').join(', ')})`,
