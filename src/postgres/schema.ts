@@ -44,7 +44,8 @@ export async function createTable(db: Queryable, table: TableName): Promise<void
 // read/write lock, one row per key (owner '') holding the fence of its last writer for as long as
 // the longest lease or place granted on the key (expires_at is their greatest). `id` hashes the namespace and the key (names.ts). `seq` orders the leases
 // (oldest first) and the line (first come, first served), and its sequence also draws the fences:
-// it only rises, although rows are deleted. Created on first use of a shared lease only.
+// it only rises, although rows are deleted, and starts from the server's clock (anchorSql).
+// Created on first use of a shared lease only.
 const createSharedSql = (table: TableName) => `
   CREATE TABLE IF NOT EXISTS ${table.shared.sql} (
     id bytea NOT NULL,
@@ -62,14 +63,31 @@ const createSharedSql = (table: TableName) => `
 const sharedIndexSql = (table: TableName) =>
   `CREATE INDEX IF NOT EXISTS "${table.shared.index.name}" ON ${table.shared.sql} (expires_at)`;
 
-/** Create the table of shared leases and its index if they are missing, as `createTable` does. */
+// A new table's sequence starts at the server's clock in microseconds, never below where it is:
+// fences drawn from a table made anew (dropped, or a new database) stay above those of the old
+// one, unless the server's clock has gone back past them. Microseconds pass far faster than
+// fences are drawn, so a process that set it late still sets it above every fence drawn meanwhile.
+const anchorSql = `
+  SELECT setval(sequence, greatest(
+    (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+    coalesce(pg_sequence_last_value(sequence), 1)))
+  FROM (SELECT pg_get_serial_sequence($1, 'seq')::regclass AS sequence) AS found`;
+
+const presentSql = 'SELECT to_regclass($1) IS NOT NULL AS present';
+
+/**
+ * Create the table of shared leases and its index if they are missing, as `createTable` does,
+ * and anchor a new table's fences to the server's clock.
+ */
 export async function createSharedTable(db: Queryable, table: TableName): Promise<void> {
-  await idempotent(db, createSharedSql(table));
-  const { rows } = await db.query({
-    text: 'SELECT to_regclass($1) IS NOT NULL AS present',
-    values: [table.shared.index.qualified],
-  });
-  if ((rows[0] as { present: boolean } | undefined)?.present !== true) {
+  const present = async (name: string) =>
+    ((await db.query({ text: presentSql, values: [name] })).rows[0] as { present: boolean })
+      .present;
+  if (!(await present(table.shared.sql))) {
+    await idempotent(db, createSharedSql(table));
+    await db.query({ text: anchorSql, values: [table.shared.sql] });
+  }
+  if (!(await present(table.shared.index.qualified))) {
     await idempotent(db, sharedIndexSql(table));
   }
 }

@@ -77,6 +77,28 @@ describe.runIf(reachable)('postgres store capabilities', () => {
     }
   }, 20_000);
 
+  it('fences of a table made anew start above the old ones: from the server clock in µs', async () => {
+    const name = `${table}_f`;
+    const drop = () => pool.query(`DROP TABLE IF EXISTS "${name}", "${name}_shared"`);
+    const before = BigInt(Date.now() - 60_000) * 1000n;
+    let first: bigint | undefined;
+    for (let round = 0; round < 2; round++) {
+      const fresh = postgresStore(pool, { table: name });
+      try {
+        const got = await fresh.capabilities!.permits!.acquire('f', 'one', 10_000, {
+          limit: 1,
+          weight: 1,
+        });
+        expect(got!.fence! > before).toBe(true);
+        if (first !== undefined) expect(got!.fence! > first).toBe(true);
+        first = got!.fence;
+      } finally {
+        await fresh.close?.();
+        await drop();
+      }
+    }
+  });
+
   // Two pools and a single Client: three stores as three processes would have them.
   describeCapabilities({
     stores: () => [store, second, onClient],
