@@ -48,6 +48,8 @@ export interface LeaseBinding<G extends Acquired = Acquired> {
   readonly key: string;
   /** The in-process line its waiters share (distinct per namespace). */
   readonly line: string;
+  /** Other in-process lines a release of this lease may let in (each key of several). */
+  readonly alsoFrees?: readonly string[];
   /** Waiters keep a place in the store's line even without push wake-ups. */
   readonly alwaysInLine?: boolean;
   /** Throw a `TypeError` naming what `store` lacks for this lease. */
@@ -148,10 +150,11 @@ export class Lease<G extends Acquired = Acquired> {
 
   /**
    * Take the lease, waiting up to `wait`. Rejects with `LockedError` (wait 0),
-   * `LockTimeoutError` (waited), the signal's reason (aborted), or `StoreError`. `quiet`: the
-   * refusal's message is not read, so the store is not asked who holds the key.
+   * `LockTimeoutError` (waited), the signal's reason (aborted), or `StoreError`. Resolves
+   * `value` (the caller's own object, saving it a step). `quiet`: the refusal's message is not
+   * read, so the store is not asked who holds the key.
    */
-  async acquire(quiet = false): Promise<void> {
+  async acquire<T>(value: T, quiet = false): Promise<T> {
     const binding = this.binding;
     if (this.#state === State.Held || this.#state === State.Acquiring) {
       throw new LockError(
@@ -182,7 +185,7 @@ export class Lease<G extends Acquired = Acquired> {
         }
         if (result !== null) {
           this.#grant(store, owner, result, started, started);
-          return;
+          return value;
         }
         if (waitMs === 0)
           throw lockedError(binding.key, quiet ? null : await holder(binding, store));
@@ -202,6 +205,7 @@ export class Lease<G extends Acquired = Acquired> {
           abandon: () => this.#abandon(store, owner),
         });
         this.#grant(store, owner, won.granted, won.sentAt, started);
+        return value;
       } catch (error) {
         if (error instanceof WaitTimeout) {
           const refusal = quiet ? null : await holder(binding, store);
@@ -224,7 +228,7 @@ export class Lease<G extends Acquired = Acquired> {
   /** Like `acquire()`, but resolves `false` where it would reject with `LockedError` or `LockTimeoutError`. */
   async tryAcquire(): Promise<boolean> {
     try {
-      await this.acquire(true);
+      await this.acquire(undefined, true);
       return true;
     } catch (error) {
       if (error instanceof LockedError || error instanceof LockTimeoutError) return false;
@@ -263,7 +267,11 @@ export class Lease<G extends Acquired = Acquired> {
       );
       return false;
     }
-    if (keepMs <= 0) released(store, binding.line);
+    if (keepMs <= 0) {
+      released(store, binding.line);
+      if (binding.alsoFrees !== undefined)
+        for (const line of binding.alsoFrees) released(store, line);
+    }
     if (channels.release.hasSubscribers) {
       channels.release.publish({
         key: binding.key,

@@ -9,7 +9,7 @@ import {
   toHolder,
 } from './lease.js';
 import { type LockOptions, settle, validateOptions } from './options.js';
-import type { Acquired, AcquireOptions, LeaseInfo, LockStore } from './store.js';
+import type { Acquired, AcquireOptions, Handoff, LeaseInfo, LockStore } from './store.js';
 
 export type { Holder } from './lease.js';
 
@@ -26,27 +26,35 @@ interface KeysGranted extends Acquired {
 export class Lock implements AsyncDisposable {
   /** The key as given, without prefix; several keys joined by `', '`. */
   readonly key: string;
-  /** The keys as given (duplicates dropped), without prefix. */
-  readonly keys: readonly string[];
+  /** Several keys; one key's list is made when first asked for (most locks have one). */
+  #keys: readonly string[] | undefined;
   readonly #lease: Lease<KeysGranted> | Lease;
 
   constructor(keys: string | readonly string[], options?: LockOptions) {
-    const given = checkKeys(keys);
-    this.keys = given;
-    this.key = given.join(', ');
+    const given = typeof keys === 'string' && keys.length > 0 ? keys : checkKeys(keys);
     const settings = settle(validateOptions(options));
     const prefix = settings.prefix;
-    this.#lease =
-      given.length === 1
-        ? new Lease(oneKey(this.key, prefix + this.key), settings)
-        : new Lease(
-            severalKeys(
-              this.key,
-              given,
-              given.map((key) => prefix + key),
-            ),
-            settings,
-          );
+    if (typeof given === 'string') {
+      this.key = given;
+      this.#lease = new Lease(new OneKey(given, prefix + given), settings);
+    } else {
+      this.key = given.join(', ');
+      this.#keys = given;
+      this.#lease = new Lease(
+        severalKeys(
+          this.key,
+          given,
+          given.map((key) => prefix + key),
+        ),
+        settings,
+      );
+    }
+  }
+
+  /** The keys as given (duplicates dropped), without prefix. */
+  get keys(): readonly string[] {
+    this.#keys ??= Object.freeze([this.key]);
+    return this.#keys;
   }
 
   /** Make a lock and acquire it; rejects as `acquire()` does. */
@@ -80,7 +88,9 @@ export class Lock implements AsyncDisposable {
    * `undefined` for several keys (see `fences`).
    */
   get fence(): bigint | undefined {
-    return this.keys.length === 1 ? this.#lease.granted?.fence : undefined;
+    return this.#keys === undefined || this.#keys.length === 1
+      ? this.#lease.granted?.fence
+      : undefined;
   }
 
   /** Each key's fence of the current (or last) acquisition; empty before the first. */
@@ -104,9 +114,8 @@ export class Lock implements AsyncDisposable {
    * Take the lock (every key, or none), waiting up to `wait`. Rejects with `LockedError`
    * (wait 0), `LockTimeoutError` (waited), the signal's reason (aborted), or `StoreError`.
    */
-  async acquire(): Promise<this> {
-    await this.#lease.acquire();
-    return this;
+  acquire(): Promise<this> {
+    return this.#lease.acquire(this);
   }
 
   /** Like `acquire()`, but resolves `false` where it would reject with `LockedError` or `LockTimeoutError`. */
@@ -138,7 +147,7 @@ export class Lock implements AsyncDisposable {
   async run<T>(fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
     if (typeof fn !== 'function')
       throw new TypeError(`run: fn must be a function, got ${showValue(fn)}`);
-    await this.#lease.acquire();
+    await this.#lease.acquire(undefined);
     return this.#lease.runHeld(this, fn);
   }
 
@@ -148,12 +157,15 @@ export class Lock implements AsyncDisposable {
   }
 }
 
-/** The keys of a lock as given, duplicates dropped; a `TypeError` naming what is wrong. */
-function checkKeys(keys: unknown): readonly string[] {
+/**
+ * The keys of a lock as given, duplicates dropped (one key alone as a string); a `TypeError`
+ * naming what is wrong.
+ */
+function checkKeys(keys: unknown): string | readonly string[] {
   if (typeof keys === 'string') {
     if (keys.length === 0)
       throw new TypeError(`key must be a non-empty string, got ${showValue(keys)}`);
-    return Object.freeze([keys]);
+    return keys;
   }
   if (!Array.isArray(keys)) {
     throw new TypeError(
@@ -166,29 +178,46 @@ function checkKeys(keys: unknown): readonly string[] {
       throw new TypeError(`keys[${index}] must be a non-empty string, got ${showValue(key)}`);
     }
   }
-  return Object.freeze([...new Set(keys as string[])]);
+  const unique = [...new Set(keys as string[])];
+  return unique.length === 1 ? unique[0]! : Object.freeze(unique);
 }
 
-/** One exclusive key: the store's required members. */
-function oneKey(key: string, storeKey: string): LeaseBinding {
-  return {
-    key,
-    line: storeKey,
-    acquire: (store, owner, ttlMs, options) =>
-      options === undefined
-        ? store.acquire(storeKey, owner, ttlMs)
-        : store.acquire(storeKey, owner, ttlMs, options),
-    release: (store, owner, keepMs) =>
-      keepMs === undefined
-        ? store.release(storeKey, owner)
-        : store.release(storeKey, owner, keepMs),
-    extend: (store, owner, ttlMs) => store.extend(storeKey, owner, ttlMs),
-    async holder(store) {
-      const info = await store.inspect(storeKey);
-      return info === null ? null : { holder: info };
-    },
-    subscribe: (store, listener) => store.onRelease?.(storeKey, listener),
-  };
+/** One exclusive key: the store's required members. A class, so that a lock costs no closures. */
+class OneKey implements LeaseBinding {
+  readonly key: string;
+  readonly line: string;
+  readonly #storeKey: string;
+
+  constructor(key: string, storeKey: string) {
+    this.key = key;
+    this.line = storeKey;
+    this.#storeKey = storeKey;
+  }
+
+  acquire(store: LockStore, owner: string, ttlMs: number, options?: AcquireOptions) {
+    return options === undefined
+      ? store.acquire(this.#storeKey, owner, ttlMs)
+      : store.acquire(this.#storeKey, owner, ttlMs, options);
+  }
+
+  release(store: LockStore, owner: string, keepMs?: number) {
+    return keepMs === undefined
+      ? store.release(this.#storeKey, owner)
+      : store.release(this.#storeKey, owner, keepMs);
+  }
+
+  extend(store: LockStore, owner: string, ttlMs: number) {
+    return store.extend(this.#storeKey, owner, ttlMs);
+  }
+
+  async holder(store: LockStore): Promise<Refusal | null> {
+    const info = await store.inspect(this.#storeKey);
+    return info === null ? null : { holder: info };
+  }
+
+  subscribe(store: LockStore, listener: (handoff?: Handoff) => void) {
+    return store.onRelease?.(this.#storeKey, listener);
+  }
 }
 
 /**
@@ -223,6 +252,7 @@ function severalKeys(
   return {
     key,
     line: `\0keys\0${order.map((index) => storeKeys[index]).join('\0')}`,
+    alsoFrees: storeKeys,
     async acquire(store, owner, ttlMs, options?: AcquireOptions) {
       const many = store.capabilities?.keys;
       if (many !== undefined) {

@@ -129,8 +129,7 @@ class Shared {
 
   async acquire(binding: LeaseBinding): Promise<Permit> {
     const lease = new Lease(binding, this.#settings);
-    await lease.acquire();
-    return new Permit(lease);
+    return lease.acquire(new Permit(lease));
   }
 
   async tryAcquire(binding: LeaseBinding): Promise<Permit | null> {
@@ -142,7 +141,7 @@ class Shared {
     if (typeof fn !== 'function')
       throw new TypeError(`run: fn must be a function, got ${showValue(fn)}`);
     const lease = new Lease(binding, this.#settings);
-    await lease.acquire();
+    await lease.acquire(undefined);
     return lease.runHeld(new Permit(lease), fn);
   }
 

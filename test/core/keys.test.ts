@@ -12,16 +12,17 @@ let n = 0;
 const key = (label = 'k') => `keys-test-${process.pid}-${label}-${++n}`;
 
 /** The memory store without its capabilities: several keys are taken one at a time. */
-function withoutCapabilities(store: MemoryStore): LockStore {
-  return {
+function withoutCapabilities(store: MemoryStore, push = true): LockStore {
+  const bare: LockStore = {
     kind: store.kind,
     atomic: store.atomic,
     acquire: (k, owner, ttlMs) => store.acquire(k, owner, ttlMs),
     release: (...args) => store.release(...args),
     extend: (...args) => store.extend(...args),
     inspect: (...args) => store.inspect(...args),
-    onRelease: (...args) => store.onRelease(...args),
   };
+  if (push) bare.onRelease = (k, listener) => store.onRelease(k, listener);
+  return bare;
 }
 
 const stores: [string, () => { cache: LockStore; memory: MemoryStore }][] = [
@@ -37,6 +38,13 @@ const stores: [string, () => { cache: LockStore; memory: MemoryStore }][] = [
     () => {
       const memory = memoryStore();
       return { cache: withoutCapabilities(memory), memory };
+    },
+  ],
+  [
+    'one at a time, polling',
+    () => {
+      const memory = memoryStore();
+      return { cache: withoutCapabilities(memory, false), memory };
     },
   ],
 ];
@@ -88,7 +96,8 @@ describe.each(stores)('a lock on several keys, %s', (_how, make) => {
   it('release is true only if every key was still held', async () => {
     let now = 1_000_000;
     const memory = memoryStore({ now: () => now });
-    const cache = make === stores[0]![1] ? memory : withoutCapabilities(memory);
+    const cache =
+      make === stores[0]![1] ? memory : withoutCapabilities(memory, make === stores[1]![1]);
     const [a, b] = [key('a'), key('b')];
     const lock = await Lock.acquire([a, b], { cache, ttl: 1_000, autoExtend: false });
     now += 1_001;

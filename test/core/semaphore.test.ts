@@ -123,6 +123,25 @@ describe('Semaphore', () => {
     expect(await dead.release()).toBe(false);
   });
 
+  it('a waiter that gives up leaves the line at once', async () => {
+    const cache = memoryStore();
+    const k = key();
+    const holder = await new Semaphore(k, { permits: 1, cache }).acquire();
+    const controller = new AbortController();
+    const waiting = new Semaphore(k, { permits: 1, cache, wait: '1m', signal: controller.signal })
+      .acquire()
+      .catch((e) => e);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    controller.abort(new Error('stop'));
+    expect((await waiting).message).toBe('stop');
+    await holder.release();
+    // Its place in line (kept for seconds otherwise) is gone: a try gets the permit.
+    const next = await new Semaphore(k, { permits: 1, cache }).tryAcquire();
+    expect(next).not.toBeNull();
+    await next!.release();
+    expect(cache.capabilities.permits.size).toBe(0);
+  });
+
   it('runs fn with a permit as currentLock(), extends it, and releases', async () => {
     const cache = memoryStore();
     const k = key();
