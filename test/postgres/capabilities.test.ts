@@ -99,6 +99,31 @@ describe.runIf(reachable)('postgres store capabilities', () => {
     }
   });
 
+  it('announces each key of a release of several keys, as a single release does', async () => {
+    const keys = store.capabilities!.keys!;
+    const owner = 'several';
+    expect(await keys.acquire(['n1', 'n2'], owner, 10_000)).not.toBeNull();
+    // A store of its own, so that its LISTEN starts now and calls each listener once when active.
+    const listening = postgresStore(other, { table });
+    const calls = new Map([
+      ['n1', 0],
+      ['n2', 0],
+    ]);
+    const stops = [...calls.keys()].map((key) =>
+      listening.onRelease!(key, () => calls.set(key, calls.get(key)! + 1)),
+    );
+    try {
+      for (let i = 0; i < 500 && [...calls.values()].some((n) => n < 1); i++) await sleep(10);
+      expect([...calls.values()]).toEqual([1, 1]);
+      expect(await keys.release(['n1', 'n2'], owner)).toBe(true);
+      for (let i = 0; i < 100 && [...calls.values()].some((n) => n < 2); i++) await sleep(10);
+      expect([...calls.values()]).toEqual([2, 2]);
+    } finally {
+      for (const stop of stops) stop();
+      await listening.close?.();
+    }
+  });
+
   // Two pools and a single Client: three stores as three processes would have them.
   describeCapabilities({
     stores: () => [store, second, onClient],
