@@ -24,7 +24,7 @@ const placeSql = (table: TableName) => `
   INSERT INTO ${table.shared.sql} AS row (id, owner, key, space, kind, expires_at)
   VALUES ($1, $2, $3, $4, 'line', ${ms(5)})
   ON CONFLICT (id, owner) DO UPDATE SET expires_at = excluded.expires_at
-  RETURNING seq::text AS seq, expires_at`;
+  RETURNING expires_at`;
 
 // A new lease, with a fence of its own from the sequence, or the key's last one when it shares.
 const leaseSql = (table: TableName) => `
@@ -110,17 +110,9 @@ export function prepareSharedAcquire(transact: Transact, table: TableName, space
           await bump(session, row.expires_at, null, true);
           return row.fence === null ? {} : { fence: BigInt(row.fence) };
         }
-        let mySeq = mine?.kind === 'line' ? BigInt(mine.seq) : undefined;
-        let placed: Date | undefined;
-        if (request.lineMs !== undefined) {
-          const result = await session.query({
-            ...place,
-            values: [id, owner, label, space, request.lineMs],
-          });
-          const row = result.rows[0] as { seq: string; expires_at: Date };
-          mySeq = BigInt(row.seq);
-          placed = row.expires_at;
-        }
+        // Someone is ahead: any place before the owner's, or any place at all for a newcomer (its
+        // place would go to the end).
+        const mySeq = mine?.kind === 'line' ? BigInt(mine.seq) : undefined;
         const ahead = rows.some(
           (row) =>
             row.kind === 'line' &&
@@ -129,7 +121,13 @@ export function prepareSharedAcquire(transact: Transact, table: TableName, space
         );
         const used = rows.reduce((sum, row) => (row.kind === 'lease' ? sum + row.weight : sum), 0);
         if (ahead || used + request.weight > request.limit) {
-          if (placed) await bump(session, placed, null, true);
+          if (request.lineMs !== undefined) {
+            const result = await session.query({
+              ...place,
+              values: [id, owner, label, space, request.lineMs],
+            });
+            await bump(session, (result.rows[0] as { expires_at: Date }).expires_at, null, true);
+          }
           return null;
         }
         const shares = request.shareFence === true;
@@ -143,7 +141,7 @@ export function prepareSharedAcquire(transact: Transact, table: TableName, space
         // Its place, if it had one, became this lease (one row per owner and key): the next in
         // line may fit beside it, so it is woken.
         if (
-          (mine?.kind === 'line' || placed !== undefined) &&
+          mine?.kind === 'line' &&
           rows.some((other) => other.kind === 'line' && other.owner !== owner)
         ) {
           await wake(session);

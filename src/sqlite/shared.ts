@@ -115,23 +115,24 @@ export function prepareShared(db: SqliteDatabase, { fences, shared, sharedIndex 
           bump(expiresAt, null, true);
           return mine.fence === null ? {} : { fence: BigInt(mine.fence) };
         }
-        let mySeq = mine?.kind === 'line' ? mine.seq : undefined;
-        if (request.lineMs !== undefined) {
-          const until = Math.ceil(now + request.lineMs);
-          if (mySeq === undefined) {
-            mySeq = draw(now);
-            write.run(space, key, owner, 'line', 0, until, null, mySeq);
-          } else {
-            renewPlace.run(until, space, key, owner);
-          }
-          bump(until, null, true);
-        }
+        // Someone is ahead: any place before the owner's, or any place at all for a newcomer (its
+        // place would go to the end).
+        const mySeq = mine?.kind === 'line' ? mine.seq : undefined;
         const ahead = found.some(
           (row) =>
             row.kind === 'line' && row.owner !== owner && (mySeq === undefined || row.seq < mySeq),
         );
         const used = found.reduce((sum, row) => (row.kind === 'lease' ? sum + row.weight : sum), 0);
-        if (ahead || used + request.weight > request.limit) return null;
+        if (ahead || used + request.weight > request.limit) {
+          if (request.lineMs !== undefined) {
+            const until = Math.ceil(now + request.lineMs);
+            if (mySeq === undefined)
+              write.run(space, key, owner, 'line', 0, until, null, draw(now));
+            else renewPlace.run(until, space, key, owner);
+            bump(until, null, true);
+          }
+          return null;
+        }
         const shares = request.shareFence === true;
         const seq = draw(now);
         const last = found.find((row) => row.kind === 'key')?.fence ?? null;
