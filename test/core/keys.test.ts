@@ -184,3 +184,34 @@ describe('a lock on several keys and single-key locks', () => {
     await single.release();
   });
 });
+
+describe('a store that takes several keys in one step', () => {
+  it('is asked once per attempt, never key by key', async () => {
+    const memory = memoryStore();
+    const calls: string[] = [];
+    const keys = memory.capabilities.keys;
+    const cache: LockStore = {
+      ...withoutCapabilities(memory),
+      acquire: (k, owner, ttlMs) => {
+        calls.push(`acquire ${k}`);
+        return memory.acquire(k, owner, ttlMs);
+      },
+      capabilities: {
+        keys: {
+          acquire: (list, owner, ttlMs) => {
+            calls.push(`all ${list.length}`);
+            return keys.acquire(list, owner, ttlMs);
+          },
+          release: (list, owner, keepMs) => {
+            calls.push(`release all ${list.length}`);
+            return keys.release(list, owner, keepMs);
+          },
+          extend: (list, owner, ttlMs) => keys.extend(list, owner, ttlMs),
+        },
+      },
+    };
+    const lock = await Lock.acquire([key('a'), key('b'), key('c')], { cache });
+    expect(await lock.release()).toBe(true);
+    expect(calls).toEqual(['all 3', 'release all 3']);
+  });
+});

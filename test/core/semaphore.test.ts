@@ -159,6 +159,27 @@ describe('Semaphore', () => {
     expect(watchedCount()).toBe(0);
   });
 
+  it('a permit whose lease runs out is lost: onLost, signal, release false', async () => {
+    const cache = memoryStore();
+    const k = key();
+    const lost: Error[] = [];
+    const sem = new Semaphore(k, {
+      permits: 1,
+      cache,
+      ttl: 40,
+      autoExtend: false,
+      onLost: (error) => lost.push(error),
+    });
+    const permit = await sem.acquire();
+    await expect.poll(() => lost.length, { timeout: 2_000 }).toBe(1);
+    expect(permit.signal.aborted).toBe(true);
+    expect(permit.held).toBe(false);
+    expect(lost[0]!.message).toContain(`lock "${k}" was lost`);
+    expect(await permit.release()).toBe(false);
+    const next = await sem.acquire();
+    await next.release();
+  });
+
   it('an unknown store is refused at the first acquisition', async () => {
     const sem = new Semaphore(key(), { permits: 1, cache: 'memory:' });
     // memory: has permits; a plain cache made from get/set/delete has not.
