@@ -27,12 +27,15 @@ function blocks(markdown: string): Block[] {
   const found: Block[] = [];
   const lines = markdown.split('\n');
   for (let i = 0; i < lines.length; i++) {
-    const open = /^```(\S*)\s*$/.exec(lines[i]!);
+    const open = /^( *)```(\S*)\s*$/.exec(lines[i]!);
     if (open === null) continue;
     const start = i;
+    const indent = open[1]!;
     const body: string[] = [];
-    for (i++; i < lines.length && lines[i] !== '```'; i++) body.push(lines[i]!);
-    found.push({ lang: open[1]!, code: `${body.join('\n')}\n`, line: start + 1 });
+    for (i++; i < lines.length && lines[i] !== `${indent}\`\`\``; i++) {
+      body.push(lines[i]!.slice(indent.length));
+    }
+    found.push({ lang: open[2]!, code: `${body.join('\n')}\n`, line: start + 1 });
   }
   return found;
 }
@@ -87,11 +90,13 @@ function run(
 
 describe('README examples', () => {
   let redis = false;
+  let postgres = false;
   const state = mkdtempSync(join(tmpdir(), 'cachelock-readme-'));
 
   beforeAll(async () => {
     if (!existsSync(cli)) throw new Error('dist/ is missing: run `npm run build` first');
     redis = await serverOrSkip('Redis (README examples)', 6379);
+    postgres = await serverOrSkip('PostgreSQL (README examples)', 5432);
     mkdirSync(work, { recursive: true });
   });
   afterAll(() => {
@@ -142,6 +147,7 @@ describe('README examples', () => {
   for (const block of typescript) {
     it(`runs the example at README.md:${block.line} and exits by itself`, async (ctx) => {
       if (block.code.includes('redis://') && !redis) ctx.skip();
+      if (block.code.includes('postgres://') && !postgres) ctx.skip();
       const decorators = /^\s*@[A-Z]\w*\(/m.test(block.code);
       const { code } = await transform(block.code, {
         loader: 'ts',
