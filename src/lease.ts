@@ -10,6 +10,8 @@ import {
   type Acquired,
   type AcquireOptions,
   type Handoff,
+  type Immediate,
+  immediateOf,
   isLockStore,
   type LeaseInfo,
   type LockStore,
@@ -62,6 +64,10 @@ export interface LeaseBinding<G extends Acquired = Acquired> {
   ): Promise<G | null>;
   /** Owner-checked; also leaves the store's line. `keepMs` only when above 0. */
   release(store: LockStore, owner: string, keepMs?: number): Promise<boolean>;
+  /** `acquire` through a store's immediate answers (see `Immediate`), where this lease can. */
+  acquireNow?(immediate: Immediate, owner: string, ttlMs: number): G | null;
+  /** `release` through a store's immediate answers; only with `acquireNow`. */
+  releaseNow?(immediate: Immediate, owner: string, keepMs?: number): boolean;
   extend(store: LockStore, owner: string, ttlMs: number): Promise<boolean>;
   /** Who holds it now, or `null`; never rejects for the caller (it is only for a message). */
   holder(store: LockStore): Promise<Refusal | null>;
@@ -86,6 +92,8 @@ export class Lease<G extends Acquired = Acquired> {
   readonly binding: LeaseBinding<G>;
   readonly #settings: Settings;
   #store: LockStore | undefined;
+  /** `#store`'s immediate answers, when it gives them and the binding can use them. */
+  #immediate: Immediate | undefined;
   #state = State.Idle;
   #owner = '';
   #granted: G | undefined;
@@ -154,7 +162,51 @@ export class Lease<G extends Acquired = Acquired> {
    * `value` (the caller's own object, saving it a step). `quiet`: the refusal's message is not
    * read, so the store is not asked who holds the key.
    */
-  async acquire<T>(value: T, quiet = false): Promise<T> {
+  acquire<T>(value: T, quiet = false): Promise<T> {
+    // The uncontended in-memory case, without a promise round trip; all else takes `#acquire`.
+    if (
+      this.#store === undefined &&
+      this.#state !== State.Acquiring &&
+      this.#settings.signal === undefined
+    ) {
+      let opened: LockStore | Promise<LockStore>;
+      try {
+        opened = this.#open();
+      } catch {
+        return this.#acquire(value, quiet); // which reports it
+      }
+      if (opened instanceof Promise) return this.#acquire(value, quiet, opened);
+    }
+    const immediate = this.#immediate;
+    const settings = this.#settings;
+    if (
+      immediate === undefined ||
+      this.#state === State.Held ||
+      this.#state === State.Acquiring ||
+      settings.signal !== undefined ||
+      (settings.waitMs !== 0 && hasWaiters(immediate.of, this.binding.line))
+    ) {
+      return this.#acquire(value, quiet);
+    }
+    const owner = newOwner();
+    const started = performance.now();
+    let result: G | null;
+    try {
+      result = this.binding.acquireNow!(immediate, owner, settings.ttlMs);
+    } catch {
+      // Asked again the ordinary way, which reports the failure as every store's is.
+      return this.#acquire(value, quiet);
+    }
+    if (result === null) return this.#acquire(value, quiet);
+    if (this.#controllerLost) {
+      this.#controller = undefined;
+      this.#controllerLost = false;
+    }
+    this.#grant(immediate.of, owner, result, started, started);
+    return Promise.resolve(value);
+  }
+
+  async #acquire<T>(value: T, quiet: boolean, opening?: Promise<LockStore>): Promise<T> {
     const binding = this.binding;
     if (this.#state === State.Held || this.#state === State.Acquiring) {
       throw new LockError(
@@ -171,7 +223,7 @@ export class Lease<G extends Acquired = Acquired> {
     }
     this.#state = State.Acquiring;
     try {
-      const store = this.#store ?? (await this.#open());
+      const store = this.#store ?? (await (opening ?? this.#open()));
       binding.check?.(store);
       const owner = newOwner();
       const started = performance.now();
@@ -237,8 +289,8 @@ export class Lease<G extends Acquired = Acquired> {
   }
 
   /** See `Lock.release`. */
-  async release(): Promise<boolean> {
-    if (this.#state !== State.Held) return false;
+  release(): Promise<boolean> {
+    if (this.#state !== State.Held) return Promise.resolve(false);
     this.#state = State.Released;
     if (this.#watched !== undefined) unwatch(this.#watched);
     // The acquisition ends here: a signal read from now on belongs to the next one.
@@ -249,15 +301,41 @@ export class Lease<G extends Acquired = Acquired> {
     const binding = this.binding;
     const now = performance.now();
     const keepMs = Math.ceil(this.#grantedAt + this.#settings.holdAtLeastMs - now);
-    let ok: boolean;
+    let answer: boolean | Promise<boolean>;
     try {
-      ok =
-        keepMs > 0
-          ? await binding.release(store, owner, keepMs)
-          : await binding.release(store, owner);
+      const immediate = this.#immediate;
+      answer =
+        immediate !== undefined
+          ? keepMs > 0
+            ? binding.releaseNow!(immediate, owner, keepMs)
+            : binding.releaseNow!(immediate, owner)
+          : keepMs > 0
+            ? binding.release(store, owner, keepMs)
+            : binding.release(store, owner);
     } catch (error) {
-      throw storeError(binding.key, 'release', error, store);
+      return Promise.reject(storeError(binding.key, 'release', error, store));
     }
+    if (typeof answer === 'boolean') {
+      return Promise.resolve(this.#released(answer, store, owner, keepMs, now, controller));
+    }
+    return answer.then(
+      (ok) => this.#released(ok, store, owner, keepMs, now, controller),
+      (error) => {
+        throw storeError(binding.key, 'release', error, store);
+      },
+    );
+  }
+
+  /** The rest of `release()` once the store answered `ok`. */
+  #released(
+    ok: boolean,
+    store: LockStore,
+    owner: string,
+    keepMs: number,
+    now: number,
+    controller: AbortController | undefined,
+  ): boolean {
+    const binding = this.binding;
     if (!ok) {
       this.#lose(
         'it had expired or been taken by the time it was released',
@@ -336,8 +414,19 @@ export class Lease<G extends Acquired = Acquired> {
 
   #open(): LockStore | Promise<LockStore> {
     const store = openStore(this.binding.key, this.#settings.cache);
-    if (store instanceof Promise) return store.then((opened) => (this.#store = opened));
-    this.#store = store;
+    if (store instanceof Promise) return store.then((opened) => this.#setStore(opened));
+    return this.#setStore(store);
+  }
+
+  #setStore(store: LockStore): LockStore {
+    if (this.#store !== store) {
+      this.#store = store;
+      const binding = this.binding;
+      this.#immediate =
+        binding.acquireNow !== undefined && binding.releaseNow !== undefined
+          ? immediateOf(store)
+          : undefined;
+    }
     return store;
   }
 
@@ -346,7 +435,7 @@ export class Lease<G extends Acquired = Acquired> {
   }
 
   #grant(store: LockStore, owner: string, granted: G, sentAt: number, started: number): void {
-    this.#store = store;
+    this.#setStore(store);
     this.#owner = owner;
     this.#granted = granted;
     this.#state = State.Held;
