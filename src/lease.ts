@@ -163,7 +163,17 @@ export class Lease<G extends Acquired = Acquired> {
    * read, so the store is not asked who holds the key.
    */
   acquire<T>(value: T, quiet = false): Promise<T> {
-    // The uncontended in-memory case, without a promise round trip; all else takes `#acquire`.
+    const now = this.#acquireNow();
+    return now === true
+      ? Promise.resolve(value)
+      : this.#acquire(value, quiet, now === false ? undefined : now);
+  }
+
+  /**
+   * The uncontended in-memory case, taken without a promise round trip: `true` when taken, else
+   * `#acquire` does it all, from the store being opened if it is.
+   */
+  #acquireNow(): boolean | Promise<LockStore> {
     if (
       this.#store === undefined &&
       this.#state !== State.Acquiring &&
@@ -173,9 +183,9 @@ export class Lease<G extends Acquired = Acquired> {
       try {
         opened = this.#open();
       } catch {
-        return this.#acquire(value, quiet); // which reports it
+        return false; // `#acquire` reports it
       }
-      if (opened instanceof Promise) return this.#acquire(value, quiet, opened);
+      if (opened instanceof Promise) return opened;
     }
     const immediate = this.#immediate;
     const settings = this.#settings;
@@ -186,7 +196,7 @@ export class Lease<G extends Acquired = Acquired> {
       settings.signal !== undefined ||
       (settings.waitMs !== 0 && hasWaiters(immediate.of, this.binding.line))
     ) {
-      return this.#acquire(value, quiet);
+      return false;
     }
     const owner = newOwner();
     const started = performance.now();
@@ -195,15 +205,15 @@ export class Lease<G extends Acquired = Acquired> {
       result = this.binding.acquireNow!(immediate, owner, settings.ttlMs);
     } catch {
       // Asked again the ordinary way, which reports the failure as every store's is.
-      return this.#acquire(value, quiet);
+      return false;
     }
-    if (result === null) return this.#acquire(value, quiet);
+    if (result === null) return false;
     if (this.#controllerLost) {
       this.#controller = undefined;
       this.#controllerLost = false;
     }
     this.#grant(immediate.of, owner, result, started, started);
-    return Promise.resolve(value);
+    return true;
   }
 
   async #acquire<T>(value: T, quiet: boolean, opening?: Promise<LockStore>): Promise<T> {
@@ -290,7 +300,17 @@ export class Lease<G extends Acquired = Acquired> {
 
   /** See `Lock.release`. */
   release(): Promise<boolean> {
-    if (this.#state !== State.Held) return Promise.resolve(false);
+    try {
+      const answer = this.#release();
+      return typeof answer === 'boolean' ? Promise.resolve(answer) : answer;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** `release()`, answered at once where the store answers at once. */
+  #release(): boolean | Promise<boolean> {
+    if (this.#state !== State.Held) return false;
     this.#state = State.Released;
     if (this.#watched !== undefined) unwatch(this.#watched);
     // The acquisition ends here: a signal read from now on belongs to the next one.
@@ -313,10 +333,10 @@ export class Lease<G extends Acquired = Acquired> {
             ? binding.release(store, owner, keepMs)
             : binding.release(store, owner);
     } catch (error) {
-      return Promise.reject(storeError(binding.key, 'release', error, store));
+      throw storeError(binding.key, 'release', error, store);
     }
     if (typeof answer === 'boolean') {
-      return Promise.resolve(this.#released(answer, store, owner, keepMs, now, controller));
+      return this.#released(answer, store, owner, keepMs, now, controller);
     }
     return answer.then(
       (ok) => this.#released(ok, store, owner, keepMs, now, controller),
@@ -389,11 +409,13 @@ export class Lease<G extends Acquired = Acquired> {
   }
 
   /**
-   * Call `fn(signal)` while held, as `current` for `currentLock()`, then release. If the lease
-   * was lost while `fn` ran, rejects with `LockLostError` once `fn` settles; an error thrown by
-   * `fn` wins.
+   * Acquire, call `fn(signal)` while held, as `current` for `currentLock()`, then release. If the
+   * lease was lost while `fn` ran, rejects with `LockLostError` once `fn` settles; an error thrown
+   * by `fn` wins.
    */
-  async runHeld<T>(current: Held, fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
+  async run<T>(current: Held, fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
+    const now = this.#acquireNow();
+    if (now !== true) await this.#acquire(undefined, false, now === false ? undefined : now);
     let result: T;
     try {
       result = await lockContext.run(current, fn, this.signal);
@@ -401,7 +423,8 @@ export class Lease<G extends Acquired = Acquired> {
       await this.release().catch(() => undefined);
       throw error;
     }
-    if (!(await this.release())) {
+    const released = this.#release();
+    if (!(typeof released === 'boolean' ? released : await released)) {
       throw this.#lostError ?? new LockLostError(this.binding.key, 'it was lost while held');
     }
     return result;

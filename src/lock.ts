@@ -151,11 +151,12 @@ export class Lock implements AsyncDisposable {
    * Acquire, call `fn(signal)`, release. If the lease was lost while `fn` ran, rejects with
    * `LockLostError` once `fn` settles; an error thrown by `fn` wins.
    */
-  async run<T>(fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
-    if (typeof fn !== 'function')
-      throw new TypeError(`run: fn must be a function, got ${showValue(fn)}`);
-    await this.#lease.acquire(undefined);
-    return this.#lease.runHeld(this, fn);
+  run<T>(fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
+    if (typeof fn !== 'function') {
+      return Promise.reject(new TypeError(`run: fn must be a function, got ${showValue(fn)}`));
+    }
+    // Not an async function: it would wrap the lease's promise in one more.
+    return this.#lease.run(this, fn);
   }
 
   /** `release()`, so that `await using lock = await Lock.acquire(...)` releases at block end. */
