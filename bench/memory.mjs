@@ -1,6 +1,7 @@
 // The in-memory store through the public Lock API against async-mutex, the in-process floor.
 import { createRequire } from 'node:module';
-import { Lock, memoryStore } from 'cachelock';
+import { pathToFileURL } from 'node:url';
+import * as current from 'cachelock';
 import { fmt, interleaveStats, perCall, ratio, table } from './lib.mjs';
 
 // async-mutex's CommonJS build (lib/index.js) is about 3x faster than its ESM build
@@ -10,33 +11,52 @@ const { Mutex } = createRequire(import.meta.url)('async-mutex');
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 
+// BENCH_COMPARE=path/to/another/dist/index.js adds that build's rows, suffixed "[compare]",
+// interleaved with this build's: a before/after comparison in one run.
+const builds = [{ suffix: '', lib: current }];
+if (process.env.BENCH_COMPARE) {
+  builds.push({
+    suffix: ' [compare]',
+    lib: await import(pathToFileURL(process.env.BENCH_COMPARE).href),
+  });
+}
+const { Lock, memoryStore } = current;
+
 const mutex = new Mutex();
-const cache = memoryStore();
-const reused = new Lock('bench', { cache });
+const runMutex = new Mutex();
 let keyIndex = 0;
 
+// Each case's ratio is to its `floor`: `run()` is compared with `runExclusive`, its equivalent.
 const uncontended = [
   { name: 'async-mutex', run: async () => (await mutex.acquire())() },
-  {
-    name: 'cachelock, one Lock reused',
-    run: async () => {
-      await reused.acquire();
-      await reused.release();
-    },
-  },
-  {
-    name: 'cachelock, new Lock per call',
-    run: async () => {
-      const lock = new Lock('bench-new', { cache });
-      await lock.acquire();
-      await lock.release();
-    },
-  },
-  {
-    name: 'cachelock, run()',
-    run: () => new Lock('bench-run', { cache }).run(() => undefined),
-  },
+  { name: 'async-mutex runExclusive', run: () => runMutex.runExclusive(() => undefined) },
 ];
+for (const { suffix, lib } of builds) {
+  const cache = lib.memoryStore();
+  const reused = new lib.Lock('bench', { cache });
+  uncontended.push(
+    {
+      name: `cachelock, one Lock reused${suffix}`,
+      run: async () => {
+        await reused.acquire();
+        await reused.release();
+      },
+    },
+    {
+      name: `cachelock, new Lock per call${suffix}`,
+      run: async () => {
+        const lock = new lib.Lock('bench-new', { cache });
+        await lock.acquire();
+        await lock.release();
+      },
+    },
+    {
+      name: `cachelock, run()${suffix}`,
+      floor: 'async-mutex runExclusive',
+      run: () => new lib.Lock('bench-run', { cache }).run(() => undefined),
+    },
+  );
+}
 
 // Contended: WORKERS async workers take one key in turn; sections per second.
 const WORKERS = 4;
@@ -57,13 +77,13 @@ const contended = [
       await Promise.all(Array.from({ length: WORKERS }, worker));
     },
   },
-  {
-    name: 'cachelock',
+  ...builds.map(({ suffix, lib }) => ({
+    name: `cachelock${suffix}`,
     run: async () => {
-      const store = memoryStore();
+      const store = lib.memoryStore();
       let left = SECTIONS;
       const worker = async () => {
-        const lock = new Lock('contended', { cache: store, wait: 'forever' });
+        const lock = new lib.Lock('contended', { cache: store, wait: 'forever' });
         while (left > 0) {
           await lock.acquire();
           left--;
@@ -72,7 +92,7 @@ const contended = [
       };
       await Promise.all(Array.from({ length: WORKERS }, worker));
     },
-  },
+  })),
 ];
 
 async function measureUncontended(c) {
@@ -101,29 +121,32 @@ const headers = (unit) => [
   'x async-mutex (range)',
   'CPU us per op',
 ];
-const rows = (results, floor) =>
-  [...results].map(([name, s]) => [
-    name,
-    fmt(s.median, 3),
-    `${fmt(s.min, 3)}-${fmt(s.max, 3)}`,
-    ratio(s, floor),
-    fmt(s.cpuUs, 3),
-  ]);
+const rows = (cases, results) =>
+  cases.map(({ name, floor = 'async-mutex' }) => {
+    const s = results.get(name);
+    return [
+      name,
+      fmt(s.median, 3),
+      `${fmt(s.min, 3)}-${fmt(s.max, 3)}`,
+      `${ratio(s, results.get(floor))}${floor === 'async-mutex' ? '' : ` vs ${floor}`}`,
+      fmt(s.cpuUs, 3),
+    ];
+  });
 
 const u = await interleaveStats(uncontended, ROUNDS, measureUncontended);
 console.log(
   `\n### In-process: uncontended acquire+release (${ROUNDS} interleaved rounds of ${ITERATIONS}; async-mutex ${Mutex.name} from its CommonJS build)\n`,
 );
-console.log(table(headers('us per acquire+release'), rows(u, u.get('async-mutex'))));
+console.log(table(headers('us per acquire+release'), rows(uncontended, u)));
 
 const c = await interleaveStats(contended, ROUNDS, measureContended);
 console.log(
   `\n### In-process: ${WORKERS} workers on one key, hand-off cost (${ROUNDS} interleaved rounds)\n`,
 );
-console.log(table(headers('us per section'), rows(c, c.get('async-mutex'))));
+console.log(table(headers('us per section'), rows(contended, c)));
 
 // Memory after a million distinct keys locked and released once.
-if (typeof globalThis.gc === 'function') {
+if (typeof globalThis.gc === 'function' && process.env.BENCH_HEAP !== '0') {
   const store = memoryStore();
   const heap = () => {
     globalThis.gc();

@@ -10,6 +10,8 @@ import {
   type Acquired,
   type AcquireOptions,
   type Handoff,
+  type Immediate,
+  immediateOf,
   isLockStore,
   type LeaseInfo,
   type LockStore,
@@ -62,6 +64,10 @@ export interface LeaseBinding<G extends Acquired = Acquired> {
   ): Promise<G | null>;
   /** Owner-checked; also leaves the store's line. `keepMs` only when above 0. */
   release(store: LockStore, owner: string, keepMs?: number): Promise<boolean>;
+  /** `acquire` through a store's immediate answers (see `Immediate`), where this lease can. */
+  acquireNow?(immediate: Immediate, owner: string, ttlMs: number): G | null;
+  /** `release` through a store's immediate answers; only with `acquireNow`. */
+  releaseNow?(immediate: Immediate, owner: string, keepMs?: number): boolean;
   extend(store: LockStore, owner: string, ttlMs: number): Promise<boolean>;
   /** Who holds it now, or `null`; never rejects for the caller (it is only for a message). */
   holder(store: LockStore): Promise<Refusal | null>;
@@ -86,6 +92,8 @@ export class Lease<G extends Acquired = Acquired> {
   readonly binding: LeaseBinding<G>;
   readonly #settings: Settings;
   #store: LockStore | undefined;
+  /** `#store`'s immediate answers, when it gives them and the binding can use them. */
+  #immediate: Immediate | undefined;
   #state = State.Idle;
   #owner = '';
   #granted: G | undefined;
@@ -154,7 +162,61 @@ export class Lease<G extends Acquired = Acquired> {
    * `value` (the caller's own object, saving it a step). `quiet`: the refusal's message is not
    * read, so the store is not asked who holds the key.
    */
-  async acquire<T>(value: T, quiet = false): Promise<T> {
+  acquire<T>(value: T, quiet = false): Promise<T> {
+    const now = this.#acquireNow();
+    return now === true
+      ? Promise.resolve(value)
+      : this.#acquire(value, quiet, now === false ? undefined : now);
+  }
+
+  /**
+   * The uncontended in-memory case, taken without a promise round trip: `true` when taken, else
+   * `#acquire` does it all, from the store being opened if it is.
+   */
+  #acquireNow(): boolean | Promise<LockStore> {
+    if (
+      this.#store === undefined &&
+      this.#state !== State.Acquiring &&
+      this.#settings.signal === undefined
+    ) {
+      let opened: LockStore | Promise<LockStore>;
+      try {
+        opened = this.#open();
+      } catch {
+        return false; // `#acquire` reports it
+      }
+      if (opened instanceof Promise) return opened;
+    }
+    const immediate = this.#immediate;
+    const settings = this.#settings;
+    if (
+      immediate === undefined ||
+      this.#state === State.Held ||
+      this.#state === State.Acquiring ||
+      settings.signal !== undefined ||
+      (settings.waitMs !== 0 && hasWaiters(immediate.of, this.binding.line))
+    ) {
+      return false;
+    }
+    const owner = newOwner();
+    const started = performance.now();
+    let result: G | null;
+    try {
+      result = this.binding.acquireNow!(immediate, owner, settings.ttlMs);
+    } catch {
+      // Asked again the ordinary way, which reports the failure as every store's is.
+      return false;
+    }
+    if (result === null) return false;
+    if (this.#controllerLost) {
+      this.#controller = undefined;
+      this.#controllerLost = false;
+    }
+    this.#grant(immediate.of, owner, result, started, started);
+    return true;
+  }
+
+  async #acquire<T>(value: T, quiet: boolean, opening?: Promise<LockStore>): Promise<T> {
     const binding = this.binding;
     if (this.#state === State.Held || this.#state === State.Acquiring) {
       throw new LockError(
@@ -171,7 +233,7 @@ export class Lease<G extends Acquired = Acquired> {
     }
     this.#state = State.Acquiring;
     try {
-      const store = this.#store ?? (await this.#open());
+      const store = this.#store ?? (await (opening ?? this.#open()));
       binding.check?.(store);
       const owner = newOwner();
       const started = performance.now();
@@ -237,7 +299,17 @@ export class Lease<G extends Acquired = Acquired> {
   }
 
   /** See `Lock.release`. */
-  async release(): Promise<boolean> {
+  release(): Promise<boolean> {
+    try {
+      const answer = this.#release();
+      return typeof answer === 'boolean' ? Promise.resolve(answer) : answer;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** `release()`, answered at once where the store answers at once. */
+  #release(): boolean | Promise<boolean> {
     if (this.#state !== State.Held) return false;
     this.#state = State.Released;
     if (this.#watched !== undefined) unwatch(this.#watched);
@@ -249,15 +321,41 @@ export class Lease<G extends Acquired = Acquired> {
     const binding = this.binding;
     const now = performance.now();
     const keepMs = Math.ceil(this.#grantedAt + this.#settings.holdAtLeastMs - now);
-    let ok: boolean;
+    let answer: boolean | Promise<boolean>;
     try {
-      ok =
-        keepMs > 0
-          ? await binding.release(store, owner, keepMs)
-          : await binding.release(store, owner);
+      const immediate = this.#immediate;
+      answer =
+        immediate !== undefined
+          ? keepMs > 0
+            ? binding.releaseNow!(immediate, owner, keepMs)
+            : binding.releaseNow!(immediate, owner)
+          : keepMs > 0
+            ? binding.release(store, owner, keepMs)
+            : binding.release(store, owner);
     } catch (error) {
       throw storeError(binding.key, 'release', error, store);
     }
+    if (typeof answer === 'boolean') {
+      return this.#released(answer, store, owner, keepMs, now, controller);
+    }
+    return answer.then(
+      (ok) => this.#released(ok, store, owner, keepMs, now, controller),
+      (error) => {
+        throw storeError(binding.key, 'release', error, store);
+      },
+    );
+  }
+
+  /** The rest of `release()` once the store answered `ok`. */
+  #released(
+    ok: boolean,
+    store: LockStore,
+    owner: string,
+    keepMs: number,
+    now: number,
+    controller: AbortController | undefined,
+  ): boolean {
+    const binding = this.binding;
     if (!ok) {
       this.#lose(
         'it had expired or been taken by the time it was released',
@@ -311,11 +409,13 @@ export class Lease<G extends Acquired = Acquired> {
   }
 
   /**
-   * Call `fn(signal)` while held, as `current` for `currentLock()`, then release. If the lease
-   * was lost while `fn` ran, rejects with `LockLostError` once `fn` settles; an error thrown by
-   * `fn` wins.
+   * Acquire, call `fn(signal)` while held, as `current` for `currentLock()`, then release. If the
+   * lease was lost while `fn` ran, rejects with `LockLostError` once `fn` settles; an error thrown
+   * by `fn` wins.
    */
-  async runHeld<T>(current: Held, fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
+  async run<T>(current: Held, fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
+    const now = this.#acquireNow();
+    if (now !== true) await this.#acquire(undefined, false, now === false ? undefined : now);
     let result: T;
     try {
       result = await lockContext.run(current, fn, this.signal);
@@ -323,7 +423,8 @@ export class Lease<G extends Acquired = Acquired> {
       await this.release().catch(() => undefined);
       throw error;
     }
-    if (!(await this.release())) {
+    const released = this.#release();
+    if (!(typeof released === 'boolean' ? released : await released)) {
       throw this.#lostError ?? new LockLostError(this.binding.key, 'it was lost while held');
     }
     return result;
@@ -336,8 +437,19 @@ export class Lease<G extends Acquired = Acquired> {
 
   #open(): LockStore | Promise<LockStore> {
     const store = openStore(this.binding.key, this.#settings.cache);
-    if (store instanceof Promise) return store.then((opened) => (this.#store = opened));
-    this.#store = store;
+    if (store instanceof Promise) return store.then((opened) => this.#setStore(opened));
+    return this.#setStore(store);
+  }
+
+  #setStore(store: LockStore): LockStore {
+    if (this.#store !== store) {
+      this.#store = store;
+      const binding = this.binding;
+      this.#immediate =
+        binding.acquireNow !== undefined && binding.releaseNow !== undefined
+          ? immediateOf(store)
+          : undefined;
+    }
     return store;
   }
 
@@ -346,7 +458,7 @@ export class Lease<G extends Acquired = Acquired> {
   }
 
   #grant(store: LockStore, owner: string, granted: G, sentAt: number, started: number): void {
-    this.#store = store;
+    this.#setStore(store);
     this.#owner = owner;
     this.#granted = granted;
     this.#state = State.Held;

@@ -8,8 +8,15 @@ import {
   storeError,
   toHolder,
 } from './lease.js';
-import { type LockOptions, settle, validateOptions } from './options.js';
-import type { Acquired, AcquireOptions, Handoff, LeaseInfo, LockStore } from './store.js';
+import { type LockOptions, lockSettings, settle, validateOptions } from './options.js';
+import type {
+  Acquired,
+  AcquireOptions,
+  Handoff,
+  Immediate,
+  LeaseInfo,
+  LockStore,
+} from './store.js';
 
 export type { Holder } from './lease.js';
 
@@ -32,7 +39,7 @@ export class Lock implements AsyncDisposable {
 
   constructor(keys: string | readonly string[], options?: LockOptions) {
     const given = typeof keys === 'string' && keys.length > 0 ? keys : checkKeys(keys);
-    const settings = settle(validateOptions(options));
+    const settings = lockSettings(options);
     const prefix = settings.prefix;
     if (typeof given === 'string') {
       this.key = given;
@@ -144,11 +151,12 @@ export class Lock implements AsyncDisposable {
    * Acquire, call `fn(signal)`, release. If the lease was lost while `fn` ran, rejects with
    * `LockLostError` once `fn` settles; an error thrown by `fn` wins.
    */
-  async run<T>(fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
-    if (typeof fn !== 'function')
-      throw new TypeError(`run: fn must be a function, got ${showValue(fn)}`);
-    await this.#lease.acquire(undefined);
-    return this.#lease.runHeld(this, fn);
+  run<T>(fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
+    if (typeof fn !== 'function') {
+      return Promise.reject(new TypeError(`run: fn must be a function, got ${showValue(fn)}`));
+    }
+    // Not an async function: it would wrap the lease's promise in one more.
+    return this.#lease.run(this, fn);
   }
 
   /** `release()`, so that `await using lock = await Lock.acquire(...)` releases at block end. */
@@ -204,6 +212,16 @@ class OneKey implements LeaseBinding {
     return keepMs === undefined
       ? store.release(this.#storeKey, owner)
       : store.release(this.#storeKey, owner, keepMs);
+  }
+
+  acquireNow(immediate: Immediate, owner: string, ttlMs: number) {
+    return immediate.acquire(this.#storeKey, owner, ttlMs);
+  }
+
+  releaseNow(immediate: Immediate, owner: string, keepMs?: number) {
+    return keepMs === undefined
+      ? immediate.release(this.#storeKey, owner)
+      : immediate.release(this.#storeKey, owner, keepMs);
   }
 
   extend(store: LockStore, owner: string, ttlMs: number) {

@@ -116,6 +116,71 @@ export function validateOptions(
   return given as LockOptions;
 }
 
+/**
+ * `settle(validateOptions(options))` in one pass, for the options a lock is made with: only the
+ * options given are converted, over the settled defaults, so a lock made with `{ cache }` costs a
+ * copy. Anything it does not accept goes through `validateOptions`, whose error is the one thrown.
+ */
+export function lockSettings(options: unknown): Settings {
+  const base = settle(undefined);
+  if (options === undefined) return base;
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    return settle(validateOptions(options));
+  }
+  const given = options as Record<string, unknown>;
+  const settings: Settings = { ...base };
+  try {
+    for (const name of Object.keys(given)) {
+      const value = given[name];
+      if (value === undefined) {
+        if (!OPTION_NAMES.has(name)) return settle(validateOptions(options));
+        continue;
+      }
+      switch (name) {
+        case 'cache':
+          checkCache('cache', value);
+          settings.cache = value as Settings['cache'];
+          break;
+        case 'ttl':
+          settings.ttlMs = toLeaseMs('ttl', value);
+          break;
+        case 'wait':
+          settings.waitMs = toMs('wait', value, true);
+          break;
+        case 'holdAtLeast':
+          settings.holdAtLeastMs = toHoldMs('holdAtLeast', value);
+          break;
+        case 'autoExtend':
+          if (typeof value !== 'boolean') return settle(validateOptions(options));
+          settings.autoExtend = value;
+          break;
+        case 'prefix':
+          if (typeof value !== 'string') return settle(validateOptions(options));
+          settings.prefix = value;
+          break;
+        case 'onLost':
+          if (typeof value !== 'function') return settle(validateOptions(options));
+          settings.onLost = value as Settings['onLost'];
+          break;
+        case 'signal':
+          if (typeof value !== 'object' || value === null) return settle(validateOptions(options));
+          if (typeof (value as AbortSignal).aborted !== 'boolean') {
+            return settle(validateOptions(options));
+          }
+          settings.signal = value as AbortSignal;
+          break;
+        default:
+          return settle(validateOptions(options));
+      }
+    }
+  } catch (error) {
+    // Several bad options: the one `validateOptions` names first, as for every other caller.
+    validateOptions(options);
+    throw error;
+  }
+  return settings;
+}
+
 /** Merge options over the process defaults and the built-in ones. */
 export function settle(options: LockOptions | undefined): Settings {
   if (options === undefined || Object.keys(options).length === 0) {

@@ -141,8 +141,7 @@ class Shared {
     if (typeof fn !== 'function')
       throw new TypeError(`run: fn must be a function, got ${showValue(fn)}`);
     const lease = new Lease(binding, this.#settings);
-    await lease.acquire(undefined);
-    return lease.runHeld(new Permit(lease), fn);
+    return lease.run(new Permit(lease), fn);
   }
 
   async inspect(): Promise<{ holders: Holder[] }> {

@@ -207,3 +207,23 @@ export function isLockStore(value: unknown): value is LockStore {
 export function abandon(store: LockStore, key: string, owner: string): void {
   store.release(key, owner).catch(() => {});
 }
+
+/**
+ * The in-memory store's answers given at once rather than as promises, so that an uncontended
+ * lock costs no promise round trip. Keyed by a registered symbol, as the ESM and CommonJS builds
+ * share the default memory store. A store's own methods stay the contract: the core uses these
+ * only when `of` is the very store (an object made from it inherits the property, not them).
+ */
+export const IMMEDIATE = Symbol.for('cachelock.immediate.v1');
+
+export interface Immediate {
+  readonly of: LockStore;
+  acquire(key: string, owner: string, ttlMs: number): Acquired | null;
+  release(key: string, owner: string, keepMs?: number): boolean;
+}
+
+/** `store`'s immediate answers, when it gives them. */
+export function immediateOf(store: LockStore): Immediate | undefined {
+  const immediate = (store as { [IMMEDIATE]?: Immediate })[IMMEDIATE];
+  return immediate !== undefined && immediate.of === store ? immediate : undefined;
+}

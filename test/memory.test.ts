@@ -1,4 +1,4 @@
-import { memoryStore, newOwner } from 'cachelock';
+import { Lock, memoryStore, newOwner } from 'cachelock';
 import { runConformance } from 'cachelock/testing';
 import { describe, expect, it } from 'vitest';
 
@@ -54,5 +54,45 @@ describe('memory store: nothing left behind', () => {
     }
     // About 100 leases are live at any moment; the rest must not pile up.
     expect(largest).toBeLessThan(500);
+  });
+});
+
+describe('memory store: answers at once only for itself', () => {
+  it('a store made from it by Object.create is asked through its own methods', async () => {
+    const base = memoryStore();
+    const calls: string[] = [];
+    const wrapped = Object.assign(Object.create(base), {
+      kind: base.kind,
+      atomic: base.atomic,
+      acquire(key: string, owner: string, ttlMs: number) {
+        calls.push(`acquire ${key}`);
+        return base.acquire(key, owner, ttlMs);
+      },
+      release(key: string, owner: string, keepMs?: number) {
+        calls.push(`release ${key}`);
+        return base.release(key, owner, keepMs);
+      },
+    });
+    const lock = new Lock('k', { cache: wrapped, prefix: '' });
+    await lock.acquire();
+    expect(await lock.release()).toBe(true);
+    await lock.acquire();
+    expect(await lock.release()).toBe(true);
+    expect(calls).toEqual(['acquire k', 'release k', 'acquire k', 'release k']);
+  });
+
+  it('a lock on it keeps the store semantics: refused while held, lost once expired', async () => {
+    let now = 1_000;
+    const cache = memoryStore({ now: () => now });
+    const one = new Lock('k', { cache, ttl: 100, autoExtend: false });
+    const two = new Lock('k', { cache });
+    await one.acquire();
+    expect(one.held).toBe(true);
+    expect(await two.tryAcquire()).toBe(false);
+    now += 200; // the store's clock: the lease ran out there
+    expect(await two.tryAcquire()).toBe(true);
+    expect(await one.release()).toBe(false);
+    expect(one.signal.aborted).toBe(true);
+    expect(await two.release()).toBe(true);
   });
 });

@@ -1,10 +1,12 @@
-import type {
-  Acquired,
-  AcquiredKeys,
-  LeaseInfo,
-  LockStore,
-  ManyKeys,
-  StoreCapabilities,
+import {
+  type Acquired,
+  type AcquiredKeys,
+  IMMEDIATE,
+  type Immediate,
+  type LeaseInfo,
+  type LockStore,
+  type ManyKeys,
+  type StoreCapabilities,
 } from '../store.js';
 import { MemoryShared } from './shared.js';
 
@@ -50,8 +52,16 @@ export class MemoryStore implements LockStore {
     readonly readersWriters: MemoryShared;
   };
 
+  /** `acquire` and `release` answered at once, for the core's uncontended path. */
+  readonly [IMMEDIATE]: Immediate;
+
   constructor(options: MemoryStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
+    this[IMMEDIATE] = {
+      of: this,
+      acquire: (key, owner, ttlMs) => this.#acquire(key, owner, ttlMs),
+      release: (key, owner, keepMs) => this.#release(key, owner, keepMs),
+    };
     const nextFence = () => ++this.#fence;
     this.capabilities = {
       keys: {
@@ -70,35 +80,43 @@ export class MemoryStore implements LockStore {
   }
 
   acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
+    return Promise.resolve(this.#acquire(key, owner, ttlMs));
+  }
+
+  release(key: string, owner: string, keepMs = 0): Promise<boolean> {
+    return Promise.resolve(this.#release(key, owner, keepMs));
+  }
+
+  #acquire(key: string, owner: string, ttlMs: number): Acquired | null {
     const now = this.#now();
     if (++this.#sinceSweep >= SWEEP_EVERY) this.#sweep(now);
     const lease = this.#leases.get(key);
     if (lease !== undefined && lease.expiresAt > now) {
-      if (lease.owner !== owner) return Promise.resolve(null);
+      if (lease.owner !== owner) return null;
       lease.expiresAt = now + ttlMs;
-      return Promise.resolve({ fence: lease.fence });
+      return { fence: lease.fence };
     }
     const fence = ++this.#fence;
     this.#leases.set(key, { owner, expiresAt: now + ttlMs, fence });
-    return Promise.resolve({ fence });
+    return { fence };
   }
 
-  release(key: string, owner: string, keepMs = 0): Promise<boolean> {
+  #release(key: string, owner: string, keepMs = 0): boolean {
     const lease = this.#leases.get(key);
-    if (lease === undefined || lease.owner !== owner) return Promise.resolve(false);
+    if (lease === undefined || lease.owner !== owner) return false;
     const now = this.#now();
     if (lease.expiresAt <= now) {
       this.#leases.delete(key);
-      return Promise.resolve(false);
+      return false;
     }
     if (keepMs > 0) {
       lease.expiresAt = now + keepMs;
-      return Promise.resolve(true);
+      return true;
     }
     this.#leases.delete(key);
     const listeners = this.#listeners.get(key);
     if (listeners !== undefined) for (const listener of [...listeners]) listener();
-    return Promise.resolve(true);
+    return true;
   }
 
   extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
@@ -170,7 +188,7 @@ export class MemoryStore implements LockStore {
       if (lease === undefined || lease.owner !== owner || lease.expiresAt <= now) all = false;
     }
     // Each is released on its own terms: what is still `owner`'s goes, whatever the rest.
-    for (const key of keys) void this.release(key, owner, keepMs);
+    for (const key of keys) this.#release(key, owner, keepMs);
     return all;
   }
 

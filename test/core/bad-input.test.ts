@@ -111,6 +111,18 @@ const badLocks: Array<[string, () => unknown, ErrorConstructor, RegExp]> = [
     /tll is not an option; known options: cache, ttl/,
   ],
   [
+    'a bad ttl before a misspelt option: the misspelt one is named, as configure() does',
+    () => new Lock('k', { ttl: -1, tll: '1s' } as never),
+    TypeError,
+    /tll is not an option; known options: cache, ttl/,
+  ],
+  [
+    'a bad wait before a bad ttl: the ttl is named first, as configure() does',
+    () => new Lock('k', { wait: 'soon', ttl: 'never' }),
+    TypeError,
+    /^ttl /,
+  ],
+  [
     'a number cache',
     () => new Lock('k', { cache: 7 as never }),
     TypeError,
