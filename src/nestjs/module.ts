@@ -1,6 +1,6 @@
 import type { DynamicModule, Provider } from '@nestjs/common';
-import { ModuleRef } from '@nestjs/core';
 import { CachelockBinding } from './binding.js';
+import { ModuleRef } from './nest.js';
 import {
   CACHELOCK_OPTIONS,
   type CachelockModuleAsyncOptions,
