@@ -65,7 +65,14 @@ async function postgresBehind(options: PostgresAdapterOptions): Promise<NativeSt
   } = options;
   const [postgres, pg] = await Promise.all([import('cachelock/postgres'), import('pg')]);
   const { Pool } = (pg as typeof pg & { default?: typeof pg }).default ?? pg;
-  const pool = new Pool({ ...poolConfig, connectionString: uri });
+  const pool = new Pool({
+    // Like the pool of a postgres:// URL: bounded waits, and idle connections do not keep a
+    // finished script alive. The adapter's own settings win.
+    connectionTimeoutMillis: 5_000,
+    allowExitOnIdle: true,
+    ...poolConfig,
+    connectionString: uri,
+  });
   // An idle connection the server ends would otherwise crash the process; the next query
   // reconnects.
   pool.on('error', () => {});

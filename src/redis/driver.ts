@@ -1,3 +1,4 @@
+import { keepAlive } from './keepalive.js';
 import type { Script } from './script.js';
 
 /**
@@ -114,6 +115,9 @@ function ioredisDriver(client: IoredisLike, library: ClientLibrary): RedisDriver
     },
     openSubscriber() {
       const connection = client.duplicate();
+      // The subscriber is always cachelock's own connection: a waiter is kept alive by its poll
+      // timer, so an idle subscriber must not keep the process alive.
+      keepAlive(connection, library);
       let connectedBefore = false;
       let handler: (channel?: string, message?: string) => void = () => {};
       connection.on('message', (channel: string, message: string) => handler(channel, message));
@@ -156,6 +160,7 @@ function nodeRedisDriver(client: NodeRedisLike, library: ClientLibrary): RedisDr
     },
     openSubscriber() {
       const connection = client.duplicate();
+      keepAlive(connection, library);
       let handler: (channel?: string, message?: string) => void = () => {};
       const onMessage = (message: string, channel: string) => handler(channel, message);
       let connectedBefore = false;
