@@ -14,12 +14,13 @@ export function ownedDriver(
 ): RedisDriver {
   const driver = driverFor(client, library);
   const hold = keepAlive(client, library);
+  const failing = connectionFailures(client);
   return {
     library: driver.library,
     run(script, key, args) {
       const release = hold();
       try {
-        return driver.run(script, key, args).finally(release);
+        return failing(driver.run(script, key, args)).finally(release);
       } catch (error) {
         release();
         throw error;
@@ -28,4 +29,45 @@ export function ownedDriver(
     openSubscriber: () => driver.openSubscriber(),
     quit: () => driver.quit(),
   };
+}
+
+/**
+ * Make a command fail with the reason its connection failed: the libraries keep a command
+ * waiting while they reconnect (node-redis until the server is back, ioredis for a retry) and
+ * then fail it, if at all, with no word of why; the reason comes only as an `error` event,
+ * which is where the store listens (the client is its own). So a command fails as soon as the
+ * connection does, with that error, and a later failure of the library's own carries the last
+ * connection error as its cause.
+ */
+function connectionFailures(
+  client: IoredisLike | NodeRedisLike,
+): <T>(command: Promise<T>) => Promise<T> {
+  let last: Error | undefined;
+  const pending = new Set<(error: Error) => void>();
+  client.on('error', (error: Error) => {
+    last = error;
+    for (const fail of pending) fail(error);
+  });
+  client.on('ready', () => {
+    last = undefined;
+  });
+  return <T>(command: Promise<T>) => {
+    let fail: (error: Error) => void = () => {};
+    const failed = new Promise<never>((_, reject) => {
+      fail = reject;
+    });
+    pending.add(fail);
+    return Promise.race([command, failed])
+      .catch((error: unknown) => {
+        if (last === undefined || error === last || isReply(error)) throw error;
+        throw new Error((error as Error)?.message ?? String(error), { cause: last });
+      })
+      .finally(() => pending.delete(fail));
+  };
+}
+
+// An error the server sent (a Lua error, say): the connection itself was fine.
+function isReply(error: unknown): boolean {
+  const name = (error as { name?: unknown } | null)?.name;
+  return name === 'ReplyError' || name === 'ErrorReply' || name === 'SimpleError';
 }
