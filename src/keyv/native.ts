@@ -7,6 +7,8 @@ export interface NativeStore {
   store: LockStore;
   /** Ends what this entry point opened itself (never the adapter's own client). */
   close(): Promise<void>;
+  /** The server's scheme, host and port, without credentials, for error messages. */
+  where?: string;
 }
 
 type Adapter = Record<string, unknown>;
@@ -46,7 +48,12 @@ async function redisBehind(
   // A node-redis Sentinel client is not one the Redis store drives.
   if (redis.clientLibrary(client) === undefined) return undefined;
   const store = redis.redisStore(client as object);
-  return { backend: 'redis', store, close: () => store.close() };
+  return {
+    backend: 'redis',
+    store,
+    close: () => store.close(),
+    where: hostOf(whereIs(client as Emitter)),
+  };
 }
 
 type Emitter = {
@@ -112,6 +119,16 @@ async function connected(adapter: Adapter, timeoutMs: number): Promise<unknown> 
   }
 }
 
+/** `scheme://host:port` of a URL, nothing else (no user, path or query). */
+function hostOf(url: string): string | undefined {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.protocol}//${parsed.host}`;
+  } catch {
+    return undefined;
+  }
+}
+
 function whereIs(client: Emitter | undefined): string {
   const url = client?.options?.url;
   if (typeof url === 'string') return redactUrl(url);
@@ -157,6 +174,7 @@ async function postgresBehind(options: PostgresAdapterOptions): Promise<NativeSt
   return {
     backend: 'postgres',
     store,
+    where: hostOf(uri),
     close: async () => {
       await store.close?.();
       await pool.end();
