@@ -3,12 +3,15 @@ import type { ClientLibrary, IoredisLike, NodeRedisLike } from './driver.js';
 type Client = IoredisLike | NodeRedisLike;
 type Referable = { ref?(): void; unref?(): void };
 
+/** References the connection until the function it returns is called; `busy()`: held now. */
+export type Hold = (() => () => void) & { busy(): boolean };
+
 /**
  * Unreference `client`'s connection now and after every reconnection; the returned function
  * references it until the function it returns is called (counted, so overlapping commands
  * each hold it).
  */
-export function keepAlive(client: Client, library: ClientLibrary): () => () => void {
+export function keepAlive(client: Client, library: ClientLibrary): Hold {
   let active = 0;
   let apply: (ref: boolean) => void;
   if (library === 'ioredis-cluster') {
@@ -16,12 +19,13 @@ export function keepAlive(client: Client, library: ClientLibrary): () => () => v
     const cluster = client as IoredisLike & { nodes(): unknown[] };
     const nodes = (cluster.nodes() as Client[]).map((node) => keepAlive(node, 'ioredis'));
     cluster.on('+node', (node: Client) => nodes.push(keepAlive(node, 'ioredis')));
-    return () => {
-      const holds = nodes.map((hold) => hold());
+    const hold = () => {
+      const holds = nodes.map((each) => each());
       return () => {
         for (const release of holds) release();
       };
     };
+    return Object.assign(hold, { busy: () => nodes.some((each) => each.busy()) });
   }
   if (library.startsWith('ioredis')) {
     const redis = client as IoredisLike & {
@@ -49,7 +53,7 @@ export function keepAlive(client: Client, library: ClientLibrary): () => () => v
     redis.on('error', () => apply(true));
     if (redis.isReady === true) apply(false);
   }
-  return () => {
+  const hold = () => {
     if (active++ === 0) apply(true);
     let released = false;
     return () => {
@@ -58,4 +62,5 @@ export function keepAlive(client: Client, library: ClientLibrary): () => () => v
       if (--active === 0) apply(false);
     };
   };
+  return Object.assign(hold, { busy: () => active > 0 });
 }

@@ -44,12 +44,19 @@ export async function openRedisClient(url: URL): Promise<{
   }
   const nodeRedis = await importOptional(NODE_REDIS);
   if (nodeRedis) {
+    let driver: ReturnType<typeof ownedDriver> | undefined;
     const client = (nodeRedis.createClient as (options: object) => NodeRedisLike)({
       url: href,
-      socket: { connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy: retryDelay },
+      socket: {
+        connectTimeout: CONNECT_TIMEOUT_MS,
+        // node-redis waits between attempts on a referenced timer, which would keep a script
+        // alive as long as the server is down: it retries only while a command waits, and the
+        // next command connects again.
+        reconnectStrategy: (attempt: number) => (driver?.busy() ? retryDelay(attempt) : false),
+      },
     });
     client.on('error', () => {});
-    const driver = ownedDriver(client, 'node-redis');
+    driver = ownedDriver(client, 'node-redis');
     client.connect().catch(() => {});
     return { client, library: 'node-redis', driver };
   }

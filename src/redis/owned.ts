@@ -2,6 +2,10 @@ import type { ClientLibrary, IoredisLike, NodeRedisLike, RedisDriver } from './d
 import { driverFor } from './driver.js';
 import { keepAlive } from './keepalive.js';
 
+// Longer than the store's default commandTimeout (5 s, rejected within 6.25 s) and Redlock's
+// serverTimeout, so that a command's failure is reported before the process may end.
+const HOLD_MAX_MS = 10_000;
+
 /**
  * The driver of a client the store opened itself (from a URL): its connection holds the process
  * open only while a command is in flight, so that a script that released its locks ends by
@@ -11,18 +15,30 @@ import { keepAlive } from './keepalive.js';
 export function ownedDriver(
   client: IoredisLike | NodeRedisLike,
   library: ClientLibrary,
-): RedisDriver {
+): RedisDriver & { busy(): boolean } {
   const driver = driverFor(client, library);
   const hold = keepAlive(client, library);
+  const nodeRedis = library === 'node-redis' ? (client as NodeRedisLike) : undefined;
   const failing = connectionFailures(client);
   return {
     library: driver.library,
+    busy: () => hold.busy(),
     run(script, key, args) {
+      // node-redis stops reconnecting while nothing waits (see openRedisClient): connect again.
+      if (nodeRedis !== undefined && !nodeRedis.isOpen) nodeRedis.connect().catch(() => {});
       const release = hold();
-      try {
-        return failing(driver.run(script, key, args)).finally(release);
-      } catch (error) {
+      // A server that accepted the connection and never answers leaves the command pending
+      // after the store gave up on it (commandTimeout, serverTimeout): stop holding by then.
+      const cap = setTimeout(release, HOLD_MAX_MS);
+      cap.unref();
+      const done = () => {
+        clearTimeout(cap);
         release();
+      };
+      try {
+        return failing(driver.run(script, key, args)).finally(done);
+      } catch (error) {
+        done();
         throw error;
       }
     },

@@ -1,16 +1,22 @@
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import KeyvPostgres from '@keyv/postgres';
 import { closeAll, Lock, registerScheme, StoreError, type StoreFailure } from 'cachelock';
 import { storeFromUrl as redlockFromUrl } from 'cachelock/redlock';
 import { Cluster } from 'ioredis';
 import Keyv from 'keyv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { binaryOrSkip, freePort } from '../support/reachable.js';
+import { binaryOrSkip, builtOrSkip, freePort } from '../support/reachable.js';
 import { RedisServer } from '../support/redis-server.js';
+import { WITHOUT_IOREDIS } from '../support/without-ioredis.js';
+
+const execFileAsync = promisify(execFile);
 
 const redisRuns = await binaryOrSkip('Redis auth', 'redis-server');
 const run = randomBytes(4).toString('hex');
@@ -231,5 +237,79 @@ describe('SQLite file failures', () => {
     expect(error.message).toContain(`store sqlite:${path} failed to acquire lock`);
     expect(error.failure).toBe('file');
     expect(error.message).toContain('cannot open the file (');
+  });
+});
+
+const built = builtOrSkip('node-redis connection failures', ['index.js', 'redis/index.js']);
+
+/** The error a script that has node-redis and no ioredis gets for `cache`. */
+async function failureWithNodeRedis(cache: string, ioredis = false) {
+  const script = fileURLToPath(new URL('./fixtures/fail.mjs', import.meta.url));
+  // The child must also end by itself after its failure: execFile waits for it to exit.
+  const { stdout } = await execFileAsync(
+    process.execPath,
+    ioredis ? [script] : ['--import', WITHOUT_IOREDIS, script],
+    { env: { ...process.env, CACHE: cache }, timeout: 20_000 },
+  );
+  return JSON.parse(stdout) as {
+    name: string;
+    message: string;
+    failure?: string;
+    inspected: string;
+  };
+}
+
+describe.runIf(built)('Redis (node-redis) connection failures', () => {
+  const url = scheme('redis:');
+  // The ports are known once beforeAll ran.
+  const cases: [string, () => string, () => string, string][] = [
+    ['refused', () => url.refused(), () => `redis://127.0.0.1:${refused}`, 'connection refused'],
+    ['host not found', () => url.nohost(), () => 'redis://nohost.invalid:6379', 'host not found'],
+    [
+      'a server that never answers',
+      () => url.silent(),
+      () => `redis://127.0.0.1:${silent}`,
+      'timed out',
+    ],
+  ];
+  for (const [name, cache, where, text] of cases) {
+    it(name, async () => {
+      const error = await failureWithNodeRedis(cache());
+      expect(error.name).toBe('StoreError');
+      expect(error.message).toContain(`store ${where()} failed to acquire lock`);
+      expect(error.message).toContain(`: ${text} (`);
+      expect(error.inspected).not.toContain(password);
+    });
+  }
+  it.runIf(redisRuns)('a wrong password', async () => {
+    const server = await RedisServer.start(['--requirepass', 'the-right-one-2']);
+    try {
+      const error = await failureWithNodeRedis(`redis://:${password}@127.0.0.1:${server.port}`);
+      expect(error.message).toContain(`store redis://127.0.0.1:${server.port} failed`);
+      expect(error.failure).toBe('authentication');
+      expect(error.inspected).not.toContain(password);
+    } finally {
+      await server.dispose();
+    }
+  });
+  it('redlock over node-redis, refused', async () => {
+    const make = url.refused;
+    const cache = `redlock:?${[1, 2, 3].map((db) => `server=${encodeURIComponent(make(`/${db}`))}`).join('&')}`;
+    const error = await failureWithNodeRedis(cache);
+    expect(error.failure).toBe('refused');
+    expect(error.message).toContain(`127.0.0.1:${refused}`);
+    expect(error.inspected).not.toContain(password);
+  });
+});
+
+describe.runIf(built)('a script whose Redis is unreachable ends by itself after the error', () => {
+  const url = scheme('redis:');
+  it('ioredis, refused', async () => {
+    const error = await failureWithNodeRedis(url.refused(), true);
+    expect(error.failure).toBe('refused');
+  });
+  it('ioredis, a server that never answers', async () => {
+    const error = await failureWithNodeRedis(url.silent(), true);
+    expect(error.failure).toBe('timed out');
   });
 });

@@ -9,6 +9,7 @@ import { storeFromUrl as redlockFromUrl } from 'cachelock/redlock';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemcachedServer } from '../support/memcached-server.js';
 import { binaryOrSkip, builtOrSkip, serverOrSkip } from '../support/reachable.js';
+import { WITHOUT_IOREDIS } from '../support/without-ioredis.js';
 
 const redisUp = await serverOrSkip('Redis', 6379);
 const postgresUp = await serverOrSkip('PostgreSQL', 5432);
@@ -26,14 +27,6 @@ const built = builtOrSkip('scripts end by themselves', [
 const run = randomBytes(4).toString('hex');
 let counter = 0;
 const key = (label: string) => `cl-exit-${run}-${label}-${++counter}`;
-
-// Makes ioredis unresolvable in the child, so that `redis://` opens a node-redis client.
-const WITHOUT_IOREDIS = `data:text/javascript,${encodeURIComponent(`
-import { register } from 'node:module';
-register('data:text/javascript,' + encodeURIComponent(
-  "export async function resolve(s, c, n) { if (s === 'ioredis') { const e = new Error('Cannot find package ioredis'); e.code = 'ERR_MODULE_NOT_FOUND'; throw e; } return n(s, c); }"
-));
-`)}`;
 
 interface Child {
   child: ChildProcess;
