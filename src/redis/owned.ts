@@ -43,7 +43,15 @@ export function ownedDriver(
       }
     },
     openSubscriber: () => driver.openSubscriber(),
-    quit: () => driver.quit(),
+    // Goodbyes are awaited (`await closeAll()` at a script's end): hold the process for them.
+    async quit() {
+      const release = hold();
+      try {
+        await driver.quit();
+      } finally {
+        release();
+      }
+    },
   };
 }
 

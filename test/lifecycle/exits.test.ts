@@ -97,6 +97,21 @@ async function endsByItself(cache: string, withoutIoredis = false): Promise<void
   }
 }
 
+/** The child releases, then ends with `await closeAll()`: it must get through it and exit 0. */
+async function closesGracefully(cache: string, withoutIoredis = false): Promise<void> {
+  const child = start(
+    { CACHE: cache, KEY: key('close'), MODE: 'alone', CLOSE: '1' },
+    withoutIoredis,
+  );
+  try {
+    await child.printed('closed');
+    const end = await child.exited;
+    expect(end.code, end.stderr).toBe(0);
+  } finally {
+    child.child.kill('SIGKILL');
+  }
+}
+
 /**
  * The child waits for a key this process holds: it must stay up, idle as it is, until the key
  * is released (well past every idle timer of the connections), then take it and exit.
@@ -133,6 +148,9 @@ describe.runIf(built && redisUp)('a script on Redis ends by itself', () => {
   it('redlock: over three ioredis clients', () => endsByItself(redlock));
   it('redlock: over three node-redis clients', () => endsByItself(redlock, true));
   it('a Keyv over @keyv/redis, once the script ends its Keyv', () => endsByItself(`keyv+${redis}`));
+  it('closeAll() at the end, ioredis', () => closesGracefully(redis));
+  it('closeAll() at the end, node-redis', () => closesGracefully(redis, true));
+  it('closeAll() at the end, redlock', () => closesGracefully(redlock));
   it('waits on redis:// with ioredis until granted', () => waitsUntilGranted(redis, redis));
   it('waits on redis:// with node-redis until granted', () =>
     waitsUntilGranted(redis, redis, true));
@@ -144,6 +162,7 @@ describe.runIf(built && postgresUp)('a script on PostgreSQL ends by itself', () 
   it('postgresql://', () => endsByItself(postgres.replace('postgres:', 'postgresql:')));
   it('a Keyv over @keyv/postgres, once the script ends its Keyv', () =>
     endsByItself(`keyv+${postgres}`));
+  it('closeAll() at the end', () => closesGracefully(postgres));
   it('waits on postgres:// until granted', () => waitsUntilGranted(postgres, postgres));
 });
 
@@ -167,5 +186,6 @@ describe.runIf(built && memcachedRuns)('a script on memcached ends by itself', (
   });
   afterAll(() => server?.kill());
   it('memcached://', () => endsByItself(server.url));
+  it('closeAll() at the end', () => closesGracefully(server.url));
   it('waits on memcached:// until granted', () => waitsUntilGranted(server.url, server.url));
 });
