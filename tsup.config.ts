@@ -1,12 +1,14 @@
-import { defineConfig } from 'tsup';
+import { defineConfig, type Options } from 'tsup';
 import pkg from './package.json' with { type: 'json' };
 
 const backends = [
   'redis',
   'redlock',
   'postgres',
+  'mysql',
   'sqlite',
   'memcached',
+  'etcd',
   'keyv',
   'nestjs',
   'testing',
@@ -16,14 +18,12 @@ const library = {
   ...Object.fromEntries(backends.map((name) => [`${name}/index`, `src/${name}/index.ts`])),
 };
 
-export default defineConfig({
-  entry: { ...library, 'cli/main': 'src/cli/main.ts' },
-  format: ['esm', 'cjs'],
-  dts: { entry: library },
-  clean: true,
+const common: Options = {
   target: 'node20',
   platform: 'node',
-  sourcemap: true,
+  // No source maps: the output is unminified and readable as it is, and maps would either carry
+  // the whole source again (most of the tarball) or point at files that are not published.
+  sourcemap: false,
   splitting: false,
   // `import.meta.url` in the CommonJS build (cachelock/nestjs resolves @nestjs/core with it).
   shims: true,
@@ -39,4 +39,23 @@ export default defineConfig({
     'reflect-metadata',
     'rxjs',
   ],
-});
+};
+
+// Two builds that run side by side: each cleans only its own files.
+export default defineConfig([
+  {
+    ...common,
+    entry: library,
+    format: ['esm', 'cjs'],
+    dts: { entry: library },
+    clean: ['!cli/**'],
+  },
+  // The bin runs as an ES module (package.json "bin", "type": "module"); nothing requires it.
+  {
+    ...common,
+    entry: { main: 'src/cli/main.ts' },
+    outDir: 'dist/cli',
+    format: ['esm'],
+    clean: true,
+  },
+]);

@@ -1,12 +1,16 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Lock } from './lock.js';
+import type { Permit } from './semaphore.js';
 
-export const lockContext = new AsyncLocalStorage<Lock>();
+/** A lease held for a call: a `Lock`, or a `Permit` of a `Semaphore` or `ReadWriteLock`. */
+export type Held = Lock | Permit;
+
+export const lockContext = new AsyncLocalStorage<Held>();
 
 /**
- * The `Lock` held for the current `lock.run(...)` or `once(...)` call, found through
- * AsyncLocalStorage; `undefined` outside one.
+ * The lease held for the current `run(...)` or `once(...)` call (a `Lock` or a `Permit`), found
+ * through AsyncLocalStorage; `undefined` outside one.
  */
-export function currentLock(): Lock | undefined {
+export function currentLock(): Held | undefined {
   return lockContext.getStore();
 }

@@ -1,3 +1,4 @@
+import { formatDuration } from './duration.js';
 import { describeOwner } from './owner.js';
 import { redactText, safeError } from './secrets.js';
 import type { LeaseInfo } from './store.js';
@@ -18,12 +19,11 @@ export class LockError extends Error {
   }
 }
 
-function heldBy(holder: LeaseInfo | null | undefined): string {
+function heldBy(holder: LeaseInfo | null | undefined, heldKey?: string): string {
   if (!holder) return '';
+  if (heldKey !== undefined) return `: "${heldKey}"${heldBy(holder)}`;
   // An unknown owner's value may have no end the store knows of (ttlMs Infinity).
-  const more = Number.isFinite(holder.ttlMs)
-    ? ` for ${Math.max(0, Math.ceil(holder.ttlMs))} ms more`
-    : '';
+  const more = Number.isFinite(holder.ttlMs) ? ` for ${formatDuration(holder.ttlMs)} more` : '';
   return ` by ${describeOwner(holder.owner)}${more}`;
 }
 
@@ -33,10 +33,13 @@ export class LockedError extends LockError {
   declare readonly code: 'LOCKED';
   /** Who held the key when it was refused, where the store could tell. */
   readonly holder: LeaseInfo | null;
+  /** Of a lock on several keys, the first key found held (with `holder`). */
+  readonly heldKey: string | undefined;
 
-  constructor(key: string, holder?: LeaseInfo | null) {
-    super(key, `lock "${key}" is held${heldBy(holder)}`, { code: 'LOCKED' });
+  constructor(key: string, holder?: LeaseInfo | null, heldKey?: string) {
+    super(key, `lock "${key}" is held${heldBy(holder, heldKey)}`, { code: 'LOCKED' });
     this.holder = holder ?? null;
+    this.heldKey = holder ? heldKey : undefined;
   }
 }
 
@@ -45,13 +48,18 @@ export class LockTimeoutError extends LockError {
   override name = 'LockTimeoutError';
   declare readonly code: 'TIMEOUT';
   readonly holder: LeaseInfo | null;
+  /** Of a lock on several keys, the first key found held (with `holder`). */
+  readonly heldKey: string | undefined;
   readonly waitedMs: number;
 
-  constructor(key: string, waitedMs: number, holder?: LeaseInfo | null) {
-    super(key, `lock "${key}" was still held${heldBy(holder)} after waiting ${waitedMs} ms`, {
-      code: 'TIMEOUT',
-    });
+  constructor(key: string, waitedMs: number, holder?: LeaseInfo | null, heldKey?: string) {
+    super(
+      key,
+      `lock "${key}" was still held${heldBy(holder, heldKey)} after waiting ${formatDuration(waitedMs)}`,
+      { code: 'TIMEOUT' },
+    );
     this.holder = holder ?? null;
+    this.heldKey = holder ? heldKey : undefined;
     this.waitedMs = waitedMs;
   }
 }

@@ -1,7 +1,13 @@
-export { currentLock } from './context.js';
-export type { LockEvent } from './diagnostics.js';
+export { isLentPool, LENT_POOL, type LentPool, type SqlDialect } from './clients.js';
+export { currentLock, type Held } from './context.js';
+export {
+  type LockEvent,
+  type LockEventName,
+  type LockEvents,
+  subscribe,
+} from './diagnostics.js';
 export type { Duration, DurationUnit } from './duration.js';
-export { toMs } from './duration.js';
+export { formatDuration, toMs } from './duration.js';
 export {
   /** @internal For the backends: why a connection failed. */
   classifyFailure,
@@ -17,7 +23,13 @@ export {
 } from './errors.js';
 export { type Holder, Lock, resolveStore } from './lock.js';
 export { MemoryStore, type MemoryStoreOptions, memoryStore } from './memory/index.js';
-export { type OnceDecorator, type OnceFunction, type OnceOptions, once } from './once/index.js';
+export {
+  type OnceDecorator,
+  type OnceFunction,
+  type OnceOptions,
+  once,
+  setOnceDefaults,
+} from './once/index.js';
 export { type Cache, configure, type LockOptions } from './options.js';
 export { describeOwner, newOwner, parseOwner } from './owner.js';
 export {
@@ -29,6 +41,7 @@ export {
 export { type BackendModule, knownSchemes, registerScheme, type UrlFactory } from './registry.js';
 export { closeAll } from './resolve.js';
 export { redactUrl } from './secrets.js';
+export { Permit, ReadWriteLock, Semaphore, type SemaphoreOptions } from './semaphore.js';
 export {
   type Acquired,
   type AcquiredKeys,

@@ -1,104 +1,104 @@
-import { lockContext } from './context.js';
-import { channels, debug, type LockEvent } from './diagnostics.js';
-import { type Duration, showValue, toLeaseMs } from './duration.js';
-import { LockError, LockedError, LockLostError, LockTimeoutError, StoreError } from './errors.js';
-import { type LockOptions, type Settings, settle, validateOptions } from './options.js';
-import { newOwner, parseOwner } from './owner.js';
-import { cacheLocation, locationOf, storeFor } from './resolve.js';
-import { safeError } from './secrets.js';
-import { abandon, type LeaseInfo, type LockStore } from './store.js';
-import { hasWaiters, released, WaitTimeout, waitFor } from './wait.js';
-import { reschedule, unwatch, type Watched, watch } from './watchdog.js';
+import { type Duration, showValue } from './duration.js';
+import {
+  type Holder,
+  Lease,
+  type LeaseBinding,
+  openStore,
+  type Refusal,
+  storeError,
+  toHolder,
+} from './lease.js';
+import { type LockOptions, settle, validateOptions } from './options.js';
+import type { Acquired, AcquireOptions, Handoff, LeaseInfo, LockStore } from './store.js';
 
-/** What `Lock.inspect` reports about the holder of a key. */
-export interface Holder {
-  owner: string;
-  /** The holder's host and pid, when its owner string carries them (cachelock's do). */
-  host: string | undefined;
-  pid: number | undefined;
-  ttlMs: number;
-  fence: bigint | undefined;
-}
+export type { Holder } from './lease.js';
 
-enum State {
-  Idle = 0,
-  Acquiring = 1,
-  Held = 2,
-  Released = 3,
-  Lost = 4,
+/** What several keys taken together were granted: a fence per key. */
+interface KeysGranted extends Acquired {
+  fences: ReadonlyMap<string, bigint | undefined>;
 }
 
 /**
- * A lock on one key of a shared cache. One instance holds at most one acquisition at a time;
- * locks are not reentrant. See the README for the guarantees a lease gives and the ones it
- * cannot.
+ * A lock on one key, or on several keys taken all or none, of a shared cache. One instance
+ * holds at most one acquisition at a time; locks are not reentrant. See the README for the
+ * guarantees a lease gives and the ones it cannot.
  */
 export class Lock implements AsyncDisposable {
-  /** The key as given, without prefix. */
+  /** The key as given, without prefix; several keys joined by `', '`. */
   readonly key: string;
-  readonly #settings: Settings;
-  readonly #storeKey: string;
-  #store: LockStore | undefined;
-  #state = State.Idle;
-  #owner = '';
-  #fence: bigint | undefined;
-  /** When the lock was granted, on the `performance.now()` clock. */
-  #grantedAt = 0;
-  /** When the lease runs out as far as this process can tell: the request that won or last
-   * extended it was sent no earlier than `expiresAt - leaseMs`. */
-  #expiresAt = 0;
-  #leaseMs: number;
-  #nextExtendAt = 0;
-  #extending = false;
-  #lastError: unknown;
-  /** The signal's controller, made when `signal` is first read: the acquisition's under way or
-   * held, else the next one's (after a loss, the lost one's until the next acquire). */
-  #controller: AbortController | undefined;
-  /** `#controller` belongs to an acquisition that was lost; the next acquire starts a new one. */
-  #controllerLost = false;
-  #lostError: LockLostError | undefined;
-  #watched: Watched | undefined;
-  /** Set while `tryAcquire` runs: a refusal then needs no holder for its message. */
-  #quiet = false;
+  /** Several keys; one key's list is made when first asked for (most locks have one). */
+  #keys: readonly string[] | undefined;
+  readonly #lease: Lease<KeysGranted> | Lease;
 
-  constructor(key: string, options?: LockOptions) {
-    if (typeof key !== 'string' || key.length === 0) {
-      throw new TypeError(`key must be a non-empty string, got ${showValue(key)}`);
+  constructor(keys: string | readonly string[], options?: LockOptions) {
+    const given = typeof keys === 'string' && keys.length > 0 ? keys : checkKeys(keys);
+    const settings = settle(validateOptions(options));
+    const prefix = settings.prefix;
+    if (typeof given === 'string') {
+      this.key = given;
+      this.#lease = new Lease(new OneKey(given, prefix + given), settings);
+    } else {
+      this.key = given.join(', ');
+      this.#keys = given;
+      this.#lease = new Lease(
+        severalKeys(
+          this.key,
+          given,
+          given.map((key) => prefix + key),
+        ),
+        settings,
+      );
     }
-    this.key = key;
-    this.#settings = settle(validateOptions(options));
-    this.#storeKey = this.#settings.prefix + key;
-    this.#leaseMs = this.#settings.ttlMs;
+  }
+
+  /** The keys as given (duplicates dropped), without prefix. */
+  get keys(): readonly string[] {
+    this.#keys ??= Object.freeze([this.key]);
+    return this.#keys;
   }
 
   /** Make a lock and acquire it; rejects as `acquire()` does. */
-  static acquire(key: string, options?: LockOptions): Promise<Lock> {
-    return new Lock(key, options).acquire();
+  static acquire(keys: string | readonly string[], options?: LockOptions): Promise<Lock> {
+    return new Lock(keys, options).acquire();
   }
 
   /** Who holds `key` now and for how much longer, or `null` when it is free. */
   static async inspect(key: string, options?: LockOptions): Promise<Holder | null> {
-    const lock = new Lock(key, options);
-    const store = await lock.#open();
+    if (typeof key !== 'string' || key.length === 0) {
+      throw new TypeError(`key must be a non-empty string, got ${showValue(key)}`);
+    }
+    const lease = new Lock(key, options).#lease;
+    const store = await lease.open();
     let info: LeaseInfo | null;
     try {
-      info = await store.inspect(lock.#storeKey);
+      info = await store.inspect(lease.settings.prefix + key);
     } catch (error) {
       throw storeError(key, 'inspect', error, store);
     }
-    if (info === null) return null;
-    const { host, pid } = parseOwner(info.owner);
-    return { owner: info.owner, host, pid, ttlMs: info.ttlMs, fence: info.fence };
+    return info === null ? null : toHolder(info);
   }
 
   /** Whether this instance holds the lease now, as far as it knows. */
   get held(): boolean {
-    return this.#state === State.Held && performance.now() < this.#expiresAt;
+    return this.#lease.held;
   }
 
-  /** The fencing token of the current (or last) acquisition, where the store gives one. */
+  /**
+   * The fencing token of the current (or last) acquisition, where the store gives one;
+   * `undefined` for several keys (see `fences`).
+   */
   get fence(): bigint | undefined {
-    return this.#fence;
+    return this.#keys === undefined || this.#keys.length === 1
+      ? this.#lease.granted?.fence
+      : undefined;
+  }
+
+  /** Each key's fence of the current (or last) acquisition; empty before the first. */
+  get fences(): ReadonlyMap<string, bigint | undefined> {
+    const granted = this.#lease.granted;
+    if (granted === undefined) return new Map();
+    if ('fences' in granted) return granted.fences;
+    return new Map([[this.key, granted.fence]]);
   }
 
   /**
@@ -107,175 +107,37 @@ export class Lock implements AsyncDisposable {
    * the next `acquire()`, it is the lost acquisition's (aborted). Never replaced under a reader.
    */
   get signal(): AbortSignal {
-    if (this.#controller === undefined) {
-      this.#controller = new AbortController();
-      if (this.#state === State.Lost) {
-        this.#controller.abort(this.#lostError);
-        this.#controllerLost = true;
-      }
-    }
-    return this.#controller.signal;
+    return this.#lease.signal;
   }
 
   /**
-   * Take the lock, waiting up to `wait`. Rejects with `LockedError` (wait 0),
-   * `LockTimeoutError` (waited), the signal's reason (aborted), or `StoreError`.
+   * Take the lock (every key, or none), waiting up to `wait`. Rejects with `LockedError`
+   * (wait 0), `LockTimeoutError` (waited), the signal's reason (aborted), or `StoreError`.
    */
-  async acquire(): Promise<this> {
-    if (this.#state === State.Held || this.#state === State.Acquiring) {
-      throw new LockError(
-        this.key,
-        `lock "${this.key}" is already held or being acquired by this instance`,
-      );
-    }
-    const { signal, waitMs, ttlMs } = this.#settings;
-    signal?.throwIfAborted();
-    if (this.#controllerLost) {
-      // Its readers keep the lost acquisition's aborted signal; this acquisition gets its own.
-      this.#controller = undefined;
-      this.#controllerLost = false;
-    }
-    this.#state = State.Acquiring;
-    try {
-      const store = this.#store ?? (await this.#open());
-      const owner = newOwner();
-      const key = this.#storeKey;
-      const started = performance.now();
-      if (waitMs === 0 || !hasWaiters(store, key)) {
-        let result: Awaited<ReturnType<LockStore['acquire']>>;
-        try {
-          result = await store.acquire(key, owner, ttlMs);
-        } catch (error) {
-          abandon(store, key, owner);
-          throw storeError(this.key, 'acquire', error, store);
-        }
-        if (result !== null) {
-          this.#granted(store, owner, result.fence, started, started);
-          return this;
-        }
-        if (waitMs === 0) throw new LockedError(this.key, await this.#holder(store));
-      }
-      if (channels.contended.hasSubscribers)
-        channels.contended.publish({ key: this.key, owner } satisfies LockEvent);
-      try {
-        const granted = await waitFor({
-          store,
-          key,
-          owner,
-          ttlMs,
-          deadline: started + waitMs,
-          signal,
-        });
-        this.#granted(store, owner, granted.fence, granted.sentAt, started);
-        return this;
-      } catch (error) {
-        if (error instanceof WaitTimeout) {
-          throw new LockTimeoutError(
-            this.key,
-            Math.round(performance.now() - started),
-            await this.#holder(store),
-          );
-        }
-        if (signal?.aborted && error === signal.reason) throw error;
-        throw storeError(this.key, 'acquire', error, store);
-      }
-    } catch (error) {
-      this.#state = State.Idle;
-      throw error instanceof LockError ||
-        error instanceof TypeError ||
-        (signal?.aborted && error === signal.reason)
-        ? error
-        : storeError(this.key, 'acquire', error, this.#store);
-    }
+  acquire(): Promise<this> {
+    return this.#lease.acquire(this);
   }
 
   /** Like `acquire()`, but resolves `false` where it would reject with `LockedError` or `LockTimeoutError`. */
-  async tryAcquire(): Promise<boolean> {
-    // Nobody reads the refusal's message here, so skip asking the store who holds the key.
-    this.#quiet = true;
-    try {
-      await this.acquire();
-      return true;
-    } catch (error) {
-      if (error instanceof LockedError || error instanceof LockTimeoutError) return false;
-      throw error;
-    } finally {
-      this.#quiet = false;
-    }
+  tryAcquire(): Promise<boolean> {
+    return this.#lease.tryAcquire();
   }
 
   /**
-   * Give the lock up. Resolves `true` if this instance held the lease until now, `false` if it
-   * had been lost or was never held. Idempotent; never deletes another owner's lock.
+   * Give the lock up. Resolves `true` if this instance held the lease (every key of it) until
+   * now, `false` if it had been lost or was never held. Idempotent; never deletes another
+   * owner's lock.
    */
-  async release(): Promise<boolean> {
-    if (this.#state !== State.Held) return false;
-    this.#state = State.Released;
-    if (this.#watched !== undefined) unwatch(this.#watched);
-    // The acquisition ends here: a signal read from now on belongs to the next one.
-    const controller = this.#controller;
-    this.#controller = undefined;
-    const store = this.#store!;
-    const owner = this.#owner;
-    const now = performance.now();
-    const keepMs = Math.ceil(this.#grantedAt + this.#settings.holdAtLeastMs - now);
-    let ok: boolean;
-    try {
-      ok =
-        keepMs > 0
-          ? await store.release(this.#storeKey, owner, keepMs)
-          : await store.release(this.#storeKey, owner);
-    } catch (error) {
-      throw storeError(this.key, 'release', error, store);
-    }
-    if (!ok) {
-      this.#lose(
-        'it had expired or been taken by the time it was released',
-        undefined,
-        false,
-        controller,
-      );
-      return false;
-    }
-    if (keepMs <= 0) released(store, this.#storeKey);
-    if (channels.release.hasSubscribers) {
-      channels.release.publish({
-        key: this.key,
-        owner,
-        fence: this.#fence,
-        heldMs: now - this.#grantedAt,
-      } satisfies LockEvent);
-    }
-    if (debug.enabled) debug('released %j', this.key);
-    return true;
+  release(): Promise<boolean> {
+    return this.#lease.release();
   }
 
   /**
    * Renew the lease now, to `ttl` if given (later automatic extensions then use it too).
    * Rejects with `LockLostError` if the lock is no longer held.
    */
-  async extend(ttl?: Duration): Promise<void> {
-    const leaseMs = ttl === undefined ? this.#leaseMs : toLeaseMs('ttl', ttl);
-    if (this.#state !== State.Held) {
-      throw this.#lostError ?? new LockLostError(this.key, 'it is not held by this instance');
-    }
-    const owner = this.#owner;
-    const sentAt = performance.now();
-    let ok: boolean;
-    try {
-      ok = await this.#store!.extend(this.#storeKey, owner, leaseMs);
-    } catch (error) {
-      throw storeError(this.key, 'extend', error, this.#store);
-    }
-    if (this.#state !== State.Held || this.#owner !== owner) {
-      throw this.#lostError ?? new LockLostError(this.key, 'it was released while being extended');
-    }
-    if (!ok) {
-      this.#lose('it had expired or been taken when it was extended');
-      throw this.#lostError!;
-    }
-    this.#leaseMs = leaseMs;
-    this.#extended(sentAt);
+  extend(ttl?: Duration): Promise<void> {
+    return this.#lease.extend(ttl);
   }
 
   /**
@@ -285,206 +147,186 @@ export class Lock implements AsyncDisposable {
   async run<T>(fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
     if (typeof fn !== 'function')
       throw new TypeError(`run: fn must be a function, got ${showValue(fn)}`);
-    await this.acquire();
-    let result: T;
-    try {
-      result = await lockContext.run(this, fn, this.signal);
-    } catch (error) {
-      await this.release().catch(() => undefined);
-      throw error;
-    }
-    if (!(await this.release())) {
-      throw this.#lostError ?? new LockLostError(this.key, 'it was lost while held');
-    }
-    return result;
+    await this.#lease.acquire(undefined);
+    return this.#lease.runHeld(this, fn);
   }
 
   /** `release()`, so that `await using lock = await Lock.acquire(...)` releases at block end. */
   async [Symbol.asyncDispose](): Promise<void> {
-    await this.release();
-  }
-
-  /** The lock's store: synchronously when it is already open (the common case). */
-  #open(): LockStore | Promise<LockStore> {
-    const store = openStore(this.key, this.#settings.cache);
-    if (store instanceof Promise) return store.then((opened) => (this.#store = opened));
-    this.#store = store;
-    return store;
-  }
-
-  async #holder(store: LockStore): Promise<LeaseInfo | null> {
-    if (this.#quiet) return null;
-    try {
-      return await store.inspect(this.#storeKey);
-    } catch {
-      return null;
-    }
-  }
-
-  #granted(
-    store: LockStore,
-    owner: string,
-    fence: bigint | undefined,
-    sentAt: number,
-    started: number,
-  ): void {
-    this.#store = store;
-    this.#owner = owner;
-    this.#fence = fence;
-    this.#state = State.Held;
-    this.#lostError = undefined;
-    this.#lastError = undefined;
-    this.#extending = false;
-    this.#grantedAt = performance.now();
-    this.#leaseMs = this.#settings.ttlMs;
-    this.#expiresAt = sentAt + this.#leaseMs;
-    this.#nextExtendAt = sentAt + this.#leaseMs / 3;
-    const watched = (this.#watched ??= { dueAt: 0, tick: (now) => this.#tick(now) });
-    watched.dueAt = this.#dueAt();
-    watch(watched);
-    if (channels.acquire.hasSubscribers) {
-      channels.acquire.publish({
-        key: this.key,
-        owner,
-        fence,
-        waitedMs: this.#grantedAt - started,
-      } satisfies LockEvent);
-    }
-    if (debug.enabled) debug('acquired %j fence=%s', this.key, fence);
-  }
-
-  #extended(sentAt: number): void {
-    this.#expiresAt = sentAt + this.#leaseMs;
-    this.#nextExtendAt = sentAt + this.#leaseMs / 3;
-    this.#lastError = undefined;
-    const watched = this.#watched!;
-    watched.dueAt = this.#dueAt();
-    reschedule(watched);
-    if (channels.extend.hasSubscribers) {
-      channels.extend.publish({
-        key: this.key,
-        owner: this.#owner,
-        fence: this.#fence,
-      } satisfies LockEvent);
-    }
-  }
-
-  /** When the watchdog must look at this lease next: the next extension, else its end. */
-  #dueAt(): number {
-    return this.#settings.autoExtend && !this.#extending
-      ? Math.min(this.#nextExtendAt, this.#expiresAt)
-      : this.#expiresAt;
-  }
-
-  /** The watchdog's call: extend when due, or declare the lease lost when it ran out. */
-  #tick(now: number): void {
-    const watched = this.#watched!;
-    if (this.#state !== State.Held) {
-      unwatch(watched);
-      return;
-    }
-    if (now >= this.#expiresAt) {
-      this.#lose(
-        this.#lastError === undefined
-          ? 'its lease ran out before it was extended'
-          : 'its lease ran out while the store could not be reached to extend it',
-        this.#lastError,
-        true,
-      );
-      return;
-    }
-    if (!this.#settings.autoExtend || this.#extending || now < this.#nextExtendAt) {
-      watched.dueAt = this.#dueAt();
-      return;
-    }
-    this.#extending = true;
-    watched.dueAt = this.#expiresAt; // while the extension is in flight
-    const owner = this.#owner;
-    const leaseMs = this.#leaseMs;
-    this.#store!.extend(this.#storeKey, owner, leaseMs).then(
-      (ok) => {
-        if (this.#owner !== owner || this.#state !== State.Held) return;
-        this.#extending = false;
-        if (ok) this.#extended(now);
-        else this.#lose('another owner took it or it expired before it could be extended');
-      },
-      (error) => {
-        if (this.#owner !== owner || this.#state !== State.Held) return;
-        this.#extending = false;
-        this.#lastError = safeError(error);
-        if (debug.enabled) debug('extending %j failed: %s', this.key, this.#lastError);
-        // Try again soon, well before the lease runs out.
-        const left = this.#expiresAt - performance.now();
-        this.#nextExtendAt = performance.now() + Math.max(10, Math.min(leaseMs / 10, left / 3));
-        watched.dueAt = this.#dueAt();
-        reschedule(watched);
-      },
-    );
-  }
-
-  /**
-   * The lease is gone. Callers have checked that this acquisition was held (or was being
-   * released). `free`: the key may still be ours in the store (it could not be reached), so
-   * try to free it for the next owner. `controller`: the signal's controller of this acquisition
-   * (the current one unless a release already moved on).
-   */
-  #lose(reason: string, cause?: unknown, free = false, controller = this.#controller): void {
-    if (this.#state === State.Lost) return;
-    this.#state = State.Lost;
-    if (this.#watched !== undefined) unwatch(this.#watched);
-    const error = new LockLostError(this.key, reason, cause);
-    this.#lostError = error;
-    controller?.abort(error);
-    if (controller !== undefined && controller === this.#controller) this.#controllerLost = true;
-    if (free) this.#store!.release(this.#storeKey, this.#owner).catch(() => undefined);
-    if (channels.lost.hasSubscribers) {
-      channels.lost.publish({
-        key: this.key,
-        owner: this.#owner,
-        fence: this.#fence,
-        error,
-      } satisfies LockEvent);
-    }
-    if (debug.enabled) debug('lost %j: %s', this.key, reason);
-    const onLost = this.#settings.onLost;
-    if (onLost !== undefined) {
-      try {
-        onLost(error);
-      } catch (thrown) {
-        process.emitWarning(`cachelock: onLost for "${this.key}" threw: ${String(thrown)}`, {
-          code: 'CACHELOCK_ONLOST_THREW',
-        });
-      }
-    }
+    await this.#lease.release();
   }
 }
 
 /**
- * The store for a cache option, synchronously when it is already open. A failure to open it is
- * a `StoreError` (a bad cache option stays the `TypeError` that names it).
+ * The keys of a lock as given, duplicates dropped (one key alone as a string); a `TypeError`
+ * naming what is wrong.
  */
-function openStore(key: string, cache: unknown): LockStore | Promise<LockStore> {
-  const failed = (error: unknown): never => {
-    // A backend's TypeError about its URL may quote it whole.
-    if (error instanceof TypeError) throw safeError(error);
-    throw new StoreError(key, 'open the store for', error, cacheLocation(cache));
-  };
-  try {
-    const store = storeFor(cache);
-    return store instanceof Promise ? store.catch(failed) : store;
-  } catch (error) {
-    return failed(error);
+function checkKeys(keys: unknown): string | readonly string[] {
+  if (typeof keys === 'string') {
+    if (keys.length === 0)
+      throw new TypeError(`key must be a non-empty string, got ${showValue(keys)}`);
+    return keys;
+  }
+  if (!Array.isArray(keys)) {
+    throw new TypeError(
+      `key must be a non-empty string, got ${showValue(keys)} (several keys go in an array)`,
+    );
+  }
+  if (keys.length === 0) throw new TypeError('keys must name at least one key, got []');
+  for (const [index, key] of keys.entries()) {
+    if (typeof key !== 'string' || key.length === 0) {
+      throw new TypeError(`keys[${index}] must be a non-empty string, got ${showValue(key)}`);
+    }
+  }
+  const unique = [...new Set(keys as string[])];
+  return unique.length === 1 ? unique[0]! : Object.freeze(unique);
+}
+
+/** One exclusive key: the store's required members. A class, so that a lock costs no closures. */
+class OneKey implements LeaseBinding {
+  readonly key: string;
+  readonly line: string;
+  readonly #storeKey: string;
+
+  constructor(key: string, storeKey: string) {
+    this.key = key;
+    this.line = storeKey;
+    this.#storeKey = storeKey;
+  }
+
+  acquire(store: LockStore, owner: string, ttlMs: number, options?: AcquireOptions) {
+    return options === undefined
+      ? store.acquire(this.#storeKey, owner, ttlMs)
+      : store.acquire(this.#storeKey, owner, ttlMs, options);
+  }
+
+  release(store: LockStore, owner: string, keepMs?: number) {
+    return keepMs === undefined
+      ? store.release(this.#storeKey, owner)
+      : store.release(this.#storeKey, owner, keepMs);
+  }
+
+  extend(store: LockStore, owner: string, ttlMs: number) {
+    return store.extend(this.#storeKey, owner, ttlMs);
+  }
+
+  async holder(store: LockStore): Promise<Refusal | null> {
+    const info = await store.inspect(this.#storeKey);
+    return info === null ? null : { holder: info };
+  }
+
+  subscribe(store: LockStore, listener: (handoff?: Handoff) => void) {
+    return store.onRelease?.(this.#storeKey, listener);
   }
 }
 
-/** The one way a store's failure becomes an error: a `StoreError` that names the store. */
-function storeError(
+/**
+ * Several exclusive keys, all or none: in one step through the store's `keys` capability, else
+ * one at a time in a fixed (sorted) order, giving back what was taken when one is refused, so
+ * that no partial set is ever granted and two locks over the same keys never deadlock.
+ */
+function severalKeys(
   key: string,
-  operation: string,
-  error: unknown,
-  store: LockStore | undefined,
-): StoreError {
-  return new StoreError(key, operation, error, store && locationOf(store));
+  keys: readonly string[],
+  storeKeys: readonly string[],
+): LeaseBinding<KeysGranted> {
+  const order = storeKeys
+    .map((_, index) => index)
+    .sort((a, b) => compare(storeKeys[a]!, storeKeys[b]!));
+  const toFences = (fences: readonly (bigint | undefined)[]): KeysGranted => {
+    const byKey = new Map<string, bigint | undefined>();
+    for (const [index, given] of keys.entries()) byKey.set(given, fences[index]);
+    return { fences: byKey };
+  };
+  const releaseEach = async (store: LockStore, owner: string, keepMs?: number) => {
+    const results = await Promise.all(
+      storeKeys.map((one) =>
+        keepMs === undefined ? store.release(one, owner) : store.release(one, owner, keepMs),
+      ),
+    );
+    return results.every(Boolean);
+  };
+  // The key the last attempt one at a time was refused: only its release is worth a wake-up
+  // (the attempt's own give-backs of the others would wake it for nothing).
+  let refused: string | undefined;
+  return {
+    key,
+    line: `\0keys\0${order.map((index) => storeKeys[index]).join('\0')}`,
+    alsoFrees: storeKeys,
+    async acquire(store, owner, ttlMs, options?: AcquireOptions) {
+      const many = store.capabilities?.keys;
+      if (many !== undefined) {
+        const got = await many.acquire(storeKeys, owner, ttlMs);
+        return got === null ? null : toFences(got.fences);
+      }
+      const fences: (bigint | undefined)[] = [];
+      const taken: string[] = [];
+      try {
+        for (const index of order) {
+          const one = storeKeys[index]!;
+          const got =
+            options === undefined
+              ? await store.acquire(one, owner, ttlMs)
+              : await store.acquire(one, owner, ttlMs, options);
+          if (got === null) {
+            refused = one;
+            // Never hold part of the set while waiting for the rest: that is how deadlocks start.
+            await Promise.all(taken.map((held) => store.release(held, owner)));
+            return null;
+          }
+          taken.push(one);
+          fences[index] = got.fence;
+        }
+      } catch (error) {
+        // Owner-checked, so this frees only what this attempt may have taken.
+        for (const one of storeKeys) store.release(one, owner).catch(() => {});
+        throw error;
+      }
+      return toFences(fences);
+    },
+    release(store, owner, keepMs) {
+      const many = store.capabilities?.keys;
+      if (many !== undefined) {
+        return keepMs === undefined
+          ? many.release(storeKeys, owner)
+          : many.release(storeKeys, owner, keepMs);
+      }
+      return releaseEach(store, owner, keepMs);
+    },
+    async extend(store, owner, ttlMs) {
+      const many = store.capabilities?.keys;
+      if (many !== undefined) return many.extend(storeKeys, owner, ttlMs);
+      const results = await Promise.all(storeKeys.map((one) => store.extend(one, owner, ttlMs)));
+      if (results.every(Boolean)) return true;
+      // The lock is lost as a whole: free its other keys now rather than at their lease's end.
+      releaseEach(store, owner).catch(() => {});
+      return false;
+    },
+    async holder(store): Promise<Refusal | null> {
+      for (const [index, one] of storeKeys.entries()) {
+        const info = await store.inspect(one);
+        if (info !== null) return { holder: info, key: keys[index]! };
+      }
+      return null;
+    },
+    subscribe(store, listener) {
+      if (store.onRelease === undefined) return undefined;
+      const atomic = store.capabilities?.keys !== undefined;
+      const stops = storeKeys.map((one) =>
+        store.onRelease!(one, (handoff) => {
+          if (atomic || refused === undefined || refused === one) listener(handoff);
+        }),
+      );
+      return () => {
+        for (const stop of stops) stop();
+      };
+    },
+  };
+}
+
+/** Code-unit order, the same in every process whatever its locale. */
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /**

@@ -79,7 +79,11 @@ export interface ManyKeys {
    * that says why.
    */
   acquire(keys: readonly string[], owner: string, ttlMs: number): Promise<AcquiredKeys | null>;
-  /** Release every key `owner` holds; resolves `true` only if `owner` held all of them. */
+  /**
+   * Release every key `owner` holds; resolves `true` only if `owner` held all of them. Each key
+   * freed is announced through `LockStore.onRelease` as a single release is: waiters for several
+   * keys listen on each of them.
+   */
   release(keys: readonly string[], owner: string, keepMs?: number): Promise<boolean>;
   /** Extend every key; resolves `true` only if `owner` held all of them (then all are extended). */
   extend(keys: readonly string[], owner: string, ttlMs: number): Promise<boolean>;
@@ -128,7 +132,10 @@ export interface SharedRequest {
    * writer's) instead of a new one; `undefined` when there was none.
    */
   shareFence?: boolean;
-  /** The caller waits: join or renew its place in the key's line for `lineMs`. */
+  /**
+   * The caller waits: join or renew its place in the key's line for `lineMs`. The core's waiters
+   * always pass it, with or without `onRelease`, and renew it at least once a second.
+   */
   lineMs?: number;
 }
 

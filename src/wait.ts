@@ -1,5 +1,5 @@
 import { MAX_TIMER_MS } from './duration.js';
-import { abandon, type Handoff, type LockStore } from './store.js';
+import type { Acquired, AcquireOptions, Handoff, LockStore } from './store.js';
 
 /**
  * The one waiting strategy. Within a process, waiters for a key form a FIFO line and only the
@@ -10,20 +10,35 @@ import { abandon, type Handoff, type LockStore } from './store.js';
  */
 
 /** What a successful wait returns. */
-export interface Granted {
-  fence: bigint | undefined;
+export interface Granted<G extends Acquired = Acquired> {
+  granted: G;
   /** When the request that won was sent, on `performance.now()`. */
   sentAt: number;
 }
 
-export interface WaitRequest {
+/**
+ * What to wait for, said through functions so that every kind of lease (one key, several keys,
+ * a permit, a reader or a writer) waits the same way.
+ */
+export interface WaitRequest<G extends Acquired = Acquired> {
   store: LockStore;
-  key: string;
+  /** Names the in-process line: waiters with the same `line` on one store queue together. */
+  line: string;
   owner: string;
-  ttlMs: number;
   /** On the `performance.now()` clock; `Infinity` waits on. */
   deadline: number;
   signal: AbortSignal | undefined;
+  /** One try; `options.lineMs` asks the store to keep this owner's place in its line. */
+  attempt(options: AcquireOptions | undefined): Promise<G | null>;
+  /** Listen for push wake-ups; `undefined` when the store has none (then only polling). */
+  subscribe(listener: (handoff?: Handoff) => void): (() => void) | undefined;
+  /** Leave the store's line and undo an attempt whose outcome is unknown (owner-checked). */
+  abandon(): void;
+  /**
+   * Keep a place in the store's line even without push wake-ups: shared leases are served first
+   * come, first served, so a waiter that is not in line could be passed forever.
+   */
+  alwaysInLine?: boolean;
 }
 
 /** The wait ran out. */
@@ -62,19 +77,19 @@ function lineFor(store: LockStore, key: string, create: boolean): Line | undefin
   return line;
 }
 
-/** Whether other waiters in this process are in line for a key. */
+/** Whether other waiters in this process are in a line. */
 export function hasWaiters(store: LockStore, key: string): boolean {
   const line = lineFor(store, key, false);
   return line !== undefined && line.places.length > 0;
 }
 
-/** A holder in this process released `key`: wake the first waiter now. */
+/** A holder in this process released what a line waits for: wake its first waiter now. */
 export function released(store: LockStore, key: string): void {
   lineFor(store, key, false)?.poke?.();
 }
 
-export async function waitFor(request: WaitRequest): Promise<Granted> {
-  const { store, key } = request;
+export async function waitFor<G extends Acquired>(request: WaitRequest<G>): Promise<Granted<G>> {
+  const { store, line: key } = request;
   const line = lineFor(store, key, true);
   let turn: () => void = noop;
   const myTurn = new Promise<void>((resolve) => (turn = resolve));
@@ -92,15 +107,18 @@ export async function waitFor(request: WaitRequest): Promise<Granted> {
   }
 }
 
-async function attempt(request: WaitRequest, line: Line): Promise<Granted> {
-  const { store, key, owner, ttlMs, deadline, signal } = request;
+async function attempt<G extends Acquired>(
+  request: WaitRequest<G>,
+  line: Line,
+): Promise<Granted<G>> {
+  const { owner, deadline, signal } = request;
   let woken = false;
   let wake: () => void = noop;
   const onWake = () => {
     woken = true;
     wake();
   };
-  const unsubscribe = store.onRelease?.(key, (given?: Handoff) => {
+  const unsubscribe = request.subscribe((given?: Handoff) => {
     // Handed to another waiter: the key is held again, so trying now would only cost a trip.
     if (given !== undefined && given.owner !== owner) return;
     // Handed to us: confirm with an acquire (it refreshes our lease) and count from sending it.
@@ -108,7 +126,7 @@ async function attempt(request: WaitRequest, line: Line): Promise<Granted> {
     onWake();
   });
   line.poke = onWake;
-  const options = unsubscribe ? { lineMs: LINE_MS } : undefined;
+  const options = unsubscribe || request.alwaysInLine ? { lineMs: LINE_MS } : undefined;
   const maxDelay = unsubscribe ? MAX_POLL_WITH_PUSH_MS : MAX_POLL_MS;
   let delay = FIRST_DELAY_MS;
   let won = false;
@@ -119,11 +137,11 @@ async function attempt(request: WaitRequest, line: Line): Promise<Granted> {
       woken = false;
       const sentAt = performance.now();
       unknown = true;
-      const result = await store.acquire(key, owner, ttlMs, options);
+      const result = await request.attempt(options);
       unknown = false;
       if (result !== null) {
         won = true;
-        return { fence: result.fence, sentAt };
+        return { granted: result, sentAt };
       }
       const remaining = deadline - performance.now();
       if (remaining <= 0) throw new WaitTimeout();
@@ -139,7 +157,7 @@ async function attempt(request: WaitRequest, line: Line): Promise<Granted> {
     line.poke = undefined;
     // Leave the store's line (this also frees a hand-off that raced with giving up), and undo
     // an attempt that failed without an answer.
-    if (!won && (options !== undefined || unknown)) abandon(store, key, owner);
+    if (!won && (options !== undefined || unknown)) request.abandon();
   }
 }
 

@@ -1,4 +1,12 @@
-import type { Acquired, LeaseInfo, LockStore } from '../store.js';
+import type {
+  Acquired,
+  AcquiredKeys,
+  LeaseInfo,
+  LockStore,
+  ManyKeys,
+  StoreCapabilities,
+} from '../store.js';
+import { MemoryShared } from './shared.js';
 
 export interface MemoryStoreOptions {
   /** The clock leases are judged by, in milliseconds. Tests inject one. Default `Date.now`. */
@@ -35,8 +43,25 @@ export class MemoryStore implements LockStore {
   #sinceSweep = 0;
   #sweeper: Iterator<[string, Lease]> | undefined;
 
+  /** Several keys at once, permits, readers and writers: all in this process's memory. */
+  readonly capabilities: StoreCapabilities & {
+    readonly keys: ManyKeys;
+    readonly permits: MemoryShared;
+    readonly readersWriters: MemoryShared;
+  };
+
   constructor(options: MemoryStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
+    const nextFence = () => ++this.#fence;
+    this.capabilities = {
+      keys: {
+        acquire: (keys, owner, ttlMs) => Promise.resolve(this.#acquireAll(keys, owner, ttlMs)),
+        release: (keys, owner, keepMs) => Promise.resolve(this.#releaseAll(keys, owner, keepMs)),
+        extend: (keys, owner, ttlMs) => Promise.resolve(this.#extendAll(keys, owner, ttlMs)),
+      },
+      permits: new MemoryShared(this.#now, nextFence, false),
+      readersWriters: new MemoryShared(this.#now, nextFence, true),
+    };
   }
 
   /** Live leases, for tests and memory checks. */
@@ -112,6 +137,53 @@ export class MemoryStore implements LockStore {
   async close(): Promise<void> {
     this.#leases.clear();
     this.#listeners.clear();
+    this.capabilities.permits.clear();
+    this.capabilities.readersWriters.clear();
+  }
+
+  /** All of `keys` if each is free, expired or `owner`'s already, in one step; else none. */
+  #acquireAll(keys: readonly string[], owner: string, ttlMs: number): AcquiredKeys | null {
+    const now = this.#now();
+    if (++this.#sinceSweep >= SWEEP_EVERY) this.#sweep(now);
+    for (const key of keys) {
+      const lease = this.#leases.get(key);
+      if (lease !== undefined && lease.expiresAt > now && lease.owner !== owner) return null;
+    }
+    const fences = keys.map((key) => {
+      const lease = this.#leases.get(key);
+      if (lease !== undefined && lease.expiresAt > now) {
+        lease.expiresAt = now + ttlMs;
+        return lease.fence;
+      }
+      const fence = ++this.#fence;
+      this.#leases.set(key, { owner, expiresAt: now + ttlMs, fence });
+      return fence;
+    });
+    return { fences };
+  }
+
+  #releaseAll(keys: readonly string[], owner: string, keepMs = 0): boolean {
+    const now = this.#now();
+    let all = true;
+    for (const key of keys) {
+      const lease = this.#leases.get(key);
+      if (lease === undefined || lease.owner !== owner || lease.expiresAt <= now) all = false;
+    }
+    // Each is released on its own terms: what is still `owner`'s goes, whatever the rest.
+    for (const key of keys) void this.release(key, owner, keepMs);
+    return all;
+  }
+
+  #extendAll(keys: readonly string[], owner: string, ttlMs: number): boolean {
+    const now = this.#now();
+    const leases: Lease[] = [];
+    for (const key of keys) {
+      const lease = this.#leases.get(key);
+      if (lease === undefined || lease.owner !== owner || lease.expiresAt <= now) return false;
+      leases.push(lease);
+    }
+    for (const lease of leases) lease.expiresAt = now + ttlMs;
+    return true;
   }
 
   #sweep(now: number): void {

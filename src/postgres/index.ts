@@ -1,7 +1,13 @@
-import type { Acquired, LeaseInfo, LockStore } from 'cachelock';
+import {
+  type Acquired,
+  isLentPool,
+  type LeaseInfo,
+  type LentPool,
+  type LockStore,
+} from 'cachelock';
 import type { Client, Pool, PoolConfig } from 'pg';
 import { prepareAcquire } from './acquire.js';
-import { isClient, isPool, listenConnector, type Queryable } from './connection.js';
+import { isClient, isPool, lentQueryable, listenConnector, type Queryable } from './connection.js';
 import { prepareExtend } from './extend.js';
 import { prepareInspect } from './inspect.js';
 import { ReleaseListener } from './listener.js';
@@ -53,8 +59,8 @@ class PostgresStore implements LockStore {
   #ready: Promise<void> | undefined;
   #closed = false;
 
-  constructor(db: Pool | Client, setup: StoreSetup) {
-    this.#db = db as Queryable;
+  constructor(db: Pool | Client | LentPool, setup: StoreSetup) {
+    this.#db = isLentPool(db) ? lentQueryable(db) : (db as Queryable);
     this.#table = tableName(setup.table ?? DEFAULT_TABLE, setup.schema);
     this.#ownsPool = setup.ownsPool === true;
     this.#acquire = prepareAcquire(this.#db, this.#table);
@@ -177,8 +183,17 @@ export async function storeFromUrl(url: URL): Promise<LockStore> {
   return new PostgresStore(pool, options);
 }
 
-/** Wrap the user's pg `Pool` or `Client`; `close()` leaves it open. */
+/**
+ * Wrap the user's pg `Pool` or `Client`, or a pool an ORM lends (knex, Sequelize: one
+ * connection per statement); `close()` leaves it open.
+ */
 export function storeFromClient(client: unknown): LockStore {
+  if (isLentPool(client)) {
+    if (client.dialect !== 'postgres') {
+      throw new TypeError(`cachelock/postgres: ${client.library} is not on PostgreSQL`);
+    }
+    return new PostgresStore(client, {});
+  }
   return postgresStore(client as Pool);
 }
 

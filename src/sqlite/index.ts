@@ -1,6 +1,14 @@
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
-import { type Acquired, type Duration, type LeaseInfo, type LockStore, toMs } from 'cachelock';
+import {
+  type Acquired,
+  type Duration,
+  isLentPool,
+  type LeaseInfo,
+  type LentPool,
+  type LockStore,
+  toMs,
+} from 'cachelock';
 import { prepareAcquire } from './acquire.js';
 import {
   isSqliteDatabase,
@@ -58,15 +66,20 @@ interface Operations {
 class SqliteStore implements LockStore {
   readonly kind = 'sqlite';
   readonly atomic = true;
-  readonly #source: string | SqliteDatabase;
+  readonly #source: string | SqliteDatabase | LentPool<SqliteDatabase>;
   readonly #options: SqliteStoreOptions;
   readonly #busyTimeoutMs: number;
   readonly #tables;
   #db: SqliteDatabase | undefined;
   #ready: Promise<Operations> | undefined;
+  // A lent pool may hand out a new connection after an old one is gone: statements per connection.
+  #lent = new WeakMap<SqliteDatabase, Promise<Operations>>();
   #closed = false;
 
-  constructor(source: string | SqliteDatabase, options: SqliteStoreOptions) {
+  constructor(
+    source: string | SqliteDatabase | LentPool<SqliteDatabase>,
+    options: SqliteStoreOptions,
+  ) {
     this.#source = source;
     this.#options = options;
     this.#busyTimeoutMs = toMs('busyTimeout', options.busyTimeout ?? 5_000);
@@ -88,6 +101,38 @@ class SqliteStore implements LockStore {
     return this.#ready;
   }
 
+  /**
+   * Run one operation: on the store's database, or on a connection borrowed from an ORM's pool
+   * for just this operation (so that it waits for, rather than joins, a transaction there).
+   */
+  async #run<T>(operation: (ops: Operations) => T): Promise<T> {
+    const source = this.#source;
+    if (!isLentPool(source)) return operation(await this.#operations());
+    if (this.#closed) throw new Error('cachelock/sqlite: the store is closed');
+    return source.borrow(async (db) => {
+      let ready = this.#lent.get(db);
+      if (ready === undefined) {
+        ready = this.#prepare(db, false);
+        this.#lent.set(db, ready);
+        ready.catch(() => this.#lent.delete(db));
+      }
+      return operation(await ready);
+    });
+  }
+
+  async #prepare(db: SqliteDatabase, owns: boolean): Promise<Operations> {
+    await prepareDatabase(db, this.#tables, {
+      busyTimeoutMs: this.#busyTimeoutMs,
+      ownsDatabase: owns,
+    });
+    return {
+      acquire: prepareAcquire(db, this.#tables),
+      release: prepareRelease(db, this.#tables),
+      extend: prepareExtend(db, this.#tables),
+      inspect: prepareInspect(db, this.#tables),
+    };
+  }
+
   async #open(): Promise<Operations> {
     const owns = typeof this.#source === 'string';
     let db: SqliteDatabase;
@@ -97,41 +142,34 @@ class SqliteStore implements LockStore {
       }
       db = (await openDatabase(this.#source, this.#options.driver)).db;
     } else {
-      db = this.#source;
+      db = this.#source as SqliteDatabase;
     }
+    let operations: Operations;
     try {
-      await prepareDatabase(db, this.#tables, {
-        busyTimeoutMs: this.#busyTimeoutMs,
-        ownsDatabase: owns,
-      });
+      operations = await this.#prepare(db, owns);
       if (this.#closed) throw new Error('cachelock/sqlite: the store is closed');
     } catch (error) {
       if (owns) db.close();
       throw error;
     }
     this.#db = db;
-    return {
-      acquire: prepareAcquire(db, this.#tables),
-      release: prepareRelease(db, this.#tables),
-      extend: prepareExtend(db, this.#tables),
-      inspect: prepareInspect(db, this.#tables),
-    };
+    return operations;
   }
 
   async acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
-    return (await this.#operations()).acquire(key, owner, ttlMs);
+    return this.#run((ops) => ops.acquire(key, owner, ttlMs));
   }
 
   async release(key: string, owner: string, keepMs?: number): Promise<boolean> {
-    return (await this.#operations()).release(key, owner, keepMs);
+    return this.#run((ops) => ops.release(key, owner, keepMs));
   }
 
   async extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
-    return (await this.#operations()).extend(key, owner, ttlMs);
+    return this.#run((ops) => ops.extend(key, owner, ttlMs));
   }
 
   async inspect(key: string): Promise<LeaseInfo | null> {
-    return (await this.#operations()).inspect(key);
+    return this.#run((ops) => ops.inspect(key));
   }
 
   async close(): Promise<void> {
@@ -213,7 +251,16 @@ export function storeFromUrl(url: URL): LockStore {
   return sqliteStore(path, options);
 }
 
-/** Wrap a better-sqlite3 `Database` or `node:sqlite` `DatabaseSync`; `close()` leaves it open. */
+/**
+ * Wrap a better-sqlite3 `Database` or `node:sqlite` `DatabaseSync`, or a pool of them an ORM
+ * lends (knex: one connection per operation); `close()` leaves it open.
+ */
 export function storeFromClient(client: unknown): LockStore {
+  if (isLentPool(client)) {
+    if (client.dialect !== 'sqlite') {
+      throw new TypeError(`cachelock/sqlite: ${client.library} is not on SQLite`);
+    }
+    return new SqliteStore(client as LentPool<SqliteDatabase>, {});
+  }
   return sqliteStore(client as SqliteDatabase);
 }

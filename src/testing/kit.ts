@@ -2,7 +2,7 @@ import { AssertionError } from 'node:assert';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { LockStore } from 'cachelock';
+import type { LockStore, StoreCapabilities } from 'cachelock';
 import { newOwner } from 'cachelock';
 
 /** What every conformance case gets: a fresh store, key and owner makers, and the lease lengths. */
@@ -35,6 +35,20 @@ export interface ConformanceCase {
   run(context: CaseContext): Promise<void>;
   /** How many short leases the case waits out, so that its time budget grows with `leaseMs`. */
   leases?: number;
+  /** The capability the case checks; it runs only on stores that declare it. */
+  needs?: keyof StoreCapabilities;
+}
+
+/** The capability a case needs, from a store that declares it (the runner checked). */
+export function capability<K extends keyof StoreCapabilities>(
+  store: LockStore,
+  name: K,
+): NonNullable<StoreCapabilities[K]> {
+  const found = store.capabilities?.[name];
+  if (found === undefined) {
+    throw new AssertionError({ message: `the store declared capabilities.${name}, then lost it` });
+  }
+  return found as NonNullable<StoreCapabilities[K]>;
 }
 
 const runId = randomBytes(6).toString('base64url');

@@ -1,0 +1,538 @@
+import { type Held, lockContext } from './context.js';
+import { channels, debug, type LockEvent } from './diagnostics.js';
+import { type Duration, toLeaseMs } from './duration.js';
+import { LockError, LockedError, LockLostError, LockTimeoutError, StoreError } from './errors.js';
+import type { Settings } from './options.js';
+import { newOwner, parseOwner } from './owner.js';
+import { cacheLocation, locationOf, storeFor } from './resolve.js';
+import { safeError } from './secrets.js';
+import {
+  type Acquired,
+  type AcquireOptions,
+  type Handoff,
+  isLockStore,
+  type LeaseInfo,
+  type LockStore,
+} from './store.js';
+import { hasWaiters, released, WaitTimeout, waitFor } from './wait.js';
+import { reschedule, unwatch, type Watched, watch } from './watchdog.js';
+
+/** What `Lock.inspect` and `Semaphore.inspect` report about a holder. */
+export interface Holder {
+  owner: string;
+  /** The holder's host and pid, when its owner string carries them (cachelock's do). */
+  host: string | undefined;
+  pid: number | undefined;
+  ttlMs: number;
+  fence: bigint | undefined;
+}
+
+export function toHolder(info: LeaseInfo): Holder {
+  const { host, pid } = parseOwner(info.owner);
+  return { owner: info.owner, host, pid, ttlMs: info.ttlMs, fence: info.fence };
+}
+
+/** Who holds what a lease was refused, for the refusal's message. */
+export interface Refusal {
+  holder: LeaseInfo;
+  /** The key held, when the lease covers several. */
+  key?: string;
+}
+
+/**
+ * How one kind of lease talks to its store. The lifecycle (waiting, extending, losing,
+ * releasing, errors, events) is the same for all; only these calls differ.
+ */
+export interface LeaseBinding<G extends Acquired = Acquired> {
+  /** Names the lease in errors, events and logs. */
+  readonly key: string;
+  /** The in-process line its waiters share (distinct per namespace). */
+  readonly line: string;
+  /** Other in-process lines a release of this lease may let in (each key of several). */
+  readonly alsoFrees?: readonly string[];
+  /** Waiters keep a place in the store's line even without push wake-ups. */
+  readonly alwaysInLine?: boolean;
+  /** Throw a `TypeError` naming what `store` lacks for this lease. */
+  check?(store: LockStore): void;
+  acquire(
+    store: LockStore,
+    owner: string,
+    ttlMs: number,
+    options?: AcquireOptions,
+  ): Promise<G | null>;
+  /** Owner-checked; also leaves the store's line. `keepMs` only when above 0. */
+  release(store: LockStore, owner: string, keepMs?: number): Promise<boolean>;
+  extend(store: LockStore, owner: string, ttlMs: number): Promise<boolean>;
+  /** Who holds it now, or `null`; never rejects for the caller (it is only for a message). */
+  holder(store: LockStore): Promise<Refusal | null>;
+  subscribe(store: LockStore, listener: (handoff?: Handoff) => void): (() => void) | undefined;
+}
+
+enum State {
+  Idle = 0,
+  Acquiring = 1,
+  Held = 2,
+  Released = 3,
+  Lost = 4,
+}
+
+/**
+ * One lease's lifecycle: acquire (waiting through `wait.ts`), automatic extension driven by the
+ * watchdog, the loss signal and `onLost`, `holdAtLeast`, release and diagnostics. `Lock`,
+ * `Permit` and the read/write leases are thin layers over it that supply a `LeaseBinding`.
+ * One instance holds at most one acquisition at a time.
+ */
+export class Lease<G extends Acquired = Acquired> {
+  readonly binding: LeaseBinding<G>;
+  readonly #settings: Settings;
+  #store: LockStore | undefined;
+  #state = State.Idle;
+  #owner = '';
+  #granted: G | undefined;
+  /** When the lease was granted, on the `performance.now()` clock. */
+  #grantedAt = 0;
+  /** When the lease runs out as far as this process can tell: the request that won or last
+   * extended it was sent no earlier than `expiresAt - leaseMs`. */
+  #expiresAt = 0;
+  #leaseMs: number;
+  #nextExtendAt = 0;
+  #extending = false;
+  #lastError: unknown;
+  /** The signal's controller, made when `signal` is first read: the acquisition's under way or
+   * held, else the next one's (after a loss, the lost one's until the next acquire). */
+  #controller: AbortController | undefined;
+  /** `#controller` belongs to an acquisition that was lost; the next acquire starts a new one. */
+  #controllerLost = false;
+  #lostError: LockLostError | undefined;
+  #watched: Watched | undefined;
+
+  constructor(binding: LeaseBinding<G>, settings: Settings) {
+    this.binding = binding;
+    this.#settings = settings;
+    this.#leaseMs = settings.ttlMs;
+    // A store given as such is known now, so what it lacks is an error where the lease is made.
+    if (binding.check !== undefined && isLockStore(settings.cache)) binding.check(settings.cache);
+  }
+
+  get key(): string {
+    return this.binding.key;
+  }
+
+  get settings(): Settings {
+    return this.#settings;
+  }
+
+  /** Whether this instance holds the lease now, as far as it knows. */
+  get held(): boolean {
+    return this.#state === State.Held && performance.now() < this.#expiresAt;
+  }
+
+  /** What the store granted for the current (or last) acquisition. */
+  get granted(): G | undefined {
+    return this.#granted;
+  }
+
+  get lostError(): LockLostError | undefined {
+    return this.#lostError;
+  }
+
+  /** See `Lock.signal`. */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#state === State.Lost) {
+        this.#controller.abort(this.#lostError);
+        this.#controllerLost = true;
+      }
+    }
+    return this.#controller.signal;
+  }
+
+  /**
+   * Take the lease, waiting up to `wait`. Rejects with `LockedError` (wait 0),
+   * `LockTimeoutError` (waited), the signal's reason (aborted), or `StoreError`. Resolves
+   * `value` (the caller's own object, saving it a step). `quiet`: the refusal's message is not
+   * read, so the store is not asked who holds the key.
+   */
+  async acquire<T>(value: T, quiet = false): Promise<T> {
+    const binding = this.binding;
+    if (this.#state === State.Held || this.#state === State.Acquiring) {
+      throw new LockError(
+        binding.key,
+        `lock "${binding.key}" is already held or being acquired by this instance`,
+      );
+    }
+    const { signal, waitMs, ttlMs } = this.#settings;
+    signal?.throwIfAborted();
+    if (this.#controllerLost) {
+      // Its readers keep the lost acquisition's aborted signal; this acquisition gets its own.
+      this.#controller = undefined;
+      this.#controllerLost = false;
+    }
+    this.#state = State.Acquiring;
+    try {
+      const store = this.#store ?? (await this.#open());
+      binding.check?.(store);
+      const owner = newOwner();
+      const started = performance.now();
+      if (waitMs === 0 || !hasWaiters(store, binding.line)) {
+        let result: G | null;
+        try {
+          result = await binding.acquire(store, owner, ttlMs);
+        } catch (error) {
+          this.#abandon(store, owner);
+          throw storeError(binding.key, 'acquire', error, store);
+        }
+        if (result !== null) {
+          this.#grant(store, owner, result, started, started);
+          return value;
+        }
+        if (waitMs === 0)
+          throw lockedError(binding.key, quiet ? null : await holder(binding, store));
+      }
+      if (channels.contended.hasSubscribers)
+        channels.contended.publish({ key: binding.key, owner } satisfies LockEvent);
+      try {
+        const won = await waitFor<G>({
+          store,
+          line: binding.line,
+          owner,
+          deadline: started + waitMs,
+          signal,
+          alwaysInLine: binding.alwaysInLine,
+          attempt: (options) => binding.acquire(store, owner, ttlMs, options),
+          subscribe: (listener) => binding.subscribe(store, listener),
+          abandon: () => this.#abandon(store, owner),
+        });
+        this.#grant(store, owner, won.granted, won.sentAt, started);
+        return value;
+      } catch (error) {
+        if (error instanceof WaitTimeout) {
+          const refusal = quiet ? null : await holder(binding, store);
+          throw new LockTimeoutError(
+            binding.key,
+            Math.round(performance.now() - started),
+            refusal?.holder,
+            refusal?.key,
+          );
+        }
+        if (signal?.aborted && error === signal.reason) throw error;
+        throw storeError(binding.key, 'acquire', error, store);
+      }
+    } catch (error) {
+      this.#state = State.Idle;
+      throw toLockError(binding.key, 'acquire', error, this.#store, signal);
+    }
+  }
+
+  /** Like `acquire()`, but resolves `false` where it would reject with `LockedError` or `LockTimeoutError`. */
+  async tryAcquire(): Promise<boolean> {
+    try {
+      await this.acquire(undefined, true);
+      return true;
+    } catch (error) {
+      if (error instanceof LockedError || error instanceof LockTimeoutError) return false;
+      throw error;
+    }
+  }
+
+  /** See `Lock.release`. */
+  async release(): Promise<boolean> {
+    if (this.#state !== State.Held) return false;
+    this.#state = State.Released;
+    if (this.#watched !== undefined) unwatch(this.#watched);
+    // The acquisition ends here: a signal read from now on belongs to the next one.
+    const controller = this.#controller;
+    this.#controller = undefined;
+    const store = this.#store!;
+    const owner = this.#owner;
+    const binding = this.binding;
+    const now = performance.now();
+    const keepMs = Math.ceil(this.#grantedAt + this.#settings.holdAtLeastMs - now);
+    let ok: boolean;
+    try {
+      ok =
+        keepMs > 0
+          ? await binding.release(store, owner, keepMs)
+          : await binding.release(store, owner);
+    } catch (error) {
+      throw storeError(binding.key, 'release', error, store);
+    }
+    if (!ok) {
+      this.#lose(
+        'it had expired or been taken by the time it was released',
+        undefined,
+        false,
+        controller,
+      );
+      return false;
+    }
+    if (keepMs <= 0) {
+      released(store, binding.line);
+      if (binding.alsoFrees !== undefined)
+        for (const line of binding.alsoFrees) released(store, line);
+    }
+    if (channels.release.hasSubscribers) {
+      channels.release.publish({
+        key: binding.key,
+        owner,
+        fence: this.#granted?.fence,
+        heldMs: now - this.#grantedAt,
+      } satisfies LockEvent);
+    }
+    if (debug.enabled) debug('released %j', binding.key);
+    return true;
+  }
+
+  /** See `Lock.extend`. */
+  async extend(ttl?: Duration): Promise<void> {
+    const leaseMs = ttl === undefined ? this.#leaseMs : toLeaseMs('ttl', ttl);
+    const key = this.binding.key;
+    if (this.#state !== State.Held) {
+      throw this.#lostError ?? new LockLostError(key, 'it is not held by this instance');
+    }
+    const owner = this.#owner;
+    const sentAt = performance.now();
+    let ok: boolean;
+    try {
+      ok = await this.binding.extend(this.#store!, owner, leaseMs);
+    } catch (error) {
+      throw storeError(key, 'extend', error, this.#store);
+    }
+    if (this.#state !== State.Held || this.#owner !== owner) {
+      throw this.#lostError ?? new LockLostError(key, 'it was released while being extended');
+    }
+    if (!ok) {
+      this.#lose('it had expired or been taken when it was extended');
+      throw this.#lostError!;
+    }
+    this.#leaseMs = leaseMs;
+    this.#extended(sentAt);
+  }
+
+  /**
+   * Call `fn(signal)` while held, as `current` for `currentLock()`, then release. If the lease
+   * was lost while `fn` ran, rejects with `LockLostError` once `fn` settles; an error thrown by
+   * `fn` wins.
+   */
+  async runHeld<T>(current: Held, fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
+    let result: T;
+    try {
+      result = await lockContext.run(current, fn, this.signal);
+    } catch (error) {
+      await this.release().catch(() => undefined);
+      throw error;
+    }
+    if (!(await this.release())) {
+      throw this.#lostError ?? new LockLostError(this.binding.key, 'it was lost while held');
+    }
+    return result;
+  }
+
+  /** The lease's store: synchronously when it is already open (the common case). */
+  open(): LockStore | Promise<LockStore> {
+    return this.#store ?? this.#open();
+  }
+
+  #open(): LockStore | Promise<LockStore> {
+    const store = openStore(this.binding.key, this.#settings.cache);
+    if (store instanceof Promise) return store.then((opened) => (this.#store = opened));
+    this.#store = store;
+    return store;
+  }
+
+  #abandon(store: LockStore, owner: string): void {
+    this.binding.release(store, owner).catch(() => {});
+  }
+
+  #grant(store: LockStore, owner: string, granted: G, sentAt: number, started: number): void {
+    this.#store = store;
+    this.#owner = owner;
+    this.#granted = granted;
+    this.#state = State.Held;
+    this.#lostError = undefined;
+    this.#lastError = undefined;
+    this.#extending = false;
+    this.#grantedAt = performance.now();
+    this.#leaseMs = this.#settings.ttlMs;
+    this.#expiresAt = sentAt + this.#leaseMs;
+    this.#nextExtendAt = sentAt + this.#leaseMs / 3;
+    const watched = (this.#watched ??= { dueAt: 0, tick: (now) => this.#tick(now) });
+    watched.dueAt = this.#dueAt();
+    watch(watched);
+    if (channels.acquire.hasSubscribers) {
+      channels.acquire.publish({
+        key: this.binding.key,
+        owner,
+        fence: granted.fence,
+        waitedMs: this.#grantedAt - started,
+      } satisfies LockEvent);
+    }
+    if (debug.enabled) debug('acquired %j fence=%s', this.binding.key, granted.fence);
+  }
+
+  #extended(sentAt: number): void {
+    this.#expiresAt = sentAt + this.#leaseMs;
+    this.#nextExtendAt = sentAt + this.#leaseMs / 3;
+    this.#lastError = undefined;
+    const watched = this.#watched!;
+    watched.dueAt = this.#dueAt();
+    reschedule(watched);
+    if (channels.extend.hasSubscribers) {
+      channels.extend.publish({
+        key: this.binding.key,
+        owner: this.#owner,
+        fence: this.#granted?.fence,
+      } satisfies LockEvent);
+    }
+  }
+
+  /** When the watchdog must look at this lease next: the next extension, else its end. */
+  #dueAt(): number {
+    return this.#settings.autoExtend && !this.#extending
+      ? Math.min(this.#nextExtendAt, this.#expiresAt)
+      : this.#expiresAt;
+  }
+
+  /** The watchdog's call: extend when due, or declare the lease lost when it ran out. */
+  #tick(now: number): void {
+    const watched = this.#watched!;
+    if (this.#state !== State.Held) {
+      unwatch(watched);
+      return;
+    }
+    if (now >= this.#expiresAt) {
+      this.#lose(
+        this.#lastError === undefined
+          ? 'its lease ran out before it was extended'
+          : 'its lease ran out while the store could not be reached to extend it',
+        this.#lastError,
+        true,
+      );
+      return;
+    }
+    if (!this.#settings.autoExtend || this.#extending || now < this.#nextExtendAt) {
+      watched.dueAt = this.#dueAt();
+      return;
+    }
+    this.#extending = true;
+    watched.dueAt = this.#expiresAt; // while the extension is in flight
+    const owner = this.#owner;
+    const leaseMs = this.#leaseMs;
+    this.binding.extend(this.#store!, owner, leaseMs).then(
+      (ok) => {
+        if (this.#owner !== owner || this.#state !== State.Held) return;
+        this.#extending = false;
+        if (ok) this.#extended(now);
+        else this.#lose('another owner took it or it expired before it could be extended');
+      },
+      (error) => {
+        if (this.#owner !== owner || this.#state !== State.Held) return;
+        this.#extending = false;
+        this.#lastError = safeError(error);
+        if (debug.enabled) debug('extending %j failed: %s', this.binding.key, this.#lastError);
+        // Try again soon, well before the lease runs out.
+        const left = this.#expiresAt - performance.now();
+        this.#nextExtendAt = performance.now() + Math.max(10, Math.min(leaseMs / 10, left / 3));
+        watched.dueAt = this.#dueAt();
+        reschedule(watched);
+      },
+    );
+  }
+
+  /**
+   * The lease is gone. Callers have checked that this acquisition was held (or was being
+   * released). `free`: the lease may still be ours in the store (it could not be reached), so
+   * try to free it for the next owner. `controller`: the signal's controller of this acquisition
+   * (the current one unless a release already moved on).
+   */
+  #lose(reason: string, cause?: unknown, free = false, controller = this.#controller): void {
+    if (this.#state === State.Lost) return;
+    this.#state = State.Lost;
+    if (this.#watched !== undefined) unwatch(this.#watched);
+    const key = this.binding.key;
+    const error = new LockLostError(key, reason, cause);
+    this.#lostError = error;
+    controller?.abort(error);
+    if (controller !== undefined && controller === this.#controller) this.#controllerLost = true;
+    if (free) this.#abandon(this.#store!, this.#owner);
+    if (channels.lost.hasSubscribers) {
+      channels.lost.publish({
+        key,
+        owner: this.#owner,
+        fence: this.#granted?.fence,
+        error,
+      } satisfies LockEvent);
+    }
+    if (debug.enabled) debug('lost %j: %s', key, reason);
+    const onLost = this.#settings.onLost;
+    if (onLost !== undefined) {
+      try {
+        onLost(error);
+      } catch (thrown) {
+        process.emitWarning(`cachelock: onLost for "${key}" threw: ${String(thrown)}`, {
+          code: 'CACHELOCK_ONLOST_THREW',
+        });
+      }
+    }
+  }
+}
+
+async function holder(binding: LeaseBinding, store: LockStore): Promise<Refusal | null> {
+  try {
+    return await binding.holder(store);
+  } catch {
+    return null;
+  }
+}
+
+function lockedError(key: string, refusal: Refusal | null): LockedError {
+  return new LockedError(key, refusal?.holder, refusal?.key);
+}
+
+/**
+ * The store for a cache option, synchronously when it is already open. A failure to open it is
+ * a `StoreError` (a bad cache option stays the `TypeError` that names it).
+ */
+export function openStore(key: string, cache: unknown): LockStore | Promise<LockStore> {
+  const failed = (error: unknown): never => {
+    // A backend's TypeError about its URL may quote it whole.
+    if (error instanceof TypeError) throw safeError(error);
+    throw new StoreError(key, 'open the store for', error, cacheLocation(cache));
+  };
+  try {
+    const store = storeFor(cache);
+    return store instanceof Promise ? store.catch(failed) : store;
+  } catch (error) {
+    return failed(error);
+  }
+}
+
+/** A store's failure as a `StoreError` that names the store. */
+export function storeError(
+  key: string,
+  operation: string,
+  error: unknown,
+  store: LockStore | undefined,
+): StoreError {
+  return new StoreError(key, operation, error, store && locationOf(store));
+}
+
+/**
+ * The one way an error reaches the caller: cachelock's own errors, a `TypeError` about the
+ * input or the store, and the signal's reason pass as they are; anything else is the store's
+ * failure.
+ */
+export function toLockError(
+  key: string,
+  operation: string,
+  error: unknown,
+  store: LockStore | undefined,
+  signal?: AbortSignal,
+): unknown {
+  return error instanceof LockError ||
+    error instanceof TypeError ||
+    (signal?.aborted && error === signal.reason)
+    ? error
+    : storeError(key, operation, error, store);
+}
