@@ -25,6 +25,8 @@ const common: Options = {
   // the whole source again (most of the tarball) or point at files that are not published.
   sourcemap: false,
   splitting: false,
+  // `import.meta.url` in the CommonJS build (cachelock/nestjs resolves @nestjs/core with it).
+  shims: true,
   // Entry points reach each other through the package's own name, so that the core, its
   // errors and its registry exist once however many entry points are loaded.
   // Client libraries are optional peers: never bundled, loaded from the user's node_modules.

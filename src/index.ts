@@ -9,12 +9,17 @@ export {
 export type { Duration, DurationUnit } from './duration.js';
 export { formatDuration, toMs } from './duration.js';
 export {
+  /** @internal For the backends: why a connection failed. */
+  classifyFailure,
+  /** @internal */
+  describeFailure,
   LockError,
   type LockErrorCode,
   LockedError,
   LockLostError,
   LockTimeoutError,
   StoreError,
+  type StoreFailure,
 } from './errors.js';
 export { type Holder, Lock, resolveStore } from './lock.js';
 export { MemoryStore, type MemoryStoreOptions, memoryStore } from './memory/index.js';

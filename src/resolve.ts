@@ -99,7 +99,11 @@ export function storeFor(cache: unknown, option = 'cache'): LockStore | Promise<
       isLentPool(client) ? (client.settings ?? {}) : client,
       recognised.entry,
     );
-    if (where !== undefined) pending.then((store) => locations.set(store, where), noop);
+    pending.then((store) => {
+      // A store may know better where its client is (one found behind a Keyv, say).
+      const location = where ?? (store as { location?: unknown }).location;
+      if (typeof location === 'string') locations.set(store, location);
+    }, noop);
     remember(byObject, key, pending);
     if (key !== object) remember(byObject, object, pending);
     return pending;

@@ -7,7 +7,7 @@
  * key that cachelock did not write is held by an unknown owner on either path.
  */
 import { debuglog } from 'node:util';
-import type { LockStore } from 'cachelock';
+import { type Duration, type LockStore, toMs } from 'cachelock';
 import { nativeStoreFor } from './native.js';
 import { KeyvPlainStore } from './plain.js';
 import {
@@ -26,6 +26,14 @@ export { KeyvLockStore } from './store.js';
 
 const debug = debuglog('cachelock');
 
+export interface KeyvStoreOptions {
+  /**
+   * How long to wait for the client behind the Keyv to connect (default `'5s'`); past it, or
+   * as soon as the client gives up, `keyvStore` rejects with where and why.
+   */
+  connectTimeout?: Duration;
+}
+
 /**
  * A lock store on a Keyv, or on a cache-manager `Cache` (its first tier that reaches Redis or
  * PostgreSQL, else its first tier). Resolves once the backend's client is connected; rejects if
@@ -33,14 +41,18 @@ const debug = debuglog('cachelock');
  * namespace in front of every key) or `'keyv'` (plain-cache adapter, not atomic). The Keyv stays
  * the caller's: `close()` frees only what cachelock opened.
  */
-export async function keyvStore(cache: KeyvLike | CacheManagerLike): Promise<LockStore> {
+export async function keyvStore(
+  cache: KeyvLike | CacheManagerLike,
+  options: KeyvStoreOptions = {},
+): Promise<LockStore> {
+  const connectTimeoutMs = toMs('connectTimeout', options.connectTimeout ?? '5s');
   const tiers = tiersOf(cache);
   // A multi-tier cache usually puts process memory first and the shared server after it; the
   // lock belongs on the shared one.
   for (const keyv of tiers) {
     const adapter = adapterOf(keyv);
     if (adapter === undefined) continue;
-    const native = await nativeStoreFor(adapter);
+    const native = await nativeStoreFor(adapter, connectTimeoutMs);
     if (native === undefined) continue;
     const store = new KeyvLockStore(native, namespaceOf(keyv));
     debug(

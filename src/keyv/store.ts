@@ -11,6 +11,8 @@ export class KeyvLockStore implements LockStore {
   readonly atomic: boolean;
   /** The prefix the Keyv's namespace adds to every key (`'app:'`), or `''`. */
   readonly keyPrefix: string;
+  /** Where the server behind the Keyv is (`redis://host:6379`), for error messages. */
+  readonly location: string | undefined;
   onRelease?: (key: string, listener: (handoff?: Handoff) => void) => () => void;
   readonly #native: NativeStore;
   #closed: Promise<void> | undefined;
@@ -20,6 +22,7 @@ export class KeyvLockStore implements LockStore {
     this.kind = `keyv+${native.backend}`;
     this.atomic = native.store.atomic;
     this.keyPrefix = namespace === undefined ? '' : `${namespace}:`;
+    this.location = native.where;
     const inner = native.store;
     // Only where the backend pushes wake-ups: without `onRelease` the core polls.
     if (inner.onRelease) {

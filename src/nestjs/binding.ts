@@ -2,6 +2,7 @@ import { debuglog } from 'node:util';
 import type { OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import type { DiscoveryService, ModuleRef } from '@nestjs/core';
 import {
+  type AcquireOptions,
   type Cache,
   configure,
   type LockOptions,
@@ -54,7 +55,16 @@ export class CachelockBinding implements OnModuleInit, OnApplicationShutdown {
   }
 
   async onModuleInit(): Promise<void> {
-    const { cacheToken, ...lockOptions } = this.#options;
+    const { cacheToken, connectTimeout, onConnectError, ...lockOptions } = this.#options;
+    if (
+      onConnectError !== undefined &&
+      onConnectError !== 'throw' &&
+      onConnectError !== 'fail-locks'
+    ) {
+      throw new TypeError(
+        `CachelockModule: onConnectError must be 'throw' or 'fail-locks', got ${JSON.stringify(onConnectError)}`,
+      );
+    }
     let cache: unknown = lockOptions.cache;
     let source: CacheSource = 'options';
     if (cache === undefined && cacheToken !== undefined) {
@@ -69,7 +79,26 @@ export class CachelockBinding implements OnModuleInit, OnApplicationShutdown {
       source = cache === undefined ? 'core' : 'CACHE_MANAGER';
     }
     if (isKeyv(cache) || isCacheManager(cache)) {
-      const store = await keyvStore(cache);
+      const framework = cache;
+      const open = () => keyvStore(framework, { connectTimeout: connectTimeout ?? '5s' });
+      let store: LockStore;
+      try {
+        store = await open();
+      } catch (error) {
+        if (onConnectError !== 'fail-locks') {
+          throw new Error(
+            `CachelockModule could not reach the app's cache: ${(error as Error).message}`,
+            {
+              cause: error,
+            },
+          );
+        }
+        debug(
+          'nestjs: the cache is unreachable, locks fail until it is: %s',
+          (error as Error).message,
+        );
+        store = new RetryingStore(open, error);
+      }
       this.#opened.push(store);
       cache = store;
     }
@@ -112,5 +141,55 @@ export class CachelockBinding implements OnModuleInit, OnApplicationShutdown {
     } catch {
       return undefined;
     }
+  }
+}
+
+/**
+ * A store for a cache that could not be reached when the app started: each operation tries to
+ * open it again (one attempt at a time), and fails with the reason while it cannot.
+ */
+class RetryingStore implements LockStore {
+  readonly kind = 'keyv';
+  // Only a cache with an atomic store behind it gets here (a plain Keyv never fails to open).
+  readonly atomic = true;
+  #store: LockStore | undefined;
+  #opening: Promise<LockStore> | undefined;
+  #closed = false;
+
+  constructor(
+    private readonly open: () => Promise<LockStore>,
+    readonly firstError: unknown,
+  ) {}
+
+  async #ready(): Promise<LockStore> {
+    if (this.#closed) throw new Error('cachelock/nestjs: the store is closed');
+    if (this.#store !== undefined) return this.#store;
+    this.#opening ??= this.open().finally(() => {
+      this.#opening = undefined;
+    });
+    this.#store = await this.#opening;
+    return this.#store;
+  }
+
+  async acquire(key: string, owner: string, ttlMs: number, options?: AcquireOptions) {
+    return (await this.#ready()).acquire(key, owner, ttlMs, options);
+  }
+
+  async release(key: string, owner: string, keepMs?: number) {
+    return (await this.#ready()).release(key, owner, keepMs);
+  }
+
+  async extend(key: string, owner: string, ttlMs: number) {
+    return (await this.#ready()).extend(key, owner, ttlMs);
+  }
+
+  async inspect(key: string) {
+    return (await this.#ready()).inspect(key);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const store = this.#store ?? (await this.#opening?.catch(() => undefined));
+    await store?.close?.();
   }
 }

@@ -1,5 +1,6 @@
-import { type ArgumentsHost, Catch, type ExceptionFilter } from '@nestjs/common';
+import type { ArgumentsHost, ExceptionFilter } from '@nestjs/common';
 import { LockedError, LockTimeoutError } from 'cachelock';
+import { Catch } from './nest.js';
 
 /** What a 409 says: nothing about the holder (its host and pid are not the client's business). */
 export interface LockedResponseBody {

@@ -1,6 +1,6 @@
 import type { DynamicModule, Provider } from '@nestjs/common';
-import { DiscoveryModule, DiscoveryService, ModuleRef } from '@nestjs/core';
 import { CachelockBinding } from './binding.js';
+import { DiscoveryModule, DiscoveryService, ModuleRef } from './nest.js';
 import {
   CACHELOCK_OPTIONS,
   type CachelockModuleAsyncOptions,

@@ -1,4 +1,4 @@
-import type { LockOptions } from 'cachelock';
+import type { Duration, LockOptions } from 'cachelock';
 
 /** A NestJS provider token: a class, a string or a symbol. */
 export type ProviderToken = string | symbol | Function;
@@ -13,6 +13,17 @@ export type ProviderToken = string | symbol | Function;
 export interface CachelockModuleOptions extends LockOptions {
   /** A provider token whose value is the cache (the counterpart of `DEFAULT_CACHELOCK_ALIAS`). */
   cacheToken?: ProviderToken;
+  /**
+   * How long the app's start waits for the client behind a Keyv or cache-manager cache to
+   * connect. Default `'5s'`.
+   */
+  connectTimeout?: Duration;
+  /**
+   * When that client cannot connect: `'throw'` (default) fails the app's start with where and
+   * why; `'fail-locks'` lets the app start, and every lock then fails with a `StoreError` until
+   * the cache can be reached (each lock tries to connect again).
+   */
+  onConnectError?: 'throw' | 'fail-locks';
 }
 
 export interface CachelockModuleAsyncOptions {

@@ -1,3 +1,4 @@
+import { keepAlive } from './keepalive.js';
 import type { Script } from './script.js';
 
 /**
@@ -118,6 +119,9 @@ function ioredisDriver(client: IoredisLike, library: ClientLibrary): RedisDriver
     },
     openSubscriber() {
       const connection = client.duplicate();
+      // The subscriber is always cachelock's own connection: a waiter is kept alive by its poll
+      // timer, so an idle subscriber must not keep the process alive (only its goodbye does).
+      const hold = keepAlive(connection, library);
       let connectedBefore = false;
       let handler: (channel?: string, message?: string) => void = () => {};
       connection.on('message', (channel: string, message: string) => handler(channel, message));
@@ -132,10 +136,12 @@ function ioredisDriver(client: IoredisLike, library: ClientLibrary): RedisDriver
         unsubscribe: async (channel) => void (await connection.unsubscribe(channel)),
         listen: (h) => void (handler = h),
         close: async () => {
+          const release = hold();
           // QUIT can wait forever on a connection that is reconnecting to a server that is
           // gone; give it a moment, then drop the socket.
           await withTimeout(connection.quit(), QUIT_MS).catch(() => {});
           connection.disconnect();
+          release();
         },
       };
     },
@@ -162,6 +168,7 @@ function nodeRedisDriver(client: NodeRedisLike, library: ClientLibrary): RedisDr
     },
     openSubscriber() {
       const connection = client.duplicate();
+      const hold = keepAlive(connection, library);
       let handler: (channel?: string, message?: string) => void = () => {};
       const onMessage = (message: string, channel: string) => handler(channel, message);
       let connectedBefore = false;
@@ -183,8 +190,10 @@ function nodeRedisDriver(client: NodeRedisLike, library: ClientLibrary): RedisDr
         },
         listen: (h) => void (handler = h),
         close: async () => {
+          const release = hold();
           await opened.catch(() => {});
           await endNodeRedis(connection);
+          release();
         },
       };
     },

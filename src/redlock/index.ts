@@ -25,7 +25,7 @@ export function redlockStore(
   return new RedlockStore(drivers, options);
 }
 
-/** ioredis clients seen ready, so that a later `connecting` is known to be a reconnection. */
+/** Clients seen ready, so that a later `connecting` is known to be a reconnection. */
 const seenReady = new WeakSet<object>();
 
 /**
@@ -51,12 +51,19 @@ function availability(client: any, library: ClientLibrary): () => string | undef
       return `not connected (ioredis status "${status}")`;
     };
   }
-  // node-redis is open from `connect()` on; open and not ready is (re)connecting. A closed
-  // client rejects at once by itself.
-  return () =>
-    client.isOpen === true && client.isReady === false
+  // node-redis is open from `connect()` on; open and not ready is connecting, for the first
+  // time (answered as soon as the server is) or again. A closed client rejects at once by itself.
+  if (client.isReady === true) seenReady.add(client);
+  client.on?.('ready', () => seenReady.add(client));
+  return () => {
+    if (client.isReady === true) {
+      seenReady.add(client);
+      return undefined;
+    }
+    return client.isOpen === true && seenReady.has(client)
       ? 'not connected (node-redis is reconnecting)'
       : undefined;
+  };
 }
 
 /**
@@ -75,8 +82,8 @@ export async function storeFromUrl(url: URL): Promise<LockStore> {
   const clients = await Promise.all(servers.map((server) => openRedisClient(new URL(server))));
   // Watched like a user's clients: a member that is down must fail at once, not after
   // serverTimeout, or every split vote waits for it.
-  const members = clients.map(({ client, library }) => ({
-    driver: driverFor(client, library),
+  const members = clients.map(({ client, library, driver }) => ({
+    driver,
     unavailable: availability(client, library),
   }));
   return new RedlockStore(members, {}, true);

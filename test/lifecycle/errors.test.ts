@@ -1,0 +1,315 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import KeyvPostgres from '@keyv/postgres';
+import { closeAll, Lock, registerScheme, StoreError, type StoreFailure } from 'cachelock';
+import { storeFromUrl as redlockFromUrl } from 'cachelock/redlock';
+import { Cluster } from 'ioredis';
+import Keyv from 'keyv';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { binaryOrSkip, builtOrSkip, freePort } from '../support/reachable.js';
+import { RedisServer } from '../support/redis-server.js';
+import { WITHOUT_IOREDIS } from '../support/without-ioredis.js';
+
+const execFileAsync = promisify(execFile);
+
+const redisRuns = await binaryOrSkip('Redis auth', 'redis-server');
+const run = randomBytes(4).toString('hex');
+let counter = 0;
+const key = () => `cl-errors-${run}-${++counter}`;
+const password = 'pw-Zq8-never-shown';
+
+/** A server on loopback that accepts connections and never says a word. */
+let blackhole: Server;
+let silent: number;
+const sockets = new Set<Socket>();
+let refused: number;
+
+beforeAll(async () => {
+  registerScheme('redlock', redlockFromUrl);
+  refused = await freePort();
+  blackhole = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => blackhole.listen(0, '127.0.0.1', resolve));
+  silent = (blackhole.address() as { port: number }).port;
+});
+
+afterAll(async () => {
+  await closeAll();
+  for (const socket of sockets) socket.destroy();
+  blackhole.close();
+});
+
+/** The StoreError a first lock on `cache` fails with. */
+async function failure(cache: unknown): Promise<StoreError> {
+  const error = await Lock.acquire(key(), { cache: cache as string, ttl: '5s' }).then(
+    (lock) => {
+      void lock.release();
+      throw new Error('the lock was granted');
+    },
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(StoreError);
+  return error as StoreError;
+}
+
+/** The message names the store and says why; no password anywhere in the error. */
+async function expectFailure(
+  cache: unknown,
+  where: string,
+  failure: StoreFailure,
+  text: string,
+): Promise<StoreError> {
+  const error = await failureOf(cache);
+  expect(error.message).toContain(`store ${where} failed to acquire lock`);
+  expect(error.message).toContain(`: ${text} (`);
+  expect(error.failure).toBe(failure);
+  expect(error.message).not.toContain(password);
+  expect(error.stack).not.toContain(password);
+  expect(String((error.cause as Error)?.message)).not.toContain(password);
+  return error;
+}
+const failureOf = failure;
+
+const scheme = (s: string) => ({
+  refused: (path = '') => `${s}//:${password}@127.0.0.1:${refused}${path}`,
+  nohost: (path = '') => `${s}//:${password}@nohost.invalid:6379${path}`,
+  silent: (path = '') => `${s}//:${password}@127.0.0.1:${silent}${path}`,
+});
+
+describe('Redis (ioredis) connection failures', () => {
+  const url = scheme('redis:');
+  it('refused', () =>
+    expectFailure(url.refused(), `redis://127.0.0.1:${refused}`, 'refused', 'connection refused'));
+  it('host not found', () =>
+    expectFailure(url.nohost(), 'redis://nohost.invalid:6379', 'not found', 'host not found'));
+  it('a server that never answers', () =>
+    expectFailure(url.silent(), `redis://127.0.0.1:${silent}`, 'timed out', 'timed out'));
+  it('valkey:// says valkey', () =>
+    expectFailure(
+      scheme('valkey:').refused(),
+      `valkey://127.0.0.1:${refused}`,
+      'refused',
+      'connection refused',
+    ));
+});
+
+describe.runIf(redisRuns)('Redis with a password', () => {
+  let server: RedisServer;
+  beforeAll(async () => {
+    server = await RedisServer.start(['--requirepass', 'the-right-one-1']);
+  });
+  afterAll(() => server?.dispose());
+  it('a wrong password', () =>
+    expectFailure(
+      `redis://:${password}@127.0.0.1:${server.port}`,
+      `redis://127.0.0.1:${server.port}`,
+      'authentication',
+      'authentication failed',
+    ));
+  it('no password', () =>
+    expectFailure(
+      `redis://127.0.0.1:${server.port}`,
+      `redis://127.0.0.1:${server.port}`,
+      'authentication',
+      'authentication failed',
+    ));
+});
+
+describe('Redis Cluster (a client of the user) connection failures', () => {
+  // The user's client tells why only to its own `error` listeners (cachelock adds none to a
+  // client it did not open); the command fails as closed or with no startup node available.
+  it('refused, with retries off', async () => {
+    const cluster = new Cluster([{ host: '127.0.0.1', port: refused }], {
+      clusterRetryStrategy: () => null,
+      redisOptions: { password },
+    });
+    cluster.on('error', () => {});
+    try {
+      const error = await failure(cluster);
+      expect(error.message).toContain(`store redis://127.0.0.1:${refused} failed to acquire lock`);
+      expect(error.message).toMatch(/connection lost \(Connection is closed|None of startup nodes/);
+      expect(error.message).not.toContain(password);
+    } finally {
+      cluster.disconnect();
+    }
+  });
+});
+
+describe('Redlock connection failures', () => {
+  const servers = (make: (path?: string) => string) =>
+    `redlock:?${[1, 2, 3].map((db) => `server=${encodeURIComponent(make(`/${db}`))}`).join('&')}`;
+  it('refused', async () => {
+    const error = await expectFailure(
+      servers(scheme('redis:').refused),
+      'redlock:',
+      'refused',
+      'connection refused',
+    );
+    expect(error.message).toContain(`127.0.0.1:${refused}`);
+  });
+  it('host not found', async () => {
+    const error = await expectFailure(
+      servers(scheme('redis:').nohost),
+      'redlock:',
+      'not found',
+      'host not found',
+    );
+    expect(error.message).toContain('nohost.invalid');
+  });
+});
+
+describe('PostgreSQL connection failures', () => {
+  const url = scheme('postgres:');
+  it('refused', () =>
+    expectFailure(
+      url.refused('/test'),
+      `postgres://127.0.0.1:${refused}`,
+      'refused',
+      'connection refused',
+    ));
+  it('host not found', () =>
+    expectFailure(
+      url.nohost('/test'),
+      'postgres://nohost.invalid:6379',
+      'not found',
+      'host not found',
+    ));
+  it('a server that never answers', () =>
+    expectFailure(url.silent('/test'), `postgres://127.0.0.1:${silent}`, 'timed out', 'timed out'));
+  it('through a Keyv over @keyv/postgres', async () => {
+    const keyv = new Keyv(new KeyvPostgres({ uri: url.refused('/test') }));
+    keyv.on('error', () => {});
+    await expectFailure(keyv, `postgres://127.0.0.1:${refused}`, 'refused', 'connection refused');
+  });
+});
+
+describe('memcached connection failures', () => {
+  const url = scheme('memcached:');
+  const plain = (u: string) => u.replace(`:${password}@`, '');
+  it('refused', () =>
+    expectFailure(
+      plain(url.refused()),
+      `memcached://127.0.0.1:${refused}`,
+      'refused',
+      'connection refused',
+    ));
+  it('host not found', () =>
+    expectFailure(
+      plain(url.nohost()),
+      'memcached://nohost.invalid:6379',
+      'not found',
+      'host not found',
+    ));
+  it('a server that never answers', () =>
+    expectFailure(
+      plain(url.silent()),
+      `memcached://127.0.0.1:${silent}`,
+      'timed out',
+      'timed out',
+    ));
+});
+
+describe('SQLite file failures', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cachelock-errors-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  it('a path through a file', async () => {
+    writeFileSync(join(dir, 'plain'), '');
+    const path = join(dir, 'plain', 'locks.db');
+    const error = await failure(`sqlite://${path}`);
+    expect(error.message).toContain(`store sqlite:${path} failed to acquire lock`);
+    expect(error.message).toContain(`${join(dir, 'plain')} is not a folder`);
+  });
+  it('a file that is not a database', async () => {
+    const path = join(dir, 'garbage.db');
+    writeFileSync(path, 'x'.repeat(4096));
+    const error = await failure(`sqlite://${path}`);
+    expect(error.message).toContain(`store sqlite:${path} failed to acquire lock`);
+    expect(error.failure).toBe('file');
+    expect(error.message).toContain('cannot open the file (');
+  });
+});
+
+const built = builtOrSkip('node-redis connection failures', ['index.js', 'redis/index.js']);
+
+/** The error a script that has node-redis and no ioredis gets for `cache`. */
+async function failureWithNodeRedis(cache: string, ioredis = false) {
+  const script = fileURLToPath(new URL('./fixtures/fail.mjs', import.meta.url));
+  // The child must also end by itself after its failure: execFile waits for it to exit.
+  const { stdout } = await execFileAsync(
+    process.execPath,
+    ioredis ? [script] : ['--import', WITHOUT_IOREDIS, script],
+    { env: { ...process.env, CACHE: cache }, timeout: 20_000 },
+  );
+  return JSON.parse(stdout) as {
+    name: string;
+    message: string;
+    failure?: string;
+    inspected: string;
+  };
+}
+
+describe.runIf(built)('Redis (node-redis) connection failures', () => {
+  const url = scheme('redis:');
+  // The ports are known once beforeAll ran.
+  const cases: [string, () => string, () => string, string][] = [
+    ['refused', () => url.refused(), () => `redis://127.0.0.1:${refused}`, 'connection refused'],
+    ['host not found', () => url.nohost(), () => 'redis://nohost.invalid:6379', 'host not found'],
+    [
+      'a server that never answers',
+      () => url.silent(),
+      () => `redis://127.0.0.1:${silent}`,
+      'timed out',
+    ],
+  ];
+  for (const [name, cache, where, text] of cases) {
+    it(name, async () => {
+      const error = await failureWithNodeRedis(cache());
+      expect(error.name).toBe('StoreError');
+      expect(error.message).toContain(`store ${where()} failed to acquire lock`);
+      expect(error.message).toContain(`: ${text} (`);
+      expect(error.inspected).not.toContain(password);
+    });
+  }
+  it.runIf(redisRuns)('a wrong password', async () => {
+    const server = await RedisServer.start(['--requirepass', 'the-right-one-2']);
+    try {
+      const error = await failureWithNodeRedis(`redis://:${password}@127.0.0.1:${server.port}`);
+      expect(error.message).toContain(`store redis://127.0.0.1:${server.port} failed`);
+      expect(error.failure).toBe('authentication');
+      expect(error.inspected).not.toContain(password);
+    } finally {
+      await server.dispose();
+    }
+  });
+  it('redlock over node-redis, refused', async () => {
+    const make = url.refused;
+    const cache = `redlock:?${[1, 2, 3].map((db) => `server=${encodeURIComponent(make(`/${db}`))}`).join('&')}`;
+    const error = await failureWithNodeRedis(cache);
+    expect(error.failure).toBe('refused');
+    expect(error.message).toContain(`127.0.0.1:${refused}`);
+    expect(error.inspected).not.toContain(password);
+  });
+});
+
+describe.runIf(built)('a script whose Redis is unreachable ends by itself after the error', () => {
+  const url = scheme('redis:');
+  it('ioredis, refused', async () => {
+    const error = await failureWithNodeRedis(url.refused(), true);
+    expect(error.failure).toBe('refused');
+  });
+  it('ioredis, a server that never answers', async () => {
+    const error = await failureWithNodeRedis(url.silent(), true);
+    expect(error.failure).toBe('timed out');
+  });
+});
