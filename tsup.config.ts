@@ -1,4 +1,4 @@
-import { defineConfig } from 'tsup';
+import { defineConfig, type Options } from 'tsup';
 import pkg from './package.json' with { type: 'json' };
 
 const backends = [
@@ -16,14 +16,12 @@ const library = {
   ...Object.fromEntries(backends.map((name) => [`${name}/index`, `src/${name}/index.ts`])),
 };
 
-export default defineConfig({
-  entry: { ...library, 'cli/main': 'src/cli/main.ts' },
-  format: ['esm', 'cjs'],
-  dts: { entry: library },
-  clean: true,
+const common: Options = {
   target: 'node20',
   platform: 'node',
-  sourcemap: true,
+  // No source maps: the output is unminified and readable as it is, and maps would either carry
+  // the whole source again (most of the tarball) or point at files that are not published.
+  sourcemap: false,
   splitting: false,
   // Entry points reach each other through the package's own name, so that the core, its
   // errors and its registry exist once however many entry points are loaded.
@@ -37,4 +35,23 @@ export default defineConfig({
     'reflect-metadata',
     'rxjs',
   ],
-});
+};
+
+// Two builds that run side by side: each cleans only its own files.
+export default defineConfig([
+  {
+    ...common,
+    entry: library,
+    format: ['esm', 'cjs'],
+    dts: { entry: library },
+    clean: ['!cli/**'],
+  },
+  // The bin runs as an ES module (package.json "bin", "type": "module"); nothing requires it.
+  {
+    ...common,
+    entry: { main: 'src/cli/main.ts' },
+    outDir: 'dist/cli',
+    format: ['esm'],
+    clean: true,
+  },
+]);

@@ -1,7 +1,11 @@
 // The in-memory store through the public Lock API against async-mutex, the in-process floor.
-import { Mutex } from 'async-mutex';
+import { createRequire } from 'node:module';
 import { Lock, memoryStore } from 'cachelock';
-import { fmt, interleave, perCall, table } from './lib.mjs';
+import { fmt, interleaveStats, perCall, ratio, table } from './lib.mjs';
+
+// async-mutex's CommonJS build (lib/index.js) is about 3x faster than its ESM build
+// (index.mjs) on Node.js 20-24: the anchor is measured through its fastest build.
+const { Mutex } = createRequire(import.meta.url)('async-mutex');
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
@@ -73,38 +77,50 @@ const contended = [
 
 async function measureUncontended(c) {
   for (let i = 0; i < 2_000; i++) await c.run();
-  return perCall(c.run, ITERATIONS);
+  const cpu = process.cpuUsage();
+  const value = await perCall(c.run, ITERATIONS);
+  const used = process.cpuUsage(cpu);
+  return { value, cpuUs: (used.user + used.system) / ITERATIONS };
 }
 
 async function measureContended(c) {
+  const cpu = process.cpuUsage();
   const started = performance.now();
   await c.run();
-  return ((performance.now() - started) * 1000) / SECTIONS;
+  const used = process.cpuUsage(cpu);
+  return {
+    value: ((performance.now() - started) * 1000) / SECTIONS,
+    cpuUs: (used.user + used.system) / SECTIONS,
+  };
 }
 
-const u = await interleave(uncontended, ROUNDS, measureUncontended);
-const floor = u.get('async-mutex');
-console.log(
-  `\n### In-process: uncontended acquire+release (median of ${ROUNDS} interleaved rounds of ${ITERATIONS})\n`,
-);
-console.log(
-  table(
-    ['case', 'us per acquire+release', 'x async-mutex'],
-    [...u].map(([name, us]) => [name, fmt(us, 3), fmt(us / floor)]),
-  ),
-);
+const headers = (unit) => [
+  'case',
+  `${unit} (median)`,
+  'range over rounds',
+  'x async-mutex (range)',
+  'CPU us per op',
+];
+const rows = (results, floor) =>
+  [...results].map(([name, s]) => [
+    name,
+    fmt(s.median, 3),
+    `${fmt(s.min, 3)}-${fmt(s.max, 3)}`,
+    ratio(s, floor),
+    fmt(s.cpuUs, 3),
+  ]);
 
-const c = await interleave(contended, ROUNDS, measureContended);
-const cFloor = c.get('async-mutex');
+const u = await interleaveStats(uncontended, ROUNDS, measureUncontended);
 console.log(
-  `\n### In-process: ${WORKERS} workers on one key, hand-off cost (median of ${ROUNDS} rounds)\n`,
+  `\n### In-process: uncontended acquire+release (${ROUNDS} interleaved rounds of ${ITERATIONS}; async-mutex ${Mutex.name} from its CommonJS build)\n`,
 );
+console.log(table(headers('us per acquire+release'), rows(u, u.get('async-mutex'))));
+
+const c = await interleaveStats(contended, ROUNDS, measureContended);
 console.log(
-  table(
-    ['case', 'us per section', 'x async-mutex'],
-    [...c].map(([name, us]) => [name, fmt(us, 3), fmt(us / cFloor)]),
-  ),
+  `\n### In-process: ${WORKERS} workers on one key, hand-off cost (${ROUNDS} interleaved rounds)\n`,
 );
+console.log(table(headers('us per section'), rows(c, c.get('async-mutex'))));
 
 // Memory after a million distinct keys locked and released once.
 if (typeof globalThis.gc === 'function') {

@@ -82,4 +82,21 @@ export function toHoldMs(option: string, value: unknown): number {
   return ms;
 }
 
+/**
+ * A duration for people, in the one style of every message cachelock prints: `250ms`, `1s`,
+ * `2.5s`, `45s`, `3m 20s`, `2h 5m`, `forever`. Rounds up, so a lease never looks shorter than it is.
+ */
+export function formatDuration(ms: number): string {
+  if (ms === Number.POSITIVE_INFINITY) return 'forever';
+  const whole = Math.max(0, Math.ceil(ms));
+  if (whole < 1_000) return `${whole}ms`;
+  const tenths = Math.ceil(whole / 100);
+  if (tenths < 100) return `${tenths % 10 === 0 ? tenths / 10 : (tenths / 10).toFixed(1)}s`;
+  const seconds = Math.ceil(whole / 1000);
+  if (seconds < 120) return `${seconds}s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 120) return `${minutes}m ${seconds % 60}s`;
+  return `${Math.floor(minutes / 60)}h ${minutes % 60}m`;
+}
+
 export { show as showValue };

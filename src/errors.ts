@@ -1,3 +1,4 @@
+import { formatDuration } from './duration.js';
 import { describeOwner } from './owner.js';
 import { redactText, safeError } from './secrets.js';
 import type { LeaseInfo } from './store.js';
@@ -22,9 +23,7 @@ function heldBy(holder: LeaseInfo | null | undefined, heldKey?: string): string 
   if (!holder) return '';
   if (heldKey !== undefined) return `: "${heldKey}"${heldBy(holder)}`;
   // An unknown owner's value may have no end the store knows of (ttlMs Infinity).
-  const more = Number.isFinite(holder.ttlMs)
-    ? ` for ${Math.max(0, Math.ceil(holder.ttlMs))} ms more`
-    : '';
+  const more = Number.isFinite(holder.ttlMs) ? ` for ${formatDuration(holder.ttlMs)} more` : '';
   return ` by ${describeOwner(holder.owner)}${more}`;
 }
 
@@ -56,7 +55,7 @@ export class LockTimeoutError extends LockError {
   constructor(key: string, waitedMs: number, holder?: LeaseInfo | null, heldKey?: string) {
     super(
       key,
-      `lock "${key}" was still held${heldBy(holder, heldKey)} after waiting ${waitedMs} ms`,
+      `lock "${key}" was still held${heldBy(holder, heldKey)} after waiting ${formatDuration(waitedMs)}`,
       { code: 'TIMEOUT' },
     );
     this.holder = holder ?? null;

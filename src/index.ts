@@ -1,7 +1,12 @@
 export { currentLock, type Held } from './context.js';
-export type { LockEvent } from './diagnostics.js';
+export {
+  type LockEvent,
+  type LockEventName,
+  type LockEvents,
+  subscribe,
+} from './diagnostics.js';
 export type { Duration, DurationUnit } from './duration.js';
-export { toMs } from './duration.js';
+export { formatDuration, toMs } from './duration.js';
 export {
   LockError,
   type LockErrorCode,
@@ -12,7 +17,13 @@ export {
 } from './errors.js';
 export { type Holder, Lock, resolveStore } from './lock.js';
 export { MemoryStore, type MemoryStoreOptions, memoryStore } from './memory/index.js';
-export { type OnceDecorator, type OnceFunction, type OnceOptions, once } from './once/index.js';
+export {
+  type OnceDecorator,
+  type OnceFunction,
+  type OnceOptions,
+  once,
+  setOnceDefaults,
+} from './once/index.js';
 export { type Cache, configure, type LockOptions } from './options.js';
 export { describeOwner, newOwner, parseOwner } from './owner.js';
 export {

@@ -1,6 +1,6 @@
 import { constants } from 'node:os';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { knownSchemes, redactUrl, toMs } from 'cachelock';
+import { formatDuration, knownSchemes, redactUrl, toMs } from 'cachelock';
 import { defaultCache } from './cache.js';
 import { UsageError } from './exit.js';
 
@@ -45,6 +45,14 @@ export type Request =
   | { command: 'version' };
 
 type Options = NonNullable<ParseArgsConfig['options']>;
+
+/**
+ * The shortest `--ttl`. The library takes any lease of 1 ms or more, but a command's lease must
+ * survive the pauses of a process that spawns children and polls the cache (GC, a slow disk or
+ * network round trip): at 1s it is extended every 333 ms and outlives a pause of about 600 ms.
+ * A lease refused at once is better than a command killed as soon as it starts.
+ */
+export const MIN_TTL_MS = 1_000;
 /** The parts of parseArgs' tokens used here. */
 type Token = {
   kind: 'positional' | 'option' | 'option-terminator';
@@ -53,6 +61,7 @@ type Token = {
 };
 
 const shared: Options = {
+  key: { type: 'string' },
   cache: { type: 'string' },
   prefix: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -85,10 +94,11 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
       `unknown subcommand ${JSON.stringify(first)}; the subcommands are run, status and release`,
     );
   }
+  const args = joinKeyValue(rest);
   let parsed: { values: Record<string, unknown>; tokens: Token[] };
   try {
     parsed = parseArgs({
-      args: rest,
+      args,
       options: optionsOf[first],
       strict: true,
       allowPositionals: true,
@@ -108,15 +118,28 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
         token.kind === 'positional' && (terminator === undefined || token.index < terminator.index),
     )
     .map((token) => String(token.value ?? ''));
+  const after = terminator === undefined ? [] : args.slice(terminator.index + 1);
+  if (first !== 'run' && after.length > 0) {
+    // status and release run no command, so `--` only ends the options: `status -- -x`.
+    if (words.length > 0 || typeof values.key === 'string' || after.length > 1) {
+      throw new UsageError(`${first}: takes no command after --`);
+    }
+    words.push(after[0]!);
+  }
+  if (typeof values.key === 'string') {
+    if (words.length > 0) {
+      throw new UsageError(
+        `${first}: the key is given twice, as --key ${JSON.stringify(values.key)} and as ${JSON.stringify(words[0])}`,
+      );
+    }
+    words.push(values.key);
+  }
   if (words.length === 0) throw new UsageError(`${first}: no key given`);
   const [key, ...extra] = words;
   if (key === '') throw new UsageError(`${first}: the key must not be empty`);
   if (extra.length > 0) {
     const hint = first === 'run' ? ' (put the command after --)' : '';
     throw new UsageError(`${first}: unexpected argument ${JSON.stringify(extra[0])}${hint}`);
-  }
-  if (first !== 'run' && terminator !== undefined) {
-    throw new UsageError(`${first}: takes no command after --`);
   }
 
   const target: Target = {
@@ -140,13 +163,16 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
       'run: no command given; put it after --, as in: cachelock run nightly -- ./backup.sh',
     );
   }
-  const command = rest.slice(terminator.index + 1);
+  const command = after;
   if (command.length === 0 || command[0] === '') {
     throw new UsageError('run: no command given after --');
   }
   const ttlMs = duration('--ttl', values.ttl, '30s');
-  if (ttlMs < 1)
-    throw new UsageError(`--ttl must be at least 1ms, got ${JSON.stringify(values.ttl)}`);
+  if (ttlMs < MIN_TTL_MS) {
+    throw new UsageError(
+      `--ttl must be at least ${formatDuration(MIN_TTL_MS)}: the lease is extended every third of it, so a shorter one is lost to an ordinary pause of this process or the cache, and the command stopped; got ${JSON.stringify(values.ttl)}`,
+    );
+  }
   return {
     command: 'run',
     ...target,
@@ -161,10 +187,33 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
   };
 }
 
+/**
+ * `--key -x` as `--key=-x`: parseArgs takes a value that begins with `-` only in the second
+ * form, and a key (unlike the other options' values) may well begin with one. Only before `--`.
+ */
+function joinKeyValue(args: string[]): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--') return joined.concat(args.slice(i));
+    if (arg === '--key' && i + 1 < args.length && args[i + 1] !== '--') {
+      joined.push(`--key=${args[++i]}`);
+    } else {
+      joined.push(arg);
+    }
+  }
+  return joined;
+}
+
 /** parseArgs messages, without its hint about positionals that does not apply here. */
 function conciseParseError(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
-  return message.replace(/\.? To specify a positional argument.*$/s, '');
+  const concise = message.replace(/\.? To specify a positional argument.*$/s, '');
+  const unknown = /^Unknown option '(-[^']*)'/.exec(concise);
+  // `run -x -- cmd` meant the key "-x" as often as an option.
+  return unknown === null
+    ? concise
+    : `${concise}; a key that begins with "-" is given as --key=${unknown[1]}`;
 }
 
 function cacheUrl(given: string | undefined, env: NodeJS.ProcessEnv): string {

@@ -1,8 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { Lock, LockedError, type LockLostError, LockTimeoutError } from 'cachelock';
+import { formatDuration, Lock, LockedError, type LockLostError, LockTimeoutError } from 'cachelock';
 import type { RunRequest } from './args.js';
 import { Exit, signalExit } from './exit.js';
-import { formatMs } from './holder.js';
 import { showWaiting } from './waiting.js';
 import { watchLease } from './watch.js';
 
@@ -115,7 +114,7 @@ async function runHolding(
       stopped = true;
       const { lostSignal, killAfterMs } = request;
       say(
-        `${lost.message}; stopping ${JSON.stringify(argv[0])} with ${lostSignal}, then SIGKILL after ${formatMs(killAfterMs)}`,
+        `${lost.message}; stopping ${JSON.stringify(argv[0])} with ${lostSignal}, then SIGKILL after ${formatDuration(killAfterMs)}`,
       );
       child.kill(lostSignal);
       killTimer = setTimeout(() => {
@@ -146,7 +145,7 @@ async function runHolding(
   } catch (error) {
     releaseFailed = true;
     say(
-      `could not release ${JSON.stringify(key)} (${(error as Error).message}); it frees itself when its lease of ${formatMs(request.ttlMs)} runs out`,
+      `could not release ${JSON.stringify(key)} (${(error as Error).message}); it frees itself when its lease of ${formatDuration(request.ttlMs)} runs out`,
     );
   }
 

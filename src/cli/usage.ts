@@ -8,7 +8,8 @@ export const SYNOPSIS = `Usage:
                       [--prefix P] -- <command> [args...]
   cachelock status <key> [--cache URL] [--prefix P] [--json]
   cachelock release <key> --force [--cache URL] [--prefix P]
-  cachelock --help | --version`;
+  cachelock --help | --version
+A key that begins with "-" is given as --key=-k (or --key -k) in place of <key>.`;
 
 export const HELP = `cachelock: run a command under a lock, on one machine or many.
 
@@ -26,8 +27,10 @@ Options:
                             SQLite file $CACHELOCK_DB, else
                             $XDG_STATE_HOME/cachelock/locks.sqlite, else
                             ~/.local/state/cachelock/locks.sqlite)
-  --ttl D                   the lease (default 30s): if cachelock dies or hangs, the lock is
-                            free again after at most this long
+  --key K                   the key, in place of <key>: for a key that begins with "-"
+                            (--key=-k or --key -k; status and release also take -- -k)
+  --ttl D                   the lease (default 30s, at least 1s): if cachelock dies or hangs,
+                            the lock is free again after at most this long
   --wait D                  how long to wait for a held lock: 0 (default), 10s, forever
   --hold-at-least D         keep the lock at least this long after it was taken, so a quick
                             job does not run again elsewhere in the same tick (default 0)
@@ -71,8 +74,8 @@ Example (crontab): back up at most once at a time across all hosts sharing the R
   */5 * * * * cachelock run backup --cache redis://cache:6379 --quiet -- /usr/local/bin/backup`;
 
 /**
- * The version in package.json, found from the running file (dist/cli/main.js or .cjs, both two
- * levels below it). The bin only ever runs as the main script, so argv[1] names that file; the
+ * The version in package.json, found from the running file (dist/cli/main.js, two levels below
+ * it). The bin only ever runs as the main script, so argv[1] names that file; the
  * real path follows the symlink npm puts in node_modules/.bin.
  */
 export function version(): string {

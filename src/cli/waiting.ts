@@ -1,5 +1,5 @@
-import { Lock } from 'cachelock';
-import { describeHolder, formatMs } from './holder.js';
+import { formatDuration, Lock } from 'cachelock';
+import { describeHolder } from './holder.js';
 
 /** Before the first look at the holder: an acquisition that succeeds at once shows nothing. */
 const FIRST_LOOK_MS = 150;
@@ -33,7 +33,7 @@ export function showWaiting(
         const left =
           waitMs === Number.POSITIVE_INFINITY
             ? ''
-            : `, giving up in ${formatMs(waitMs - (performance.now() - started))}`;
+            : `, giving up in ${formatDuration(waitMs - (performance.now() - started))}`;
         text = `cachelock: waiting for ${JSON.stringify(key)}, held by ${describeHolder(holder)}${left}`;
       }
     } catch {

@@ -1,7 +1,13 @@
 import { debuglog } from 'node:util';
 import type { OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
-import type { ModuleRef } from '@nestjs/core';
-import { type Cache, configure, type LockOptions, type LockStore } from 'cachelock';
+import type { DiscoveryService, ModuleRef } from '@nestjs/core';
+import {
+  type Cache,
+  configure,
+  type LockOptions,
+  type LockStore,
+  setOnceDefaults,
+} from 'cachelock';
 import { isCacheManager, isKeyv, keyvStore } from 'cachelock/keyv';
 import { CACHE_MANAGER, type CachelockModuleOptions } from './options.js';
 
@@ -11,24 +17,30 @@ const debug = debuglog('cachelock');
 export type CacheSource = 'options' | 'cacheToken' | 'CACHE_MANAGER' | 'core';
 
 /**
- * Binds the app's cache to cachelock while the app runs: on init it picks the cache, makes it
- * the process default with `configure()` (so that `@Once` methods, which exist before any module,
- * use it too), and on shutdown restores the previous defaults and closes the stores it opened.
+ * Binds the app's cache to cachelock while the app runs: on init it picks the cache and gives it,
+ * with the module's options, to the `@Once` methods of the app's providers and controllers (by
+ * instance, so that two apps in one process keep their own), and on shutdown takes it back and
+ * closes the stores it opened. The process-wide defaults (`configure()`) are left alone.
  */
 export class CachelockBinding implements OnModuleInit, OnApplicationShutdown {
   /** Where the cache came from; set on init. */
   source: CacheSource | undefined;
   readonly #options: CachelockModuleOptions;
   readonly #moduleRef: ModuleRef;
+  readonly #discovery: DiscoveryService | undefined;
   #lockOptions: LockOptions | undefined;
-  #previous: LockOptions | undefined;
-  /** The default cache right after this module configured its options. */
-  #applied: unknown;
+  /** The instances whose `@Once` methods got this module's options. */
+  readonly #scoped: object[] = [];
   readonly #opened: LockStore[] = [];
 
-  constructor(options: CachelockModuleOptions | undefined, moduleRef: ModuleRef) {
+  constructor(
+    options: CachelockModuleOptions | undefined,
+    moduleRef: ModuleRef,
+    discovery?: DiscoveryService,
+  ) {
     this.#options = options ?? {};
     this.#moduleRef = moduleRef;
+    this.#discovery = discovery;
   }
 
   /** The module's LockOptions with the chosen cache, for `CachelockService`. */
@@ -65,8 +77,7 @@ export class CachelockBinding implements OnModuleInit, OnApplicationShutdown {
       cache === undefined ? lockOptions : { ...lockOptions, cache: cache as Cache };
     this.#lockOptions = chosen;
     this.source = source;
-    this.#previous = configure(chosen);
-    this.#applied = configure({}).cache;
+    this.#scope();
     debug(
       'nestjs: locks use %s (%s)',
       source === 'core' ? "the core's resolution" : `the ${source} cache`,
@@ -75,16 +86,24 @@ export class CachelockBinding implements OnModuleInit, OnApplicationShutdown {
   }
 
   async onApplicationShutdown(): Promise<void> {
-    if (this.#previous !== undefined) {
-      // Leave the defaults alone if something else replaced ours meanwhile.
-      if (configure({}).cache === this.#applied) {
-        configure(null);
-        configure(this.#previous);
-      }
-      this.#previous = undefined;
-    }
+    for (const instance of this.#scoped.splice(0)) setOnceDefaults(instance, null);
     const opened = this.#opened.splice(0);
     await Promise.allSettled(opened.map((store) => store.close?.()));
+  }
+
+  /** Every provider and controller this app made once (not per request or per consumer). */
+  #scope(): void {
+    if (this.#discovery === undefined) return;
+    const defaults = () => this.lockOptions;
+    const wrappers = [...this.#discovery.getProviders(), ...this.#discovery.getControllers()];
+    for (const wrapper of wrappers) {
+      const instance: unknown = wrapper.instance;
+      if (typeof instance !== 'object' || instance === null || !wrapper.isDependencyTreeStatic()) {
+        continue;
+      }
+      setOnceDefaults(instance, defaults);
+      this.#scoped.push(instance);
+    }
   }
 
   #optional(token: string): unknown {

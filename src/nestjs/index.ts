@@ -5,6 +5,11 @@
 import { once } from 'cachelock';
 
 export { CachelockBinding, type CacheSource } from './binding.js';
+export {
+  LockedExceptionFilter,
+  type LockedResponseBody,
+  retryAfterSeconds,
+} from './filter.js';
 export { CachelockModule } from './module.js';
 export {
   CACHE_MANAGER,

@@ -1,5 +1,5 @@
 import type { DynamicModule, Provider } from '@nestjs/common';
-import { ModuleRef } from '@nestjs/core';
+import { DiscoveryModule, DiscoveryService, ModuleRef } from '@nestjs/core';
 import { CachelockBinding } from './binding.js';
 import {
   CACHELOCK_OPTIONS,
@@ -14,9 +14,12 @@ import { CachelockService } from './service.js';
 const shared: Provider[] = [
   {
     provide: CachelockBinding,
-    useFactory: (options: CachelockModuleOptions | undefined, moduleRef: ModuleRef) =>
-      new CachelockBinding(options, moduleRef),
-    inject: [CACHELOCK_OPTIONS, ModuleRef],
+    useFactory: (
+      options: CachelockModuleOptions | undefined,
+      moduleRef: ModuleRef,
+      discovery: DiscoveryService,
+    ) => new CachelockBinding(options, moduleRef, discovery),
+    inject: [CACHELOCK_OPTIONS, ModuleRef, DiscoveryService],
   },
   {
     provide: CachelockService,
@@ -26,9 +29,10 @@ const shared: Provider[] = [
 ];
 
 /**
- * Makes the app's cache the default for every lock (see `CachelockModuleOptions` for which
- * cache) and provides `CachelockService`. On shutdown it restores the previous defaults and
- * closes the stores it opened.
+ * Makes the app's cache (see `CachelockModuleOptions` for which cache) and these options the
+ * defaults of the `@Once` methods of the app's providers and controllers, and of
+ * `CachelockService`; another app in the same process keeps its own. On shutdown it closes the
+ * stores it opened.
  *
  * ```ts
  * @Module({ imports: [CacheModule.register({ isGlobal: true }), CachelockModule.forRoot()] })
@@ -42,6 +46,7 @@ export class CachelockModule {
     return {
       module: CachelockModule,
       global: isGlobal ?? false,
+      imports: [DiscoveryModule],
       providers: [{ provide: CACHELOCK_OPTIONS, useValue: moduleOptions }, ...shared],
       exports: [CachelockService],
     };
@@ -54,7 +59,7 @@ export class CachelockModule {
     return {
       module: CachelockModule,
       global: options.isGlobal ?? false,
-      imports: options.imports ?? [],
+      imports: [DiscoveryModule, ...(options.imports ?? [])],
       providers: [
         {
           provide: CACHELOCK_OPTIONS,

@@ -26,6 +26,37 @@ export interface OnceOptions<A extends unknown[] = any[], L = unknown> extends L
   onLocked?: (...args: A) => L;
 }
 
+/** Defaults of the objects a framework registered, for the `once` methods called on them. */
+const scopes = new WeakMap<object, () => LockOptions>();
+
+/**
+ * Defaults for the `once` methods called on `instance` (as `this`), between the method's own
+ * options and `configure()`: how a framework gives the services of one application its cache
+ * without changing the process-wide defaults another application shares. `defaults` is called
+ * on each call; `null` removes them.
+ */
+export function setOnceDefaults(instance: object, defaults: (() => LockOptions) | null): void {
+  if (typeof instance !== 'object' || instance === null) {
+    throw new TypeError(`setOnceDefaults: instance must be an object, got ${showValue(instance)}`);
+  }
+  if (defaults === null) scopes.delete(instance);
+  else if (typeof defaults === 'function') scopes.set(instance, defaults);
+  else {
+    throw new TypeError(
+      `setOnceDefaults: defaults must be a function that returns LockOptions, or null, got ${showValue(defaults)}`,
+    );
+  }
+}
+
+/** The options of one call: the method's own, over its instance's defaults where it has some. */
+function optionsFor(self: unknown, own: LockOptions): LockOptions {
+  const scope = typeof self === 'object' && self !== null ? scopes.get(self) : undefined;
+  if (scope === undefined) return own;
+  const merged: Record<string, unknown> = { ...scope() };
+  for (const [name, value] of Object.entries(own)) if (value !== undefined) merged[name] = value;
+  return merged as LockOptions;
+}
+
 /** What `once(options, fn)` returns. */
 export interface OnceFunction<This, A extends unknown[], T> {
   (this: This, ...args: A): Promise<T>;
@@ -111,7 +142,7 @@ function wrap(plan: Plan, fn: Function): Function {
   const { throwIfLocked, onLocked, lockOptions } = plan;
 
   const wrapper = async function (this: unknown, ...args: unknown[]): Promise<unknown> {
-    const lock = new Lock(keyOf(args), lockOptions);
+    const lock = new Lock(keyOf(args), optionsFor(this, lockOptions));
     // Only a refusal to acquire is a skip; a LockedError thrown by fn itself is fn's error.
     let started = false;
     try {

@@ -7,13 +7,10 @@ import { fileURLToPath } from 'node:url';
 
 /** The built bin: these tests run what users run (`npm test` builds first). */
 export const BIN = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
-export const BIN_CJS = fileURLToPath(new URL('../../dist/cli/main.cjs', import.meta.url));
 
 export function assertBuilt(): void {
-  for (const file of [BIN, BIN_CJS]) {
-    if (!existsSync(file)) {
-      throw new Error(`${file} is missing: run \`npm run build\` first (npm test does)`);
-    }
+  if (!existsSync(BIN)) {
+    throw new Error(`${BIN} is missing: run \`npm run build\` first (npm test does)`);
   }
 }
 

@@ -98,6 +98,12 @@ export function cliSuite(cache: CacheUnderTest): void {
       expect(refused.code).toBe(75);
       expect(refused.stderr).toContain(`pid ${holder.child.pid}`);
       expect(refused.stderr).toContain('not running');
+      // The conflict message (the core's LockedError) and status print durations alike.
+      const oneStyle = /held by pid \d+ on \S+ for (\d+\.\d|\d+)s more/;
+      expect(refused.stderr).toMatch(oneStyle);
+      expect(refused.stderr).not.toMatch(/\d ms\b/);
+      const status = await other('status', key);
+      expect(status.stdout).toMatch(oneStyle);
 
       const custom = await run(
         key,

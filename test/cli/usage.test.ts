@@ -2,7 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../support/reachable.js';
-import { assertBuilt, BIN, BIN_CJS, cachelock, sq, tempDir, uniqueKey } from './bin.js';
+import { assertBuilt, BIN, cachelock, sq, tempDir, uniqueKey } from './bin.js';
 
 const manifest = JSON.parse(
   readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
@@ -11,11 +11,8 @@ const manifest = JSON.parse(
 beforeAll(assertBuilt);
 
 describe('cachelock --version and --help', () => {
-  it.each([
-    ['main.js', BIN],
-    ['main.cjs', BIN_CJS],
-  ])('%s --version prints the package version', async (_, bin) => {
-    const result = await cachelock(['--version'], {}, bin);
+  it('--version prints the package version', async () => {
+    const result = await cachelock(['--version'], {}, BIN);
     expect(result.code).toBe(0);
     expect(result.stdout.trim()).toBe(manifest.version);
   });
@@ -68,6 +65,8 @@ describe('bad use never runs the command', () => {
     ['a bad duration', (key) => ['run', key, '--ttl', '10 parsecs', '--', ...command]],
     ['a duration without a unit', (key) => ['run', key, '--wait', '10', '--', ...command]],
     ['a zero lease', (key) => ['run', key, '--ttl', '0', '--', ...command]],
+    ['a lease too short to keep', (key) => ['run', key, '--ttl', '10ms', '--', ...command]],
+    ['a key that begins with - given as <key>', () => ['run', '-x', '--', ...command]],
     ['a bad exit code', (key) => ['run', key, '--conflict-exit-code', '300', '--', ...command]],
     ['an unknown signal', (key) => ['run', key, '--lost-signal', 'NOPE', '--', ...command]],
     ['an unknown URL scheme', (key) => ['run', key, '--cache', 'foo://x', '--', ...command]],
@@ -129,6 +128,34 @@ describe('bad use never runs the command', () => {
     });
     expect(result.code).toBe(69);
     expect(existsSync(marker)).toBe(false);
+  });
+
+  it('names --ttl and the value of a lease too short to keep', async () => {
+    const result = await cachelock(
+      ['run', uniqueKey('short'), '--ttl', '10ms', '--', ...command],
+      env,
+    );
+    expect(result.code).toBe(64);
+    expect(result.stderr).toMatch(/^cachelock: --ttl must be at least 1s: .*; got "10ms"\n/);
+  });
+
+  it('takes a key that begins with "-" as --key -k, and status finds it after --', async () => {
+    const key = `-${uniqueKey('dash')}`;
+    const result = await cachelock(
+      ['run', '--key', key, '--', 'sh', '-c', 'printf %s "$CACHELOCK_KEY"'],
+      env,
+    );
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe(key);
+    const held = await cachelock(
+      ['run', `--key=${key}`, '--hold-at-least', '1m', '--', 'true'],
+      env,
+    );
+    expect(held.code).toBe(0);
+    const status = await cachelock(['status', '--', key], env);
+    expect(status.stdout).toContain(`${JSON.stringify(key)} is held by pid`);
+    expect((await cachelock(['release', '--force', '--key', key], env)).code).toBe(0);
+    expect((await cachelock(['status', '--', key], env)).stdout).toContain('is free');
   });
 
   it('a command that does not exist exits 127 and frees the lock', async () => {

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { Lock, type LockEvent, memoryStore } from 'cachelock';
+import { Lock, type LockEvent, memoryStore, subscribe as onLockEvent } from 'cachelock';
 import { describe, expect, it } from 'vitest';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -42,6 +42,36 @@ describe('diagnostics_channel', () => {
     } finally {
       for (const [name, handler] of handlers) unsubscribe(`cachelock:${name}`, handler);
     }
+  });
+});
+
+describe('subscribe', () => {
+  it('delivers typed events of one channel until the returned function is called', async () => {
+    const lost: string[] = [];
+    const acquired: number[] = [];
+    const stopLost = onLockEvent('lost', (event) => lost.push(event.error.name));
+    const stopAcquire = onLockEvent('acquire', (event) => acquired.push(event.waitedMs));
+    try {
+      const cache = memoryStore();
+      await Lock.acquire('typed-events', { cache, ttl: 60 });
+      const { owner } = (await cache.inspect('cachelock:typed-events'))!;
+      await cache.release('cachelock:typed-events', owner);
+      await sleep(100);
+      expect(lost).toEqual(['LockLostError']);
+      expect(acquired).toHaveLength(1);
+      stopAcquire();
+      await (await Lock.acquire('typed-events-2', { cache })).release();
+      expect(acquired).toHaveLength(1);
+    } finally {
+      stopLost();
+      stopAcquire();
+    }
+  });
+
+  it('names a channel that does not exist', () => {
+    expect(() => onLockEvent('acquired' as never, () => {})).toThrow(
+      /subscribe: name must be one of acquire, release, extend, lost, contended, got "acquired"/,
+    );
   });
 });
 

@@ -10,9 +10,10 @@ import {
   CachelockModule,
   type CachelockModuleOptions,
   CachelockService,
+  Once,
 } from 'cachelock/nestjs';
 import Keyv from 'keyv';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { serverOrSkip } from '../support/reachable.js';
 
 const redisUp = await serverOrSkip('Redis', 6379);
@@ -34,8 +35,9 @@ describe('CachelockModule without CACHE_MANAGER', () => {
   it("leaves the core's resolution alone: memory by default", async () => {
     const app = await start([CachelockModule.forRoot({ ttl: '5s' })]);
     expect(app.get(CachelockBinding).source).toBe('core');
-    expect(configure({}).cache).toBeUndefined();
-    expect(configure({}).ttl).toBe('5s');
+    expect(app.get(CachelockBinding).lockOptions).toEqual({ ttl: '5s' });
+    // The module's options are the app's, not the process's.
+    expect(configure({})).toEqual({});
     const service = app.get(CachelockService);
     const lock = await service.lock('plain').acquire();
     // The core's default is the process memory store, where a bare Lock sees it too.
@@ -71,7 +73,8 @@ describe('CachelockModule without CACHE_MANAGER', () => {
   it('takes options.cache, and a provider token', async () => {
     const byOption = await start([CachelockModule.forRoot({ cache: 'memory:named' })]);
     expect(byOption.get(CachelockBinding).source).toBe('options');
-    expect(configure({}).cache).toBe('memory:named');
+    expect(byOption.get(CachelockBinding).lockOptions.cache).toBe('memory:named');
+    expect(configure({}).cache).toBeUndefined();
     await byOption.close();
 
     const keyv = new Keyv({ namespace: 'token' });
@@ -82,7 +85,7 @@ describe('CachelockModule without CACHE_MANAGER', () => {
       CachelockModule.forRoot({ cacheToken: 'LOCK_CACHE' }),
     ]);
     expect(byToken.get(CachelockBinding).source).toBe('cacheToken');
-    const store = configure({}).cache as LockStore;
+    const store = byToken.get(CachelockBinding).lockOptions.cache as LockStore;
     expect(store.kind).toBe('keyv');
     await byToken.get(CachelockService).run('via-token', undefined, async () => {
       expect(await keyv.get('cachelock:via-token')).toContain('"owner"');
@@ -112,7 +115,8 @@ describe('CachelockModule without CACHE_MANAGER', () => {
         isGlobal: true,
       }),
     ]);
-    expect(configure({}).ttl).toBe('7s');
+    expect(app.get(CachelockBinding).lockOptions.ttl).toBe('7s');
+    expect(configure({}).ttl).toBeUndefined();
     await app.close();
   });
 });
@@ -121,15 +125,16 @@ describe.runIf(redisUp)('CachelockModule with CACHE_MANAGER on Redis', () => {
   const redisCache = () =>
     CacheModule.register({ stores: [new KeyvRedis(redisUrl)], namespace: run, isGlobal: true });
 
-  it('makes the app cache the default for every lock, atomically, and undoes it on close', async () => {
+  it("makes the app cache the app's default, atomically, and closes it on close", async () => {
     const app = await start([redisCache(), CachelockModule.forRoot()]);
     expect(app.get(CachelockBinding).source).toBe('CACHE_MANAGER');
-    const store = configure({}).cache as LockStore;
+    const store = app.get(CachelockBinding).lockOptions.cache as LockStore;
     expect(store.kind).toBe('keyv+redis');
     expect(store.atomic).toBe(true);
+    expect(configure({}).cache).toBeUndefined();
 
-    // A bare Lock anywhere in the app now locks in Redis, under the cache's namespace.
-    const lock = await Lock.acquire('nightly');
+    // The app's locks are in Redis, under the cache's namespace.
+    const lock = await app.get(CachelockService).lock('nightly').acquire();
     const other = new Keyv({ store: new KeyvRedis(redisUrl), namespace: run });
     await expect(Lock.acquire('nightly', { cache: other })).rejects.toBeInstanceOf(LockedError);
     const holder = await app.get(CachelockService).inspect('nightly');
@@ -155,7 +160,7 @@ describe.runIf(redisUp)('CachelockModule with CACHE_MANAGER on Redis', () => {
     class FeatureModule {}
     const app = await start([FeatureModule, CachelockModule.forRoot({ isGlobal: true })]);
     expect(app.get(CachelockBinding).source).toBe('CACHE_MANAGER');
-    expect((configure({}).cache as LockStore).kind).toBe('keyv+redis');
+    expect((app.get(CachelockBinding).lockOptions.cache as LockStore).kind).toBe('keyv+redis');
     await app.close();
   });
 
@@ -178,5 +183,82 @@ describe.runIf(redisUp)('CachelockModule with CACHE_MANAGER on Redis', () => {
       delete process.env.CACHELOCK_URL;
       await closeAll();
     }
+  });
+});
+
+describe('two apps in one process', () => {
+  /** A cache of its own, with atomic add, whose keys the test can see. */
+  function ownCache() {
+    const entries = new Map<string, string>();
+    return {
+      entries,
+      get: (k: string) => entries.get(k),
+      set: (k: string, v: string) => void entries.set(k, v),
+      delete: (k: string) => entries.delete(k),
+      add: (k: string, v: string) => {
+        if (entries.has(k)) return false;
+        entries.set(k, v);
+        return true;
+      },
+    };
+  }
+
+  it("each app's @Once methods and service use its own module's cache and prefix", async () => {
+    const cacheA = ownCache();
+    const cacheB = ownCache();
+    const seen = () => [...cacheA.entries.keys(), ...cacheB.entries.keys()];
+
+    @Injectable()
+    class Job {
+      readonly during: string[][] = [];
+      release: (() => void) | undefined;
+
+      @Once({ key: 'job' })
+      async work(block = false) {
+        this.during.push(seen());
+        if (block) await new Promise<void>((resolve) => (this.release = resolve));
+        return 'ran';
+      }
+    }
+    @Module({ providers: [Job], exports: [Job] })
+    class JobModule {}
+
+    const appA = await start([
+      JobModule,
+      CachelockModule.forRoot({ cache: cacheA, prefix: 'a:', ttl: '8s' }),
+    ]);
+    const appB = await start([
+      JobModule,
+      CachelockModule.forRoot({ cache: cacheB, prefix: 'b:', ttl: '9s' }),
+    ]);
+    const jobA = appA.get(Job);
+    const jobB = appB.get(Job);
+    expect(jobA).not.toBe(jobB);
+
+    expect(await jobA.work()).toBe('ran');
+    expect(await jobB.work()).toBe('ran');
+    expect(jobA.during).toEqual([['a:job']]);
+    expect(jobB.during).toEqual([['b:job']]);
+
+    // A's key held does not stop B's job: they lock in different caches.
+    const blocked = jobA.work(true);
+    await vi.waitUntil(() => jobA.release !== undefined);
+    expect(await jobA.work()).toBeUndefined();
+    expect(await jobB.work()).toBe('ran');
+    jobA.release!();
+    expect(await blocked).toBe('ran');
+
+    expect((await appA.get(CachelockService).inspect('job')) === null).toBe(true);
+    const held = await appB.get(CachelockService).lock('svc').acquire();
+    expect(cacheB.entries.has('b:svc')).toBe(true);
+    expect(cacheA.entries.has('a:svc')).toBe(false);
+    await held.release();
+
+    // Neither touched the process defaults, and closing one leaves the other as it was.
+    expect(configure({})).toEqual({});
+    await appB.close();
+    await jobA.work();
+    expect(jobA.during.at(-1)).toEqual(['a:job']);
+    await appA.close();
   });
 });
