@@ -5,6 +5,85 @@ export interface Queryable {
   query(config: string | QueryConfig): Promise<QueryResult>;
 }
 
+/** A connection of its own for one transaction; `release` gives it back (destroying a broken one). */
+interface Session extends Queryable {
+  release(error?: Error | boolean): void;
+}
+
+/** Roll the transaction back and resolve `value`: a refusal that must undo what it wrote. */
+export class Rollback<T> {
+  constructor(readonly value: T) {}
+}
+
+/**
+ * Runs `work` inside BEGIN ... COMMIT on a connection that nothing else uses meanwhile, after
+ * taking the transaction-scoped advisory lock `lock` if given (sent with BEGIN, one round trip).
+ * The statements of `work` each see what committed before them, so those after the lock see
+ * every acquisition it serialised. `work` may resolve a `Rollback` to undo its writes.
+ */
+export type Transact = <T>(
+  work: (session: Queryable) => Promise<T | Rollback<T>>,
+  lock?: bigint,
+) => Promise<T>;
+
+/**
+ * Transactions on the user's `Pool` take a connection from it for their length. A single
+ * `Client` runs one statement at a time anyway: every statement of the store then goes through
+ * one queue (`queryable`), so that none can run inside another's transaction.
+ */
+export function transactions(db: Pool | Client): { queryable: Queryable; transact: Transact } {
+  if (isPool(db)) {
+    const pool = db;
+    const transact: Transact = async (work, lock) => {
+      const session = (await pool.connect()) as unknown as Session;
+      try {
+        const result = await inTransaction(session, work, lock);
+        session.release();
+        return result;
+      } catch (error) {
+        // A connection whose transaction could not be closed must not go back to the pool.
+        session.release(error instanceof Error ? error : true);
+        throw error;
+      }
+    };
+    return { queryable: pool as unknown as Queryable, transact };
+  }
+  const client = db as unknown as Queryable;
+  let tail: Promise<unknown> = Promise.resolve();
+  const serial = <T>(step: () => Promise<T>): Promise<T> => {
+    const run = tail.then(step, step);
+    tail = run.catch(() => undefined);
+    return run;
+  };
+  return {
+    queryable: { query: (config) => serial(() => client.query(config)) },
+    transact: (work, lock) => serial(() => inTransaction(client, work, lock)),
+  };
+}
+
+async function inTransaction<T>(
+  session: Queryable,
+  work: (session: Queryable) => Promise<T | Rollback<T>>,
+  lock: bigint | undefined,
+): Promise<T> {
+  await session.query(
+    lock === undefined ? 'BEGIN' : `BEGIN; SELECT pg_advisory_xact_lock(${BigInt(lock)})`,
+  );
+  let result: T | Rollback<T>;
+  try {
+    result = await work(session);
+  } catch (error) {
+    await session.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  }
+  if (result instanceof Rollback) {
+    await session.query('ROLLBACK');
+    return result.value;
+  }
+  await session.query('COMMIT');
+  return result;
+}
+
 /** The dedicated connection a store LISTENs on. */
 export type ListenConnection = Pick<
   Client,

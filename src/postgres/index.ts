@@ -1,14 +1,37 @@
-import type { Acquired, LeaseInfo, LockStore } from 'cachelock';
+import type {
+  Acquired,
+  AcquiredKeys,
+  LeaseInfo,
+  LockStore,
+  ManyKeys,
+  SharedLeases,
+  SharedRequest,
+  StoreCapabilities,
+} from 'cachelock';
 import type { Client, Pool, PoolConfig } from 'pg';
 import { prepareAcquire } from './acquire.js';
-import { isClient, isPool, listenConnector, type Queryable } from './connection.js';
+import {
+  isClient,
+  isPool,
+  listenConnector,
+  type Queryable,
+  type Transact,
+  transactions,
+} from './connection.js';
 import { prepareExtend } from './extend.js';
 import { prepareInspect } from './inspect.js';
+import { prepareKeysAcquire } from './keys-acquire.js';
+import { prepareKeysExtend } from './keys-extend.js';
+import { prepareKeysRelease } from './keys-release.js';
 import { ReleaseListener } from './listener.js';
-import { keyId, tableName } from './names.js';
+import { keyId, type SharedSpace, sharedKeyId, type TableName, tableName } from './names.js';
 import { prepareRelease } from './release.js';
-import { createTable, isMissingTable } from './schema.js';
-import { prepareSweep, SWEEP_EVERY } from './sweep.js';
+import { createSharedTable, createTable, isMissingTable } from './schema.js';
+import { prepareSharedAcquire } from './shared-acquire.js';
+import { prepareSharedExtend } from './shared-extend.js';
+import { prepareSharedInspect } from './shared-inspect.js';
+import { prepareSharedRelease } from './shared-release.js';
+import { prepareSharedSweep, prepareSweep, SWEEP_EVERY } from './sweep.js';
 
 export interface PostgresStoreOptions {
   /** The leases table, created on first use. Default `'cachelock_locks'`. */
@@ -33,6 +56,10 @@ const DEFAULT_TABLE = 'cachelock_locks';
  *
  * Nothing is left behind per key: a release deletes its row, and every few acquisitions the
  * store deletes a bounded batch of expired rows of any key, so a key never used again goes too.
+ *
+ * Several keys are taken in one transaction, all or none; permits and readers/writers live in a
+ * second table (`<table>_shared`), each acquisition in a transaction that holds the key's
+ * advisory lock (see shared-acquire.ts).
  */
 class PostgresStore implements LockStore {
   readonly kind = 'postgres';
@@ -47,6 +74,11 @@ class PostgresStore implements LockStore {
   readonly #extend;
   readonly #inspect;
   readonly #sweep;
+  readonly #sharedSweep;
+  readonly #transact: Transact;
+  readonly capabilities: StoreCapabilities;
+  #sinceSharedSweep = SWEEP_EVERY;
+  #sharedReady: Promise<void> | undefined;
   // Starts full, so that a store's first acquisition sweeps: short-lived processes help too.
   #sinceSweep = SWEEP_EVERY;
   #sweeping: Promise<unknown> | undefined;
@@ -54,7 +86,9 @@ class PostgresStore implements LockStore {
   #closed = false;
 
   constructor(db: Pool | Client, setup: StoreSetup) {
-    this.#db = db as Queryable;
+    const { queryable, transact } = transactions(db);
+    this.#db = queryable;
+    this.#transact = transact;
     this.#table = tableName(setup.table ?? DEFAULT_TABLE, setup.schema);
     this.#ownsPool = setup.ownsPool === true;
     this.#acquire = prepareAcquire(this.#db, this.#table);
@@ -62,6 +96,7 @@ class PostgresStore implements LockStore {
     this.#extend = prepareExtend(this.#db, this.#table);
     this.#inspect = prepareInspect(this.#db, this.#table);
     this.#sweep = prepareSweep(this.#db, this.#table);
+    this.#sharedSweep = prepareSharedSweep(this.#db, this.#table);
     const connect = setup.listen === false ? undefined : listenConnector(db);
     if (connect) {
       const listener = new ReleaseListener(connect, this.#table.channel);
@@ -69,6 +104,80 @@ class PostgresStore implements LockStore {
       this.onRelease = (key, onReleased) =>
         listener.subscribe(keyId(key).toString('base64url'), () => onReleased());
     }
+    this.capabilities = {
+      keys: this.#manyKeys(),
+      permits: this.#shared('permits'),
+      readersWriters: this.#shared('rw'),
+    };
+  }
+
+  #manyKeys(): ManyKeys {
+    const acquire = prepareKeysAcquire(this.#db, this.#transact, this.#table);
+    const release = prepareKeysRelease(this.#db, this.#table);
+    const extend = prepareKeysExtend(this.#db, this.#table);
+    return {
+      acquire: (keys, owner, ttlMs): Promise<AcquiredKeys | null> =>
+        this.#run(async () => {
+          const acquired = await acquire(keys, owner, ttlMs);
+          this.#sweepNow();
+          return acquired;
+        }),
+      release: (keys, owner, keepMs) => this.#run(() => release(keys, owner, keepMs)),
+      extend: (keys, owner, ttlMs) => this.#run(() => extend(keys, owner, ttlMs)),
+    };
+  }
+
+  #shared(space: SharedSpace): SharedLeases {
+    const table: TableName = this.#table;
+    const acquire = prepareSharedAcquire(this.#transact, table, space);
+    const release = prepareSharedRelease(this.#db, this.#transact, table, space);
+    const extend = prepareSharedExtend(this.#transact, table, space);
+    const inspect = prepareSharedInspect(this.#db, table, space);
+    const leases: SharedLeases = {
+      acquire: (key, owner, ttlMs, request: SharedRequest) =>
+        this.#runShared(async () => {
+          const acquired = await acquire(key, owner, ttlMs, request);
+          this.#sweepSharedNow();
+          return acquired;
+        }),
+      release: (key, owner, keepMs) => this.#runShared(() => release(key, owner, keepMs)),
+      extend: (key, owner, ttlMs) => this.#runShared(() => extend(key, owner, ttlMs)),
+      inspect: (key) => this.#runShared(() => inspect(key)),
+    };
+    const listener = this.#listener;
+    if (listener) {
+      leases.onRelease = (key, onReleased) =>
+        listener.subscribe(sharedKeyId(space, key).toString('base64url'), () => onReleased());
+    }
+    return leases;
+  }
+
+  /** As `#run`, for the table of shared leases. */
+  async #runShared<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.#closed) throw new Error('cachelock/postgres: the store is closed');
+    this.#sharedReady ??= createSharedTable(this.#db, this.#table).catch((error) => {
+      this.#sharedReady = undefined;
+      throw error;
+    });
+    await this.#sharedReady;
+    try {
+      return await operation();
+    } catch (error) {
+      if (isMissingTable(error)) this.#sharedReady = undefined;
+      throw error;
+    }
+  }
+
+  #sweepSharedNow(): void {
+    if (++this.#sinceSharedSweep < SWEEP_EVERY || this.#sweeping !== undefined || this.#closed) {
+      return;
+    }
+    this.#sinceSharedSweep = 0;
+    this.#sweeping = this.#sharedSweep()
+      .catch(() => undefined)
+      .finally(() => {
+        this.#sweeping = undefined;
+      });
   }
 
   /** Run `operation` once the table exists; create it again if it was dropped meanwhile. */

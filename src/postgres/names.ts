@@ -21,6 +21,8 @@ export interface TableName {
   channel: string;
   /** The index on expiry that sweeps use: its bare name, and qualified as text for to_regclass. */
   index: { name: string; qualified: string };
+  /** The table of permits and of readers and writers (see schema.ts) and its index. */
+  shared: { sql: string; index: { name: string; qualified: string } };
 }
 
 export function tableName(table: unknown, schema: unknown): TableName {
@@ -34,11 +36,20 @@ export function tableName(table: unknown, schema: unknown): TableName {
   // that would pass PostgreSQL's 63-byte limit (it would be cut short, maybe to the table's name).
   const readableIndex = `${name}_expires_at`;
   const index = readableIndex.length <= 63 ? readableIndex : `cachelock_expiry_${tag}`;
+  const quote = (bare: string) => (space === undefined ? `"${bare}"` : `"${space}"."${bare}"`);
+  // `<table>_shared` beside the leases table, or by the hash past the 63-byte limit.
+  const sharedName = name.length + 7 <= 63 ? `${name}_shared` : `cachelock_shared_${tag}`;
+  const sharedIndex =
+    sharedName.length + 11 <= 63 ? `${sharedName}_expires_at` : `cachelock_shared_expiry_${tag}`;
   return {
-    sql: space === undefined ? `"${name}"` : `"${space}"."${name}"`,
+    sql: quote(name),
     tag,
     channel: readable.length <= 63 ? readable : `cachelock:${tag}`,
     index: { name: index, qualified: space === undefined ? `"${index}"` : `"${space}"."${index}"` },
+    shared: {
+      sql: quote(sharedName),
+      index: { name: sharedIndex, qualified: quote(sharedIndex) },
+    },
   };
 }
 
@@ -54,4 +65,21 @@ export function keyId(key: string): Buffer {
 /** The key as stored beside its id for people reading the table: NUL shown as U+FFFD. */
 export function keyLabel(key: string): string {
   return key.includes('\0') ? key.replaceAll('\0', '\uFFFD') : key;
+}
+
+/** The two namespaces of shared leases: a semaphore's `'a'` is not the read/write lock `'a'`. */
+export type SharedSpace = 'permits' | 'rw';
+
+/** A shared key's identity: its namespace and the key, hashed as `keyId` does. */
+export function sharedKeyId(space: SharedSpace, key: string): Buffer {
+  return createHash('sha256').update(`${space}\0`, 'utf16le').update(key, 'utf16le').digest();
+}
+
+/**
+ * The transaction-scoped advisory lock that serialises the acquisitions of one shared key: 64
+ * bits of the table's tag and the key's id, so that two tables (or other programs' advisory
+ * locks) rarely meet, and a collision only makes two keys wait for each other briefly.
+ */
+export function sharedLockId(table: TableName, id: Buffer): bigint {
+  return createHash('sha256').update(table.tag).update(id).digest().readBigInt64BE(0);
 }

@@ -1,7 +1,7 @@
 /**
  * The few calls the SQLite store makes, which `node:sqlite` (`DatabaseSync`) and better-sqlite3
  * (`Database`) both answer the same way: `exec`, `prepare` with positional parameters, and
- * statements with `run` and `get`.
+ * statements with `run`, `get` and `all`.
  */
 export interface SqliteDatabase {
   exec(sql: string): unknown;
@@ -12,6 +12,7 @@ export interface SqliteDatabase {
 export interface SqliteStatement {
   run(...params: SqlValue[]): { changes: number | bigint };
   get(...params: SqlValue[]): Record<string, unknown> | undefined;
+  all(...params: SqlValue[]): Record<string, unknown>[];
 }
 
 export type SqlValue = string | number | bigint | null;

@@ -1,6 +1,15 @@
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
-import { type Acquired, type Duration, type LeaseInfo, type LockStore, toMs } from 'cachelock';
+import {
+  type Acquired,
+  type AcquiredKeys,
+  type Duration,
+  type LeaseInfo,
+  type LockStore,
+  type SharedLeases,
+  type StoreCapabilities,
+  toMs,
+} from 'cachelock';
 import { prepareAcquire } from './acquire.js';
 import {
   isSqliteDatabase,
@@ -11,14 +20,19 @@ import {
 import { prepareExtend } from './extend.js';
 import { prepareFile } from './files.js';
 import { prepareInspect } from './inspect.js';
+import { prepareKeysAcquire, prepareKeysExtend, prepareKeysRelease } from './keys.js';
 import { prepareRelease } from './release.js';
 import { isMemoryPath, prepareDatabase, tablesFor } from './schema.js';
+import { prepareShared, type SharedSpace } from './shared.js';
 
 export type { SqliteDatabase, SqliteDriver } from './driver.js';
 export { isSqliteDatabase } from './driver.js';
 
 export interface SqliteStoreOptions {
-  /** The leases table; a second table `<table>_fence` holds the fence counter and the sweep. */
+  /**
+   * The leases table; a second table `<table>_fence` holds the fence counter and the sweep, a
+   * third `<table>_shared` the permits and readers/writers.
+   */
   table?: string;
   /** How long an operation waits for another connection's write lock. Default `'5s'`. */
   busyTimeout?: Duration;
@@ -41,6 +55,11 @@ interface Operations {
   release: ReturnType<typeof prepareRelease>;
   extend: ReturnType<typeof prepareExtend>;
   inspect: ReturnType<typeof prepareInspect>;
+  keysAcquire: ReturnType<typeof prepareKeysAcquire>;
+  keysRelease: ReturnType<typeof prepareKeysRelease>;
+  keysExtend: ReturnType<typeof prepareKeysExtend>;
+  permits: ReturnType<ReturnType<typeof prepareShared>>;
+  rw: ReturnType<ReturnType<typeof prepareShared>>;
 }
 
 /**
@@ -52,6 +71,10 @@ interface Operations {
  * from one counter in the file, never below that clock in microseconds, so they keep rising even
  * for a file made anew (unless the clock has stepped back below the old fences' time).
  *
+ * Several keys are taken in one transaction, all or none; permits and readers/writers are rows
+ * of a third table, each operation one transaction. SQLite serialises the transactions of every
+ * connection to the file, so none can pass a limit; waiters poll (SQLite has no push).
+ *
  * Operations are synchronous SQLite calls: one waiting for another process's write lock blocks
  * the event loop for up to `busyTimeout` (transactions here last microseconds, so it rarely does).
  */
@@ -62,6 +85,7 @@ class SqliteStore implements LockStore {
   readonly #options: SqliteStoreOptions;
   readonly #busyTimeoutMs: number;
   readonly #tables;
+  readonly capabilities: StoreCapabilities;
   #db: SqliteDatabase | undefined;
   #ready: Promise<Operations> | undefined;
   #closed = false;
@@ -71,6 +95,29 @@ class SqliteStore implements LockStore {
     this.#options = options;
     this.#busyTimeoutMs = toMs('busyTimeout', options.busyTimeout ?? 5_000);
     this.#tables = tablesFor(options.table ?? DEFAULT_TABLE);
+    this.capabilities = {
+      keys: {
+        acquire: async (keys, owner, ttlMs): Promise<AcquiredKeys | null> =>
+          (await this.#operations()).keysAcquire(keys, owner, ttlMs),
+        release: async (keys, owner, keepMs) =>
+          (await this.#operations()).keysRelease(keys, owner, keepMs),
+        extend: async (keys, owner, ttlMs) =>
+          (await this.#operations()).keysExtend(keys, owner, ttlMs),
+      },
+      permits: this.#shared('permits'),
+      readersWriters: this.#shared('rw'),
+    };
+  }
+
+  #shared(space: SharedSpace): SharedLeases {
+    const of = async () => (await this.#operations())[space];
+    return {
+      acquire: async (key, owner, ttlMs, request) =>
+        (await of()).acquire(key, owner, ttlMs, request),
+      release: async (key, owner, keepMs) => (await of()).release(key, owner, keepMs),
+      extend: async (key, owner, ttlMs) => (await of()).extend(key, owner, ttlMs),
+      inspect: async (key) => (await of()).inspect(key),
+    };
   }
 
   /** The file this store uses, or `':memory:'`; undefined for a database the user opened. */
@@ -110,11 +157,17 @@ class SqliteStore implements LockStore {
       throw error;
     }
     this.#db = db;
+    const shared = prepareShared(db, this.#tables);
     return {
       acquire: prepareAcquire(db, this.#tables),
       release: prepareRelease(db, this.#tables),
       extend: prepareExtend(db, this.#tables),
       inspect: prepareInspect(db, this.#tables),
+      keysAcquire: prepareKeysAcquire(db, this.#tables),
+      keysRelease: prepareKeysRelease(db, this.#tables),
+      keysExtend: prepareKeysExtend(db, this.#tables),
+      permits: shared('permits'),
+      rw: shared('rw'),
     };
   }
 

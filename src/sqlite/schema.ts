@@ -8,6 +8,10 @@ export interface Tables {
   leases: string;
   /** One row: the last fence handed out, for every key of the store, and where sweeps are. */
   fences: string;
+  /** Permits and readers/writers: their leases, the places in their lines, their last fences. */
+  shared: string;
+  /** The index on the shared rows' expiry, for sweeps. */
+  sharedIndex: string;
 }
 
 export function tablesFor(table: string): Tables {
@@ -16,7 +20,12 @@ export function tablesFor(table: string): Tables {
       `cachelock/sqlite: table must be an identifier (letters, digits, _; at most 63), got ${JSON.stringify(table)}`,
     );
   }
-  return { leases: `"${table}"`, fences: `"${table}_fence"` };
+  return {
+    leases: `"${table}"`,
+    fences: `"${table}_fence"`,
+    shared: `"${table}_shared"`,
+    sharedIndex: `"${table}_shared_expires_at"`,
+  };
 }
 
 // The fence comes from one counter for the whole table rather than from the lease row, so that a
@@ -24,7 +33,12 @@ export function tablesFor(table: string): Tables {
 // Writers are serialised by SQLite anyway, so the shared counter costs no concurrency.
 // `swept_to` is the key where the last sweep of expired rows stopped (see acquire.ts): kept in
 // the file, so that every process carries the sweep on, short-lived ones included.
-const createSql = ({ leases, fences }: Tables) => `
+// Shared leases: one row per lease and per place in a key's line (`space` keeps a semaphore's
+// keys apart from a read/write lock's), plus, for a read/write lock, one row per key (owner '')
+// holding the fence of its last writer for as long as the longest lease or place granted on the
+// key. `seq` comes from the fence counter: it orders the leases
+// (oldest first) and the line (first come, first served), and is a non-sharing lease's fence.
+const createSql = ({ leases, fences, shared, sharedIndex }: Tables) => `
   CREATE TABLE IF NOT EXISTS ${leases} (
     key TEXT PRIMARY KEY NOT NULL,
     owner TEXT NOT NULL,
@@ -37,6 +51,18 @@ const createSql = ({ leases, fences }: Tables) => `
     swept_to TEXT NOT NULL DEFAULT ''
   );
   INSERT OR IGNORE INTO ${fences} (id, value) VALUES (1, 0);
+  CREATE TABLE IF NOT EXISTS ${shared} (
+    space TEXT NOT NULL,
+    key TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('key', 'lease', 'line')),
+    weight INTEGER NOT NULL DEFAULT 0,
+    expires_at INTEGER NOT NULL,
+    fence INTEGER,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (space, key, owner)
+  ) WITHOUT ROWID;
+  CREATE INDEX IF NOT EXISTS ${sharedIndex} ON ${shared} (expires_at);
 `;
 
 // A file of the first release has the counter without `swept_to`. Adding a column with a default
@@ -91,12 +117,17 @@ export async function prepareDatabase(
   const layout = () =>
     db
       .prepare(
-        `SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)) AS tables,
+        `SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)) AS tables,
                 (SELECT count(*) FROM pragma_table_info(?) WHERE name = 'swept_to') AS swept`,
       )
-      .get(unquote(tables.leases), unquote(tables.fences), unquote(tables.fences));
+      .get(
+        unquote(tables.leases),
+        unquote(tables.fences),
+        unquote(tables.shared),
+        unquote(tables.fences),
+      );
   const found = layout();
-  if (Number(found?.tables) === 2 && Number(found?.swept) === 1) return;
+  if (Number(found?.tables) === 3 && Number(found?.swept) === 1) return;
   await retryWhileBusy(deadline, () => {
     db.exec('BEGIN IMMEDIATE');
     try {
@@ -113,6 +144,26 @@ export async function prepareDatabase(
 
 function unquote(name: string): string {
   return name.slice(1, -1);
+}
+
+/**
+ * Run `work` inside `BEGIN IMMEDIATE`: the write lock is taken before anything is read, so the
+ * transactions of every connection to the file (in any process) run one after the other.
+ */
+export function immediate(db: SqliteDatabase): <T>(work: () => T) => T {
+  const begin = db.prepare('BEGIN IMMEDIATE');
+  const commit = db.prepare('COMMIT');
+  return (work) => {
+    begin.run();
+    try {
+      const result = work();
+      commit.run();
+      return result;
+    } catch (error) {
+      rollbackQuietly(db);
+      throw error;
+    }
+  };
 }
 
 export function rollbackQuietly(db: SqliteDatabase): void {

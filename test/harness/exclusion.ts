@@ -206,13 +206,14 @@ function readSections(dir: string): Section[] {
  * The first worker to fail stops the others (they may be waiting for the start), and its output
  * is the error.
  */
-async function runWorkers(
+export async function runWorkers(
   count: number,
   timeoutMs: number,
   config: (index: number) => object,
+  worker = workerPath,
 ): Promise<void> {
   const children = Array.from({ length: count }, (_, index) =>
-    fork(workerPath, [JSON.stringify(config(index))], {
+    fork(worker, [JSON.stringify(config(index))], {
       cwd: packageRoot,
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     }),

@@ -1,0 +1,67 @@
+import type { AcquiredKeys } from 'cachelock';
+import { type Queryable, Rollback, type Transact } from './connection.js';
+import { keyId, keyLabel, type TableName } from './names.js';
+
+// The single-key acquire (acquire.ts) for every key at once, in the order of their ids: each row
+// is locked as it is inserted or taken over and stays locked until the transaction ends, so two
+// transactions over overlapping keys lock them in the same order and never deadlock (a single-key
+// statement locks one row only). A key held by another owner is not taken; fewer rows returned
+// than keys asked means a refusal, and the transaction is rolled back so that none is kept.
+const acquireSql = (table: TableName) => `
+  INSERT INTO ${table.sql} AS lease (id, key, owner, expires_at)
+  SELECT wanted.id, wanted.key, $3::text, clock_timestamp() + $4::float8 * interval '1 millisecond'
+  FROM unnest($1::bytea[], $2::text[]) AS wanted (id, key)
+  ORDER BY wanted.id
+  ON CONFLICT (id) DO UPDATE SET
+    key = excluded.key,
+    owner = excluded.owner,
+    expires_at = excluded.expires_at,
+    fence = CASE WHEN lease.owner = excluded.owner AND lease.expires_at > clock_timestamp()
+                 THEN lease.fence ELSE excluded.fence END
+  WHERE lease.expires_at <= clock_timestamp() OR lease.owner = excluded.owner
+  RETURNING id, fence::text AS fence`;
+
+// Refuses without a transaction when a key is plainly held by someone else: no row is locked
+// and no fence drawn for an attempt that cannot succeed.
+const heldSql = (table: TableName) => `
+  SELECT EXISTS (
+    SELECT 1 FROM ${table.sql}
+    WHERE id = ANY($1::bytea[]) AND owner <> $2::text AND expires_at > clock_timestamp()
+  ) AS held`;
+
+/** Deadlock (40P01): only in theory with the ordering above; the whole attempt is tried again. */
+const DEADLOCK = '40P01';
+
+export function prepareKeysAcquire(db: Queryable, transact: Transact, table: TableName) {
+  const acquire = { name: `cachelock_keys_acquire_${table.tag}`, text: acquireSql(table) };
+  const held = { name: `cachelock_keys_held_${table.tag}`, text: heldSql(table) };
+  return async (
+    keys: readonly string[],
+    owner: string,
+    ttlMs: number,
+  ): Promise<AcquiredKeys | null> => {
+    const ids = new Map<string, { id: Buffer; key: string }>();
+    for (const key of keys) {
+      const id = keyId(key);
+      ids.set(id.toString('hex'), { id, key });
+    }
+    const wanted = [...ids.values()];
+    const ask = [wanted.map((w) => w.id), wanted.map((w) => keyLabel(w.key))];
+    const precheck = await db.query({ ...held, values: [ask[0], owner] });
+    if ((precheck.rows[0] as { held: boolean }).held) return null;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const fences = await transact(async (session) => {
+          const result = await session.query({ ...acquire, values: [...ask, owner, ttlMs] });
+          const rows = result.rows as { id: Buffer; fence: string }[];
+          if (rows.length < wanted.length) return new Rollback(null);
+          return new Map(rows.map((row) => [row.id.toString('hex'), BigInt(row.fence)]));
+        });
+        if (fences === null) return null;
+        return { fences: keys.map((key) => fences.get(keyId(key).toString('hex'))) };
+      } catch (error) {
+        if (attempt >= 2 || (error as { code?: string }).code !== DEADLOCK) throw error;
+      }
+    }
+  };
+}

@@ -1,0 +1,87 @@
+import type { AcquiredKeys } from 'cachelock';
+import type { SqliteDatabase } from './driver.js';
+import { immediate, type Tables } from './schema.js';
+
+// Several keys of the exclusive table, all or none, each call one `BEGIN IMMEDIATE` transaction:
+// the file's write lock serialises them with every other acquisition, so no order is needed to
+// avoid deadlocks. The statements are acquire.ts's, release.ts's and extend.ts's, for each key.
+
+export function prepareKeysAcquire(db: SqliteDatabase, { leases, fences }: Tables) {
+  const transaction = immediate(db);
+  const read = db.prepare(`SELECT owner, expires_at FROM ${leases} WHERE key = ?`);
+  const refresh = db.prepare(
+    `UPDATE ${leases} SET expires_at = ? WHERE key = ? RETURNING CAST(fence AS TEXT) AS fence`,
+  );
+  const nextFence = db.prepare(`UPDATE ${fences} SET value = max(value + 1, ?) WHERE id = 1`);
+  const take = db.prepare(
+    `INSERT OR REPLACE INTO ${leases} (key, owner, expires_at, fence)
+     VALUES (?, ?, ?, (SELECT value FROM ${fences} WHERE id = 1))
+     RETURNING CAST(fence AS TEXT) AS fence`,
+  );
+  return (keys: readonly string[], owner: string, ttlMs: number): AcquiredKeys | null =>
+    transaction(() => {
+      const now = Date.now();
+      const expiresAt = Math.ceil(now + ttlMs);
+      const unique = [...new Set(keys)];
+      const current = unique.map((key) => read.get(key));
+      const refused = current.some(
+        (row) => row !== undefined && Number(row.expires_at) > now && row.owner !== owner,
+      );
+      if (refused) return null;
+      const fences = new Map<string, bigint>();
+      unique.forEach((key, i) => {
+        const row = current[i];
+        let taken: Record<string, unknown> | undefined;
+        if (row && Number(row.expires_at) > now) {
+          taken = refresh.get(expiresAt, key);
+        } else {
+          nextFence.run(BigInt(Math.floor(now)) * 1000n);
+          taken = take.get(key, owner, expiresAt);
+        }
+        fences.set(key, BigInt(String(taken?.fence)));
+      });
+      return { fences: keys.map((key) => fences.get(key)) };
+    });
+}
+
+export function prepareKeysRelease(db: SqliteDatabase, { leases }: Tables) {
+  const transaction = immediate(db);
+  const remove = db.prepare(
+    `DELETE FROM ${leases} WHERE key = ? AND owner = ? RETURNING expires_at`,
+  );
+  const keep = db.prepare(
+    `UPDATE ${leases} SET expires_at = min(expires_at, ?)
+     WHERE key = ? AND owner = ? AND expires_at > ?`,
+  );
+  return (keys: readonly string[], owner: string, keepMs = 0): boolean =>
+    transaction(() => {
+      const now = Date.now();
+      const unique = [...new Set(keys)];
+      let held = 0;
+      for (const key of unique) {
+        if (keepMs > 0) {
+          held += Number(keep.run(Math.ceil(now + keepMs), key, owner, now).changes);
+        } else {
+          const row = remove.get(key, owner);
+          if (row !== undefined && Number(row.expires_at) > now) held++;
+        }
+      }
+      return held === unique.length;
+    });
+}
+
+export function prepareKeysExtend(db: SqliteDatabase, { leases }: Tables) {
+  const transaction = immediate(db);
+  const holds = db.prepare(
+    `SELECT 1 AS held FROM ${leases} WHERE key = ? AND owner = ? AND expires_at > ?`,
+  );
+  const extend = db.prepare(`UPDATE ${leases} SET expires_at = ? WHERE key = ? AND owner = ?`);
+  return (keys: readonly string[], owner: string, ttlMs: number): boolean =>
+    transaction(() => {
+      const now = Date.now();
+      const unique = [...new Set(keys)];
+      if (!unique.every((key) => holds.get(key, owner, now) !== undefined)) return false;
+      for (const key of unique) extend.run(Math.ceil(now + ttlMs), key, owner);
+      return true;
+    });
+}

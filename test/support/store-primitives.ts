@@ -1,0 +1,81 @@
+import { Lock, type LockStore, ReadWriteLock, Semaphore } from 'cachelock';
+import { describe, expect, it } from 'vitest';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+let n = 0;
+const unique = (label: string) => `primitives-${process.pid}-${label}-${++n}`;
+
+/**
+ * `Lock` on several keys, `Semaphore` and `ReadWriteLock` over a backend's capabilities, with two
+ * stores on one backend standing for two processes.
+ */
+export function describePrimitives(stores: () => [LockStore, LockStore]): void {
+  describe('the primitives over the store', () => {
+    it('a semaphore of 2 shared by two stores: never a third inside, every waiter served', async () => {
+      const key = unique('sem');
+      let inside = 0;
+      let most = 0;
+      const tasks = Array.from({ length: 8 }, (_, i) =>
+        new Semaphore(key, { permits: 2, cache: stores()[i % 2], wait: '20s' }).run(async () => {
+          most = Math.max(most, ++inside);
+          await sleep(30);
+          inside--;
+          return i;
+        }),
+      );
+      expect((await Promise.all(tasks)).sort()).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+      expect(most).toBe(2);
+      expect((await Semaphore.inspect(key, { cache: stores()[0] })).holders).toEqual([]);
+    });
+
+    it('readers together, a waiting writer holds back new readers, readers share its fence', async () => {
+      const key = unique('rw');
+      const [a, b] = stores();
+      const onA = new ReadWriteLock(key, { cache: a, wait: '20s' });
+      const onB = new ReadWriteLock(key, { cache: b, wait: '20s' });
+      const tryOnB = new ReadWriteLock(key, { cache: b });
+      const r1 = await onA.read();
+      const r2 = await onB.read();
+      expect(r1.held && r2.held).toBe(true);
+      const writing = onA.write();
+      await sleep(100);
+      // The writer is in line: a new reader does not pass it.
+      expect(await tryOnB.tryRead()).toBeNull();
+      await r1.release();
+      await r2.release();
+      const w = await writing;
+      expect(w.fence).toBeTypeOf('bigint');
+      const reading = [onB.read(), onA.read()];
+      await sleep(100);
+      expect(await tryOnB.tryWrite()).toBeNull();
+      await w.release();
+      const readers = await Promise.all(reading);
+      for (const r of readers) expect(r.fence).toBe(w.fence);
+      for (const r of readers) expect(await r.release()).toBe(true);
+      const next = await onB.write();
+      expect(next.fence! > w.fence!).toBe(true);
+      await next.release();
+    });
+
+    it('locks over the same keys in opposite orders never overlap nor deadlock', async () => {
+      const [k1, k2] = [unique('acct'), unique('acct')];
+      let inside = 0;
+      let most = 0;
+      const transfer = async (i: number) => {
+        const keys = i % 2 === 0 ? [k1, k2] : [k2, k1];
+        await using lock = await Lock.acquire(keys, { cache: stores()[i % 2], wait: '20s' });
+        expect([...lock.fences.keys()].sort()).toEqual([k1, k2].sort());
+        most = Math.max(most, ++inside);
+        await sleep(10);
+        inside--;
+      };
+      await Promise.all(Array.from({ length: 8 }, (_, i) => transfer(i)));
+      expect(most).toBe(1);
+      // Lock(k1) alone is excluded by the pair and free afterwards.
+      const pair = await Lock.acquire([k1, k2], { cache: stores()[0] });
+      expect(await new Lock(k1, { cache: stores()[1] }).tryAcquire()).toBe(false);
+      expect(await pair.release()).toBe(true);
+      expect(await new Lock(k1, { cache: stores()[1] }).tryAcquire()).toBe(true);
+    });
+  });
+}
