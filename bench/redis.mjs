@@ -4,10 +4,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redlock } from '@sesamecare-oss/redlock';
 import { Mutex as AsyncMutex } from 'async-mutex';
-import { closeAll, Lock } from 'cachelock';
+import * as cachelock from 'cachelock';
+import { redisStore } from 'cachelock/redis';
 import { Redis } from 'ioredis';
-import { Mutex as SemaphoreMutex } from 'redis-semaphore';
-import { fmt, interleave, median, perCall, table } from './lib.mjs';
+import { Semaphore as PeerSemaphore, Mutex as SemaphoreMutex } from 'redis-semaphore';
+
+const { closeAll, Lock, newOwner } = cachelock;
+
+import { fmt, interleave, interleaveStats, median, perCall, ratio, table } from './lib.mjs';
 import { startRedis } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -352,6 +356,227 @@ async function fencesAfterRestart() {
   console.log('');
 }
 
+// Two keys taken together and released, uncontended, one connection: cachelock's one script per
+// operation against @sesamecare-oss/redlock's acquire([a, b]) on the same single server.
+async function manyKeys() {
+  const client = connect();
+  const multi = [
+    {
+      name: 'cachelock Lock([a, b])',
+      make: () => async (a, b) => {
+        const lock = new Lock([a, b], { cache: client, ttl: TTL });
+        await lock.acquire();
+        await lock.release();
+      },
+    },
+    {
+      // The store's part alone, without the core's lease (timers, signal, events).
+      name: 'cachelock store keys (direct)',
+      make: () => {
+        const many = redisStore(client).capabilities.keys;
+        return async (a, b) => {
+          const owner = newOwner();
+          if ((await many.acquire([a, b], owner, TTL)) === null) throw new Error('held');
+          await many.release([a, b], owner);
+        };
+      },
+    },
+    {
+      name: '@sesamecare-oss/redlock acquire([a, b])',
+      make: () => {
+        const redlock = new Redlock([client], { retryCount: 0 });
+        return async (a, b) => {
+          const lock = await redlock.acquire([a, b], TTL);
+          await lock.release();
+        };
+      },
+    },
+  ];
+  const pairs = new Map(multi.map((lib) => [lib.name, lib.make()]));
+  const tagged = (name) => {
+    const tag = `{${freshKey(name)}}`;
+    return [`${tag}:a`, `${tag}:b`];
+  };
+  for (const [, pair] of pairs) for (let i = 0; i < 200; i++) await pair(...tagged('warm'));
+  const results = await interleaveStats(multi, ROUNDS, async (lib) => {
+    const pair = pairs.get(lib.name);
+    const keys = tagged('many');
+    const cpuBefore = process.cpuUsage();
+    const value = await perCall(() => pair(...keys), PAIRS);
+    const cpu = process.cpuUsage(cpuBefore);
+    return { value, cpuUs: (cpu.user + cpu.system) / PAIRS };
+  });
+  // Commands per pair, as the server saw them (MONITOR).
+  const monitorClient = connect();
+  const monitor = await monitorClient.monitor();
+  let sent = 0;
+  let marker;
+  monitor.on('monitor', (_time, args, source) => {
+    if (String(args[0]).toLowerCase() === 'echo' && args[1] === marker) marker = undefined;
+    else if (source !== 'lua') sent++;
+  });
+  const flush = async () => {
+    marker = `flush-${Math.random()}`;
+    await client.echo(marker);
+    while (marker !== undefined) await sleep(5);
+  };
+  const commands = new Map();
+  for (const lib of multi) {
+    const pair = pairs.get(lib.name);
+    await flush();
+    sent = 0;
+    for (let i = 0; i < 100; i++) await pair(...tagged('count'));
+    await flush();
+    commands.set(lib.name, sent / 100);
+  }
+  monitor.disconnect();
+  monitorClient.disconnect();
+  const peer = results.get(multi[2].name);
+  console.log('### Two keys, uncontended acquire+release, one connection\n');
+  console.log(
+    table(
+      [
+        'library',
+        'us per acquire+release',
+        'vs redlock (range)',
+        'CPU us per pair',
+        'commands sent',
+      ],
+      multi.map((lib) => [
+        lib.name,
+        fmt(results.get(lib.name).median, 1),
+        ratio(results.get(lib.name), peer),
+        fmt(results.get(lib.name).cpuUs, 1),
+        fmt(commands.get(lib.name), 2),
+      ]),
+    ),
+  );
+  console.log('\n(goals: cachelock at most the peer time, 2 commands)\n');
+  client.disconnect();
+}
+
+// A semaphore of 3 permits, 8 workers each on its own connection, 1 ms hold, 0-2 ms between.
+const PERMITS = 3;
+const SEM_WORKERS = 8;
+/**
+ * The core's `Semaphore` where the build has it; else the Redis store's permits driven
+ * directly (join the line, wait for a wake-up or 50 ms, try again), said so in the table.
+ */
+function cachelockSemaphore() {
+  if (typeof cachelock.Semaphore === 'function') {
+    return {
+      name: 'cachelock Semaphore',
+      take: (client, key) => {
+        const semaphore = new cachelock.Semaphore(key, {
+          cache: client,
+          permits: PERMITS,
+          ttl: TTL,
+          wait: '30s',
+        });
+        return async () => {
+          const permit = await semaphore.acquire();
+          return () => permit.release();
+        };
+      },
+    };
+  }
+  return {
+    name: 'cachelock store permits (direct, no core Semaphore in this build)',
+    take: (client, key) => {
+      const permits = redisStore(client).capabilities.permits;
+      const request = { limit: PERMITS, weight: 1, lineMs: 3_000 };
+      return async () => {
+        const owner = newOwner();
+        for (;;) {
+          let wake;
+          const woken = new Promise((resolve) => (wake = resolve));
+          const stop = permits.onRelease(key, () => wake());
+          try {
+            if (await permits.acquire(key, owner, TTL, request)) break;
+            await Promise.race([woken, sleep(50)]);
+          } finally {
+            stop();
+          }
+        }
+        return () => permits.release(key, owner);
+      };
+    },
+  };
+}
+
+async function semaphore() {
+  const ours = cachelockSemaphore();
+  const contendersOf = [
+    { name: ours.name, take: ours.take },
+    {
+      name: 'redis-semaphore Semaphore (retryInterval 10)',
+      take: (client, key) => async () => {
+        const peer = new PeerSemaphore(client, key, PERMITS, {
+          lockTimeout: TTL,
+          acquireTimeout: 30_000,
+        });
+        await peer.acquire();
+        return () => peer.release();
+      },
+    },
+  ];
+  const worst = new Map(contendersOf.map((c) => [c.name, []]));
+  const rates = await interleaveStats(contendersOf, ROUNDS, async (contender) => {
+    const key = freshKey('semaphore');
+    const clients = Array.from({ length: SEM_WORKERS }, () => connect());
+    const acquires = clients.map((client) => contender.take(client, key));
+    // Connections up and scripts loaded before the clock starts, for both alike.
+    for (const acquire of acquires) await (await acquire())();
+    let sections = 0;
+    let worstWait = 0;
+    let inside = 0;
+    const cpuBefore = process.cpuUsage();
+    const stopAt = performance.now() + CONTENDED_MS;
+    await Promise.all(
+      acquires.map(async (acquire) => {
+        while (performance.now() < stopAt) {
+          const asked = performance.now();
+          const release = await acquire();
+          worstWait = Math.max(worstWait, performance.now() - asked);
+          if (++inside > PERMITS) throw new Error(`${contender.name}: too many holders`);
+          await sleep(1);
+          inside--;
+          await release();
+          sections++;
+          await sleep(Math.random() * 2);
+        }
+      }),
+    );
+    const cpu = process.cpuUsage(cpuBefore);
+    for (const c of clients) c.disconnect();
+    worst.get(contender.name).push(worstWait);
+    return { value: sections / (CONTENDED_MS / 1000), cpuUs: (cpu.user + cpu.system) / sections };
+  });
+  const peer = rates.get(contendersOf[1].name);
+  console.log(
+    `### Semaphore of ${PERMITS} permits, ${SEM_WORKERS} workers on separate connections, 1 ms hold, 0-2 ms between sections\n`,
+  );
+  console.log(
+    table(
+      [
+        'library',
+        'sections/s',
+        'vs redis-semaphore (range)',
+        'CPU us per section (this process)',
+        'worst wait (ms, median of rounds)',
+      ],
+      contendersOf.map((c) => [
+        c.name,
+        fmt(rates.get(c.name).median, 0),
+        ratio(rates.get(c.name), peer),
+        fmt(rates.get(c.name).cpuUs, 0),
+        fmt(median(worst.get(c.name)), 1),
+      ]),
+    ),
+  );
+  console.log('\n(goals: cachelock at least 1.5x the peer; worst wait at most 10 hold times)\n');
+}
+
 async function serverVersion() {
   const client = connect();
   const info = await client.info('server');
@@ -371,6 +596,8 @@ try {
     inFlight,
     leftBehind,
     fencesAfterRestart,
+    manyKeys,
+    semaphore,
   };
   for (const [name, measure] of Object.entries(cases))
     if (!only || only.includes(name)) await measure();

@@ -8,8 +8,11 @@ import type { Script } from './script.js';
 export interface RedisDriver {
   /** `'ioredis'`, `'ioredis-cluster'`, `'node-redis'`, `'node-redis-cluster'`. */
   readonly library: ClientLibrary;
-  /** Run a script on one key (every script here touches one hash slot, named by that key). */
-  run(script: Script, key: string, args: string[]): Promise<unknown>;
+  /**
+   * Run a script on one key, or on several of one hash slot (every script here touches one
+   * slot, named by its keys).
+   */
+  run(script: Script, keys: string | readonly string[], args: string[]): Promise<unknown>;
   /** A new connection for SUBSCRIBE, a duplicate of the client. */
   openSubscriber(): Subscriber;
   /** End the client (only for clients the store opened itself). */
@@ -106,10 +109,11 @@ export function driverFor(client: unknown, library: ClientLibrary): RedisDriver 
 function ioredisDriver(client: IoredisLike, library: ClientLibrary): RedisDriver {
   return {
     library,
-    run(script, key, args) {
-      return client.evalsha(script.sha, 1, key, ...args).catch((error) => {
+    run(script, keys, args) {
+      const names = typeof keys === 'string' ? [keys] : keys;
+      return client.evalsha(script.sha, names.length, ...names, ...args).catch((error) => {
         if (!isNoScript(error)) throw error;
-        return client.eval(script.text, 1, key, ...args);
+        return client.eval(script.text, names.length, ...names, ...args);
       });
     },
     openSubscriber() {
@@ -148,10 +152,12 @@ function nodeRedisDriver(client: NodeRedisLike, library: ClientLibrary): RedisDr
     cluster ? client.sendCommand(key, false, command) : client.sendCommand(command);
   return {
     library,
-    run(script, key, args) {
-      return send(key, ['EVALSHA', script.sha, '1', key, ...args]).catch((error) => {
+    run(script, keys, args) {
+      const names = typeof keys === 'string' ? [keys] : keys;
+      const count = String(names.length);
+      return send(names[0]!, ['EVALSHA', script.sha, count, ...names, ...args]).catch((error) => {
         if (!isNoScript(error)) throw error;
-        return send(key, ['EVAL', script.text, '1', key, ...args]);
+        return send(names[0]!, ['EVAL', script.text, count, ...names, ...args]);
       });
     },
     openSubscriber() {

@@ -4,8 +4,18 @@ import { openClient } from './open.js';
 import { RedisStore, type RedisStoreOptions } from './store.js';
 
 export { type ClientLibrary, clientLibrary } from './driver.js';
-export { encodeTag, type LockKeys, leaseKey, lockKeys } from './keys.js';
-export { RedisStore, type RedisStoreOptions } from './store.js';
+export {
+  encodeTag,
+  hashTag,
+  keySlot,
+  type LockKeys,
+  leaseKey,
+  lockKeys,
+  type SharedKeys,
+  type SharedNamespace,
+  sharedKeys,
+} from './keys.js';
+export { RedisStore, type RedisStoreOptions, SHARED_FENCE_LINGER_MS } from './store.js';
 
 /**
  * A lock store on an ioredis `Redis` or `Cluster`, or a node-redis client or cluster (v4 and

@@ -38,9 +38,77 @@ export function encodeTag(key: string): string {
   );
 }
 
-/** The lease's name, which is also the channel and the stem the scripts derive the rest from. */
+/**
+ * The lease's name, which is also the channel and the stem the scripts derive the rest from:
+ * `{k}` with `k` encoded, preceded by `{t}` when `k` has a Redis hash tag `t` of its own (as
+ * Redis reads one: the first `{` and the first `}` after it, not empty), so that the keys a
+ * user tags alike (`'{acct}:1'`, `'{acct}:2'`) share a Cluster slot, alone or together. `t`
+ * has no `}`, so the name's tag is exactly `t`; the encoded `k` after the last `{` keeps
+ * every name apart.
+ */
 export function leaseKey(key: string): string {
-  return `{${encodeTag(key)}}`;
+  const own = `{${encodeTag(key)}}`;
+  const tag = hashTag(key);
+  return tag === undefined ? own : `{${tag}}${own}`;
+}
+
+/** The hash tag Redis would read in `name`, or `undefined` when it hashes the whole name. */
+export function hashTag(name: string): string | undefined {
+  const open = name.indexOf('{');
+  if (open < 0) return undefined;
+  const close = name.indexOf('}', open + 1);
+  return close > open + 1 ? name.slice(open + 1, close) : undefined;
+}
+
+/**
+ * The Cluster slot of a Redis key name: CRC16 (XMODEM) of its hash tag, or of the whole name,
+ * in UTF-8 as the clients send it, modulo 16384.
+ */
+export function keySlot(name: string): number {
+  const bytes = Buffer.from(hashTag(name) ?? name, 'utf8');
+  let crc = 0;
+  for (const byte of bytes) crc = ((crc << 8) & 0xffff) ^ CRC16[((crc >> 8) ^ byte) & 0xff]!;
+  return crc & 16383;
+}
+
+const CRC16 = Array.from({ length: 256 }, (_, i) => {
+  let crc = i << 8;
+  for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : crc << 1;
+  return crc;
+});
+
+/** The two namespaces of shared leases, apart from each other and from the exclusive lock. */
+export type SharedNamespace = 'permits' | 'rw';
+
+/**
+ * The Redis keys of a key's shared leases (a semaphore's or a read/write lock's), in the
+ * lease's hash slot and apart from its names: the stem is also the channel.
+ */
+export interface SharedKeys {
+  /** `<lease>:v2:permits` or `<lease>:v2:rw`: the holders, a sorted set owner -> expiry ms. */
+  holders: string;
+  /**
+   * `<holders>:data`, a hash: `o<owner>` -> `<seq>:<weight>:<fence>`, `last` (the last
+   * sequence number issued), `share` (the fence of the last acquisition that did not share),
+   * `total` (the weight held).
+   */
+  data: string;
+  /** `<holders>:line`: the waiters by arrival, a sorted set. */
+  line: string;
+  /** `<holders>:places`: each waiter's `<deadlineMs>:<weight>:<limit>`. */
+  places: string;
+  channel: string;
+}
+
+export function sharedKeys(key: string, namespace: SharedNamespace): SharedKeys {
+  const holders = `${leaseKey(key)}:v2:${namespace}`;
+  return {
+    holders,
+    data: `${holders}:data`,
+    line: `${holders}:line`,
+    places: `${holders}:places`,
+    channel: holders,
+  };
 }
 
 export function lockKeys(key: string): LockKeys {

@@ -1,6 +1,59 @@
 import { script } from './script.js';
 
 /**
+ * `release_one(lease, owner, keepMs)`: one key's owner-checked release, as described for
+ * RELEASE below, shared with the release of several keys. Returns 0, 1 or the hand-off.
+ */
+export const RELEASE_ONE = `local function release_one(lease, owner, keep)
+  local value = redis.pcall('GET', lease)
+  -- Only a value in cachelock's own format names an owner, as in acquire and extend.
+  local head = type(value) == 'string' and string.match(value, '^2/%d+%*?:')
+  if not head or string.sub(value, #head + 1) ~= owner then
+    if redis.call('ZREM', lease .. ':v2:line', owner) == 1 then
+      redis.call('HDEL', lease .. ':v2:waiters', owner)
+    end
+    return 0
+  end
+  if keep ~= '0' then
+    redis.call('PEXPIRE', lease, keep)
+    return 1
+  end
+  if string.byte(head, -2) ~= 42 then -- not marked '*'
+    redis.call('DEL', lease)
+    return 1
+  end
+  local last = tonumber(string.match(value, '^2/(%d+)')) or 0
+  local line, waiters = lease .. ':v2:line', lease .. ':v2:waiters'
+  local now = redis.call('TIME')
+  local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local now_ms = math.floor(now_us / 1000)
+  while true do
+    local first = redis.call('ZRANGE', line, 0, 0)[1]
+    if not first then break end
+    redis.call('ZREM', line, first)
+    local entry = redis.call('HGET', waiters, first)
+    redis.call('HDEL', waiters, first)
+    if entry then
+      local sep = string.find(entry, ':', 1, true)
+      if tonumber(string.sub(entry, 1, sep - 1)) > now_ms then
+        -- Above the last fence even if the clock has not passed it (it stepped back).
+        local fence = string.format('%.0f', math.max(now_us, last + 1))
+        local claim_ms = string.sub(entry, sep + 1)
+        local mark = redis.call('EXISTS', line) == 1 and '*' or ''
+        redis.call('SET', lease, '2/' .. fence .. mark .. ':' .. first, 'PX', claim_ms)
+        local handoff = fence .. ':' .. claim_ms .. ':' .. first
+        redis.call('PUBLISH', lease, handoff)
+        return handoff
+      end
+    end
+  end
+  redis.call('DEL', lease)
+  redis.call('PUBLISH', lease, '')
+  return 1
+end
+`;
+
+/**
  * KEYS: lease (the line and waiters are named after it). ARGV: owner, keepMs. Returns 0 if
  * owner did not hold it, else 1, or the hand-off it made. The channel is named like the lease
  * key (channels are not keys, so Cluster routing is unaffected).
@@ -18,9 +71,10 @@ import { script } from './script.js';
  */
 export const RELEASE = script(
   'release',
-  `local lease = KEYS[1]
-local value = redis.pcall('GET', lease)
+  `${RELEASE_ONE}
+local lease = KEYS[1]
 if ARGV[1] == '' then
+  local value = redis.pcall('GET', lease)
   if value and (type(value) ~= 'string' or not (string.find(value, '^2/%d+%*?:.')
       or string.find(value, '^%d+%*?:.'))) then
     redis.call('DEL', lease)
@@ -28,50 +82,7 @@ if ARGV[1] == '' then
   end
   return 0
 end
--- Only a value in cachelock's own format names an owner, as in acquire and extend.
-local head = type(value) == 'string' and string.match(value, '^2/%d+%*?:')
-if not head or string.sub(value, #head + 1) ~= ARGV[1] then
-  if redis.call('ZREM', lease .. ':v2:line', ARGV[1]) == 1 then
-    redis.call('HDEL', lease .. ':v2:waiters', ARGV[1])
-  end
-  return 0
-end
-if ARGV[2] ~= '0' then
-  redis.call('PEXPIRE', lease, ARGV[2])
-  return 1
-end
-if string.byte(head, -2) ~= 42 then -- not marked '*'
-  redis.call('DEL', lease)
-  return 1
-end
-local last = tonumber(string.match(value, '^2/(%d+)')) or 0
-local line, waiters = lease .. ':v2:line', lease .. ':v2:waiters'
-local now = redis.call('TIME')
-local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
-local now_ms = math.floor(now_us / 1000)
-while true do
-  local first = redis.call('ZRANGE', line, 0, 0)[1]
-  if not first then break end
-  redis.call('ZREM', line, first)
-  local entry = redis.call('HGET', waiters, first)
-  redis.call('HDEL', waiters, first)
-  if entry then
-    local sep = string.find(entry, ':', 1, true)
-    if tonumber(string.sub(entry, 1, sep - 1)) > now_ms then
-      -- Above the last fence even if the clock has not passed it (it stepped back).
-      local fence = string.format('%.0f', math.max(now_us, last + 1))
-      local claim_ms = string.sub(entry, sep + 1)
-      local mark = redis.call('EXISTS', line) == 1 and '*' or ''
-      redis.call('SET', lease, '2/' .. fence .. mark .. ':' .. first, 'PX', claim_ms)
-      local handoff = fence .. ':' .. claim_ms .. ':' .. first
-      redis.call('PUBLISH', lease, handoff)
-      return handoff
-    end
-  end
-end
-redis.call('DEL', lease)
-redis.call('PUBLISH', lease, '')
-return 1
+return release_one(lease, ARGV[1], ARGV[2])
 `,
 );
 

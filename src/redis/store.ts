@@ -1,20 +1,34 @@
 import {
   type Acquired,
+  type AcquiredKeys,
   type AcquireOptions,
   type Duration,
   type Handoff,
   type LeaseInfo,
   type LockStore,
+  type ManyKeys,
+  type SharedLeases,
+  type SharedRequest,
+  type StoreCapabilities,
   toMs,
 } from 'cachelock';
 import { ACQUIRE, acquired } from './acquire.js';
 import { Deadlines } from './deadlines.js';
 import type { RedisDriver } from './driver.js';
 import { EXTEND } from './extend.js';
-import { INSPECT, leaseInfo } from './inspect.js';
-import { leaseKey } from './keys.js';
+import { INSPECT, leaseInfo, parseHandoff } from './inspect.js';
+import { leaseKey, type SharedNamespace, sharedKeys } from './keys.js';
+import { acquiredKeys, MANY_ACQUIRE, MANY_EXTEND, MANY_RELEASE, sameSlot } from './many.js';
 import { isOne, RELEASE } from './release.js';
 import type { Script } from './script.js';
+import {
+  acquiredShared,
+  SHARED_ACQUIRE,
+  SHARED_EXTEND,
+  SHARED_INSPECT,
+  SHARED_RELEASE,
+  sharedLeases,
+} from './shared.js';
 import { handedOff, ReleaseSubscriptions } from './subscriptions.js';
 
 export interface RedisStoreOptions {
@@ -33,6 +47,13 @@ export class RedisStore implements LockStore {
   private readonly subscriptions: ReleaseSubscriptions;
   private readonly deadlines: Deadlines;
   private closed = false;
+  /** Several keys in one script; permits and readers/writers as weighted shared leases. */
+  readonly capabilities: Required<StoreCapabilities>;
+  /**
+   * The owners this store put in a line of shared leases. A wake-up names the first in line,
+   * the only one that can be admitted next, so only the store whose waiter it is wakes it.
+   */
+  private readonly inLine = new Set<string>();
 
   constructor(
     private readonly driver: RedisDriver,
@@ -42,6 +63,11 @@ export class RedisStore implements LockStore {
     this.timeoutMs = toMs('commandTimeout', options.commandTimeout ?? '5s');
     this.subscriptions = new ReleaseSubscriptions(() => driver.openSubscriber());
     this.deadlines = new Deadlines(this.timeoutMs);
+    this.capabilities = {
+      keys: this.manyKeys(),
+      permits: this.shared('permits'),
+      readersWriters: this.shared('rw'),
+    };
   }
 
   /** Which client library the store drives. */
@@ -79,7 +105,9 @@ export class RedisStore implements LockStore {
   }
 
   onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
-    return this.subscriptions.listen(leaseKey(key), listener);
+    return this.subscriptions.listen(leaseKey(key), (message) =>
+      listener(message ? parseHandoff(message) : undefined),
+    );
   }
 
   async close(): Promise<void> {
@@ -90,17 +118,120 @@ export class RedisStore implements LockStore {
     if (this.ownsClient) await this.driver.quit();
   }
 
-  /** One operation: `script` on a lease, its reply converted, bounded in time. */
+  /** One operation: `script` on a lease (or several of one slot), its reply converted, bounded in time. */
   private call<T>(
     script: Script,
-    lease: string,
+    lease: string | readonly string[],
     args: string[],
     convert: (reply: unknown) => T,
   ): Promise<T> {
     if (this.closed) return Promise.reject(new Error('the Redis store was closed'));
     return this.deadlines.run(this.driver.run(script, lease, args), convert);
   }
+
+  /** Note a waiter; owners that left without a word go once there are many. */
+  private waiting(owner: string): void {
+    // A waiter that neither got a lease nor released (its process gave up on a failure) is
+    // forgotten in bulk: the worst is one missed wake-up, and polling covers that.
+    if (this.inLine.size >= 10_000) this.inLine.clear();
+    this.inLine.add(owner);
+  }
+
+  /** The leases of `keys`, refused up front when a Cluster could not run them in one script. */
+  private leases(keys: readonly string[]): string[] {
+    const leases = keys.map(leaseKey);
+    if (this.driver.library.endsWith('cluster')) {
+      const error = sameSlot(keys, leases);
+      if (error !== null) throw error;
+    }
+    return leases;
+  }
+
+  private manyKeys(): ManyKeys {
+    return {
+      acquire: (keys, owner, ttlMs): Promise<AcquiredKeys | null> => {
+        try {
+          const leases = this.leases(keys);
+          return this.call(MANY_ACQUIRE, leases, [owner, String(wholeMs(ttlMs))], acquiredKeys);
+        } catch (error) {
+          return Promise.reject(error);
+        }
+      },
+      release: (keys, owner, keepMs = 0) => {
+        try {
+          const leases = this.leases(keys);
+          const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
+          return this.call(MANY_RELEASE, leases, [owner, keep], (reply) => {
+            let all = true;
+            for (const [i, one] of (reply as unknown[]).entries()) {
+              if (typeof one === 'string') handedOff(leases[i]!, one);
+              else if (!isOne(one)) all = false;
+            }
+            return all;
+          });
+        } catch (error) {
+          return Promise.reject(error);
+        }
+      },
+      extend: (keys, owner, ttlMs) => {
+        try {
+          const leases = this.leases(keys);
+          return this.call(MANY_EXTEND, leases, [owner, String(wholeMs(ttlMs))], isOne);
+        } catch (error) {
+          return Promise.reject(error);
+        }
+      },
+    };
+  }
+
+  private shared(namespace: SharedNamespace): SharedLeases {
+    // Readers share the last write's fence, so a read/write lock keeps it a while after its
+    // last lease; a semaphore's permits share nothing and leave nothing.
+    const linger = namespace === 'rw' ? String(SHARED_FENCE_LINGER_MS) : '0';
+    const names = (key: string) => {
+      const k = sharedKeys(key, namespace);
+      return [k.holders, k.data, k.line, k.places];
+    };
+    return {
+      acquire: (key, owner, ttlMs, request: SharedRequest) => {
+        const args = [
+          owner,
+          String(wholeMs(ttlMs)),
+          String(request.limit),
+          String(request.weight),
+          request.shareFence ? '1' : '0',
+          request.lineMs ? String(wholeMs(request.lineMs)) : '0',
+          linger,
+        ];
+        // In the set before sending, so that a wake-up racing the reply is not missed.
+        if (request.lineMs) this.waiting(owner);
+        return this.call(SHARED_ACQUIRE, names(key), args, (reply) => {
+          const got = acquiredShared(reply);
+          if (got !== null) this.inLine.delete(owner);
+          return got;
+        });
+      },
+      release: (key, owner, keepMs = 0) => {
+        this.inLine.delete(owner);
+        const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
+        return this.call(SHARED_RELEASE, names(key), [owner, keep, linger], isOne);
+      },
+      extend: (key, owner, ttlMs) =>
+        this.call(SHARED_EXTEND, names(key), [owner, String(wholeMs(ttlMs)), linger], isOne),
+      inspect: (key) => this.call(SHARED_INSPECT, names(key), [], sharedLeases),
+      onRelease: (key, listener) =>
+        this.subscriptions.listen(sharedKeys(key, namespace).channel, (next) => {
+          if (next === undefined || this.inLine.has(next)) listener();
+        }),
+    };
+  }
 }
+
+/**
+ * How long a read/write lock's last write fence outlives its last lease and waiter, for the
+ * readers that come after (about 100 bytes per lock, then nothing).
+ */
+export const SHARED_FENCE_LINGER_MS = 3_600_000;
 
 /** Redis takes whole milliseconds, and a lease of 0 would mean "no expiry" to nobody's benefit. */
 function wholeMs(ms: number): number {

@@ -1,8 +1,7 @@
-import type { Handoff } from 'cachelock';
 import type { Subscriber } from './driver.js';
-import { parseHandoff } from './inspect.js';
 
-type Listener = (handoff?: Handoff) => void;
+/** Called with the message as published (a hand-off, the next in line), or none. */
+type Listener = (message?: string) => void;
 
 interface Channel {
   listeners: Set<Listener>;
@@ -22,7 +21,7 @@ const here = new Map<string, Set<Listener>>();
 /** A release in this process handed `channel`'s key on (`message` as published). */
 export function handedOff(channel: string, message: string): void {
   const listeners = here.get(channel);
-  if (listeners !== undefined) notify(listeners, parseHandoff(message));
+  if (listeners !== undefined) notify(listeners, message);
 }
 
 /** How long a channel stays subscribed after its last listener left, for the next waiter. */
@@ -115,7 +114,7 @@ export class ReleaseSubscriptions {
         }
         const entry = this.channels.get(channel);
         if (entry === undefined) return;
-        notify(entry.listeners, message ? parseHandoff(message) : undefined);
+        notify(entry.listeners, message || undefined);
       });
       this.subscriber = subscriber;
     }
@@ -123,10 +122,10 @@ export class ReleaseSubscriptions {
   }
 }
 
-function notify(listeners: Set<Listener>, handoff?: Handoff): void {
+function notify(listeners: Set<Listener>, message?: string): void {
   for (const listener of [...listeners]) {
     try {
-      listener(handoff);
+      listener(message);
     } catch {
       // A waiter's own failure must not keep the others asleep.
     }

@@ -1,11 +1,12 @@
-import { closeAll, Lock, newOwner } from 'cachelock';
-import { lockKeys, redisStore } from 'cachelock/redis';
-import { runConformance } from 'cachelock/testing';
+import { closeAll, Lock, newOwner, RW_LIMIT } from 'cachelock';
+import { keySlot, leaseKey, lockKeys, redisStore, sharedKeys } from 'cachelock/redis';
 import { Cluster } from 'ioredis';
 import { createCluster } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { caseBudgetMs, conformanceCases, runCase } from '../../src/testing/conformance.js';
 import { binaryOrSkip } from '../support/reachable.js';
 import { RedisCluster } from '../support/redis-server.js';
+import { tagKeys } from '../support/tag-keys.js';
 
 const runs = await binaryOrSkip('Redis Cluster', 'redis-server');
 
@@ -43,6 +44,87 @@ describe.runIf(runs)('redis store on a 3-master Cluster', () => {
     expect(slots.size).toBeGreaterThan(1);
   });
 
+  it('the slot computed before sending is the one the cluster reports', async () => {
+    const names = ['plain', '{acct}:1', 'a{b}c', '{}x', '{{x}', 'x{}{y}', 'ключ 🔒', '', '\ud83d']
+      .flatMap((k) => [`cachelock:${k}`, k])
+      .flatMap((k) => [k, leaseKey(k), sharedKeys(k, 'permits').data, sharedKeys(k, 'rw').line]);
+    for (const name of names) {
+      expect(keySlot(name), name).toBe(await ioredis.cluster('KEYSLOT', name));
+    }
+    // A key's own hash tag picks the slot, alone and in every namespace.
+    const slot = keySlot(leaseKey('cachelock:{acct}:1'));
+    expect(keySlot(leaseKey('cachelock:{acct}:2'))).toBe(slot);
+    expect(keySlot(sharedKeys('cachelock:{acct}:3', 'permits').places)).toBe(slot);
+  });
+
+  it('several keys of one hash tag go together; keys of different slots are refused', async () => {
+    for (const client of [ioredis, nodeRedis]) {
+      const store = redisStore(client);
+      const many = store.capabilities.keys;
+      const tag = `{acct-${process.pid}-${Math.random()}}`;
+      const keys = [`cachelock:${tag}:1`, `cachelock:${tag}:2`, `cachelock:${tag}:3`];
+      const owner = newOwner();
+      const got = await many.acquire(keys, owner, 10_000);
+      expect(got?.fences).toHaveLength(3);
+      expect((await store.inspect(keys[1]!))?.owner).toBe(owner);
+      expect(await many.extend(keys, owner, 20_000)).toBe(true);
+      expect(await many.release(keys, owner)).toBe(true);
+      expect(await store.inspect(keys[0]!)).toBeNull();
+      // Two keys without a common tag land in different slots (checked here, not assumed).
+      const apart = ['cachelock:transfer:1', 'cachelock:transfer:2'];
+      expect(keySlot(leaseKey(apart[0]!))).not.toBe(keySlot(leaseKey(apart[1]!)));
+      await expect(many.acquire(apart, owner, 10_000)).rejects.toThrow(TypeError);
+      await expect(many.acquire(apart, owner, 10_000)).rejects.toThrow(
+        /different slots.*same hash tag/,
+      );
+      await expect(many.release(apart, owner)).rejects.toThrow(TypeError);
+      expect(await store.inspect(apart[0]!)).toBeNull();
+      await store.close();
+    }
+  });
+
+  it('Lock on keys of different slots is refused with the store’s TypeError; with one hash tag it works', async () => {
+    const apart = [`apart:${process.pid}:1`, `apart:${process.pid}:2`];
+    for (const cache of [ioredis, nodeRedis]) {
+      const error = await Lock.acquire(apart, { cache, ttl: '10s' }).catch((e: Error) => e);
+      // The store's TypeError, as it is or as the cause of the core's error.
+      const refusal = error instanceof TypeError ? error : (error as Error).cause;
+      expect(refusal).toBeInstanceOf(TypeError);
+      expect((refusal as TypeError).message).toMatch(/different slots.*same hash tag/);
+    }
+    const tagged = [`{apart-${process.pid}}:1`, `{apart-${process.pid}}:2`];
+    const lock = await Lock.acquire(tagged, { cache: ioredis, ttl: '10s' });
+    expect(await lock.release()).toBe(true);
+    await closeAll();
+  });
+
+  it('permits and readers/writers work on keys of every master', async () => {
+    for (const client of [ioredis, nodeRedis]) {
+      const store = redisStore(client);
+      const permits = store.capabilities.permits;
+      const rw = store.capabilities.readersWriters;
+      for (let i = 0; i < 10; i++) {
+        const k = `cachelock:cluster-shared:${process.pid}:${Math.random()}:${i}`;
+        const [a, b] = [newOwner(), newOwner()];
+        expect(await permits.acquire(k, a, 10_000, { limit: 1, weight: 1 })).not.toBeNull();
+        expect(
+          await permits.acquire(k, b, 10_000, { limit: 1, weight: 1, lineMs: 3_000 }),
+        ).toBeNull();
+        expect(await permits.release(k, a)).toBe(true);
+        expect(
+          await permits.acquire(k, b, 10_000, { limit: 1, weight: 1, lineMs: 3_000 }),
+        ).not.toBeNull();
+        expect((await permits.inspect(k)).map((h) => h.owner)).toEqual([b]);
+        expect(await permits.release(k, b)).toBe(true);
+        const w = await rw.acquire(k, a, 10_000, { limit: RW_LIMIT, weight: RW_LIMIT });
+        expect(w?.fence).toBeDefined();
+        expect(await rw.acquire(k, b, 10_000, { limit: RW_LIMIT, weight: 1 })).toBeNull();
+        expect(await rw.release(k, a)).toBe(true);
+      }
+      await store.close();
+    }
+  });
+
   it('keys on every master work, with either client', async () => {
     for (const client of [ioredis, nodeRedis]) {
       const store = redisStore(client);
@@ -69,11 +151,23 @@ describe.runIf(runs)('redis store on a 3-master Cluster', () => {
     await closeAll();
   });
 
-  runConformance({ name: 'ioredis Cluster', describe, it, makeStore: () => redisStore(ioredis) });
-  runConformance({
-    name: 'node-redis cluster',
-    describe,
-    it,
-    makeStore: () => redisStore(nodeRedis),
-  });
+  // The several-keys cases take keys made independently, which a Cluster refuses together
+  // unless they share a hash tag: those run with every key under one tag, the rest as they are,
+  // spread over the masters.
+  for (const [name, client] of [
+    ['ioredis Cluster', () => ioredis],
+    ['node-redis cluster', () => nodeRedis],
+  ] as const) {
+    describe(name, () => {
+      for (const testCase of conformanceCases) {
+        const tagged = testCase.needs === 'keys';
+        const makeStore = () =>
+          tagged
+            ? tagKeys(redisStore(client()), `conformance-${process.pid}`)
+            : redisStore(client());
+        const budget = caseBudgetMs(testCase, 300);
+        it(testCase.name, () => runCase({ makeStore }, testCase, 300, budget), budget + 5_000);
+      }
+    });
+  }
 });

@@ -1,0 +1,221 @@
+import type { Acquired, LeaseInfo } from 'cachelock';
+import { script } from './script.js';
+
+/**
+ * Shared leases (permits, readers and writers) under one weighted rule. KEYS: holders, data,
+ * line, places (see `SharedKeys` in keys.ts; the holders' name is also the channel). The
+ * holders' sorted set, scored by expiry on the server's clock, is the truth about who holds;
+ * `data` keeps each holder's `<seq>:<weight>:<fence>`, the weight held, the last sequence
+ * number and the fence readers share. A lease's sequence number is the server's `TIME` in microseconds, or the last
+ * one + 1 when the clock has not passed it, so sequence numbers and fences only rise, as in the
+ * exclusive lock. Every name expires with the last lease or place it holds.
+ */
+const COMMON = `local holders, data, line, places = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- The last ARGV: how long the fence readers share outlives the last lease (0: not at all).
+local linger = tonumber(ARGV[#ARGV])
+local function int(n) return string.format('%.0f', n) end
+local now = redis.call('TIME')
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local now_ms = math.floor(now_us / 1000)
+
+-- The weight an entry '<seq>:<weight>:<fence>' counts for.
+local function weight_of(entry) return tonumber(string.match(entry, '^%d+:(%d+):')) end
+
+-- Drop the expired leases, and return the weight the live ones hold with the last sequence
+-- number and the shared fence. Each holder has its entry in data, which outlives the holders'
+-- set; when the set is gone (it expired with its last lease) nothing of theirs may stay.
+local function prune()
+  local gone = redis.call('ZRANGEBYSCORE', holders, '-inf', now_ms)
+  if #gone > 0 then
+    local freed = 0
+    for _, owner in ipairs(gone) do
+      local entry = redis.call('HGET', data, 'o' .. owner)
+      if entry then
+        freed = freed + weight_of(entry)
+        redis.call('HDEL', data, 'o' .. owner)
+      end
+    end
+    redis.call('ZREMRANGEBYSCORE', holders, '-inf', now_ms)
+    redis.call('HINCRBY', data, 'total', int(-freed))
+  end
+  local meta = redis.call('HMGET', data, 'total', 'last', 'share')
+  local total = tonumber(meta[1]) or 0
+  local held = redis.call('EXISTS', holders) == 1
+  if total ~= 0 and not held then
+    redis.call('DEL', data)
+    if meta[2] then redis.call('HSET', data, 'last', meta[2]) end
+    if meta[3] then redis.call('HSET', data, 'share', meta[3]) end
+    total = 0
+  elseif held and not meta[1] then
+    -- The data is gone (evicted under maxmemory) while leases are live: their weights are
+    -- unknown, so count them as everything until they end rather than admit too many.
+    total = 2 ^ 52
+  end
+  return total, meta[2], meta[3]
+end
+
+-- The first live place in line (owner, weight, limit), dropping the lapsed places before it.
+local function head()
+  while true do
+    local first = redis.call('ZRANGE', line, 0, 0)[1]
+    if not first then return nil end
+    local entry = redis.call('HGET', places, first)
+    if entry then
+      local deadline, weight, limit = string.match(entry, '^(%d+):(%d+):(%d+)$')
+      if tonumber(deadline) > now_ms then return first, tonumber(weight), tonumber(limit) end
+    end
+    redis.call('ZREM', line, first)
+    redis.call('HDEL', places, first)
+  end
+end
+
+-- Wake the first in line when it would now be admitted, by name: nobody else would be.
+local function wake(total)
+  local first, weight, limit = head()
+  if first and total + weight <= limit then
+    redis.call('PUBLISH', holders, first)
+    return true
+  end
+  return false
+end
+
+-- Holders and data live as long as the last lease or place; data a second longer, so that it
+-- never vanishes before the holders it describes, or the linger when that is longer. Nothing
+-- held, nobody in line and no linger: nothing left.
+local function expire()
+  local last = redis.call('ZRANGE', holders, -1, -1, 'WITHSCORES')[2]
+  local ms = last and tonumber(last) - now_ms or 0
+  if ms > 0 then redis.call('PEXPIRE', holders, int(ms)) end
+  ms = math.max(ms, redis.call('PTTL', line))
+  if ms > 0 or linger > 0 then
+    redis.call('PEXPIRE', data, int(math.max(ms + 1000, linger)))
+  else
+    redis.call('DEL', data)
+  end
+end
+
+local total, last, share = prune()
+`;
+
+/**
+ * ARGV: owner, ttlMs, limit, weight, share ('1': take the last non-sharing fence), lineMs
+ * ('0': not waiting), lingerMs. Returns the fence, or nil when refused. The owner that already holds a
+ * lease gets it refreshed with the same fence. Otherwise it is admitted when nobody is ahead
+ * of it in line and the weight held plus its own is within its limit; refused, a waiter joins
+ * the line or renews its place. An admitted waiter wakes the rest when the next in line would
+ * fit too, so that readers behind a writer all come in.
+ */
+export const SHARED_ACQUIRE = script(
+  'acquire-shared',
+  `${COMMON}
+local owner, ttl = ARGV[1], tonumber(ARGV[2])
+local limit, weight, line_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
+if redis.call('ZSCORE', holders, owner) then
+  redis.call('ZADD', holders, int(now_ms + ttl), owner)
+  expire()
+  return string.match(redis.call('HGET', data, 'o' .. owner), ':(%d*)$')
+end
+local first = head()
+if (first == nil or first == owner) and total + weight <= limit then
+  local seq = int(math.max(now_us, (tonumber(last) or 0) + 1))
+  local fence = seq
+  if ARGV[5] == '1' then fence = share or seq end
+  redis.call('HSET', data, 'last', seq, 'share', fence, 'o' .. owner, seq .. ':' .. ARGV[4] .. ':' .. fence)
+  redis.call('HINCRBY', data, 'total', ARGV[4])
+  redis.call('ZADD', holders, int(now_ms + ttl), owner)
+  if first == owner then
+    redis.call('ZREM', line, owner)
+    redis.call('HDEL', places, owner)
+    wake(total + weight)
+  end
+  expire()
+  return fence
+end
+if line_ms > 0 then
+  redis.call('ZADD', line, 'NX', int(now_us), owner)
+  redis.call('HSET', places, owner, int(now_ms + line_ms) .. ':' .. ARGV[4] .. ':' .. ARGV[3])
+  local keep = int(math.max(redis.call('PTTL', line), line_ms))
+  redis.call('PEXPIRE', line, keep)
+  redis.call('PEXPIRE', places, keep)
+end
+expire()
+return false
+`,
+);
+
+/**
+ * ARGV: owner, keepMs, lingerMs. Leaves the line; ends the owner's lease (or shortens it to keepMs) and
+ * returns 1 if it held one, else 0. Wakes the waiters when the first in line would now fit.
+ */
+export const SHARED_RELEASE = script(
+  'release-shared',
+  `${COMMON}
+local owner = ARGV[1]
+local left = redis.call('ZREM', line, owner) == 1
+if left then redis.call('HDEL', places, owner) end
+local holds = redis.call('ZSCORE', holders, owner)
+if holds and ARGV[2] ~= '0' then
+  redis.call('ZADD', holders, 'XX', int(now_ms + tonumber(ARGV[2])), owner)
+elseif holds then
+  local entry = redis.call('HGET', data, 'o' .. owner)
+  local w = entry and weight_of(entry) or 0
+  redis.call('ZREM', holders, owner)
+  redis.call('HDEL', data, 'o' .. owner)
+  total = total - w
+  redis.call('HINCRBY', data, 'total', int(-w))
+end
+if (holds and ARGV[2] == '0') or left then wake(total) end
+expire()
+return holds and 1 or 0
+`,
+);
+
+/** ARGV: owner, ttlMs, lingerMs. 1 and the lease set to ttlMs from now if the owner still holds one. */
+export const SHARED_EXTEND = script(
+  'extend-shared',
+  `${COMMON}
+if not redis.call('ZSCORE', holders, ARGV[1]) then return 0 end
+redis.call('ZADD', holders, 'XX', int(now_ms + tonumber(ARGV[2])), ARGV[1])
+expire()
+return 1
+`,
+);
+
+/**
+ * The live leases, each `{ owner, ttlMs, seq, fence }`, without changing anything (no prune:
+ * an inspection is read-only).
+ */
+export const SHARED_INSPECT = script(
+  'inspect-shared',
+  `local holders, data = KEYS[1], KEYS[2]
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local live = redis.call('ZRANGEBYSCORE', holders, '(' .. string.format('%.0f', now_ms), '+inf', 'WITHSCORES')
+local leases = {}
+for i = 1, #live, 2 do
+  local entry = redis.call('HGET', data, 'o' .. live[i])
+  if entry then
+    local seq, fence = string.match(entry, '^(%d+):%d+:(%d*)$')
+    leases[#leases + 1] = { live[i], string.format('%.0f', tonumber(live[i + 1]) - now_ms), seq, fence }
+  end
+end
+return leases
+`,
+);
+
+/** The acquire script's reply: the fence when admitted, `null` when refused. */
+export function acquiredShared(reply: unknown): Acquired | null {
+  return reply === null || reply === undefined ? null : { fence: BigInt(String(reply)) };
+}
+
+/** The inspect script's reply, oldest lease first. */
+export function sharedLeases(reply: unknown): LeaseInfo[] {
+  if (!Array.isArray(reply)) return [];
+  return (reply as string[][])
+    .map(([owner, ttl, seq, fence]) => ({
+      seq: BigInt(String(seq)),
+      lease: { owner: String(owner), ttlMs: Number(ttl), fence: BigInt(String(fence)) },
+    }))
+    .sort((a, b) => (a.seq < b.seq ? -1 : a.seq > b.seq ? 1 : 0))
+    .map(({ lease }) => lease);
+}
