@@ -106,3 +106,53 @@ export async function startPostgres() {
   process.once('exit', stop);
   return { url: `postgres://postgres@127.0.0.1:${port}/postgres`, stop };
 }
+
+/** mariadb-install-db + mariadbd on a free port; `args` are more server options. */
+export async function startMariadb(args = []) {
+  const dir = mkdtempSync(join(tmpdir(), 'cachelock-bench-mariadb-'));
+  const asRoot = process.getuid?.() === 0;
+  const user = asRoot ? ['--user=root'] : [];
+  const data = join(dir, 'data');
+  execFileSync(
+    'mariadb-install-db',
+    ['--no-defaults', `--datadir=${data}`, ...user, '--auth-root-authentication-method=normal'],
+    { stdio: 'ignore' },
+  );
+  const server = await startDaemon('mariadb', '/usr/sbin/mariadbd', (port) => [
+    ...['--no-defaults', `--datadir=${data}`, `--port=${port}`, '--bind-address=127.0.0.1'],
+    ...[`--socket=${join(dir, 'sock')}`, ...user, '--skip-log-bin', '--skip-name-resolve'],
+    ...args,
+  ]);
+  for (let i = 0; ; i++) {
+    try {
+      execFileSync('mariadb', [
+        ...['-h127.0.0.1', `-P${server.port}`, '-uroot', '-e'],
+        'CREATE DATABASE IF NOT EXISTS test',
+      ]);
+      break;
+    } catch (error) {
+      if (i >= 100) throw error;
+      await sleep(100);
+    }
+  }
+  const stop = () => {
+    server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once('exit', stop);
+  return { url: `mysql://root@127.0.0.1:${server.port}/test`, stop };
+}
+
+/** A single-member etcd on free loopback ports (client and peer), its data in a temp folder. */
+export async function startEtcd() {
+  const peer = await freePort();
+  return startDaemon('etcd', 'etcd', (port, dir) => [
+    ...['--data-dir', join(dir, 'data'), '--name', 'bench'],
+    ...['--listen-client-urls', `http://127.0.0.1:${port}`],
+    ...['--advertise-client-urls', `http://127.0.0.1:${port}`],
+    ...['--listen-peer-urls', `http://127.0.0.1:${peer}`],
+    ...['--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`],
+    ...['--initial-cluster', `bench=http://127.0.0.1:${peer}`],
+    ...['--log-level', 'error', '--logger', 'zap'],
+  ]);
+}

@@ -1,3 +1,4 @@
+export { isLentPool, LENT_POOL, type LentPool, type SqlDialect } from './clients.js';
 export { currentLock, type Held } from './context.js';
 export {
   type LockEvent,

@@ -25,8 +25,12 @@ const builtinSchemes: Record<string, string> = {
   'valkeys:': 'cachelock/redis',
   'postgres:': 'cachelock/postgres',
   'postgresql:': 'cachelock/postgres',
+  'mysql:': 'cachelock/mysql',
+  'mariadb:': 'cachelock/mysql',
   'memcached:': 'cachelock/memcached',
   'sqlite:': 'cachelock/sqlite',
+  'etcd:': 'cachelock/etcd',
+  'etcds:': 'cachelock/etcd',
 };
 
 /**

@@ -1,4 +1,4 @@
-import { recogniseClient } from './clients.js';
+import { isLentPool, recogniseClient } from './clients.js';
 import { showValue } from './duration.js';
 import { defaultMemoryStore, memoryStore } from './memory/index.js';
 import { missingCacheMethods, type PlainCache, PlainCacheStore } from './plain/index.js';
@@ -15,12 +15,13 @@ export function checkCache(option: string, cache: unknown): void {
     parseCacheUrl(option, cache);
     return;
   }
-  if (typeof cache !== 'object' || cache === null) {
+  // knex is a function with members.
+  if ((typeof cache !== 'object' && typeof cache !== 'function') || cache === null) {
     throw new TypeError(
       `${option} must be a LockStore, a client, a URL or an object with get, set and delete, got ${showValue(cache)}`,
     );
   }
-  if (isLockStore(cache) || recogniseClient(cache)) return;
+  if (isLockStore(cache) || recogniseClient(cache, option)) return;
   const missing = missingCacheMethods(cache);
   if (missing.length > 0) {
     throw new TypeError(
@@ -79,13 +80,28 @@ export function storeFor(cache: unknown, option = 'cache'): LockStore | Promise<
   const known = byObject.get(object);
   if (known !== undefined) return known;
   if (isLockStore(object)) return object;
-  const client = recogniseClient(object);
-  if (client !== undefined) {
-    rememberClientSecrets(object);
-    const pending = loadBackend(client.entry).then((backend) => backend.storeFromClient(object));
-    const where = clientLocation(object, client.entry);
+  const recognised = recogniseClient(object, option);
+  if (recognised !== undefined) {
+    // An ORM and the client it holds (or two wrappers of one ORM) share one store.
+    const key = recognised.key();
+    const shared = byObject.get(key);
+    if (shared !== undefined) {
+      byObject.set(object, shared);
+      return shared;
+    }
+    const client = recognised.client();
+    // An ORM's pool keeps its settings (password, URL) where the ORM put them.
+    rememberClientSecrets(isLentPool(client) ? { options: client.settings } : client);
+    const pending = loadBackend(recognised.entry).then((backend) =>
+      backend.storeFromClient(client),
+    );
+    const where = clientLocation(
+      isLentPool(client) ? (client.settings ?? {}) : client,
+      recognised.entry,
+    );
     if (where !== undefined) pending.then((store) => locations.set(store, where), noop);
-    remember(byObject, object, pending);
+    remember(byObject, key, pending);
+    if (key !== object) remember(byObject, object, pending);
     return pending;
   }
   checkCache('cache', object);
@@ -129,8 +145,10 @@ function whereIs(url: URL): string {
 const SCHEMES: Record<string, string> = {
   'cachelock/redis': 'redis:',
   'cachelock/postgres': 'postgres:',
+  'cachelock/mysql': 'mysql:',
   'cachelock/memcached': 'memcached:',
   'cachelock/sqlite': 'sqlite:',
+  'cachelock/etcd': 'etcd:',
 };
 
 /**
@@ -144,6 +162,7 @@ function clientLocation(client: object, entry: string): string | undefined {
   if (scheme === undefined) return undefined;
   if (scheme === 'sqlite:') return typeof c.name === 'string' ? `sqlite:${c.name}` : undefined;
   if (scheme === 'redis:' && c.options?.tls) scheme = 'rediss:';
+  if (scheme === 'etcd:') return etcdLocation(c.options?.hosts);
   const places = [
     c.options,
     c.options?.socket,
@@ -151,6 +170,11 @@ function clientLocation(client: object, entry: string): string | undefined {
     c.connectionParameters,
     c.startupNodes?.[0],
     c.servers?.[0],
+    // mysql2: its pool's connection settings, under a promise wrapper or not.
+    c.config?.connectionConfig,
+    c.pool?.config?.connectionConfig,
+    c.connection?.config,
+    c.config,
     c,
   ];
   for (const place of places) {
@@ -167,6 +191,17 @@ function clientLocation(client: object, entry: string): string | undefined {
     }
   }
   return undefined;
+}
+
+// etcd3 keeps its hosts as given: `http://host:2379`, a list of them, or a comma list.
+function etcdLocation(hosts: unknown): string | undefined {
+  const first = (Array.isArray(hosts) ? hosts[0] : hosts)?.toString().split(',')[0]?.trim();
+  if (!first) return undefined;
+  try {
+    return `etcd://${new URL(first.includes('://') ? first : `http://${first}`).host}`;
+  } catch {
+    return undefined;
+  }
 }
 
 function noop(): void {}

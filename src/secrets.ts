@@ -45,11 +45,17 @@ export function rememberUrlSecrets(url: URL): void {
 
 /**
  * Remember the passwords a client was configured with, where clients commonly keep them
- * (ioredis and node-redis `options`, pg `connectionParameters`/`options`, memjs `servers`).
+ * (ioredis and node-redis `options`, pg `connectionParameters`/`options`, mysql2 `config`, memjs
+ * `servers`).
  */
 export function rememberClientSecrets(client: object): void {
   const c = client as Record<string, any>;
-  for (const holder of [c.options, c.connectionParameters, c.config, c._options]) {
+  const mysql2 = [
+    c.config?.connectionConfig,
+    c.pool?.config?.connectionConfig,
+    c.connection?.config,
+  ];
+  for (const holder of [c.options, c.connectionParameters, c.config, c._options, ...mysql2]) {
     if (typeof holder !== 'object' || holder === null) continue;
     rememberSecret(holder.password);
     rememberSecret(holder.sentinelPassword);

@@ -24,8 +24,8 @@ release  --force: remove a stuck lock whatever its owner, and say whose it was. 
 
 Options:
   --cache URL               where the locks live: redis://, rediss://, valkey://, postgres://,
-                            memcached://, sqlite:/path (default: $CACHELOCK_URL, else the
-                            SQLite file $CACHELOCK_DB, else
+                            mysql://, mariadb://, memcached://, sqlite:/path (default:
+                            $CACHELOCK_URL, else the SQLite file $CACHELOCK_DB, else
                             $XDG_STATE_HOME/cachelock/locks.sqlite, else
                             ~/.local/state/cachelock/locks.sqlite)
   --key K                   the key, in place of <key>: for a key that begins with "-"

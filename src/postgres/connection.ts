@@ -1,3 +1,4 @@
+import { isLentPool, type LentPool } from 'cachelock';
 import type { Client, ClientConfig, Pool, QueryConfig, QueryResult } from 'pg';
 
 /** What the store needs of a pg `Pool` or `Client`. */
@@ -31,7 +32,16 @@ export type Transact = <T>(
  * `Client` runs one statement at a time anyway: every statement of the store then goes through
  * one queue (`queryable`), so that none can run inside another's transaction.
  */
-export function transactions(db: Pool | Client): { queryable: Queryable; transact: Transact } {
+export function transactions(db: Pool | Client | LentPool): {
+  queryable: Queryable;
+  transact: Transact;
+} {
+  if (isLentPool(db)) {
+    // An ORM's pool: each statement, and each transaction whole, on a connection borrowed for it.
+    const transact: Transact = (work, lock) =>
+      db.borrow((connection) => inTransaction(connection as Queryable, work, lock));
+    return { queryable: lentQueryable(db), transact };
+  }
   if (isPool(db)) {
     const pool = db;
     const transact: Transact = async (work, lock) => {
@@ -115,27 +125,51 @@ export function isClient(value: unknown): value is Client {
 }
 
 /**
- * How to open a connection for LISTEN beside the user's `Pool` or `Client`, with the same
- * settings. A pool's own clients are not used: LISTEN would hold one of them for as long as
- * anyone waits, and a small pool would starve. A single `Client` cannot LISTEN while it runs the
- * store's queries, so it gets a sibling with its connection parameters.
+ * How to open a connection for LISTEN beside the user's `Pool`, `Client` or an ORM's pool, with
+ * the same settings. A pool's own clients are never used: LISTEN would hold one of them for as
+ * long as anyone waits, and a small pool would starve. A single `Client` cannot LISTEN while it
+ * runs the store's queries, so it gets a sibling with its connection parameters.
  */
-export function listenConnector(db: unknown): (() => ListenConnection) | undefined {
+export function listenConnector(db: unknown): (() => Promise<ListenConnection>) | undefined {
+  if (isLentPool(db)) {
+    const { openOwn } = db;
+    return openOwn && (() => openOwn() as Promise<ListenConnection>);
+  }
   if (isPool(db)) {
     const pool = db as Pool & { Client?: ClientConstructor; options?: ClientConfig };
     const Ctor = pool.Client;
     const options = pool.options;
     if (typeof Ctor !== 'function' || !options) return undefined;
-    return () => new Ctor({ ...copyWithPassword(options), keepAlive: true });
+    return () => connected(new Ctor({ ...copyWithPassword(options), keepAlive: true }));
   }
   if (isClient(db)) {
     const client = db as Client & { connectionParameters?: ClientConfig };
     const Ctor = client.constructor as ClientConstructor;
     const parameters = client.connectionParameters;
     if (!parameters) return undefined;
-    return () => new Ctor({ ...copyWithPassword(parameters), keepAlive: true });
+    return () => connected(new Ctor({ ...copyWithPassword(parameters), keepAlive: true }));
   }
   return undefined;
+}
+
+async function connected(connection: ListenConnection): Promise<ListenConnection> {
+  try {
+    await connection.connect();
+  } catch (error) {
+    connection.end().catch(() => undefined);
+    throw error;
+  }
+  return connection;
+}
+
+/**
+ * The store's statements, on a pool of an ORM's (knex, Sequelize): each borrows a connection
+ * and gives it back when it is answered.
+ */
+export function lentQueryable(pool: LentPool): Queryable {
+  return {
+    query: (config) => pool.borrow((connection) => (connection as Queryable).query(config)),
+  };
 }
 
 // pg keeps the password as a non-enumerable property, which a spread would drop.

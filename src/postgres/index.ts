@@ -1,12 +1,14 @@
-import type {
-  Acquired,
-  AcquiredKeys,
-  LeaseInfo,
-  LockStore,
-  ManyKeys,
-  SharedLeases,
-  SharedRequest,
-  StoreCapabilities,
+import {
+  type Acquired,
+  type AcquiredKeys,
+  isLentPool,
+  type LeaseInfo,
+  type LentPool,
+  type LockStore,
+  type ManyKeys,
+  type SharedLeases,
+  type SharedRequest,
+  type StoreCapabilities,
 } from 'cachelock';
 import type { Client, Pool, PoolConfig } from 'pg';
 import { prepareAcquire } from './acquire.js';
@@ -85,7 +87,7 @@ class PostgresStore implements LockStore {
   #ready: Promise<void> | undefined;
   #closed = false;
 
-  constructor(db: Pool | Client, setup: StoreSetup) {
+  constructor(db: Pool | Client | LentPool, setup: StoreSetup) {
     const { queryable, transact } = transactions(db);
     this.#db = queryable;
     this.#transact = transact;
@@ -286,8 +288,17 @@ export async function storeFromUrl(url: URL): Promise<LockStore> {
   return new PostgresStore(pool, options);
 }
 
-/** Wrap the user's pg `Pool` or `Client`; `close()` leaves it open. */
+/**
+ * Wrap the user's pg `Pool` or `Client`, or a pool an ORM lends (knex, Sequelize: one
+ * connection per statement); `close()` leaves it open.
+ */
 export function storeFromClient(client: unknown): LockStore {
+  if (isLentPool(client)) {
+    if (client.dialect !== 'postgres') {
+      throw new TypeError(`cachelock/postgres: ${client.library} is not on PostgreSQL`);
+    }
+    return new PostgresStore(client, {});
+  }
   return postgresStore(client as Pool);
 }
 

@@ -16,17 +16,20 @@ const RETRY_MAX_MS = 2_000;
  * the connection was down (or not yet up) is not missed: the waiter simply tries again.
  */
 export class ReleaseListener {
-  readonly #open: () => ListenConnection;
+  readonly #open: () => Promise<ListenConnection>;
   readonly #channel: string;
   readonly #waiters = new Map<string, Set<Listener>>();
   #connection: ListenConnection | undefined;
   #state: 'idle' | 'connecting' | 'listening' = 'idle';
   #attempt = 0;
+  // Bumped whenever a connection being opened stops being wanted.
+  #generation = 0;
   #retryTimer: NodeJS.Timeout | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
   #closed = false;
 
-  constructor(open: () => ListenConnection, channel: string) {
+  /** `open` resolves to a connected connection of the listener's own, which it ends. */
+  constructor(open: () => Promise<ListenConnection>, channel: string) {
     this.#open = open;
     this.#channel = channel;
   }
@@ -62,7 +65,19 @@ export class ReleaseListener {
 
   async #start(): Promise<void> {
     this.#state = 'connecting';
-    const connection = this.#open();
+    const generation = ++this.#generation;
+    let connection: ListenConnection;
+    try {
+      connection = await this.#open();
+    } catch {
+      if (generation === this.#generation) this.#retry();
+      return;
+    }
+    // Closed, idle or started anew while it connected: this connection is not wanted.
+    if (generation !== this.#generation || this.#closed) {
+      connection.end().catch(() => undefined);
+      return;
+    }
     this.#connection = connection;
     connection.on('error', () => this.#lost(connection));
     connection.on('end', () => this.#lost(connection));
@@ -72,7 +87,6 @@ export class ReleaseListener {
       if (set) for (const listener of [...set]) listener();
     });
     try {
-      await connection.connect();
       await connection.query(`LISTEN "${this.#channel}"`);
     } catch {
       this.#lost(connection);
@@ -88,8 +102,12 @@ export class ReleaseListener {
   #lost(connection: ListenConnection): void {
     if (this.#connection !== connection) return;
     this.#connection = undefined;
-    this.#state = 'idle';
     connection.end().catch(() => undefined);
+    this.#retry();
+  }
+
+  #retry(): void {
+    this.#state = 'idle';
     if (this.#closed || this.#waiters.size === 0) return;
     const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** this.#attempt++);
     this.#retryTimer = setTimeout(
@@ -120,6 +138,8 @@ export class ReleaseListener {
     const connection = this.#connection;
     this.#connection = undefined;
     this.#state = 'idle';
+    // A connection still being opened is ended when it arrives.
+    this.#generation++;
     if (connection) await connection.end().catch(() => undefined);
   }
 

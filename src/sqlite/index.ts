@@ -4,7 +4,9 @@ import {
   type Acquired,
   type AcquiredKeys,
   type Duration,
+  isLentPool,
   type LeaseInfo,
+  type LentPool,
   type LockStore,
   type SharedLeases,
   type StoreCapabilities,
@@ -81,28 +83,31 @@ interface Operations {
 class SqliteStore implements LockStore {
   readonly kind = 'sqlite';
   readonly atomic = true;
-  readonly #source: string | SqliteDatabase;
+  readonly #source: string | SqliteDatabase | LentPool<SqliteDatabase>;
   readonly #options: SqliteStoreOptions;
   readonly #busyTimeoutMs: number;
   readonly #tables;
   readonly capabilities: StoreCapabilities;
   #db: SqliteDatabase | undefined;
   #ready: Promise<Operations> | undefined;
+  // A lent pool may hand out a new connection after an old one is gone: statements per connection.
+  #lent = new WeakMap<SqliteDatabase, Promise<Operations>>();
   #closed = false;
 
-  constructor(source: string | SqliteDatabase, options: SqliteStoreOptions) {
+  constructor(
+    source: string | SqliteDatabase | LentPool<SqliteDatabase>,
+    options: SqliteStoreOptions,
+  ) {
     this.#source = source;
     this.#options = options;
     this.#busyTimeoutMs = toMs('busyTimeout', options.busyTimeout ?? 5_000);
     this.#tables = tablesFor(options.table ?? DEFAULT_TABLE);
     this.capabilities = {
       keys: {
-        acquire: async (keys, owner, ttlMs): Promise<AcquiredKeys | null> =>
-          (await this.#operations()).keysAcquire(keys, owner, ttlMs),
-        release: async (keys, owner, keepMs) =>
-          (await this.#operations()).keysRelease(keys, owner, keepMs),
-        extend: async (keys, owner, ttlMs) =>
-          (await this.#operations()).keysExtend(keys, owner, ttlMs),
+        acquire: (keys, owner, ttlMs): Promise<AcquiredKeys | null> =>
+          this.#run((ops) => ops.keysAcquire(keys, owner, ttlMs)),
+        release: (keys, owner, keepMs) => this.#run((ops) => ops.keysRelease(keys, owner, keepMs)),
+        extend: (keys, owner, ttlMs) => this.#run((ops) => ops.keysExtend(keys, owner, ttlMs)),
       },
       permits: this.#shared('permits'),
       readersWriters: this.#shared('rw'),
@@ -110,13 +115,12 @@ class SqliteStore implements LockStore {
   }
 
   #shared(space: SharedSpace): SharedLeases {
-    const of = async () => (await this.#operations())[space];
     return {
-      acquire: async (key, owner, ttlMs, request) =>
-        (await of()).acquire(key, owner, ttlMs, request),
-      release: async (key, owner, keepMs) => (await of()).release(key, owner, keepMs),
-      extend: async (key, owner, ttlMs) => (await of()).extend(key, owner, ttlMs),
-      inspect: async (key) => (await of()).inspect(key),
+      acquire: (key, owner, ttlMs, request) =>
+        this.#run((ops) => ops[space].acquire(key, owner, ttlMs, request)),
+      release: (key, owner, keepMs) => this.#run((ops) => ops[space].release(key, owner, keepMs)),
+      extend: (key, owner, ttlMs) => this.#run((ops) => ops[space].extend(key, owner, ttlMs)),
+      inspect: (key) => this.#run((ops) => ops[space].inspect(key)),
     };
   }
 
@@ -135,28 +139,30 @@ class SqliteStore implements LockStore {
     return this.#ready;
   }
 
-  async #open(): Promise<Operations> {
-    const owns = typeof this.#source === 'string';
-    let db: SqliteDatabase;
-    if (typeof this.#source === 'string') {
-      if (!isMemoryPath(this.#source)) {
-        prepareFile(this.#source, { private: this.#options.private === true });
+  /**
+   * Run one operation: on the store's database, or on a connection borrowed from an ORM's pool
+   * for just this operation (so that it waits for, rather than joins, a transaction there).
+   */
+  async #run<T>(operation: (ops: Operations) => T): Promise<T> {
+    const source = this.#source;
+    if (!isLentPool(source)) return operation(await this.#operations());
+    if (this.#closed) throw new Error('cachelock/sqlite: the store is closed');
+    return source.borrow(async (db) => {
+      let ready = this.#lent.get(db);
+      if (ready === undefined) {
+        ready = this.#prepare(db, false);
+        this.#lent.set(db, ready);
+        ready.catch(() => this.#lent.delete(db));
       }
-      db = (await openDatabase(this.#source, this.#options.driver)).db;
-    } else {
-      db = this.#source;
-    }
-    try {
-      await prepareDatabase(db, this.#tables, {
-        busyTimeoutMs: this.#busyTimeoutMs,
-        ownsDatabase: owns,
-      });
-      if (this.#closed) throw new Error('cachelock/sqlite: the store is closed');
-    } catch (error) {
-      if (owns) db.close();
-      throw error;
-    }
-    this.#db = db;
+      return operation(await ready);
+    });
+  }
+
+  async #prepare(db: SqliteDatabase, owns: boolean): Promise<Operations> {
+    await prepareDatabase(db, this.#tables, {
+      busyTimeoutMs: this.#busyTimeoutMs,
+      ownsDatabase: owns,
+    });
     const shared = prepareShared(db, this.#tables);
     return {
       acquire: prepareAcquire(db, this.#tables),
@@ -171,20 +177,43 @@ class SqliteStore implements LockStore {
     };
   }
 
+  async #open(): Promise<Operations> {
+    const owns = typeof this.#source === 'string';
+    let db: SqliteDatabase;
+    if (typeof this.#source === 'string') {
+      if (!isMemoryPath(this.#source)) {
+        prepareFile(this.#source, { private: this.#options.private === true });
+      }
+      db = (await openDatabase(this.#source, this.#options.driver)).db;
+    } else {
+      db = this.#source as SqliteDatabase;
+    }
+    let operations: Operations;
+    try {
+      operations = await this.#prepare(db, owns);
+      if (this.#closed) throw new Error('cachelock/sqlite: the store is closed');
+    } catch (error) {
+      if (owns) db.close();
+      throw error;
+    }
+    this.#db = db;
+    return operations;
+  }
+
   async acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
-    return (await this.#operations()).acquire(key, owner, ttlMs);
+    return this.#run((ops) => ops.acquire(key, owner, ttlMs));
   }
 
   async release(key: string, owner: string, keepMs?: number): Promise<boolean> {
-    return (await this.#operations()).release(key, owner, keepMs);
+    return this.#run((ops) => ops.release(key, owner, keepMs));
   }
 
   async extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
-    return (await this.#operations()).extend(key, owner, ttlMs);
+    return this.#run((ops) => ops.extend(key, owner, ttlMs));
   }
 
   async inspect(key: string): Promise<LeaseInfo | null> {
-    return (await this.#operations()).inspect(key);
+    return this.#run((ops) => ops.inspect(key));
   }
 
   async close(): Promise<void> {
@@ -266,7 +295,16 @@ export function storeFromUrl(url: URL): LockStore {
   return sqliteStore(path, options);
 }
 
-/** Wrap a better-sqlite3 `Database` or `node:sqlite` `DatabaseSync`; `close()` leaves it open. */
+/**
+ * Wrap a better-sqlite3 `Database` or `node:sqlite` `DatabaseSync`, or a pool of them an ORM
+ * lends (knex: one connection per operation); `close()` leaves it open.
+ */
 export function storeFromClient(client: unknown): LockStore {
+  if (isLentPool(client)) {
+    if (client.dialect !== 'sqlite') {
+      throw new TypeError(`cachelock/sqlite: ${client.library} is not on SQLite`);
+    }
+    return new SqliteStore(client as LentPool<SqliteDatabase>, {});
+  }
   return sqliteStore(client as SqliteDatabase);
 }

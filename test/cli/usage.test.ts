@@ -76,7 +76,7 @@ describe('bad use never runs the command', () => {
     [
       'an unknown scheme in CACHELOCK_URL',
       (key) => ['run', key, '--', ...command],
-      { CACHELOCK_URL: 'etcd://127.0.0.1:2379' },
+      { CACHELOCK_URL: 'mongodb://127.0.0.1:27017' },
     ],
     ['release without --force', (key) => ['release', key]],
     ['status with a command', (key) => ['status', key, '--', ...command]],

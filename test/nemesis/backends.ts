@@ -3,7 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import mysql from 'mysql2/promise';
 import pg from 'pg';
+import { EtcdCluster } from '../support/etcd-cluster.js';
+import { startMariadbServer } from '../support/mariadb-server.js';
 import { MemcachedServer } from '../support/memcached-server.js';
 import { startPostgresServer } from '../support/postgres-server.js';
 import { RedisCluster, RedisServer } from '../support/redis-server.js';
@@ -35,7 +38,12 @@ export interface Deployment {
   proxy?: TcpProxy;
   /** Redlock: the member servers, any of which may go down. */
   members?: RedisServer[];
-  /** PostgreSQL: end every other connection with pg_terminate_backend; resolves how many. */
+  /** etcd: the cluster, whose members may be killed or partitioned. */
+  cluster?: EtcdCluster;
+  /**
+   * PostgreSQL: end every other connection with pg_terminate_backend; MySQL: KILL them. Resolves
+   * how many.
+   */
   terminateBackends?(): Promise<number>;
   stop(): Promise<void>;
 }
@@ -224,6 +232,52 @@ export const backends: Backend[] = [
     },
   },
   {
+    name: 'mysql',
+    fences: true,
+    push: true,
+    ttlMs: 800,
+    nemeses: ['terminate-backends', 'restart-server', 'pause-holder', 'cut'],
+    possible: [
+      'pause-holder',
+      'pause-waiter',
+      'kill-holder',
+      'restart-server',
+      'terminate-backends',
+      'cut',
+      'stall',
+    ],
+    async start() {
+      const server = await startMariadbServer();
+      const proxy = await proxied(server.port, () => server.destroy());
+      return {
+        cache: { kind: 'url', url: `mysql://root@127.0.0.1:${proxy.port}/test` },
+        server: { pid: server.pid, restart: () => server.restart() },
+        proxy,
+        async terminateBackends() {
+          const admin = await mysql.createConnection({
+            host: '127.0.0.1',
+            port: server.port,
+            user: 'root',
+          });
+          try {
+            const [rows] = (await admin.query(
+              `SELECT id FROM information_schema.PROCESSLIST
+               WHERE id <> CONNECTION_ID() AND command <> 'Daemon'`,
+            )) as [{ id: number }[], unknown];
+            for (const { id } of rows) await admin.query(`KILL ${Number(id)}`).catch(() => {});
+            return rows.length;
+          } finally {
+            await admin.end();
+          }
+        },
+        stop: async () => {
+          await proxy.close();
+          await server.destroy();
+        },
+      };
+    },
+  },
+  {
     name: 'sqlite',
     fences: true,
     push: false,
@@ -305,6 +359,24 @@ export const backends: Backend[] = [
           namespace: `nemesis-${randomBytes(4).toString('hex')}`,
         }),
       );
+    },
+  },
+  {
+    name: 'etcd',
+    fences: true,
+    push: true,
+    ttlMs: 1_000,
+    // etcd leases count whole seconds, and the leader looks for expired ones every 500 ms.
+    leaseMs: (ttlMs) => Math.ceil(ttlMs / 1_000) * 1_000 + 500,
+    nemeses: ['pause-holder', 'kill-member', 'partition-leader', 'pause-waiter'],
+    possible: ['pause-holder', 'pause-waiter', 'kill-holder', 'kill-member', 'partition-leader'],
+    async start() {
+      const cluster = await EtcdCluster.start(3);
+      return {
+        cache: { kind: 'url', url: `${cluster.url}&timeout=2000` },
+        cluster,
+        stop: () => cluster.dispose(),
+      };
     },
   },
 ];

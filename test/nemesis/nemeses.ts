@@ -13,6 +13,8 @@ export type NemesisName =
   | 'stall'
   | 'terminate-backends'
   | 'member-down'
+  | 'kill-member'
+  | 'partition-leader'
   | 'clock-step';
 
 /** A worker process as a nemesis sees it. */
@@ -242,6 +244,47 @@ export const nemeses: Record<NemesisName, Nemesis> = {
         } finally {
           await member.launch();
           arena.fault('member-down', `server ${member.port}`, start, true);
+        }
+      });
+    },
+  },
+
+  // etcd: one member of three is SIGKILLed and started again on its data a few leases later.
+  // The leader may be the one: the others elect another, and clients move to a live member.
+  'kill-member': {
+    name: 'kill-member',
+    run: (arena) => {
+      const cluster = needs(arena.deployment, 'cluster', 'kill-member');
+      return every(arena, async () => {
+        const index = Math.floor(Math.random() * cluster.members.length);
+        const start = now();
+        await cluster.kill(index);
+        try {
+          await sleep(between(2 * arena.leaseMs, 3 * arena.leaseMs));
+        } finally {
+          await cluster.restart(index);
+          arena.fault('kill-member', `member ${index}`, start);
+        }
+      });
+    },
+  },
+
+  // etcd: the leader's proxies drop every connection from its peers and its clients, so a
+  // majority elects another leader while the old one may still believe it leads.
+  'partition-leader': {
+    name: 'partition-leader',
+    run: (arena) => {
+      const cluster = needs(arena.deployment, 'cluster', 'partition-leader');
+      return every(arena, async () => {
+        const index = await cluster.leader();
+        const start = now();
+        cluster.partition(index);
+        try {
+          await sleep(between(2 * arena.leaseMs, 3 * arena.leaseMs));
+        } finally {
+          cluster.heal(index);
+          await cluster.waitHealthy();
+          arena.fault('partition-leader', `member ${index}`, start);
         }
       });
     },

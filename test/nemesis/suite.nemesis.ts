@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mariadbBinaries } from '../support/mariadb-server.js';
 import { binaryOrSkip, builtOrSkip } from '../support/reachable.js';
 import { backends, type Deployment } from './backends.js';
 import { nemeses } from './nemeses.js';
@@ -13,14 +14,18 @@ const built = builtOrSkip('nemesis', [
   'redis/index.js',
   'redlock/index.js',
   'postgres/index.js',
+  'mysql/index.js',
   'sqlite/index.js',
   'memcached/index.js',
   'keyv/index.js',
+  'etcd/index.js',
 ]);
 const servers: Record<string, boolean> = {
   redis: await binaryOrSkip('nemesis on Redis', 'redis-server'),
   postgres: await binaryOrSkip('nemesis on PostgreSQL', 'initdb'),
   memcached: await binaryOrSkip('nemesis on Memcached', 'memcached'),
+  mysql: (await mariadbBinaries()) || (await binaryOrSkip('nemesis on MySQL', 'mariadbd')),
+  etcd: await binaryOrSkip('nemesis on etcd', 'etcd'),
 };
 const needs = (backend: string) =>
   backend.includes('redis') || backend === 'redlock' ? servers.redis : (servers[backend] ?? true);

@@ -1,0 +1,146 @@
+import type { Handoff } from 'cachelock';
+import { lockPrefix, ownerOf } from './keys.js';
+import { type Context, cacheKey, isOwners, readTxn } from './leases.js';
+
+type Listener = (handoff?: Handoff) => void;
+
+const LINGER_MS = 2_000;
+
+interface Subscription {
+  listeners: Set<Listener>;
+  stop: () => void;
+  /** Ends the watch a while after its last listener left, unless one comes back. */
+  linger: NodeJS.Timeout | undefined;
+  /** Whether the watch is active, and how many deletions (and restarts) it has seen. */
+  ready: boolean;
+  deletions: number;
+  /** A look at the new holder is under way; `again` asks for one more after it. */
+  looking: boolean;
+  again: boolean;
+}
+
+/**
+ * Push wake-ups from etcd watches: one watch per key that someone in this process waits for,
+ * on deletions under the lock's prefix. A deletion may have handed the lock to the next key in
+ * line, so the store reads the oldest key and tells the listeners who holds it now (or that
+ * it is free). The watch calls the listeners once it is active, and again after a reconnect,
+ * since a release may have happened while it was not.
+ */
+export class Wakeups {
+  readonly #context: Context;
+  readonly #subscriptions = new Map<string, Subscription>();
+
+  constructor(context: Context) {
+    this.#context = context;
+  }
+
+  subscribe(key: string, listener: Listener): () => void {
+    let subscription = this.#subscriptions.get(key);
+    if (subscription === undefined) {
+      const created: Subscription = {
+        listeners: new Set(),
+        stop: () => {},
+        linger: undefined,
+        ready: false,
+        deletions: 0,
+        looking: false,
+        again: false,
+      };
+      subscription = created;
+      this.#subscriptions.set(key, created);
+      created.stop = this.#context.transport.watch(lockPrefix(this.#context.namespace, key), {
+        onReady: () => {
+          created.deletions++;
+          created.ready = true;
+          notify(created);
+        },
+        onDelete: () => {
+          created.deletions++;
+          // A lingering watch only counts: nobody here waits to be told.
+          if (created.listeners.size > 0) void this.#look(key, created);
+        },
+        onBroken: () => {
+          created.ready = false;
+        },
+      });
+    }
+    const subscription_ = subscription;
+    clearTimeout(subscription_.linger);
+    subscription_.linger = undefined;
+    subscription_.listeners.add(listener);
+    return () => {
+      subscription_.listeners.delete(listener);
+      if (subscription_.listeners.size > 0 || subscription_.linger !== undefined) return;
+      // A key waited for once is often waited for again soon (a busy key, a loop): keep its
+      // watch a little, so that the next wait neither sets one up nor misses a release.
+      subscription_.linger = setTimeout(() => {
+        subscription_.linger = undefined;
+        if (subscription_.listeners.size > 0) return;
+        if (this.#subscriptions.get(key) === subscription_) this.#subscriptions.delete(key);
+        subscription_.stop();
+      }, LINGER_MS);
+      subscription_.linger.unref();
+    };
+  }
+
+  /** See `Context.deletions`. */
+  deletions(key: string): number | undefined {
+    const subscription = this.#subscriptions.get(key);
+    return subscription?.ready ? subscription.deletions : undefined;
+  }
+
+  async #look(key: string, subscription: Subscription): Promise<void> {
+    if (subscription.looking) {
+      subscription.again = true;
+      return;
+    }
+    subscription.looking = true;
+    try {
+      do {
+        subscription.again = false;
+        const seen = subscription.ready ? subscription.deletions : undefined;
+        const prefix = lockPrefix(this.#context.namespace, key);
+        let handoff: Handoff | undefined;
+        try {
+          const holder = (await this.#context.transport.txn(readTxn(prefix))).results[0]?.[0];
+          if (holder !== undefined) {
+            const owner = ownerOf(holder.value);
+            handoff = isOwners(holder, prefix, owner)
+              ? { owner, fence: holder.createRevision }
+              : { owner: '' };
+            // One of this store's waiters: its confirming acquire can skip reading this again.
+            const mine = this.#context.mine.get(cacheKey(holder.key));
+            if (mine?.waiting && mine.createRevision === holder.createRevision) mine.handed = true;
+            // This read is as good as each of our other waiters' own: still not their turn.
+            const head = prefix.toString('latin1');
+            for (const [id, waiter] of this.#context.mine) {
+              if (waiter.waiting && waiter !== mine && id.startsWith(head)) waiter.seen = seen;
+            }
+          }
+        } catch {
+          // Could not tell who holds it: let every waiter try.
+        }
+        notify(subscription, handoff);
+      } while (subscription.again);
+    } finally {
+      subscription.looking = false;
+    }
+  }
+
+  close(): void {
+    for (const subscription of this.#subscriptions.values()) {
+      subscription.ready = false;
+      clearTimeout(subscription.linger);
+      subscription.stop();
+    }
+    this.#subscriptions.clear();
+  }
+}
+
+function notify(subscription: Subscription, handoff?: Handoff): void {
+  for (const listener of [...subscription.listeners]) {
+    try {
+      listener(handoff);
+    } catch {}
+  }
+}
