@@ -75,6 +75,12 @@ const backends: Backend[] = [
   },
   { name: 'SQLite', runs: true, cache: () => `sqlite:${join(temp, 'locks.sqlite')}` },
   {
+    name: 'MariaDB',
+    runs: await serverOrSkip('MariaDB', 3306),
+    locksOnly: true,
+    cache: () => 'mysql://root@127.0.0.1:3306/test',
+  },
+  {
     name: 'Memcached',
     runs: hasMemcached,
     locksOnly: true,
