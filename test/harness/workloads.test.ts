@@ -42,6 +42,22 @@ describe('workload log replay', () => {
   });
 });
 
+describe.runIf(builtOrSkip('multi-process workloads', ['index.js', 'sqlite/index.js']))(
+  'the workload checks can fail',
+  () => {
+    it('the replay sees more than 3 inside when the processes share 8 permits', async () => {
+      const result = await runWorkload({
+        cache: `sqlite:${join(temp, 'loose.sqlite')}`,
+        workload: 'semaphore',
+        permits: 8,
+        sectionsPerProcess: 3,
+        holdMs: 100,
+      });
+      expect(replay(result.events).most).toBeGreaterThan(3);
+    }, 90_000);
+  },
+);
+
 interface Backend {
   name: string;
   runs: boolean;
