@@ -24,6 +24,8 @@ export interface RunRequest extends Target {
   quiet: boolean;
   killAfterMs: number;
   lostSignal: NodeJS.Signals;
+  /** `--permits N`: at most N commands at once on the key (a semaphore), instead of one. */
+  permits: number | undefined;
   /** The command and its arguments, everything after `--`. */
   argv: [string, ...string[]];
 }
@@ -31,6 +33,8 @@ export interface RunRequest extends Target {
 export interface StatusRequest extends Target {
   command: 'status';
   json: boolean;
+  /** `--permits N`: the semaphore of that many permits on the key, as `run --permits N` takes. */
+  permits: number | undefined;
 }
 
 export interface ReleaseRequest extends Target {
@@ -77,8 +81,9 @@ const optionsOf: Record<'run' | 'status' | 'release', Options> = {
     quiet: { type: 'boolean', short: 'q' },
     'kill-after': { type: 'string' },
     'lost-signal': { type: 'string' },
+    permits: { type: 'string' },
   },
-  status: { ...shared, json: { type: 'boolean' } },
+  status: { ...shared, json: { type: 'boolean' }, permits: { type: 'string' } },
   release: { ...shared, force: { type: 'boolean' } },
 };
 
@@ -148,7 +153,14 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     prefix: (values.prefix as string | undefined) ?? 'cachelock:',
   };
 
-  if (first === 'status') return { command: 'status', ...target, json: values.json === true };
+  if (first === 'status') {
+    return {
+      command: 'status',
+      ...target,
+      json: values.json === true,
+      permits: permitsOption(values.permits),
+    };
+  }
   if (first === 'release') {
     if (values.force !== true) {
       throw new UsageError(
@@ -183,6 +195,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     quiet: values.quiet === true,
     killAfterMs: duration('--kill-after', values['kill-after'], '10s'),
     lostSignal: signalName('--lost-signal', values['lost-signal'] as string | undefined),
+    permits: permitsOption(values.permits),
     argv: command as [string, ...string[]],
   };
 }
@@ -261,6 +274,16 @@ function duration(option: string, value: unknown, fallback: string, forever = fa
       `${option} must be a duration such as ${examples}, got ${JSON.stringify(text)}`,
     );
   }
+}
+
+/** `--permits N`: a whole number >= 1, in decimal digits (no 1e3, 0x10 or 2.0). */
+function permitsOption(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  const text = String(value);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)) || Number(text) < 1) {
+    throw new UsageError(`--permits must be an integer >= 1, got ${JSON.stringify(text)}`);
+  }
+  return Number(text);
 }
 
 function exitCode(option: string, value: unknown, fallback: number): number {

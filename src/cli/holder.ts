@@ -9,9 +9,25 @@ export function describeHolder(holder: { owner: string; ttlMs: number; fence?: b
 /** What `status --json` prints: bigints as strings, so that any JSON reader keeps them exact. */
 export function holderJson(key: string, holder: Holder | null): Record<string, unknown> {
   if (holder === null) return { key, held: false };
+  return { key, held: true, ...holderFields(holder) };
+}
+
+/** What `status --permits N --json` prints: the permits, how many are free, every holder. */
+export function holdersJson(
+  key: string,
+  permits: number,
+  holders: readonly Holder[],
+): Record<string, unknown> {
   return {
     key,
-    held: true,
+    permits,
+    free: Math.max(0, permits - holders.length),
+    holders: holders.map(holderFields),
+  };
+}
+
+function holderFields(holder: Holder): Record<string, unknown> {
+  return {
     owner: holder.owner,
     host: holder.host ?? null,
     pid: holder.pid ?? null,

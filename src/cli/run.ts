@@ -1,5 +1,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { formatDuration, Lock, LockedError, type LockLostError, LockTimeoutError } from 'cachelock';
+import {
+  formatDuration,
+  Lock,
+  LockedError,
+  type LockLostError,
+  LockTimeoutError,
+  type Permit,
+  Semaphore,
+} from 'cachelock';
 import type { RunRequest } from './args.js';
 import { Exit, signalExit } from './exit.js';
 import { showWaiting } from './waiting.js';
@@ -50,21 +58,26 @@ export async function run(request: RunRequest): Promise<number> {
 }
 
 /** The held lock, or the exit code when the command must not run. */
-async function acquire(request: RunRequest, interrupt: AbortSignal): Promise<Lock | number> {
-  const { key, cache, prefix, waitMs, quiet } = request;
-  const lock = new Lock(key, {
+async function acquire(
+  request: RunRequest,
+  interrupt: AbortSignal,
+): Promise<Lock | Permit | number> {
+  const { key, cache, prefix, waitMs, quiet, permits } = request;
+  const options = {
     cache,
     prefix,
     ttl: request.ttlMs,
     wait: waitMs,
     holdAtLeast: request.holdAtLeastMs,
     signal: interrupt,
-  });
+  };
+  // With --permits the key is a semaphore's, a namespace apart from the plain lock's.
+  const lease =
+    permits === undefined ? new Lock(key, options) : new Semaphore(key, { ...options, permits });
   const stopWaiting =
-    quiet || waitMs === 0 ? () => {} : showWaiting(key, { cache, prefix }, waitMs);
+    quiet || waitMs === 0 ? () => {} : showWaiting(key, { cache, prefix }, waitMs, permits);
   try {
-    await lock.acquire();
-    return lock;
+    return await lease.acquire();
   } catch (error) {
     if (interrupt.aborted) return interrupted(request, interrupt.reason as NodeJS.Signals);
     if (error instanceof LockedError || error instanceof LockTimeoutError) {
@@ -86,7 +99,7 @@ function interrupted(request: RunRequest, signal: NodeJS.Signals): number {
 
 async function runHolding(
   request: RunRequest,
-  lock: Lock,
+  lock: Lock | Permit,
   spawned: (child: ChildProcess) => void,
 ): Promise<number> {
   const { key, argv } = request;

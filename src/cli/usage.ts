@@ -5,8 +5,8 @@ import { dirname, join } from 'node:path';
 export const SYNOPSIS = `Usage:
   cachelock run <key> [--cache URL] [--ttl 30s] [--wait 0|10s|forever] [--hold-at-least D]
                       [--conflict-exit-code 75] [--quiet] [--kill-after 10s] [--lost-signal TERM]
-                      [--prefix P] -- <command> [args...]
-  cachelock status <key> [--cache URL] [--prefix P] [--json]
+                      [--permits N] [--prefix P] -- <command> [args...]
+  cachelock status <key> [--cache URL] [--prefix P] [--permits N] [--json]
   cachelock release <key> --force [--cache URL] [--prefix P]
   cachelock --help | --version
 A key that begins with "-" is given as --key=-k (or --key -k) in place of <key>.`;
@@ -18,6 +18,7 @@ ${SYNOPSIS}
 run      Take the lock, run the command while holding it (the lease is extended while it
          runs), release it when the command ends, and exit with the command's status.
 status   Say who holds the lock, for how much longer and its fence, or that it is free.
+         With --permits N: how many of the N permits are held, and by whom.
 release  --force: remove a stuck lock whatever its owner, and say whose it was. A run
          holding it notices within about a second and stops its command (exit 70).
 
@@ -40,10 +41,14 @@ Options:
                             (default 10s)
   --lost-signal SIG         if the lease is lost: the signal that asks the command to stop
                             (default TERM)
+  --permits N               run: at most N commands at once on the key, across every host
+                            (a semaphore; an integer >= 1). status: show that semaphore's
+                            holders. A key used with --permits is not the key without it
   --prefix P                namespace of the keys in the cache (default cachelock:)
   --json                    status: print one JSON object: {"key","held":false} or
                             {"key","held":true,"owner","host","pid","ttlMs","fence"} (fence is
-                            a string of digits, or null where the cache has none)
+                            a string of digits, or null where the cache has none); with
+                            --permits: {"key","permits","free","holders":[{"owner",...}]}
   --force                   release: required, since it removes another process's lock
   -h, --help                this text
   --version                 the version of cachelock
@@ -66,12 +71,16 @@ Exit status:
   64                usage error (unknown option, bad duration, unknown URL scheme, no --)
   69                the cache could not be reached or opened, or its file was refused
   70                the lease was lost while the command ran, and the command was stopped
-  75                the lock was held, or the wait ran out (--conflict-exit-code)
+  75                the lock was held (every permit, with --permits), or the wait ran out
+                    (--conflict-exit-code)
   126, 127          the command could not be executed, or was not found
   128+N             cachelock got signal N while waiting; the command was not run
 
 Example (crontab): back up at most once at a time across all hosts sharing the Redis:
-  */5 * * * * cachelock run backup --cache redis://cache:6379 --quiet -- /usr/local/bin/backup`;
+  */5 * * * * cachelock run backup --cache redis://cache:6379 --quiet -- /usr/local/bin/backup
+
+Example: at most 3 renders at once across the hosts, each waiting up to 10 minutes for a turn:
+  cachelock run render --permits 3 --wait 10m --cache redis://cache:6379 -- ./render.sh`;
 
 /**
  * The version in package.json, found from the running file (dist/cli/main.js, two levels below

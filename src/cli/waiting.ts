@@ -1,4 +1,4 @@
-import { formatDuration, Lock } from 'cachelock';
+import { formatDuration, type Holder, Lock, Semaphore } from 'cachelock';
 import { describeHolder } from './holder.js';
 
 /** Before the first look at the holder: an acquisition that succeeds at once shows nothing. */
@@ -15,6 +15,7 @@ export function showWaiting(
   key: string,
   lockOptions: { cache: string; prefix: string },
   waitMs: number,
+  permits?: number,
 ): () => void {
   const out = process.stderr;
   const tty = out.isTTY === true;
@@ -27,14 +28,25 @@ export function showWaiting(
   const look = async () => {
     let text: string | undefined;
     try {
-      const holder = await Lock.inspect(key, lockOptions);
-      if (holder !== null && (tty || holder.owner !== lastOwner)) {
-        lastOwner = holder.owner;
+      let holders: Holder[];
+      if (permits === undefined) {
+        const holder = await Lock.inspect(key, lockOptions);
+        holders = holder === null ? [] : [holder];
+      } else {
+        holders = (await Semaphore.inspect(key, lockOptions)).holders;
+      }
+      const owners = holders.map((holder) => holder.owner).join(' ');
+      if (holders.length > 0 && (tty || owners !== lastOwner)) {
+        lastOwner = owners;
         const left =
           waitMs === Number.POSITIVE_INFINITY
             ? ''
             : `, giving up in ${formatDuration(waitMs - (performance.now() - started))}`;
-        text = `cachelock: waiting for ${JSON.stringify(key)}, held by ${describeHolder(holder)}${left}`;
+        const held =
+          permits === undefined
+            ? `held by ${describeHolder(holders[0]!)}`
+            : `its ${permits === 1 ? 'permit' : `${permits} permits`} held by ${holders.map(describeHolder).join(', ')}`;
+        text = `cachelock: waiting for ${JSON.stringify(key)}, ${held}${left}`;
       }
     } catch {
       // The acquisition itself reports a store that cannot be reached.

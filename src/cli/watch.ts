@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { Lock, type LockOptions } from 'cachelock';
+import { type Holder, Lock, type LockOptions, Permit, Semaphore } from 'cachelock';
 
 /** How often `run` asks the cache who holds its key. */
 export const CHECK_EVERY_MS = 500;
@@ -14,7 +14,7 @@ export const CHECK_EVERY_MS = 500;
  * is gone, aborts `lock.signal`. Returns the stop function.
  */
 export function watchLease(
-  lock: Lock,
+  lock: Lock | Permit,
   lockOptions: Pick<LockOptions, 'cache' | 'prefix'>,
   everyMs = CHECK_EVERY_MS,
 ): () => void {
@@ -24,12 +24,12 @@ export function watchLease(
 
   const look = async () => {
     try {
-      const holder = await Lock.inspect(lock.key, lockOptions);
-      const ours =
-        holder !== null &&
-        holder.pid === process.pid &&
-        holder.host === host &&
-        (holder.fence === undefined || holder.fence === lock.fence);
+      const ours = (await holdersOf(lock, lockOptions)).some(
+        (holder) =>
+          holder.pid === process.pid &&
+          holder.host === host &&
+          (holder.fence === undefined || holder.fence === lock.fence),
+      );
       if (!ours && !stopped) await lock.extend();
     } catch {
       // A LockLostError has aborted lock.signal; a cache that cannot be reached is the
@@ -46,4 +46,14 @@ export function watchLease(
     stopped = true;
     clearTimeout(timer);
   };
+}
+
+/** The holders of the lock's key, or of the permit's semaphore. */
+export async function holdersOf(
+  lease: Lock | Permit,
+  lockOptions: Pick<LockOptions, 'cache' | 'prefix'>,
+): Promise<Holder[]> {
+  if (lease instanceof Permit) return (await Semaphore.inspect(lease.key, lockOptions)).holders;
+  const holder = await Lock.inspect(lease.key, lockOptions);
+  return holder === null ? [] : [holder];
 }

@@ -56,3 +56,21 @@ describe('--ttl', () => {
     expect(parse('run', 'k', '--', 'true')).toMatchObject({ ttlMs: 30_000 });
   });
 });
+
+describe('--permits', () => {
+  it('is a whole number >= 1 for run and status, absent by default', () => {
+    expect(parse('run', 'k', '--permits', '3', '--', 'true')).toMatchObject({ permits: 3 });
+    expect(parse('run', 'k', '--', 'true')).toMatchObject({ permits: undefined });
+    expect(parse('status', 'k', '--permits', '1')).toMatchObject({ permits: 1 });
+    expect(parse('status', 'k')).toMatchObject({ permits: undefined });
+  });
+
+  it.each(['0', '-2', '2.0', '1e3', '0x10', ' 2', 'many', '99999999999999999999'])(
+    'refuses %j, naming the option and the value',
+    (value) => {
+      const attempt = () => parse('run', 'k', `--permits=${value}`, '--', 'true');
+      expect(attempt).toThrow(UsageError);
+      expect(attempt).toThrow(`--permits must be an integer >= 1, got ${JSON.stringify(value)}`);
+    },
+  );
+});

@@ -295,6 +295,72 @@ export function cliSuite(cache: CacheUnderTest): void {
       expect(read(path('got')).trim()).toBe('HUP');
     });
 
+    it('--permits 2 runs two commands at once and refuses a third with the conflict code', async () => {
+      fresh();
+      const key = uniqueKey('permits');
+      const first = runInBackground(key, ['--permits', '2'], holding('first'));
+      const second = runInBackground(key, ['--permits', '2'], holding('second'));
+      await untilFile(path('first.started'), first);
+      await untilFile(path('second.started'), second);
+      // Each permit has its own fence.
+      const fences = [path('first.started'), path('second.started')].map((f) => read(f).trim());
+      expect(new Set(fences).size).toBe(2);
+
+      const marker = path('marker');
+      const refused = await run(key, ['--permits', '2'], `touch ${sq(marker)}`);
+      expect(refused.code).toBe(75);
+      expect(refused.stderr).toContain('not running');
+      expect(existsSync(marker)).toBe(false);
+      // A plain lock of the same name is another lock.
+      expect((await run(key, [], 'true')).code).toBe(0);
+
+      const status = await other('status', key, '--permits', '2');
+      expect(status.code).toBe(0);
+      expect(status.stdout).toContain(`"${key}": 2 of 2 permits held, 0 free`);
+      expect(status.stdout).toContain(`pid ${first.child.pid}`);
+      expect(status.stdout).toContain(`pid ${second.child.pid}`);
+      const json = JSON.parse((await other('status', key, '--permits', '3', '--json')).stdout);
+      expect(json).toMatchObject({ key, permits: 3, free: 1 });
+      expect(json.holders.map((h: { pid: number }) => h.pid).sort()).toEqual(
+        [first.child.pid, second.child.pid].sort(),
+      );
+      // The same key without --permits is the plain lock, free here.
+      expect((await other('status', key)).stdout).toContain('is free');
+
+      go();
+      expect((await first.done).code).toBe(0);
+      expect((await second.done).code).toBe(0);
+      expect((await other('status', key, '--permits', '2')).stdout).toContain(
+        '0 of 2 permits held, 2 free',
+      );
+      expect((await run(key, ['--permits', '2'], `touch ${sq(marker)}`)).code).toBe(0);
+      expect(existsSync(marker)).toBe(true);
+    });
+
+    it('--permits 1 --wait: the waiter says who holds the permit and runs when it is back', async () => {
+      fresh();
+      const key = uniqueKey('permitwait');
+      const holder = runInBackground(key, ['--permits', '1'], holding());
+      await untilFile(path('holder.started'), holder);
+      const waiter = runInBackground(
+        key,
+        ['--permits', '1', '--wait', 'forever'],
+        holding('waiter'),
+      );
+      await until('the waiting line', () => waiter.stderr().includes('waiting for'));
+      expect(waiter.stderr()).toContain(`its permit held by pid ${holder.child.pid}`);
+      expect(existsSync(path('waiter.started'))).toBe(false);
+      go();
+      expect((await holder.done).code).toBe(0);
+      expect((await waiter.done).code).toBe(0);
+      expect(read(path('log')).trim().split('\n')).toEqual([
+        'holder-start',
+        'holder-end',
+        'waiter-start',
+        'waiter-end',
+      ]);
+    });
+
     it('--hold-at-least keeps the key after a quick command', async () => {
       fresh();
       const key = uniqueKey('hold');

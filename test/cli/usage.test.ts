@@ -30,6 +30,7 @@ describe('cachelock --version and --help', () => {
       '--kill-after',
       '--lost-signal',
       '--prefix',
+      '--permits',
       '--json',
       '--force',
       'CACHELOCK_URL',
@@ -80,7 +81,28 @@ describe('bad use never runs the command', () => {
     ['release without --force', (key) => ['release', key]],
     ['status with a command', (key) => ['status', key, '--', ...command]],
     ['a run option given to status', (key) => ['status', key, '--ttl', '1s']],
+    ['--permits 0', (key) => ['run', key, '--permits', '0', '--', ...command]],
+    ['--permits that is no integer', (key) => ['run', key, '--permits', '1.5', '--', ...command]],
+    ['--permits that is a word', (key) => ['run', key, '--permits', 'two', '--', ...command]],
+    ['--permits without its value', (key) => ['run', key, '--permits']],
+    ['status --permits 0', (key) => ['status', key, '--permits', '0']],
+    ['--permits given to release', (key) => ['release', key, '--force', '--permits', '2']],
   ];
+
+  it.each(['0', '-1', '1.5', 'two', '1e3', ''])(
+    '--permits %j exits 64 naming the option and the value',
+    async (value) => {
+      const result = await cachelock(
+        ['run', uniqueKey('usage'), `--permits=${value}`, '--', ...command],
+        env,
+      );
+      expect(result.code).toBe(64);
+      expect(result.stderr).toContain(
+        `--permits must be an integer >= 1, got ${JSON.stringify(value)}`,
+      );
+      expect(existsSync(marker)).toBe(false);
+    },
+  );
 
   it.each(usage)('%s exits 64 with the usage line', async (_, args, extraEnv) => {
     const result = await cachelock(args(uniqueKey('usage')), { ...env, ...extraEnv });

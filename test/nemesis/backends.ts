@@ -66,6 +66,11 @@ export interface Backend {
   leaseMs?(ttlMs: number): number;
   /** The nemeses a CI pass runs, the most telling first. */
   nemeses: NemesisName[];
+  /**
+   * Cases of the semaphore (2 permits) and read/write workloads a CI pass runs, each under one
+   * fault.
+   */
+  workloads?: [workload: 'semaphore' | 'rw', nemesis: NemesisName][];
   /** Every nemesis that can hit this backend (for `npm run nemesis`). */
   possible: NemesisName[];
   /**
@@ -128,6 +133,10 @@ export const backends: Backend[] = [
     push: true,
     ttlMs: 600,
     nemeses: ['pause-waiter', 'pause-holder', 'kill-holder', 'restart-server', 'stall'],
+    workloads: [
+      ['semaphore', 'pause-holder'],
+      ['rw', 'kill-holder'],
+    ],
     possible: onAServer,
     limits: { 'restart-server': forgetsOnRestart('a Redis server without persistence') },
     async start() {
@@ -182,6 +191,10 @@ export const backends: Backend[] = [
     push: true,
     ttlMs: 800,
     nemeses: ['terminate-backends', 'restart-server', 'pause-holder'],
+    workloads: [
+      ['semaphore', 'kill-holder'],
+      ['rw', 'pause-holder'],
+    ],
     possible: [
       'pause-holder',
       'pause-waiter',

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { check, type HistoryEvent } from './checker.js';
+import { type CheckOptions, check, type HistoryEvent } from './checker.js';
 
 // Hand-made histories, times in ms (the checker reads ns).
 const t = (ms: number) => BigInt(Math.round(ms * 1e6));
@@ -27,7 +27,8 @@ function section(worker: number, from: number, to: number, fence?: number): Hist
 }
 
 const stop = (ms: number): HistoryEvent => ({ type: 'stop', t: t(ms) });
-const kinds = (events: HistoryEvent[], opts = options) => check(events, opts).map((v) => v.kind);
+const kinds = (events: HistoryEvent[], opts: CheckOptions = options) =>
+  check(events, opts).map((v) => v.kind);
 
 describe('nemesis checker', () => {
   it('passes a clean history: one holder at a time, rising fences, the key never idle long', () => {
@@ -136,5 +137,118 @@ describe('nemesis checker', () => {
     const violations = check(history, options);
     expect(violations.map((v) => v.kind)).toEqual(['crash', 'hang']);
     expect(violations[0]!.text).toMatch(/worker 1 exited with 1.*Error: boom/);
+  });
+});
+
+/** A permit or side: requested at `asked`, then as `section`, with a role for read/write. */
+function permit(
+  worker: number,
+  asked: number,
+  from: number,
+  to: number,
+  fence?: number,
+  role?: 'reader' | 'writer',
+): HistoryEvent[] {
+  const [granted, ...rest] = section(worker, from, to, fence);
+  return [
+    { type: 'requested', t: t(asked), worker, acquisition: from },
+    { ...(granted as Extract<HistoryEvent, { type: 'granted' }>), role },
+    // Shared holders do not write; only the lock events matter here.
+    ...rest.filter((e) => e.type !== 'write'),
+  ];
+}
+
+describe('nemesis checker: a semaphore of 2 permits', () => {
+  const semaphore = { ...options, workload: 'semaphore' as const, permits: 2 };
+
+  it('passes two holders at once, fences rising in real-time order', () => {
+    const history = [
+      ...permit(1, 0, 0, 300, 1),
+      ...permit(2, 0, 10, 200, 2),
+      ...permit(3, 50, 200, 500, 3),
+      // Requested before 3 was granted: concurrent, so either fence order is fine.
+      ...permit(4, 150, 300, 600, 4),
+      stop(650),
+    ];
+    expect(check(history, semaphore)).toEqual([]);
+  });
+
+  it('finds a third holder while two believe they hold permits', () => {
+    const history = [
+      ...permit(1, 0, 0, 300, 1),
+      ...permit(2, 0, 10, 300, 2),
+      ...permit(3, 20, 100, 200, 3),
+      stop(350),
+    ];
+    const found = check(history, semaphore);
+    expect(found.map((v) => v.kind)).toEqual(['too many holders']);
+    expect(found[0]!.text).toMatch(/3 workers believed they held one of 2 permits/);
+    // The same history is fine with 3 permits.
+    expect(kinds(history, { ...semaphore, permits: 3 })).toEqual([]);
+  });
+
+  it('counts a holder seen held at one instant only (a killed holder) while it is inside', () => {
+    const killed: HistoryEvent[] = [
+      { type: 'requested', t: t(0), worker: 9, acquisition: 1 },
+      { type: 'granted', t: t(50), worker: 9, acquisition: 1, fence: 10n },
+      { type: 'check', t: t(50), worker: 9, acquisition: 1, held: true, aborted: false },
+    ];
+    const history = [...permit(1, 0, 0, 100, 1), ...permit(2, 0, 10, 100, 2), ...killed];
+    expect(kinds([...history, stop(150)], semaphore)).toContain('too many holders');
+    // Alone it does not stay inside for ever: later holders are not counted with it.
+    const later = [...killed, ...permit(1, 60, 100, 200, 11), ...permit(2, 60, 110, 200, 12)];
+    expect(kinds([...later, stop(250)], semaphore)).toEqual([]);
+  });
+
+  it('finds a repeated fence, and a fence lower than one granted before it was requested', () => {
+    const repeated = [...permit(1, 0, 0, 100, 5), ...permit(2, 0, 10, 100, 5), stop(150)];
+    expect(check(repeated, semaphore).map((v) => v.text)).toEqual([
+      expect.stringMatching(/both granted fence 5/),
+    ]);
+    const backwards = [...permit(1, 0, 0, 100, 7), ...permit(2, 50, 100, 200, 6), stop(250)];
+    const found = check(backwards, semaphore);
+    expect(found.map((v) => v.kind)).toEqual(['fence']);
+    expect(found[0]!.text).toMatch(/requested at .* after worker 1 \(fence 7\) was granted/);
+  });
+});
+
+describe('nemesis checker: readers and writers', () => {
+  const rw = { ...options, workload: 'rw' as const };
+
+  it('passes readers together and writers alone; readers share the last write fence', () => {
+    const history = [
+      ...permit(1, 0, 0, 100, 1, 'writer'),
+      ...permit(2, 0, 101, 300, 1, 'reader'),
+      ...permit(3, 0, 150, 250, 1, 'reader'),
+      ...permit(4, 120, 301, 400, 2, 'writer'),
+      stop(450),
+    ];
+    expect(check(history, rw)).toEqual([]);
+  });
+
+  it('finds a writer with a reader, and a writer with a writer', () => {
+    const withReader = [
+      ...permit(1, 0, 0, 200, 1, 'writer'),
+      ...permit(2, 0, 100, 300, 1, 'reader'),
+      stop(350),
+    ];
+    const found = check(withReader, rw);
+    expect(found.map((v) => v.kind)).toEqual(['writer with others']);
+    expect(found[0]!.text).toMatch(/writer worker 1 .* while reader worker 2/);
+    const twoWriters = [
+      ...permit(1, 0, 0, 200, 1, 'writer'),
+      ...permit(2, 0, 100, 300, 2, 'writer'),
+      stop(350),
+    ];
+    expect(kinds(twoWriters, rw)).toEqual(['writer with others']);
+  });
+
+  it("judges only writers' fences", () => {
+    const history = [
+      ...permit(1, 0, 0, 100, 3, 'writer'),
+      ...permit(2, 101, 110, 200, 2, 'writer'),
+      stop(250),
+    ];
+    expect(kinds(history, rw)).toEqual(['fence']);
   });
 });

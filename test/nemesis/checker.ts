@@ -6,7 +6,17 @@
 
 /** One line of the history. Workers write the lock events; the runner writes the rest. */
 export type HistoryEvent =
-  | { type: 'granted'; t: bigint; worker: number; acquisition: number; fence?: bigint }
+  /** The worker asked for the lease at `t` (before `granted`, for real-time order). */
+  | { type: 'requested'; t: bigint; worker: number; acquisition: number }
+  | {
+      type: 'granted';
+      t: bigint;
+      worker: number;
+      acquisition: number;
+      fence?: bigint;
+      /** Of a read/write workload: which side was granted. */
+      role?: 'reader' | 'writer';
+    }
   /** The worker read `lock.held` and `lock.signal.aborted` at `t`. */
   | {
       type: 'check';
@@ -64,9 +74,23 @@ export interface CheckOptions {
   pollMs: number;
   /** Whether the backend promises fences that only rise. */
   fences: boolean;
+  /**
+   * What the workers take: one lock (default), a semaphore of `permits`, or a read/write lock.
+   */
+  workload?: 'lock' | 'semaphore' | 'rw';
+  /** Of a semaphore workload: how many may believe they hold it at once. */
+  permits?: number;
 }
 
-export type ViolationKind = 'overlap' | 'fence' | 'stale write' | 'liveness' | 'crash' | 'hang';
+export type ViolationKind =
+  | 'overlap'
+  | 'too many holders'
+  | 'writer with others'
+  | 'fence'
+  | 'stale write'
+  | 'liveness'
+  | 'crash'
+  | 'hang';
 
 export interface Violation {
   kind: ViolationKind;
@@ -78,7 +102,10 @@ interface Acquisition {
   worker: number;
   acquisition: number;
   grantedAt: bigint;
+  /** When the worker asked for it, where the history says. */
+  requestedAt?: bigint;
   fence?: bigint;
+  role?: 'reader' | 'writer';
   /** From the first to the last moment the worker believed it held the key. */
   belief?: { from: bigint; to: bigint };
   /** When the key stopped being held by this acquisition, as far as the history shows. */
@@ -95,6 +122,13 @@ export function check(events: HistoryEvent[], options: CheckOptions): Violation[
   const describe = (a: Acquisition) =>
     `worker ${a.worker}${a.fence === undefined ? '' : ` (fence ${a.fence})`}`;
   const violations: Violation[] = [];
+  const workload = options.workload ?? 'lock';
+  if (workload !== 'lock') {
+    violations.push(...shared(acquisitions, options, at, describe));
+    for (const e of sorted) violations.push(...sideEffects(e, at));
+    violations.push(...liveness(sorted, acquisitions, options, at));
+    return violations;
+  }
 
   // Two workers that believed they held the key at once. A check is a point in time, so an
   // interval runs from the first to the last check that saw held && !aborted; two intervals
@@ -129,28 +163,122 @@ export function check(events: HistoryEvent[], options: CheckOptions): Violation[
     }
   }
 
-  for (const e of sorted) {
-    if (e.type === 'write' && e.accepted && e.stale) {
-      violations.push({
-        kind: 'stale write',
-        text: `the resource accepted a write by worker ${e.worker}${e.fence === undefined ? ' (no fence)' : ` (fence ${e.fence})`} at ${at(e.t)} although another write landed after its read`,
-      });
+  for (const e of sorted) violations.push(...sideEffects(e, at));
+
+  violations.push(...liveness(sorted, acquisitions, options, at));
+  return violations;
+}
+
+/** Stale writes, crashes and hangs: the same in every workload. */
+function sideEffects(e: HistoryEvent, at: (t: bigint) => string): Violation[] {
+  const violations: Violation[] = [];
+  if (e.type === 'write' && e.accepted && e.stale) {
+    violations.push({
+      kind: 'stale write',
+      text: `the resource accepted a write by worker ${e.worker}${e.fence === undefined ? ' (no fence)' : ` (fence ${e.fence})`} at ${at(e.t)} although another write landed after its read`,
+    });
+  }
+  if (e.type === 'exit' && !e.killed && (e.code !== 0 || e.signal !== null)) {
+    violations.push({
+      kind: 'crash',
+      text: `worker ${e.worker} exited with ${e.code ?? e.signal} at ${at(e.t)}: ${e.output.trim().split('\n').slice(-6).join(' | ')}`,
+    });
+  }
+  if (e.type === 'hung') {
+    violations.push({
+      kind: 'hang',
+      text: `worker ${e.worker} did not exit within ${e.waitedMs} ms of being told to stop`,
+    });
+  }
+  return violations;
+}
+
+/**
+ * A semaphore's or a read/write lock's history: never more than `permits` believed holders at
+ * once (a semaphore), never a writer with anyone else (read/write), and fences unique and
+ * rising in real-time order: an acquisition granted before another was requested has the lower
+ * fence (concurrent requests may be granted in either order). Readers share the last write's
+ * fence, so only writers' fences are judged there.
+ */
+function shared(
+  acquisitions: Acquisition[],
+  options: CheckOptions,
+  at: (t: bigint) => string,
+  describe: (a: Acquisition) => string,
+): Violation[] {
+  const violations: Violation[] = [];
+  const believed = acquisitions
+    .filter((a) => a.belief !== undefined)
+    .sort((a, b) => (a.belief!.from < b.belief!.from ? -1 : 1));
+
+  if (options.workload === 'semaphore') {
+    const permits = options.permits ?? 1;
+    // Sweep the belief intervals; intervals that only touch do not overlap (ends first). A
+    // belief of one instant (one check) ends after the starts of that instant, or never would.
+    const edges = believed.flatMap((a) => [
+      { t: a.belief!.from, order: 1, step: 1, a },
+      { t: a.belief!.to, order: a.belief!.from === a.belief!.to ? 2 : 0, step: -1, a },
+    ]);
+    edges.sort((x, y) => (x.t === y.t ? x.order - y.order : x.t < y.t ? -1 : 1));
+    const inside = new Set<Acquisition>();
+    let reported = false;
+    for (const edge of edges) {
+      if (edge.step === -1) {
+        inside.delete(edge.a);
+        if (inside.size <= permits) reported = false;
+        continue;
+      }
+      inside.add(edge.a);
+      if (inside.size > permits && !reported) {
+        reported = true;
+        violations.push({
+          kind: 'too many holders',
+          text: `${inside.size} workers believed they held one of ${permits} permits at ${at(edge.t)}: ${[...inside].map(describe).join(', ')}`,
+        });
+      }
     }
-    if (e.type === 'exit' && !e.killed && (e.code !== 0 || e.signal !== null)) {
-      violations.push({
-        kind: 'crash',
-        text: `worker ${e.worker} exited with ${e.code ?? e.signal} at ${at(e.t)}: ${e.output.trim().split('\n').slice(-6).join(' | ')}`,
-      });
-    }
-    if (e.type === 'hung') {
-      violations.push({
-        kind: 'hang',
-        text: `worker ${e.worker} did not exit within ${e.waitedMs} ms of being told to stop`,
-      });
+  } else {
+    for (const w of believed.filter((a) => a.role === 'writer')) {
+      for (const other of believed) {
+        if (other === w) continue;
+        if (other.belief!.from < w.belief!.to && w.belief!.from < other.belief!.to) {
+          if (other.role === 'writer' && other.belief!.from < w.belief!.from) continue;
+          violations.push({
+            kind: 'writer with others',
+            text: `writer ${describe(w)} believed it held the key from ${at(w.belief!.from)} to ${at(w.belief!.to)}, while ${other.role ?? 'holder'} ${describe(other)} did from ${at(other.belief!.from)} to ${at(other.belief!.to)}`,
+          });
+        }
+      }
     }
   }
 
-  violations.push(...liveness(sorted, acquisitions, options, at));
+  if (options.fences) {
+    const fenced = acquisitions.filter(
+      (a) => a.fence !== undefined && (options.workload !== 'rw' || a.role === 'writer'),
+    );
+    const seen = new Map<bigint, Acquisition>();
+    for (const a of fenced) {
+      const before = seen.get(a.fence!);
+      if (before !== undefined) {
+        violations.push({
+          kind: 'fence',
+          text: `${describe(a)} and ${describe(before)} were both granted fence ${a.fence}`,
+        });
+      } else seen.set(a.fence!, a);
+    }
+    for (const a of fenced) {
+      for (const b of fenced) {
+        if (a.fence! >= b.fence! && a !== b && b.requestedAt !== undefined) {
+          if (a.grantedAt < b.requestedAt && a.fence !== b.fence) {
+            violations.push({
+              kind: 'fence',
+              text: `${describe(b)} was requested at ${at(b.requestedAt)}, after ${describe(a)} was granted at ${at(a.grantedAt)}, with a lower fence`,
+            });
+          }
+        }
+      }
+    }
+  }
   return violations;
 }
 
@@ -206,15 +334,22 @@ function collect(sorted: HistoryEvent[]): Acquisition[] {
   const byId = new Map<string, Acquisition>();
   const id = (worker: number, acquisition: number) => `${worker}/${acquisition}`;
   const lastSeen = new Map<string, bigint>();
+  const requested = new Map<string, bigint>();
   for (const e of sorted) {
     if (!('acquisition' in e) || e.type === 'write') continue;
     const key = id(e.worker, e.acquisition);
+    if (e.type === 'requested') {
+      requested.set(key, e.t);
+      continue;
+    }
     if (e.type === 'granted') {
       byId.set(key, {
         worker: e.worker,
         acquisition: e.acquisition,
         grantedAt: e.t,
+        requestedAt: requested.get(key),
         fence: e.fence,
+        role: e.role,
       });
       continue;
     }

@@ -1,5 +1,6 @@
 /**
- * `npm run nemesis -- [--backend redis] [--nemesis pause] [--duration 10m] [--workers 5]`
+ * `npm run nemesis -- [--backend redis] [--nemesis pause] [--duration 10m] [--workers 5]
+ *   [--workload lock|semaphore|rw]` (the workload: one lock, a semaphore of 2, readers/writers)
  * Without --backend, every backend; without --nemesis, each backend's CI set. Both repeat. Prints the
  * summary table and every violation; exits 1 when a violation is not a documented limit.
  */
@@ -14,6 +15,7 @@ const { values } = parseArgs({
     nemesis: { type: 'string', multiple: true },
     duration: { type: 'string', default: '6s' },
     workers: { type: 'string' },
+    workload: { type: 'string', default: 'lock' },
   },
 });
 
@@ -42,6 +44,10 @@ function expand(backend: Backend, name: string): NemesisName[] {
 }
 
 const durationMs = parseDuration(values.duration!);
+const workload = values.workload as 'lock' | 'semaphore' | 'rw';
+if (!['lock', 'semaphore', 'rw'].includes(workload)) {
+  throw new Error(`--workload: expected lock, semaphore or rw, got ${workload}`);
+}
 const chosen: Backend[] = values.backend ? values.backend.map(backendNamed) : backends;
 const results: CaseResult[] = [];
 const started = performance.now();
@@ -57,6 +63,7 @@ for (const backend of chosen) {
         deployment,
         nemesis,
         durationMs,
+        workload,
         workers: values.workers === undefined ? undefined : Number(values.workers),
       });
       results.push(result);

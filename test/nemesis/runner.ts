@@ -22,6 +22,9 @@ const libfaketime = ['/usr/lib', '/usr/lib64']
   .concat('/usr/lib/faketime/libfaketime.so.1')
   .find((path) => existsSync(path));
 
+/** The permits of the semaphore workload. */
+export const SEMAPHORE_PERMITS = 2;
+
 export interface CaseOptions {
   backend: Backend;
   deployment: Deployment;
@@ -32,6 +35,8 @@ export interface CaseOptions {
   workers?: number;
   /** How long a worker may take to exit once told to stop. Default 5 s. */
   exitMs?: number;
+  /** What the workers take: one lock (default), a semaphore of 2 permits, a read/write lock. */
+  workload?: 'lock' | 'semaphore' | 'rw';
 }
 
 export interface CaseResult {
@@ -99,6 +104,7 @@ export async function runCase(options: CaseOptions): Promise<CaseResult> {
   const { backend, deployment } = options;
   const nemesis = nemeses[options.nemesis];
   const ttlMs = backend.ttlMs;
+  const workload = options.workload ?? 'lock';
   const leaseMs = backend.leaseMs?.(ttlMs) ?? ttlMs;
   const pollMs = backend.push ? 1_000 : 200;
   const key = `nemesis:${randomBytes(6).toString('base64url')}`;
@@ -127,7 +133,17 @@ export async function runCase(options: CaseOptions): Promise<CaseResult> {
     }
     const child = fork(
       workerPath,
-      [JSON.stringify({ worker: id, key, ttlMs, history, cache: deployment.cache })],
+      [
+        JSON.stringify({
+          worker: id,
+          key,
+          ttlMs,
+          history,
+          cache: deployment.cache,
+          workload,
+          permits: SEMAPHORE_PERMITS,
+        }),
+      ],
       { cwd: packageRoot, env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
     );
     const worker: Worker = {
@@ -236,10 +252,16 @@ export async function runCase(options: CaseOptions): Promise<CaseResult> {
   }
 
   const limit = backend.limits?.[options.nemesis];
-  const found = check(events, { leaseMs, pollMs, fences: backend.fences });
+  const found = check(events, {
+    leaseMs,
+    pollMs,
+    fences: backend.fences,
+    workload,
+    permits: SEMAPHORE_PERMITS,
+  });
   const writes = events.filter((e) => e.type === 'write');
   return {
-    backend: backend.name,
+    backend: workload === 'lock' ? backend.name : `${backend.name} ${workload}`,
     nemesis: options.nemesis,
     seconds: (performance.now() - started) / 1_000,
     locks: events.filter((e) => e.type === 'granted').length,

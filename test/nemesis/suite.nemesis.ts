@@ -70,5 +70,25 @@ for (const backend of backends) {
         expect(result.violations.map((v) => `${v.kind}: ${v.text}`)).toEqual([]);
       });
     }
+
+    for (const [workload, nemesis] of backend.workloads ?? []) {
+      it(`${workload}: ${nemesis}`, async () => {
+        const leaseMs = backend.leaseMs?.(backend.ttlMs) ?? backend.ttlMs;
+        const result = await runCase({
+          backend,
+          deployment,
+          nemesis,
+          workload,
+          // Shorter than the lock cases: these add to a CI pass that is already minutes long.
+          durationMs: Math.max(4_000, 5 * leaseMs),
+        });
+        results.push(result);
+        if (result.violations.length + result.limited.length > 0) {
+          console.log(describeViolations(result));
+        }
+        expect(result.locks).toBeGreaterThan(0);
+        expect(result.violations.map((v) => `${v.kind}: ${v.text}`)).toEqual([]);
+      });
+    }
   });
 }

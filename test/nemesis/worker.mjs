@@ -5,9 +5,25 @@
 import { appendFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { closeAll, Lock, LockTimeoutError, registerScheme, StoreError } from 'cachelock';
+import {
+  closeAll,
+  Lock,
+  LockTimeoutError,
+  ReadWriteLock,
+  registerScheme,
+  Semaphore,
+  StoreError,
+} from 'cachelock';
 
-const { worker, key, ttlMs, history, cache: cacheConfig } = JSON.parse(process.argv[2]);
+const {
+  worker,
+  key,
+  ttlMs,
+  history,
+  cache: cacheConfig,
+  workload = 'lock',
+  permits,
+} = JSON.parse(process.argv[2]);
 const now = () => process.hrtime.bigint();
 const record = (event) =>
   appendFileSync(
@@ -125,18 +141,23 @@ await new Promise((resolve) => {
 });
 
 let acquisition = 0;
+const options = { cache, ttl: ttlMs, autoExtend: true, wait: '30s', signal: stop.signal };
+// A semaphore's permits and a read/write lock's sides have the members the loop uses.
+const semaphore =
+  workload === 'semaphore' ? new Semaphore(key, { ...options, permits }) : undefined;
+const rw = workload === 'rw' ? new ReadWriteLock(key, options) : undefined;
 while (!stopping) {
-  const lock = new Lock(key, {
-    cache,
-    ttl: ttlMs,
-    autoExtend: true,
-    wait: '30s',
-    signal: stop.signal,
-  });
+  const role = rw === undefined ? undefined : Math.random() < 0.35 ? 'writer' : 'reader';
+  let lock = workload === 'lock' ? new Lock(key, options) : undefined;
+  // Only one writer at a time may do the read-modify-write: permit holders and readers share.
+  const writes = workload === 'lock' || role === 'writer';
   const a = ++acquisition;
   tell('waiting');
+  record({ type: 'requested', acquisition: a });
   try {
-    await lock.acquire();
+    if (lock !== undefined) await lock.acquire();
+    else if (semaphore !== undefined) lock = await semaphore.acquire();
+    else lock = role === 'writer' ? await rw.write() : await rw.read();
   } catch (error) {
     if (stopping) break;
     // A store that cannot be reached, or a wait that ran out, is what faults are for.
@@ -146,7 +167,7 @@ while (!stopping) {
     await sleep(20);
     continue;
   }
-  record({ type: 'granted', acquisition: a, fence: lock.fence });
+  record({ type: 'granted', acquisition: a, fence: lock.fence, role });
   tell('holding');
   // Read after the grant: the signal of this acquisition.
   const signal = lock.signal;
@@ -162,14 +183,14 @@ while (!stopping) {
   };
 
   if (believes('granted')) {
-    const read = await ask({ kind: 'read', fence: lock.fence?.toString() });
+    const read = writes ? await ask({ kind: 'read', fence: lock.fence?.toString() }) : undefined;
     // A few short awaits, some longer than a third of the lease, so that autoExtend runs.
     let holding = believes('read');
     for (let step = Math.floor(Math.random() * 4); holding && step >= 0; step--) {
       await sleep(Math.random() * ttlMs * 0.25);
       holding = believes('work');
     }
-    if (holding && believes('write')) {
+    if (writes && holding && believes('write')) {
       await ask({
         kind: 'write',
         acquisition: a,
