@@ -21,7 +21,8 @@ async function measure(args) {
         await c.query("SELECT GET_LOCK('x', 1)");
         await c.query("SELECT RELEASE_LOCK('x')");
       },
-      'UPDATE one row, autocommit (one commit)': () => c.query('UPDATE t SET v = v + 1 WHERE id = 1'),
+      'UPDATE one row, autocommit (one commit)': () =>
+        c.query('UPDATE t SET v = v + 1 WHERE id = 1'),
     };
     const out = {};
     for (let round = 0; round < 3; round++) {
@@ -42,6 +43,8 @@ for (const args of [[], ['--innodb-flush-log-at-trx-commit=2']]) {
   console.log(args.length ? args.join(' ') : 'default settings (flush per commit)');
   for (const [name, values] of Object.entries(out)) {
     const sorted = [...values].sort((a, b) => a - b);
-    console.log(`  ${name}: ${fmt(sorted[1])} us per call (range ${fmt(sorted[0])}-${fmt(sorted[2])})`);
+    console.log(
+      `  ${name}: ${fmt(sorted[1])} us per call (range ${fmt(sorted[0])}-${fmt(sorted[2])})`,
+    );
   }
 }
