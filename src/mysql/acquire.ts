@@ -11,7 +11,7 @@ import { keyId, keyLabel, ownerBytes, type TableName } from './names.js';
 // FOUND_ROWS setting: the new or kept fence when the owner holds the key, 0 when it is refused.
 // A fresh key's fence is the clock; a taken-over one rises above its last fence even if the
 // clock stood still or stepped back.
-const acquireSql = (table: TableName) => `
+export const acquireSql = (table: TableName) => `
   INSERT INTO ${table.sql} (id, \`key\`, owner, expires_us, fence)
   VALUES (?, CONVERT(? USING utf8mb4), ?, ${NOW_US} + ?, LAST_INSERT_ID(${NOW_US}))
   ON DUPLICATE KEY UPDATE

@@ -20,11 +20,20 @@ export interface Outcome {
 export type Row = Record<string, unknown>;
 
 /** What the store needs of a pool or a connection of either driver. */
-export interface Db {
+export interface Db extends Query {
   readonly driver: 'mysql2' | 'mariadb';
+  /**
+   * Run `work` in one transaction on one connection, committed when it resolves and rolled back
+   * when it throws. A deadlock victim is run again whole (InnoDB rolled it back already).
+   */
+  transact<T>(work: (query: Query) => Promise<T>): Promise<T>;
+  end(): Promise<void>;
+}
+
+/** Statements on a pool, a connection, or one transaction's connection. */
+export interface Query {
   change(sql: string, values: unknown[]): Promise<Outcome>;
   select(sql: string, values: unknown[]): Promise<Row[]>;
-  end(): Promise<void>;
 }
 
 /** A connection of the store's own, for wake-ups. */
@@ -96,40 +105,110 @@ async function retried<T>(run: () => Promise<T>): Promise<T> {
   }
 }
 
+/** A promise-API pool or connection of either driver, as far as the store uses it. */
+interface Client {
+  query(sql: string, values?: unknown[]): Promise<unknown>;
+  getConnection?(): Promise<Client & { release(): void }>;
+}
+
+// Inside a transaction a deadlock ends the whole transaction: the statement is not run again
+// alone (it would run outside it), the transaction is.
+function queries(client: Client, driver: 'mysql2' | 'mariadb', alone = true): Query {
+  // mysql2 resolves [result, fields], mariadb the result alone.
+  const run = async (sql: string, values: unknown[]) => {
+    const reply = await client.query(sql, values);
+    return driver === 'mysql2' ? (reply as [unknown])[0] : reply;
+  };
+  return {
+    async change(sql, values) {
+      const result = (await (alone ? retried(() => run(sql, values)) : run(sql, values))) as Shape;
+      return { affectedRows: Number(result.affectedRows), insertId: toBigInt(result.insertId) };
+    },
+    async select(sql, values) {
+      return (await run(sql, values)) as Row[];
+    },
+  };
+}
+
 export function wrapDb(client: unknown, end?: () => Promise<void>): Db {
+  let promised: Client;
+  let driver: 'mysql2' | 'mariadb';
   if (isMysql2(client)) {
     const core = mysql2Core(client as Shape);
-    const promised = core.promise() as Shape;
-    return {
-      driver: 'mysql2',
-      async change(sql, values) {
-        const [result] = (await retried(() => promised.query(sql, values))) as [Shape];
-        return { affectedRows: Number(result.affectedRows), insertId: toBigInt(result.insertId) };
-      },
-      async select(sql, values) {
-        const [rows] = (await promised.query(sql, values)) as [Row[]];
-        return rows;
-      },
-      end: end ?? (async () => {}),
-    };
+    promised = core.promise() as Client;
+    driver = 'mysql2';
+  } else if (isMariadb(client)) {
+    promised = client as Client;
+    driver = 'mariadb';
+  } else {
+    throw new TypeError(
+      'mysqlStore: expected a mysql2 Pool or Connection (callback or promise API) or a mariadb Pool or Connection (promise API)',
+    );
   }
-  if (isMariadb(client)) {
-    const db = client as Shape;
-    return {
-      driver: 'mariadb',
-      async change(sql, values) {
-        const result = (await retried(() => db.query(sql, values))) as Shape;
-        return { affectedRows: Number(result.affectedRows), insertId: toBigInt(result.insertId) };
-      },
-      async select(sql, values) {
-        return (await db.query(sql, values)) as Row[];
-      },
-      end: end ?? (async () => {}),
-    };
-  }
-  throw new TypeError(
-    'mysqlStore: expected a mysql2 Pool or Connection (callback or promise API) or a mariadb Pool or Connection (promise API)',
-  );
+  const direct = queries(promised, driver);
+  const pooled = typeof promised.getConnection === 'function';
+  // On a single connection a transaction owns it: other statements wait until it ends, or they
+  // would join it (and be rolled back with it).
+  let open: Promise<unknown> | undefined;
+  const gated: Query = {
+    async change(sql, values) {
+      while (open !== undefined) await open.catch(() => undefined);
+      return direct.change(sql, values);
+    },
+    async select(sql, values) {
+      while (open !== undefined) await open.catch(() => undefined);
+      return direct.select(sql, values);
+    },
+  };
+  const once = async <T>(work: (query: Query) => Promise<T>): Promise<T> => {
+    const connection = pooled ? await promised.getConnection!() : undefined;
+    const session = connection ?? promised;
+    const query = queries(connection ?? promised, driver, false);
+    try {
+      await session.query('BEGIN');
+      let result: T;
+      try {
+        result = await work(query);
+      } catch (error) {
+        await session.query('ROLLBACK').catch(() => undefined);
+        throw error;
+      }
+      await session.query('COMMIT');
+      return result;
+    } finally {
+      connection?.release();
+    }
+  };
+  const transact = async <T>(work: (query: Query) => Promise<T>): Promise<T> => {
+    for (let attempt = 0; ; attempt++) {
+      let run: Promise<T>;
+      if (pooled) {
+        run = once(work);
+      } else {
+        while (open !== undefined) await open.catch(() => undefined);
+        run = once(work);
+        const mine = run.finally(() => {
+          if (open === mine) open = undefined;
+        });
+        mine.catch(() => undefined);
+        open = mine;
+      }
+      try {
+        return await run;
+      } catch (error) {
+        if ((error as { errno?: number }).errno !== DEADLOCK || attempt >= DEADLOCK_RETRIES) {
+          throw error;
+        }
+      }
+    }
+  };
+  return {
+    driver,
+    change: pooled ? direct.change : gated.change,
+    select: pooled ? direct.select : gated.select,
+    transact,
+    end: end ?? (async () => {}),
+  };
 }
 
 /** Sessions for a mysql2 client: its `Connection` class with the client's own settings. */
@@ -250,6 +329,8 @@ export async function lentDb(pool: LentPool): Promise<Db> {
     driver,
     change: (sql, values) => pool.borrow((connection) => wrapDb(connection).change(sql, values)),
     select: (sql, values) => pool.borrow((connection) => wrapDb(connection).select(sql, values)),
+    // A transaction whole on one borrowed connection.
+    transact: (work) => pool.borrow((connection) => wrapDb(connection).transact(work)),
     end: async () => {},
   };
 }

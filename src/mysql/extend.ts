@@ -4,7 +4,7 @@ import { keyId, ownerBytes, type TableName } from './names.js';
 
 // Compare-and-expire by the server's clock: a lease that has run out cannot be extended.
 // LAST_INSERT_ID(1) marks a matched row even where the client counts changed rows only.
-const extendSql = (table: TableName) => `
+export const extendSql = (table: TableName) => `
   UPDATE ${table.sql}
   SET expires_us = ${NOW_US} + ? + 0 * LAST_INSERT_ID(1)
   WHERE id = ? AND owner = ? AND expires_us > ${NOW_US}`;

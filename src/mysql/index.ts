@@ -1,9 +1,11 @@
 import {
   type Acquired,
+  type AcquiredKeys,
   type AcquireOptions,
   isLentPool,
   type LeaseInfo,
   type LockStore,
+  type StoreCapabilities,
 } from 'cachelock';
 import { prepareAcquire } from './acquire.js';
 import {
@@ -21,11 +23,13 @@ import {
 } from './connection.js';
 import { prepareExtend } from './extend.js';
 import { prepareInspect } from './inspect.js';
+import { prepareManyAcquire, prepareManyExtend } from './keys.js';
 import { Wakeups } from './listener.js';
 import { keyId, lockName, type TableName, tableName } from './names.js';
 import { prepareRelease } from './release.js';
-import { createTable, isMissingTable } from './schema.js';
-import { prepareSweep, SWEEP_EVERY } from './sweep.js';
+import { createSharedTable, createTable, isMissingTable } from './schema.js';
+import { MysqlShared, prepareSharedSweep } from './shared.js';
+import { prepareSweep, SWEEP_EVERY, SWEEP_LIMIT } from './sweep.js';
 
 export interface MysqlStoreOptions {
   /** The leases table, created on first use. Default `'cachelock_locks'`. */
@@ -75,7 +79,10 @@ class MysqlStore implements LockStore {
   #sinceSweep = SWEEP_EVERY;
   #sweeping: Promise<unknown> | undefined;
   #ready: Promise<void> | undefined;
+  #sharedReady: Promise<void> | undefined;
+  #sharedUsed = false;
   #closed = false;
+  readonly capabilities: StoreCapabilities;
 
   constructor(db: Db, setup: StoreSetup) {
     this.#db = db;
@@ -84,7 +91,46 @@ class MysqlStore implements LockStore {
     this.#release = prepareRelease(db, this.#table);
     this.#extend = prepareExtend(db, this.#table);
     this.#inspect = prepareInspect(db, this.#table);
-    this.#sweep = prepareSweep(db, this.#table);
+    const sweepLeases = prepareSweep(db, this.#table);
+    const sweepShared = prepareSharedSweep(db, this.#table);
+    this.#sweep = async () => {
+      await sweepLeases();
+      if (this.#sharedUsed) await sweepShared(SWEEP_LIMIT);
+    };
+    const manyAcquire = prepareManyAcquire(db, this.#table);
+    const manyExtend = prepareManyExtend(db, this.#table);
+    const shared = <T>(operation: () => Promise<T>) => this.#runShared(operation);
+    this.capabilities = {
+      keys: {
+        acquire: (keys, owner, ttlMs) =>
+          this.#run(async (): Promise<AcquiredKeys | null> => {
+            const result = await manyAcquire(keys, owner, ttlMs);
+            this.#sweepNow();
+            if ('refused' in result) {
+              // Each key's waiter listens on it: the one that refused is the one to wait for.
+              this.#wakeups?.refused(this.#name(keys[result.refused]!));
+              return null;
+            }
+            for (const key of keys) this.#wakeups?.held(this.#name(key), owner, ttlMs);
+            return result;
+          }),
+        release: async (keys, owner, keepMs) => {
+          let all = true;
+          for (const key of keys) if (!(await this.release(key, owner, keepMs))) all = false;
+          return all;
+        },
+        extend: (keys, owner, ttlMs) =>
+          this.#run(async () => {
+            const extended = await manyExtend(keys, owner, ttlMs);
+            for (const key of keys) {
+              if (extended) this.#wakeups?.held(this.#name(key), owner, ttlMs);
+            }
+            return extended;
+          }),
+      },
+      permits: new MysqlShared(db, this.#table, 'permits', shared),
+      readersWriters: new MysqlShared(db, this.#table, 'rw', shared),
+    };
     if (setup.listen !== false && setup.opener !== undefined) {
       const wakeups = new Wakeups(setup.opener);
       this.#wakeups = wakeups;
@@ -113,6 +159,26 @@ class MysqlStore implements LockStore {
       if (isMissingTable(error)) this.#ready = undefined;
       throw error;
     }
+  }
+
+  /** As `#run`, once the shared table exists too. */
+  #runShared<T>(operation: () => Promise<T>): Promise<T> {
+    return this.#run(async () => {
+      this.#sharedReady ??= createSharedTable(this.#db, this.#table).catch((error) => {
+        this.#sharedReady = undefined;
+        throw error;
+      });
+      await this.#sharedReady;
+      this.#sharedUsed = true;
+      try {
+        return await operation();
+      } catch (error) {
+        if (isMissingTable(error)) this.#sharedReady = undefined;
+        throw error;
+      } finally {
+        this.#sweepNow();
+      }
+    });
   }
 
   acquire(

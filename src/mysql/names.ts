@@ -19,16 +19,24 @@ export interface TableName {
   tag: string;
   /** The index on expiry that sweeps use. */
   index: string;
+  /** The table of permits and of readers and writers, beside it (`<table>_shared`). */
+  shared: { sql: string; index: string };
 }
 
 export function tableName(table: unknown, database: unknown): TableName {
   const name = identifier('table', table);
   const space = database === undefined ? undefined : identifier('database', database);
   const qualified = space === undefined ? name : `${space}.${name}`;
+  // Within the 64 characters of an identifier, whatever the leases table is called.
+  const shared = `${name.slice(0, 57)}_shared`;
   return {
     sql: space === undefined ? `\`${name}\`` : `\`${space}\`.\`${name}\``,
     tag: createHash('sha256').update(qualified).digest('base64url').slice(0, 8),
     index: `\`${name.slice(0, 53)}_expires_us\``,
+    shared: {
+      sql: space === undefined ? `\`${shared}\`` : `\`${space}\`.\`${shared}\``,
+      index: `\`${shared.slice(0, 53)}_expires_us\``,
+    },
   };
 }
 
@@ -38,6 +46,14 @@ export function tableName(table: unknown, database: unknown): TableName {
  */
 export function keyId(key: string): Buffer {
   return createHash('sha256').update(key, 'utf16le').digest();
+}
+
+/** Where shared leases live: a semaphore's `'a'` and a read/write lock's `'a'` are apart. */
+export type SharedSpace = 'permits' | 'rw';
+
+/** A shared key's identity in the shared table: its space and the key, hashed as `keyId`. */
+export function sharedKeyId(space: SharedSpace, key: string): Buffer {
+  return createHash('sha256').update(`${space}\0`, 'utf16le').update(key, 'utf16le').digest();
 }
 
 /**

@@ -20,7 +20,7 @@ describe.runIf(reachable)('mysql store on the shared server', () => {
   const connections: { end(): Promise<void> | void }[] = [];
 
   afterAll(async () => {
-    await promisePool.query(`DROP TABLE IF EXISTS \`${table}\``);
+    await promisePool.query(`DROP TABLE IF EXISTS \`${table}\`, \`${table}_shared\``);
     await promisePool.end();
     await new Promise((resolve) => callbackPool.end(resolve));
     await mariaPool.end();
