@@ -36,7 +36,8 @@ local function prune()
       end
     end
     redis.call('ZREMRANGEBYSCORE', holders, '-inf', now_ms)
-    redis.call('HINCRBY', data, 'total', int(-freed))
+    -- Not when nothing was known of them (evicted data): that would restart the count at 0.
+    if freed > 0 then redis.call('HINCRBY', data, 'total', int(-freed)) end
   end
   local meta = redis.call('HMGET', data, 'total', 'last', 'share')
   local total = tonumber(meta[1]) or 0
@@ -158,11 +159,13 @@ if holds and ARGV[2] ~= '0' then
   redis.call('ZADD', holders, 'XX', int(now_ms + tonumber(ARGV[2])), owner)
 elseif holds then
   local entry = redis.call('HGET', data, 'o' .. owner)
-  local w = entry and weight_of(entry) or 0
   redis.call('ZREM', holders, owner)
-  redis.call('HDEL', data, 'o' .. owner)
-  total = total - w
-  redis.call('HINCRBY', data, 'total', int(-w))
+  if entry then
+    local w = weight_of(entry)
+    redis.call('HDEL', data, 'o' .. owner)
+    total = total - w
+    redis.call('HINCRBY', data, 'total', int(-w))
+  end
 end
 if (holds and ARGV[2] == '0') or left then wake(total) end
 expire()

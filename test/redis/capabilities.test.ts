@@ -282,6 +282,23 @@ describe.runIf(reachable)('redis store capabilities on the shared server', () =>
       expect(await left(k)).toBe(0);
     });
 
+    it(`${library}: leases whose data was evicted still count after one of them ends`, async () => {
+      const permits = store().capabilities.permits!;
+      const k = key('evicted-end');
+      const [a, b, c, d, e] = [newOwner(), newOwner(), newOwner(), newOwner(), newOwner()];
+      await permits.acquire(k, a, 10_000, semaphore(2));
+      await permits.acquire(k, b, 10_000, semaphore(2));
+      await permits.acquire(k, c, 300, semaphore(3));
+      await ioredis.del(sharedKeys(k, 'permits').data);
+      // One lease released, another run out: neither may restart the count at zero.
+      expect(await permits.release(k, a)).toBe(true);
+      await sleep(350);
+      expect(await permits.acquire(k, d, 10_000, semaphore(2))).toBeNull();
+      expect(await permits.acquire(k, e, 10_000, semaphore(2))).toBeNull();
+      expect((await permits.inspect(k)).length).toBeLessThanOrEqual(2);
+      for (const owner of [b, d, e]) await permits.release(k, owner);
+    });
+
     describe(`${library}: readers and writers`, () => {
       const rw = (): SharedLeases => store().capabilities.readersWriters!;
 
