@@ -112,9 +112,12 @@ export const SHARED_ACQUIRE = script(
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
 local limit, weight, line_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 if redis.call('ZSCORE', holders, owner) then
+  local entry = redis.call('HGET', data, 'o' .. owner)
+  -- Its data was evicted: the fence is unknown, so the lease is left to run out, refused.
+  if not entry then return false end
   redis.call('ZADD', holders, int(now_ms + ttl), owner)
   expire()
-  return string.match(redis.call('HGET', data, 'o' .. owner), ':(%d*)$')
+  return string.match(entry, ':(%d*)$')
 end
 local first = head()
 if (first == nil or first == owner) and total + weight <= limit then

@@ -299,6 +299,18 @@ describe.runIf(reachable)('redis store capabilities on the shared server', () =>
       for (const owner of [b, d, e]) await permits.release(k, owner);
     });
 
+    it(`${library}: a holder asking again after its data was evicted is refused, not an error`, async () => {
+      const permits = store().capabilities.permits!;
+      const k = key('evicted-again');
+      const a = newOwner();
+      expect(await permits.acquire(k, a, 300, semaphore(2))).not.toBeNull();
+      await ioredis.del(sharedKeys(k, 'permits').data);
+      expect(await permits.acquire(k, a, 10_000, semaphore(2))).toBeNull();
+      await sleep(350);
+      expect(await permits.acquire(k, a, 10_000, semaphore(2))).not.toBeNull();
+      expect(await permits.release(k, a)).toBe(true);
+    });
+
     describe(`${library}: readers and writers`, () => {
       const rw = (): SharedLeases => store().capabilities.readersWriters!;
 
