@@ -289,7 +289,10 @@ function severalKeys(
           if (got === null) {
             refused = one;
             // Never hold part of the set while waiting for the rest: that is how deadlocks start.
-            await Promise.all(taken.map((held) => store.release(held, owner)));
+            // A waiter may also have been handed a later key from that key's line meanwhile.
+            const later = options === undefined ? [] : order.slice(order.indexOf(index) + 1);
+            const give = [...taken, ...later.map((i) => storeKeys[i]!)];
+            await Promise.all(give.map((held) => store.release(held, owner)));
             return null;
           }
           taken.push(one);

@@ -27,11 +27,16 @@ export class MemoryShared implements SharedLeases {
   readonly #entries = new Map<string, Entry>();
   readonly #now: () => number;
   readonly #nextFence: () => bigint;
-  /** The last fence of an acquisition that did not share, per key, for the ones that share it. */
-  readonly #lastFence = new Map<string, bigint>();
+  /**
+   * The last fence of an acquisition that did not share, per key, for the ones that share it,
+   * kept until every lease granted on the key since has run out (a paused holder may still use
+   * it), then forgotten so that keys used once do not pile up.
+   */
+  readonly #lastFence = new Map<string, { fence: bigint | undefined; until: number }>();
   readonly #sharesFences: boolean;
   #sinceSweep = 0;
   #sweeper: Iterator<[string, Entry]> | undefined;
+  #fenceSweeper: Iterator<string> | undefined;
 
   /**
    * `sharesFences`: acquisitions may ask for the last unshared fence (readers), so it is kept
@@ -41,6 +46,11 @@ export class MemoryShared implements SharedLeases {
     this.#now = now;
     this.#nextFence = nextFence;
     this.#sharesFences = sharesFences;
+  }
+
+  /** Keys whose last unshared fence is still kept. */
+  get fences(): number {
+    return this.#lastFence.size;
   }
 
   /** Keys with live leases, places in line or listeners: tests check that none are left. */
@@ -63,6 +73,7 @@ export class MemoryShared implements SharedLeases {
     const mine = entry.leases.get(owner);
     if (mine !== undefined) {
       mine.expiresAt = now + ttlMs;
+      this.#keepFence(key, now + ttlMs);
       return Promise.resolve({ fence: mine.fence });
     }
     let used = 0;
@@ -81,10 +92,11 @@ export class MemoryShared implements SharedLeases {
     if (entry.line.delete(owner)) this.#notify(entry); // the next in line may fit too
     let fence: bigint | undefined;
     if (request.shareFence) {
-      fence = this.#lastFence.get(key);
+      fence = this.#lastFenceOf(key, now)?.fence;
+      this.#keepFence(key, now + ttlMs);
     } else {
       fence = this.#nextFence();
-      if (this.#sharesFences) this.#lastFence.set(key, fence);
+      if (this.#sharesFences) this.#lastFence.set(key, { fence, until: now + ttlMs });
     }
     entry.leases.set(owner, { expiresAt: now + ttlMs, weight: request.weight, fence });
     return Promise.resolve({ fence });
@@ -114,6 +126,7 @@ export class MemoryShared implements SharedLeases {
     const now = this.#now();
     if (share === undefined || share.expiresAt <= now) return Promise.resolve(false);
     share.expiresAt = now + ttlMs;
+    this.#keepFence(key, now + ttlMs);
     return Promise.resolve(true);
   }
 
@@ -154,6 +167,22 @@ export class MemoryShared implements SharedLeases {
     return entry;
   }
 
+  /** The key's kept fence, forgotten here once its term has run out. */
+  #lastFenceOf(key: string, now: number) {
+    const last = this.#lastFence.get(key);
+    if (last !== undefined && last.until <= now) {
+      this.#lastFence.delete(key);
+      return undefined;
+    }
+    return last;
+  }
+
+  /** Keep the key's fence at least until `until` (a lease granted or extended that long). */
+  #keepFence(key: string, until: number): void {
+    const last = this.#lastFence.get(key);
+    if (last !== undefined && last.until < until) last.until = until;
+  }
+
   /**
    * Drop expired leases and places; a lease or place that ran out lets others in, so waiters
    * hear of it. `drop`: forget the key when nothing is left of it.
@@ -187,6 +216,15 @@ export class MemoryShared implements SharedLeases {
   /** Forget a few keys whose leases all ran out, as acquisitions go by (see `MemoryStore`). */
   #sweep(now: number): void {
     this.#sinceSweep = 0;
+    this.#fenceSweeper ??= this.#lastFence.keys();
+    for (let i = 0; i < SWEEP_BATCH; i++) {
+      const next = this.#fenceSweeper.next();
+      if (next.done) {
+        this.#fenceSweeper = undefined;
+        break;
+      }
+      this.#lastFenceOf(next.value, now);
+    }
     this.#sweeper ??= this.#entries.entries();
     for (let i = 0; i < SWEEP_BATCH; i++) {
       const next = this.#sweeper.next();

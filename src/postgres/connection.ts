@@ -76,8 +76,11 @@ async function inTransaction<T>(
   work: (session: Queryable) => Promise<T | Rollback<T>>,
   lock: bigint | undefined,
 ): Promise<T> {
+  // Read committed whatever the server's default: under repeatable read the snapshot would
+  // date from the advisory lock's statement, before the wait, and miss what it serialised.
+  const begin = 'BEGIN ISOLATION LEVEL READ COMMITTED';
   await session.query(
-    lock === undefined ? 'BEGIN' : `BEGIN; SELECT pg_advisory_xact_lock(${BigInt(lock)})`,
+    lock === undefined ? begin : `${begin}; SELECT pg_advisory_xact_lock(${BigInt(lock)})`,
   );
   let result: T | Rollback<T>;
   try {

@@ -36,7 +36,8 @@ local function prune()
       end
     end
     redis.call('ZREMRANGEBYSCORE', holders, '-inf', now_ms)
-    redis.call('HINCRBY', data, 'total', int(-freed))
+    -- Not when nothing was known of them (evicted data): that would restart the count at 0.
+    if freed > 0 then redis.call('HINCRBY', data, 'total', int(-freed)) end
   end
   local meta = redis.call('HMGET', data, 'total', 'last', 'share')
   local total = tonumber(meta[1]) or 0
@@ -111,9 +112,12 @@ export const SHARED_ACQUIRE = script(
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
 local limit, weight, line_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 if redis.call('ZSCORE', holders, owner) then
+  local entry = redis.call('HGET', data, 'o' .. owner)
+  -- Its data was evicted: the fence is unknown, so the lease is left to run out, refused.
+  if not entry then return false end
   redis.call('ZADD', holders, int(now_ms + ttl), owner)
   expire()
-  return string.match(redis.call('HGET', data, 'o' .. owner), ':(%d*)$')
+  return string.match(entry, ':(%d*)$')
 end
 local first = head()
 if (first == nil or first == owner) and total + weight <= limit then
@@ -158,11 +162,13 @@ if holds and ARGV[2] ~= '0' then
   redis.call('ZADD', holders, 'XX', int(now_ms + tonumber(ARGV[2])), owner)
 elseif holds then
   local entry = redis.call('HGET', data, 'o' .. owner)
-  local w = entry and weight_of(entry) or 0
   redis.call('ZREM', holders, owner)
-  redis.call('HDEL', data, 'o' .. owner)
-  total = total - w
-  redis.call('HINCRBY', data, 'total', int(-w))
+  if entry then
+    local w = weight_of(entry)
+    redis.call('HDEL', data, 'o' .. owner)
+    total = total - w
+    redis.call('HINCRBY', data, 'total', int(-w))
+  end
 end
 if (holds and ARGV[2] == '0') or left then wake(total) end
 expire()

@@ -123,6 +123,31 @@ describe('Semaphore', () => {
     expect(await dead.release()).toBe(false);
   });
 
+  it('forgets a read/write key’s last write fence once its terms ran out, not before', async () => {
+    let now = 1_000_000;
+    const cache = memoryStore({ now: () => now });
+    const rw = cache.capabilities.readersWriters;
+    const write = { limit: 2 ** 30, weight: 2 ** 30 };
+    const read = { limit: 2 ** 30, weight: 1, shareFence: true };
+    for (let i = 0; i < 200; i++) {
+      expect(await rw.acquire(`used-once-${i}`, 'w', 1_000, write)).not.toBeNull();
+      expect(await rw.release(`used-once-${i}`, 'w')).toBe(true);
+    }
+    const w = await rw.acquire('kept', 'w', 1_000, write);
+    await rw.release('kept', 'w');
+    // Right after the release a reader still shares the writer's fence.
+    expect((await rw.acquire('kept', 'r', 5_000, read))?.fence).toBe(w!.fence);
+    await rw.release('kept', 'r');
+    expect(rw.size).toBe(0);
+    now += 1_001;
+    // The reader's term keeps the fence; acquisitions going by sweep the others away.
+    for (let i = 0; i < 100; i++) await rw.acquire(`other-${i}`, 'x', 10, write);
+    expect(rw.fences).toBe(101);
+    now += 5_000;
+    for (let i = 0; i < 100; i++) await rw.acquire(`more-${i}`, 'x', 10, write);
+    expect(rw.fences).toBe(100);
+  });
+
   it('a waiter that gives up leaves the line at once', async () => {
     const cache = memoryStore();
     const k = key();

@@ -124,6 +124,32 @@ describe.runIf(reachable)('postgres store capabilities', () => {
     }
   });
 
+  it('admits no more than the limit when the server defaults to repeatable read', async () => {
+    // Such a transaction's snapshot dates from its first statement, the advisory lock's wait.
+    const rr = new pg.Pool({
+      connectionString: URL_,
+      max: 8,
+      options: '-c default_transaction_isolation=repeatable\\ read',
+    });
+    rr.on('error', () => {});
+    const strict = postgresStore(rr, { table });
+    try {
+      const permits = strict.capabilities!.permits!;
+      for (let round = 0; round < 5; round++) {
+        const key = `rr-${round}-${randomBytes(4).toString('hex')}`;
+        const grants = await Promise.all(
+          Array.from({ length: 8 }, (_, i) =>
+            permits.acquire(key, `o${i}`, 10_000, { limit: 1, weight: 1 }),
+          ),
+        );
+        expect(grants.filter((grant) => grant !== null)).toHaveLength(1);
+      }
+    } finally {
+      await strict.close?.();
+      await rr.end();
+    }
+  });
+
   // Two pools and a single Client: three stores as three processes would have them.
   describeCapabilities({
     stores: () => [store, second, onClient],

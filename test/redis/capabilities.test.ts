@@ -282,6 +282,35 @@ describe.runIf(reachable)('redis store capabilities on the shared server', () =>
       expect(await left(k)).toBe(0);
     });
 
+    it(`${library}: leases whose data was evicted still count after one of them ends`, async () => {
+      const permits = store().capabilities.permits!;
+      const k = key('evicted-end');
+      const [a, b, c, d, e] = [newOwner(), newOwner(), newOwner(), newOwner(), newOwner()];
+      await permits.acquire(k, a, 10_000, semaphore(2));
+      await permits.acquire(k, b, 10_000, semaphore(2));
+      await permits.acquire(k, c, 300, semaphore(3));
+      await ioredis.del(sharedKeys(k, 'permits').data);
+      // One lease released, another run out: neither may restart the count at zero.
+      expect(await permits.release(k, a)).toBe(true);
+      await sleep(350);
+      expect(await permits.acquire(k, d, 10_000, semaphore(2))).toBeNull();
+      expect(await permits.acquire(k, e, 10_000, semaphore(2))).toBeNull();
+      expect((await permits.inspect(k)).length).toBeLessThanOrEqual(2);
+      for (const owner of [b, d, e]) await permits.release(k, owner);
+    });
+
+    it(`${library}: a holder asking again after its data was evicted is refused, not an error`, async () => {
+      const permits = store().capabilities.permits!;
+      const k = key('evicted-again');
+      const a = newOwner();
+      expect(await permits.acquire(k, a, 300, semaphore(2))).not.toBeNull();
+      await ioredis.del(sharedKeys(k, 'permits').data);
+      expect(await permits.acquire(k, a, 10_000, semaphore(2))).toBeNull();
+      await sleep(350);
+      expect(await permits.acquire(k, a, 10_000, semaphore(2))).not.toBeNull();
+      expect(await permits.release(k, a)).toBe(true);
+    });
+
     describe(`${library}: readers and writers`, () => {
       const rw = (): SharedLeases => store().capabilities.readersWriters!;
 

@@ -1,0 +1,49 @@
+import { randomBytes } from 'node:crypto';
+import { Lock } from 'cachelock';
+import { etcdStore } from 'cachelock/etcd';
+import { Etcd3 } from 'etcd3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EtcdCluster } from '../support/etcd-cluster.js';
+import { binaryOrSkip } from '../support/reachable.js';
+
+const installed = await binaryOrSkip('etcd', 'etcd');
+const namespace = `several-${randomBytes(4).toString('hex')}/`;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// etcd has no `keys` capability: several keys are taken one at a time, and a waiter in a key's
+// line becomes its holder when the keys before it go.
+describe.runIf(installed)('several keys on etcd, one at a time', () => {
+  let cluster: EtcdCluster;
+  let client: Etcd3;
+
+  beforeAll(async () => {
+    cluster = await EtcdCluster.start(1);
+    client = new Etcd3({ hosts: cluster.hosts });
+  }, 60_000);
+
+  afterAll(async () => {
+    client?.close();
+    await cluster?.dispose();
+  });
+
+  it('a waiter handed one key of its set does not keep it while it waits for another', async () => {
+    const cache = etcdStore(client, { namespace });
+    try {
+      const held = await new Lock('b', { cache, ttl: '20s' }).acquire();
+      const both = new Lock(['a', 'b'], { cache, ttl: '20s', wait: '15s' }).acquire();
+      await sleep(500); // refused at b, in its line
+      const a = await new Lock('a', { cache, ttl: '20s', wait: '5s' }).acquire();
+      await held.release(); // b goes to the waiter, which now finds a held
+      await sleep(1_000);
+      const b = new Lock('b', { cache, ttl: '20s' });
+      expect(await b.tryAcquire()).toBe(true);
+      await b.release();
+      await a.release();
+      const got = await both;
+      expect([...got.fences.keys()]).toEqual(['a', 'b']);
+      await got.release();
+    } finally {
+      await cache.close?.();
+    }
+  }, 60_000);
+});
