@@ -16,10 +16,14 @@ const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as
   exports: Record<string, unknown>;
 };
 
-/** The gzipped tarball may not grow past this without a reason (it was 462 kB with source maps). */
-const PACKED_BUDGET = 220_000;
-/** Nor the files in it, unpacked. */
-const UNPACKED_BUDGET = 800_000;
+/**
+ * The gzipped tarball may not grow past this without a reason (it was 462 kB with source maps,
+ * 177 kB without; 274 kB with the MySQL and etcd entry points, about 40 kB of code each in ESM
+ * and CommonJS, and several keys, permits and readers/writers).
+ */
+const PACKED_BUDGET = 300_000;
+/** Nor the files in it, unpacked (1.09 MB then). */
+const UNPACKED_BUDGET = 1_200_000;
 
 /** One value export per entry point, to prove its types are the real ones and not `any`. */
 const probe: Record<string, string> = {
@@ -27,6 +31,8 @@ const probe: Record<string, string> = {
   'cachelock/redis': 'redisStore',
   'cachelock/redlock': 'redlockStore',
   'cachelock/postgres': 'postgresStore',
+  'cachelock/mysql': 'mysqlStore',
+  'cachelock/etcd': 'etcdStore',
   'cachelock/sqlite': 'sqliteStore',
   'cachelock/memcached': 'memcachedStore',
   'cachelock/keyv': 'keyvStore',
