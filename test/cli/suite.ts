@@ -56,7 +56,9 @@ export function cliSuite(cache: CacheUnderTest): void {
     const other = (...args: string[]) => cachelock([...args, ...cache.args], cache.env);
     /** A command that says it started, then holds the lock until the test creates `go`. */
     const holding = (name = 'holder') =>
-      `echo "$CACHELOCK_FENCE" > ${sq(path(`${name}.started`))}; ` +
+      // Written aside and renamed, so the test never reads it before the fence is in it.
+      `echo "$CACHELOCK_FENCE" > ${sq(path(`${name}.tmp`))}; ` +
+      `mv ${sq(path(`${name}.tmp`))} ${sq(path(`${name}.started`))}; ` +
       `echo ${name}-start >> ${sq(path('log'))}; ` +
       `while [ ! -f ${sq(path('go'))} ]; do sleep 0.02; done; ` +
       `echo ${name}-end >> ${sq(path('log'))}`;
@@ -196,7 +198,8 @@ export function cliSuite(cache: CacheUnderTest): void {
       const holder = runInBackground(
         key,
         ['--ttl', '1s'],
-        `trap 'echo stopped > ${sq(stopped)}; exit 0' TERM; echo "$CACHELOCK_FENCE" > ${sq(ready)}; while :; do sleep 0.02; done`,
+        // Written aside and renamed, so the test never reads the file before its fence is in it.
+        `trap 'echo stopped > ${sq(stopped)}; exit 0' TERM; echo "$CACHELOCK_FENCE" > ${sq(`${ready}.tmp`)}; mv ${sq(`${ready}.tmp`)} ${sq(ready)}; while :; do sleep 0.02; done`,
       );
       await untilFile(ready, holder);
       const fence = read(ready).trim();

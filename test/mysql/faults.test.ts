@@ -184,7 +184,7 @@ describe.runIf(available)('mysql store under faults (throwaway MariaDB server)',
 
         await killOthers();
         // The holder's named lock went with its session: the waiter hears that, and retries.
-        await waitFor(() => calls > settled, 'a call after the sessions were killed');
+        await waitFor(() => calls > settled, 'a call after the sessions were killed', 15_000);
         expect(await recovered(() => other.acquire('wake', newOwner(), 60_000))).toBeNull();
         await sleep(300);
 
