@@ -46,6 +46,12 @@ export interface LockStore {
    * and catches a release that happened in between. Spurious calls are harmless.
    */
   onRelease?(key: string, listener: (handoff?: Handoff) => void): () => void;
+  /**
+   * `onRelease` also tells a new listener the wake-ups that came shortly before it listened
+   * (as its subscription's first call does where it was not active yet). A waiter whose first
+   * `acquire` joined the line then sleeps until woken instead of trying again at once.
+   */
+  readonly replaysWakeups?: boolean;
   /** Free what the store opened itself (connections, subscribers, timers). */
   close?(): Promise<void>;
   /**
