@@ -91,6 +91,9 @@ describe.runIf(reachable)('mysql store', () => {
         const key = `wake:${randomBytes(4).toString('hex')}`;
         const holder = newOwner();
         expect(await holderStore!.acquire(key, holder, 30_000)).not.toBeNull();
+        // The holder takes the key's named lock just after its acquire; a waiter that looks
+        // before that finds no holder to wait on and falls back to polling.
+        await sleep(500);
         let heardAt = 0;
         const stop = waiterStore!.onRelease!(key, () => {
           heardAt = performance.now();
