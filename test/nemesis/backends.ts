@@ -126,6 +126,17 @@ const onAServer: NemesisName[] = [
   'stall',
 ];
 
+// A database server: its sessions can be ended from inside (pg_terminate_backend, KILL).
+const onADatabase: NemesisName[] = [
+  'pause-holder',
+  'pause-waiter',
+  'kill-holder',
+  'restart-server',
+  'terminate-backends',
+  'cut',
+  'stall',
+];
+
 export const backends: Backend[] = [
   {
     name: 'redis',
@@ -195,15 +206,7 @@ export const backends: Backend[] = [
       ['semaphore', 'kill-holder'],
       ['rw', 'pause-holder'],
     ],
-    possible: [
-      'pause-holder',
-      'pause-waiter',
-      'kill-holder',
-      'restart-server',
-      'terminate-backends',
-      'cut',
-      'stall',
-    ],
+    possible: onADatabase,
     async start() {
       const server = await startPostgresServer();
       const proxy = await proxied(server.port, () => server.destroy());
@@ -237,15 +240,7 @@ export const backends: Backend[] = [
     push: true,
     ttlMs: 800,
     nemeses: ['terminate-backends', 'restart-server', 'pause-holder', 'cut'],
-    possible: [
-      'pause-holder',
-      'pause-waiter',
-      'kill-holder',
-      'restart-server',
-      'terminate-backends',
-      'cut',
-      'stall',
-    ],
+    possible: onADatabase,
     async start() {
       const server = await startMariadbServer();
       const proxy = await proxied(server.port, () => server.destroy());
