@@ -16,7 +16,7 @@ import {
   type LeaseInfo,
   type LockStore,
 } from './store.js';
-import { hasWaiters, released, WaitTimeout, waitFor } from './wait.js';
+import { hasLines, hasWaiters, released, WaitTimeout, waitFor } from './wait.js';
 import { reschedule, unwatch, type Watched, watch } from './watchdog.js';
 
 /** What `Lock.inspect` and `Semaphore.inspect` report about a holder. */
@@ -365,7 +365,7 @@ export class Lease<G extends Acquired = Acquired> {
       );
       return false;
     }
-    if (keepMs <= 0) {
+    if (keepMs <= 0 && hasLines(store)) {
       released(store, binding.line);
       if (binding.alsoFrees !== undefined)
         for (const line of binding.alsoFrees) released(store, line);
@@ -469,7 +469,7 @@ export class Lease<G extends Acquired = Acquired> {
     this.#leaseMs = this.#settings.ttlMs;
     this.#expiresAt = sentAt + this.#leaseMs;
     this.#nextExtendAt = sentAt + this.#leaseMs / 3;
-    const watched = (this.#watched ??= { dueAt: 0, tick: (now) => this.#tick(now) });
+    const watched = (this.#watched ??= { dueAt: 0, tick: (now) => this.#tick(now), slot: -1 });
     watched.dueAt = this.#dueAt();
     watch(watched);
     if (channels.acquire.hasSubscribers) {

@@ -11,6 +11,7 @@ import {
 import { type LockOptions, lockSettings, settle, validateOptions } from './options.js';
 import type {
   Acquired,
+  AcquiredKeys,
   AcquireOptions,
   Handoff,
   Immediate,
@@ -20,10 +21,8 @@ import type {
 
 export type { Holder } from './lease.js';
 
-/** What several keys taken together were granted: a fence per key. */
-interface KeysGranted extends Acquired {
-  fences: ReadonlyMap<string, bigint | undefined>;
-}
+/** What several keys taken together were granted: a fence per key, in the keys' order. */
+interface KeysGranted extends Acquired, AcquiredKeys {}
 
 /**
  * A lock on one key, or on several keys taken all or none, of a shared cache. One instance
@@ -36,6 +35,9 @@ export class Lock implements AsyncDisposable {
   /** Several keys; one key's list is made when first asked for (most locks have one). */
   #keys: readonly string[] | undefined;
   readonly #lease: Lease<KeysGranted> | Lease;
+  /** `fences` as last made, and the grant it was made from. */
+  #fences: ReadonlyMap<string, bigint | undefined> | undefined;
+  #fencesOf: Acquired | undefined;
 
   constructor(keys: string | readonly string[], options?: LockOptions) {
     const given = typeof keys === 'string' && keys.length > 0 ? keys : checkKeys(keys);
@@ -47,14 +49,9 @@ export class Lock implements AsyncDisposable {
     } else {
       this.key = given.join(', ');
       this.#keys = given;
-      this.#lease = new Lease(
-        severalKeys(
-          this.key,
-          given,
-          given.map((key) => prefix + key),
-        ),
-        settings,
-      );
+      const storeKeys = new Array<string>(given.length);
+      for (let i = 0; i < given.length; i++) storeKeys[i] = prefix + given[i]!;
+      this.#lease = new Lease(new SeveralKeys(this.key, given, storeKeys), settings);
     }
   }
 
@@ -104,8 +101,16 @@ export class Lock implements AsyncDisposable {
   get fences(): ReadonlyMap<string, bigint | undefined> {
     const granted = this.#lease.granted;
     if (granted === undefined) return new Map();
-    if ('fences' in granted) return granted.fences;
-    return new Map([[this.key, granted.fence]]);
+    if (this.#fencesOf !== granted || this.#fences === undefined) {
+      // Made when asked for: most callers never read it.
+      const keys = this.keys;
+      const fences = (granted as Partial<KeysGranted>).fences;
+      this.#fences = new Map(
+        keys.map((key, index) => [key, fences === undefined ? granted.fence : fences[index]]),
+      );
+      this.#fencesOf = granted;
+    }
+    return this.#fences;
   }
 
   /**
@@ -181,13 +186,20 @@ function checkKeys(keys: unknown): string | readonly string[] {
     );
   }
   if (keys.length === 0) throw new TypeError('keys must name at least one key, got []');
-  for (const [index, key] of keys.entries()) {
+  for (let index = 0; index < keys.length; index++) {
+    const key: unknown = keys[index];
     if (typeof key !== 'string' || key.length === 0) {
       throw new TypeError(`keys[${index}] must be a non-empty string, got ${showValue(key)}`);
     }
   }
-  const unique = [...new Set(keys as string[])];
+  // A lock has a few keys: scanning them costs less than a Set.
+  const unique: string[] =
+    keys.length > 16 ? [...new Set(keys as string[])] : (keys as string[]).filter(firstOf);
   return unique.length === 1 ? unique[0]! : Object.freeze(unique);
+}
+
+function firstOf(key: string, index: number, keys: readonly string[]): boolean {
+  return keys.indexOf(key) === index;
 }
 
 /** One exclusive key: the store's required members. A class, so that a lock costs no closures. */
@@ -241,108 +253,146 @@ class OneKey implements LeaseBinding {
 /**
  * Several exclusive keys, all or none: in one step through the store's `keys` capability, else
  * one at a time in a fixed (sorted) order, giving back what was taken when one is refused, so
- * that no partial set is ever granted and two locks over the same keys never deadlock.
+ * that no partial set is ever granted and two locks over the same keys never deadlock. A class
+ * whose one-at-a-time order and line are made when first needed, so that a lock on a store
+ * with the capability costs no more to make than the arrays it is given.
  */
-function severalKeys(
-  key: string,
-  keys: readonly string[],
-  storeKeys: readonly string[],
-): LeaseBinding<KeysGranted> {
-  const order = storeKeys
-    .map((_, index) => index)
-    .sort((a, b) => compare(storeKeys[a]!, storeKeys[b]!));
-  const toFences = (fences: readonly (bigint | undefined)[]): KeysGranted => {
-    const byKey = new Map<string, bigint | undefined>();
-    for (const [index, given] of keys.entries()) byKey.set(given, fences[index]);
-    return { fences: byKey };
-  };
-  const releaseEach = async (store: LockStore, owner: string, keepMs?: number) => {
-    const results = await Promise.all(
-      storeKeys.map((one) =>
-        keepMs === undefined ? store.release(one, owner) : store.release(one, owner, keepMs),
-      ),
-    );
-    return results.every(Boolean);
-  };
-  // The key the last attempt one at a time was refused: only its release is worth a wake-up
-  // (the attempt's own give-backs of the others would wake it for nothing).
-  let refused: string | undefined;
-  return {
-    key,
-    line: `\0keys\0${order.map((index) => storeKeys[index]).join('\0')}`,
-    alsoFrees: storeKeys,
-    async acquire(store, owner, ttlMs, options?: AcquireOptions) {
-      const many = store.capabilities?.keys;
-      if (many !== undefined) {
-        const got = await many.acquire(storeKeys, owner, ttlMs);
-        return got === null ? null : toFences(got.fences);
-      }
-      const fences: (bigint | undefined)[] = [];
-      const taken: string[] = [];
-      try {
-        for (const index of order) {
-          const one = storeKeys[index]!;
-          const got =
-            options === undefined
-              ? await store.acquire(one, owner, ttlMs)
-              : await store.acquire(one, owner, ttlMs, options);
-          if (got === null) {
-            refused = one;
-            // Never hold part of the set while waiting for the rest: that is how deadlocks start.
-            // A waiter may also have been handed a later key from that key's line meanwhile.
-            const later = options === undefined ? [] : order.slice(order.indexOf(index) + 1);
-            const give = [...taken, ...later.map((i) => storeKeys[i]!)];
-            await Promise.all(give.map((held) => store.release(held, owner)));
-            return null;
-          }
-          taken.push(one);
-          fences[index] = got.fence;
+class SeveralKeys implements LeaseBinding<KeysGranted> {
+  readonly key: string;
+  readonly #keys: readonly string[];
+  readonly alsoFrees: readonly string[];
+  #order: number[] | undefined;
+  #line: string | undefined;
+  /**
+   * The key the last attempt one at a time was refused: only its release is worth a wake-up
+   * (the attempt's own give-backs of the others would wake it for nothing).
+   */
+  #refused: string | undefined;
+
+  constructor(key: string, keys: readonly string[], storeKeys: readonly string[]) {
+    this.key = key;
+    this.#keys = keys;
+    this.alsoFrees = storeKeys;
+  }
+
+  /** The store keys' indexes in code-unit order, the same in every process. */
+  get #sorted(): number[] {
+    const storeKeys = this.alsoFrees;
+    this.#order ??= storeKeys
+      .map((_, index) => index)
+      .sort((a, b) => compare(storeKeys[a]!, storeKeys[b]!));
+    return this.#order;
+  }
+
+  get line(): string {
+    this.#line ??= `\0keys\0${this.#sorted.map((index) => this.alsoFrees[index]).join('\0')}`;
+    return this.#line;
+  }
+
+  acquire(
+    store: LockStore,
+    owner: string,
+    ttlMs: number,
+    options?: AcquireOptions,
+  ): Promise<KeysGranted | null> {
+    const many = store.capabilities?.keys;
+    if (many !== undefined) return many.acquire(this.alsoFrees, owner, ttlMs);
+    return this.#acquireEach(store, owner, ttlMs, options);
+  }
+
+  async #acquireEach(
+    store: LockStore,
+    owner: string,
+    ttlMs: number,
+    options?: AcquireOptions,
+  ): Promise<KeysGranted | null> {
+    const storeKeys = this.alsoFrees;
+    const order = this.#sorted;
+    const fences: (bigint | undefined)[] = [];
+    const taken: string[] = [];
+    try {
+      for (const index of order) {
+        const one = storeKeys[index]!;
+        const got =
+          options === undefined
+            ? await store.acquire(one, owner, ttlMs)
+            : await store.acquire(one, owner, ttlMs, options);
+        if (got === null) {
+          this.#refused = one;
+          // Never hold part of the set while waiting for the rest: that is how deadlocks start.
+          // A waiter may also have been handed a later key from that key's line meanwhile.
+          const later = options === undefined ? [] : order.slice(order.indexOf(index) + 1);
+          const give = [...taken, ...later.map((i) => storeKeys[i]!)];
+          await Promise.all(give.map((held) => store.release(held, owner)));
+          return null;
         }
-      } catch (error) {
-        // Owner-checked, so this frees only what this attempt may have taken.
-        for (const one of storeKeys) store.release(one, owner).catch(() => {});
-        throw error;
+        taken.push(one);
+        fences[index] = got.fence;
       }
-      return toFences(fences);
-    },
-    release(store, owner, keepMs) {
-      const many = store.capabilities?.keys;
-      if (many !== undefined) {
-        return keepMs === undefined
-          ? many.release(storeKeys, owner)
-          : many.release(storeKeys, owner, keepMs);
-      }
-      return releaseEach(store, owner, keepMs);
-    },
-    async extend(store, owner, ttlMs) {
-      const many = store.capabilities?.keys;
-      if (many !== undefined) return many.extend(storeKeys, owner, ttlMs);
-      const results = await Promise.all(storeKeys.map((one) => store.extend(one, owner, ttlMs)));
-      if (results.every(Boolean)) return true;
-      // The lock is lost as a whole: free its other keys now rather than at their lease's end.
-      releaseEach(store, owner).catch(() => {});
-      return false;
-    },
-    async holder(store): Promise<Refusal | null> {
-      for (const [index, one] of storeKeys.entries()) {
-        const info = await store.inspect(one);
-        if (info !== null) return { holder: info, key: keys[index]! };
-      }
-      return null;
-    },
-    subscribe(store, listener) {
-      if (store.onRelease === undefined) return undefined;
-      const atomic = store.capabilities?.keys !== undefined;
-      const stops = storeKeys.map((one) =>
-        store.onRelease!(one, (handoff) => {
-          if (atomic || refused === undefined || refused === one) listener(handoff);
-        }),
-      );
-      return () => {
-        for (const stop of stops) stop();
-      };
-    },
-  };
+    } catch (error) {
+      // Owner-checked, so this frees only what this attempt may have taken.
+      for (const one of storeKeys) store.release(one, owner).catch(() => {});
+      throw error;
+    }
+    return { fences };
+  }
+
+  release(store: LockStore, owner: string, keepMs?: number): Promise<boolean> {
+    const many = store.capabilities?.keys;
+    if (many !== undefined) {
+      return keepMs === undefined
+        ? many.release(this.alsoFrees, owner)
+        : many.release(this.alsoFrees, owner, keepMs);
+    }
+    return releaseEach(store, this.alsoFrees, owner, keepMs);
+  }
+
+  async extend(store: LockStore, owner: string, ttlMs: number): Promise<boolean> {
+    const storeKeys = this.alsoFrees;
+    const many = store.capabilities?.keys;
+    if (many !== undefined) return many.extend(storeKeys, owner, ttlMs);
+    const results = await Promise.all(storeKeys.map((one) => store.extend(one, owner, ttlMs)));
+    if (results.every(Boolean)) return true;
+    // The lock is lost as a whole: free its other keys now rather than at their lease's end.
+    releaseEach(store, storeKeys, owner).catch(() => {});
+    return false;
+  }
+
+  async holder(store: LockStore): Promise<Refusal | null> {
+    for (const [index, one] of this.alsoFrees.entries()) {
+      const info = await store.inspect(one);
+      if (info !== null) return { holder: info, key: this.#keys[index]! };
+    }
+    return null;
+  }
+
+  subscribe(store: LockStore, listener: (handoff?: Handoff) => void) {
+    if (store.onRelease === undefined) return undefined;
+    const atomic = store.capabilities?.keys !== undefined;
+    const stops = this.alsoFrees.map((one) =>
+      store.onRelease!(one, (handoff) => {
+        const refused = this.#refused;
+        if (atomic || refused === undefined || refused === one) listener(handoff);
+      }),
+    );
+    return () => {
+      for (const stop of stops) stop();
+    };
+  }
+}
+
+async function releaseEach(
+  store: LockStore,
+  storeKeys: readonly string[],
+  owner: string,
+  keepMs?: number,
+): Promise<boolean> {
+  const results = await Promise.all(
+    storeKeys.map((one) =>
+      keepMs === undefined ? store.release(one, owner) : store.release(one, owner, keepMs),
+    ),
+  );
+  return results.every(Boolean);
 }
 
 /** Code-unit order, the same in every process whatever its locale. */

@@ -83,6 +83,12 @@ export function hasWaiters(store: LockStore, key: string): boolean {
   return line !== undefined && line.places.length > 0;
 }
 
+/** Whether any line of `store` has waiters in this process (then `released` is worth calling). */
+export function hasLines(store: LockStore): boolean {
+  const keys = lines.get(store);
+  return keys !== undefined && keys.size > 0;
+}
+
 /** A holder in this process released what a line waits for: wake its first waiter now. */
 export function released(store: LockStore, key: string): void {
   lineFor(store, key, false)?.poke?.();

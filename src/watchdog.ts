@@ -10,24 +10,39 @@ export interface Watched {
   dueAt: number;
   /** Called at or after `dueAt`; sets a new `dueAt` or leaves the watchdog. */
   tick(now: number): void;
+  /** Its index in `leases` while watched, else -1 (the watchdog's own bookkeeping). */
+  slot?: number;
 }
 
-const leases = new Set<Watched>();
+// An array with each lease's index on the lease, rather than a Set: a lock taken and released
+// in a loop would otherwise rehash the Set every few calls.
+const leases: Watched[] = [];
 let timer: NodeJS.Timeout | undefined;
 let timerAt = Number.POSITIVE_INFINITY;
 
 export function watch(lease: Watched): void {
-  leases.add(lease);
+  if (!isWatched(lease)) lease.slot = leases.push(lease) - 1;
   schedule(lease.dueAt);
 }
 
 export function unwatch(lease: Watched): void {
-  leases.delete(lease);
+  if (!isWatched(lease)) return;
+  const slot = lease.slot!;
+  const last = leases.pop()!;
+  if (last !== lease) {
+    leases[slot] = last;
+    last.slot = slot;
+  }
+  lease.slot = -1;
+}
+
+function isWatched(lease: Watched): boolean {
+  return lease.slot !== undefined && lease.slot >= 0;
 }
 
 /** Tell the watchdog that a lease's `dueAt` moved. */
 export function reschedule(lease: Watched): void {
-  if (leases.has(lease)) schedule(lease.dueAt);
+  if (isWatched(lease)) schedule(lease.dueAt);
 }
 
 function schedule(at: number): void {
@@ -45,15 +60,16 @@ function fire(): void {
   timer = undefined;
   timerAt = Number.POSITIVE_INFINITY;
   const now = performance.now();
-  let next = Number.POSITIVE_INFINITY;
-  for (const lease of leases) {
-    if (lease.dueAt <= now) lease.tick(now);
-    if (leases.has(lease) && lease.dueAt < next) next = lease.dueAt;
+  // A tick may watch or unwatch leases (`onLost` runs user code): go over the ones due now.
+  for (const lease of leases.filter((one) => one.dueAt <= now)) {
+    if (isWatched(lease)) lease.tick(now);
   }
+  let next = Number.POSITIVE_INFINITY;
+  for (const lease of leases) if (lease.dueAt < next) next = lease.dueAt;
   if (next !== Number.POSITIVE_INFINITY) schedule(next);
 }
 
 /** Leases being watched now (tests check that nothing outlives a release). */
 export function watchedCount(): number {
-  return leases.size;
+  return leases.length;
 }

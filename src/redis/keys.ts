@@ -26,16 +26,32 @@ export interface LockKeys {
   channel: string;
 }
 
-const ESCAPES: Record<string, string> = { '%': '%25', '{': '%7B', '}': '%7D' };
-
 export function encodeTag(key: string): string {
   // An empty tag (`{}`) would make Redis hash the whole name, splitting the slot; a lone `%`
   // is never produced by the escaping, so it cannot collide.
   if (key === '') return '%';
-  return key.replace(
-    /[%{}]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g,
-    (c) => ESCAPES[c] ?? `%u${c.charCodeAt(0).toString(16).toUpperCase()}`,
-  );
+  // A scan rather than a pattern: this runs for every operation, and most keys need nothing.
+  let out = '';
+  let from = 0;
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    let escaped: string;
+    if (c === 0x25) escaped = '%25';
+    else if (c === 0x7b) escaped = '%7B';
+    else if (c === 0x7d) escaped = '%7D';
+    else if (c < 0xd800 || c > 0xdfff) continue;
+    else if (c <= 0xdbff && i + 1 < key.length && isLow(key.charCodeAt(i + 1))) {
+      i++; // a surrogate pair: one character, kept as it is
+      continue;
+    } else escaped = `%u${c.toString(16).toUpperCase()}`;
+    out += key.slice(from, i) + escaped;
+    from = i + 1;
+  }
+  return from === 0 ? key : out + key.slice(from);
+}
+
+function isLow(c: number): boolean {
+  return c >= 0xdc00 && c <= 0xdfff;
 }
 
 /**
