@@ -289,6 +289,11 @@ class SeveralKeys implements LeaseBinding<KeysGranted> {
     return this.#line;
   }
 
+  /** A set the store can never take together is bad input, refused before any attempt. */
+  check(store: LockStore): void {
+    store.capabilities?.keys?.check?.(this.alsoFrees);
+  }
+
   acquire(
     store: LockStore,
     owner: string,

@@ -73,10 +73,16 @@ export interface StoreCapabilities {
  */
 export interface ManyKeys {
   /**
+   * Throw a `TypeError`, naming the keys and why, when this store can never take `keys`
+   * together (a Redis Cluster's keys in different slots). The core asks before a lock's first
+   * attempt, so such a set is refused as bad input: never tried, retried or waited on. Absent:
+   * every set can be taken.
+   */
+  check?(keys: readonly string[]): void;
+  /**
    * Take every key for `owner` if each is free, expired or already `owner`'s; otherwise take
-   * none and resolve `null`. `fences[i]` is the fence of `keys[i]`. A store that cannot take
-   * these keys together (a Redis Cluster's keys in different slots) rejects with a `TypeError`
-   * that says why.
+   * none and resolve `null`. `fences[i]` is the fence of `keys[i]`. A set that `check` refuses
+   * rejects with the same `TypeError`.
    */
   acquire(keys: readonly string[], owner: string, ttlMs: number): Promise<AcquiredKeys | null>;
   /**

@@ -83,14 +83,14 @@ export function acquiredKeys(reply: unknown): AcquiredKeys | null {
 
 /**
  * A Cluster runs a script only on keys of one slot: refuse a set that spans slots before
- * sending it, naming the keys and what to do about it.
+ * sending it, naming each key with its slot and what to do about it.
  */
 export function sameSlot(keys: readonly string[], leases: readonly string[]): TypeError | null {
-  const first = keySlot(leases[0]!);
-  const other = leases.findIndex((lease) => keySlot(lease) !== first);
-  if (other < 0) return null;
+  const slots = leases.map(keySlot);
+  if (slots.every((slot) => slot === slots[0])) return null;
+  const named = keys.map((key, i) => `${JSON.stringify(key)} (slot ${slots[i]})`).join(', ');
   return new TypeError(
-    `Redis Cluster: the keys ${JSON.stringify(keys[0])} and ${JSON.stringify(keys[other])} of one lock map to different slots; ` +
+    `Redis Cluster: the keys of one lock must map to one hash slot, but they map to different slots: ${named}; ` +
       "give every key of the lock the same hash tag, e.g. '{acct}:1' and '{acct}:2'",
   );
 }

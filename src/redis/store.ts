@@ -47,6 +47,8 @@ export class RedisStore implements LockStore {
   private readonly subscriptions: ReleaseSubscriptions;
   private readonly deadlines: Deadlines;
   private closed = false;
+  /** Keys of one operation must then share a slot. */
+  private readonly cluster: boolean;
   /** Several keys in one script; permits and readers/writers as weighted shared leases. */
   readonly capabilities: Required<StoreCapabilities>;
   /**
@@ -61,6 +63,7 @@ export class RedisStore implements LockStore {
     private readonly ownsClient = false,
   ) {
     this.timeoutMs = toMs('commandTimeout', options.commandTimeout ?? '5s');
+    this.cluster = driver.library.endsWith('cluster');
     this.subscriptions = new ReleaseSubscriptions(() => driver.openSubscriber());
     this.deadlines = new Deadlines(this.timeoutMs);
     this.capabilities = {
@@ -140,7 +143,7 @@ export class RedisStore implements LockStore {
   /** The leases of `keys`, refused up front when a Cluster could not run them in one script. */
   private leases(keys: readonly string[]): string[] {
     const leases = keys.map(leaseKey);
-    if (this.driver.library.endsWith('cluster')) {
+    if (this.cluster) {
       const error = sameSlot(keys, leases);
       if (error !== null) throw error;
     }
@@ -149,6 +152,9 @@ export class RedisStore implements LockStore {
 
   private manyKeys(): ManyKeys {
     return {
+      check: (keys) => {
+        if (this.cluster) this.leases(keys);
+      },
       acquire: (keys, owner, ttlMs): Promise<AcquiredKeys | null> => {
         try {
           const leases = this.leases(keys);

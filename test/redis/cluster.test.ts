@@ -1,4 +1,4 @@
-import { closeAll, Lock, newOwner, RW_LIMIT } from 'cachelock';
+import { closeAll, Lock, newOwner, once, RW_LIMIT } from 'cachelock';
 import { keySlot, leaseKey, lockKeys, redisStore, sharedKeys } from 'cachelock/redis';
 import { Cluster } from 'ioredis';
 import { createCluster } from 'redis';
@@ -83,18 +83,58 @@ describe.runIf(runs)('redis store on a 3-master Cluster', () => {
     }
   });
 
-  it('Lock on keys of different slots is refused with the store’s TypeError; with one hash tag it works', async () => {
+  it('Lock on keys of different slots is refused with a TypeError naming keys and slots, never tried or waited on; with one hash tag it works', async () => {
     const apart = [`apart:${process.pid}:1`, `apart:${process.pid}:2`];
+    const slots = apart.map((key) => keySlot(leaseKey(`cachelock:${key}`)));
+    expect(slots[0]).not.toBe(slots[1]);
     for (const cache of [ioredis, nodeRedis]) {
-      const error = await Lock.acquire(apart, { cache, ttl: '10s' }).catch((e: Error) => e);
-      // The store's TypeError, as it is or as the cause of the core's error.
-      const refusal = error instanceof TypeError ? error : (error as Error).cause;
-      expect(refusal).toBeInstanceOf(TypeError);
-      expect((refusal as TypeError).message).toMatch(/different slots.*same hash tag/);
+      // One of the keys is held: a lock that tried or waited would sit out its wait.
+      const holder = await Lock.acquire(apart[0]!, { cache, ttl: '30s' });
+      const lock = new Lock(apart, { cache, ttl: '10s', wait: '30s' });
+      const started = performance.now();
+      const error = await lock.acquire().catch((e: unknown) => e);
+      expect(performance.now() - started).toBeLessThan(10_000);
+      expect(error).toBeInstanceOf(TypeError);
+      const message = (error as TypeError).message;
+      for (const [i, key] of apart.entries()) {
+        expect(message).toContain(`"cachelock:${key}" (slot ${slots[i]})`);
+      }
+      expect(message).toContain("same hash tag, e.g. '{acct}:1'");
+      await expect(lock.tryAcquire()).rejects.toBeInstanceOf(TypeError);
+      await expect(lock.run(() => 'ran')).rejects.toBeInstanceOf(TypeError);
+      expect(lock.held).toBe(false);
+      expect(await holder.release()).toBe(true);
+      // Never granted, not even in part.
+      for (const key of apart) expect(await Lock.inspect(key, { cache })).toBeNull();
     }
+    // A store given as such is known when the lock is made: refused there.
+    const store = redisStore(ioredis);
+    expect(() => new Lock(apart, { cache: store })).toThrow(/different|one hash slot/);
+    expect(() => new Lock(apart, { cache: store })).toThrow(TypeError);
+    await store.close();
     const tagged = [`{apart-${process.pid}}:1`, `{apart-${process.pid}}:2`];
     const lock = await Lock.acquire(tagged, { cache: ioredis, ttl: '10s' });
     expect(await lock.release()).toBe(true);
+    await closeAll();
+  });
+
+  it('once over keys of different slots rejects each call with the TypeError and never runs fn; a tag in the template works', async () => {
+    let ran = 0;
+    const transfer = async (from: string, to: string) => {
+      ran++;
+      return `${from}->${to}`;
+    };
+    const apart = once({ key: ['once-apart-{from}', 'once-apart-{to}'], cache: ioredis }, transfer);
+    await expect(apart('1', '2')).rejects.toBeInstanceOf(TypeError);
+    await expect(apart('1', '2')).rejects.toThrow(/one hash slot.*same hash tag/);
+    expect(ran).toBe(0);
+    // `{{` and `}}` are literal braces in a template: the hash tag of Redis.
+    const together = once(
+      { key: ['{{once-{from}}}:out', '{{once-{from}}}:in-{to}'], cache: ioredis },
+      transfer,
+    );
+    expect(await together('1', '2')).toBe('1->2');
+    expect(ran).toBe(1);
     await closeAll();
   });
 
