@@ -12,7 +12,7 @@ import { isLockStore, type LockStore } from './store.js';
  */
 export function checkCache(option: string, cache: unknown): void {
   if (typeof cache === 'string' || cache instanceof URL) {
-    parseCacheUrl(option, cache);
+    if (!byUrl.has(typeof cache === 'string' ? cache : cache.href)) parseCacheUrl(option, cache);
     return;
   }
   // knex is a function with members.
@@ -21,7 +21,8 @@ export function checkCache(option: string, cache: unknown): void {
       `${option} must be a LockStore, a client, a URL or an object with get, set and delete, got ${showValue(cache)}`,
     );
   }
-  if (isLockStore(cache) || recogniseClient(cache, option)) return;
+  // A cache that already has its store passed this check: a lock per call asks it again.
+  if (byObject.has(cache) || isLockStore(cache) || recogniseClient(cache, option)) return;
   const missing = missingCacheMethods(cache);
   if (missing.length > 0) {
     throw new TypeError(
