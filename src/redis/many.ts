@@ -11,7 +11,7 @@ import { script } from './script.js';
  * held by another owner, by the first release's format or by a value cachelock did not write
  * refuses the whole set, and a lease of another owner that refused it is marked as waited for
  * (as a waiter in line marks it), so that its release is announced. Returns the fences in the
- * order of KEYS.
+ * order of KEYS, or the one fence they all have.
  */
 export const MANY_ACQUIRE = script(
   'acquire-keys',
@@ -33,16 +33,19 @@ for i, lease in ipairs(KEYS) do
 end
 local now = redis.call('TIME')
 local fence = now[1] .. string.sub('00000' .. now[2], -6)
-local fences = {}
+local fences, same = {}, true
 for i, lease in ipairs(KEYS) do
   if held[i] then
     redis.call('PEXPIRE', lease, ARGV[2])
     fences[i] = held[i]
+    same = same and held[i] == fence
   else
     redis.call('SET', lease, '2/' .. fence .. ':' .. ARGV[1], 'PX', ARGV[2])
     fences[i] = fence
   end
 end
+-- Every key taken now (the usual case): their one fence, a shorter reply to send and read.
+if same then return fence end
 return fences
 `,
 );
@@ -50,13 +53,18 @@ return fences
 /**
  * KEYS: leases. ARGV: owner, keepMs. Each key the owner holds is released as by one release
  * (handed to its first waiter in line where one joined); the owner leaves the others' lines.
- * Returns per key 0 (not the owner's), 1, or the hand-off made.
+ * Returns per key 0 (not the owner's), 1, or the hand-off made; 1 alone when every key was 1.
  */
 export const MANY_RELEASE = script(
   'release-keys',
   `${RELEASE_ONE}
-local replies = {}
-for i, lease in ipairs(KEYS) do replies[i] = release_one(lease, ARGV[1], ARGV[2]) end
+local replies, all = {}, true
+for i, lease in ipairs(KEYS) do
+  replies[i] = release_one(lease, ARGV[1], ARGV[2])
+  all = all and replies[i] == 1
+end
+-- Each key simply released (the usual case): one 1 rather than one per key.
+if all then return 1 end
 return replies
 `,
 );
@@ -75,8 +83,9 @@ return 1
 `,
 );
 
-/** The acquire script's reply: a fence per key, or `null` when one was held. */
-export function acquiredKeys(reply: unknown): AcquiredKeys | null {
+/** The acquire script's reply for `count` keys: a fence per key, or `null` when one was held. */
+export function acquiredKeys(reply: unknown, count: number): AcquiredKeys | null {
+  if (typeof reply === 'string') return { fences: new Array(count).fill(BigInt(reply)) };
   if (!Array.isArray(reply)) return null;
   return { fences: reply.map((fence) => BigInt(String(fence))) };
 }

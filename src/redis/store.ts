@@ -158,7 +158,9 @@ export class RedisStore implements LockStore {
       acquire: (keys, owner, ttlMs): Promise<AcquiredKeys | null> => {
         try {
           const leases = this.leases(keys);
-          return this.call(MANY_ACQUIRE, leases, [owner, String(wholeMs(ttlMs))], acquiredKeys);
+          return this.call(MANY_ACQUIRE, leases, [owner, String(wholeMs(ttlMs))], (reply) =>
+            acquiredKeys(reply, leases.length),
+          );
         } catch (error) {
           return Promise.reject(error);
         }
@@ -168,6 +170,7 @@ export class RedisStore implements LockStore {
           const leases = this.leases(keys);
           const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
           return this.call(MANY_RELEASE, leases, [owner, keep], (reply) => {
+            if (!Array.isArray(reply)) return isOne(reply);
             let all = true;
             for (const [i, one] of (reply as unknown[]).entries()) {
               if (typeof one === 'string') handedOff(leases[i]!, one);
