@@ -267,6 +267,35 @@ describe('the lease', () => {
     expect(watchedCount()).toBe(0);
   });
 
+  it('leases that onLost releases or takes while the watchdog runs are left or watched as they should be', async () => {
+    const cache = memoryStore();
+    const [a, b, c] = [key(), key(), key()];
+    let taken: Lock | undefined;
+    let second: Lock | undefined;
+    // a and b run out in the same tick; a's onLost releases b and takes c meanwhile.
+    const lost: LockLostError[] = [];
+    await Lock.acquire(a, {
+      cache,
+      ttl: 100,
+      autoExtend: false,
+      onLost: (error) => {
+        lost.push(error);
+        void second?.release();
+        taken = new Lock(c, { cache, ttl: 300 });
+        void taken.acquire();
+      },
+    });
+    second = await Lock.acquire(b, { cache, ttl: 100, autoExtend: false });
+    await sleep(1_500);
+    expect(lost).toHaveLength(1);
+    // c, taken during the tick, was watched and extended well past its 300 ms.
+    expect(taken?.held).toBe(true);
+    expect((await cache.inspect(`cachelock:${c}`))?.owner).toBeDefined();
+    expect(watchedCount()).toBe(1);
+    expect(await taken!.release()).toBe(true);
+    expect(watchedCount()).toBe(0);
+  });
+
   it('is lost when another owner takes the key, and the new holder is left alone', async () => {
     const cache = memoryStore();
     const k = key();
