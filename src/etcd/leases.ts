@@ -32,6 +32,18 @@ export interface Mine {
   seen?: number;
 }
 
+/** Several keys taken together by one owner: one lease carries them all. */
+export interface HeldSet {
+  /** The lock keys, in the order given. */
+  keys: readonly string[];
+  lease: string;
+  granted: number;
+  asked: number;
+  renewedAt: number;
+  /** Per key, its create revision (its fence). */
+  revisions: bigint[];
+}
+
 /** Everything an operation needs, shared by the store's operations. */
 export interface Context {
   transport: Transport;
@@ -41,11 +53,13 @@ export interface Context {
   /** The smallest TTL the server granted when asked for less, learned from grants. */
   floor: { seconds: number };
   pool: LeasePool;
+  /** The sets of keys this instance took together, by owner (see `many.ts`). */
+  sets: Map<string, HeldSet>;
   /**
-   * How many deletions an active watch on `key` has seen, or undefined when no watch is
+   * How many deletions an active watch on `prefix` has seen, or undefined when no watch is
    * active: while the count stands still, nothing before a waiter's key has gone.
    */
-  deletions(key: string): number | undefined;
+  deletions(prefix: Buffer): number | undefined;
 }
 
 export function cacheKey(mine: Buffer): string {

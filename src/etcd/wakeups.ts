@@ -20,11 +20,12 @@ interface Subscription {
 }
 
 /**
- * Push wake-ups from etcd watches: one watch per key that someone in this process waits for,
- * on deletions under the lock's prefix. A deletion may have handed the lock to the next key in
- * line, so the store reads the oldest key and tells the listeners who holds it now (or that
- * it is free). The watch calls the listeners once it is active, and again after a reconnect,
- * since a release may have happened while it was not.
+ * Push wake-ups from etcd watches: one watch per prefix that someone in this process waits for,
+ * on deletions under it. Under a lock's prefix a deletion may have handed the lock to the next
+ * key in line, so the store reads the oldest key and tells the listeners who holds it now (or
+ * that it is free); under a semaphore's or read/write lock's prefix it just wakes them, as who
+ * is admitted depends on each waiter's own request. The watch calls the listeners once it is
+ * active, and again after a reconnect, since a release may have happened while it was not.
  */
 export class Wakeups {
   readonly #context: Context;
@@ -34,7 +35,14 @@ export class Wakeups {
     this.#context = context;
   }
 
+  /** Wake `listener` on releases of the lock `key`, with who holds it now. */
   subscribe(key: string, listener: Listener): () => void {
+    return this.watch(lockPrefix(this.#context.namespace, key), listener, true);
+  }
+
+  /** Wake `listener` on every deletion under `prefix`; `look` reads the lock's new holder. */
+  watch(prefix: Buffer, listener: Listener, look = false): () => void {
+    const key = cacheKey(prefix);
     let subscription = this.#subscriptions.get(key);
     if (subscription === undefined) {
       const created: Subscription = {
@@ -48,7 +56,7 @@ export class Wakeups {
       };
       subscription = created;
       this.#subscriptions.set(key, created);
-      created.stop = this.#context.transport.watch(lockPrefix(this.#context.namespace, key), {
+      created.stop = this.#context.transport.watch(prefix, {
         onReady: () => {
           created.deletions++;
           created.ready = true;
@@ -57,7 +65,9 @@ export class Wakeups {
         onDelete: () => {
           created.deletions++;
           // A lingering watch only counts: nobody here waits to be told.
-          if (created.listeners.size > 0) void this.#look(key, created);
+          if (created.listeners.size === 0) return;
+          if (look) void this.#look(prefix, created);
+          else notify(created);
         },
         onBroken: () => {
           created.ready = false;
@@ -84,12 +94,12 @@ export class Wakeups {
   }
 
   /** See `Context.deletions`. */
-  deletions(key: string): number | undefined {
-    const subscription = this.#subscriptions.get(key);
+  deletions(prefix: Buffer): number | undefined {
+    const subscription = this.#subscriptions.get(cacheKey(prefix));
     return subscription?.ready ? subscription.deletions : undefined;
   }
 
-  async #look(key: string, subscription: Subscription): Promise<void> {
+  async #look(prefix: Buffer, subscription: Subscription): Promise<void> {
     if (subscription.looking) {
       subscription.again = true;
       return;
@@ -99,7 +109,6 @@ export class Wakeups {
       do {
         subscription.again = false;
         const seen = subscription.ready ? subscription.deletions : undefined;
-        const prefix = lockPrefix(this.#context.namespace, key);
         let handoff: Handoff | undefined;
         try {
           const holder = (await this.#context.transport.txn(readTxn(prefix))).results[0]?.[0];
