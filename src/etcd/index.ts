@@ -71,6 +71,7 @@ export class EtcdStore implements LockStore {
       floor: { seconds: 0 },
       pool: new LeasePool(),
       deletions: (prefix) => this.#wakeups?.deletions(prefix),
+      recent: (prefix) => this.#wakeups?.recent(prefix),
     };
     this.#ownsTransport = ownsTransport;
     if (options.watch !== false) {

@@ -1,5 +1,5 @@
 import { ownerOf } from './keys.js';
-import type { KeyValue, Transport, Txn } from './transport.js';
+import type { Deletion, KeyValue, Transport, Txn } from './transport.js';
 import { prefixEnd } from './transport.js';
 
 /**
@@ -26,6 +26,11 @@ export interface Mine {
   createRevision: bigint;
   /** In the line (a waiter), not (yet known to be) the holder. */
   waiting: boolean;
+  /**
+   * A shared lease's waiter: how much weight before it must still go before it can be
+   * admitted, as its last look and the deletions seen since say; undefined when unknown.
+   */
+  needs?: number;
   /** A watch saw this waiting key become the oldest: the next acquire need not read. */
   handed?: boolean;
   /** The watch's count of deletions when this waiter last looked (see `Context.deletions`). */
@@ -60,6 +65,8 @@ export interface Context {
    * active: while the count stands still, nothing before a waiter's key has gone.
    */
   deletions(prefix: Buffer): number | undefined;
+  /** The deletions an active watch on `prefix` saw (see `Wakeups.recent`). */
+  recent(prefix: Buffer): { deletions: readonly Deletion[]; complete: boolean } | undefined;
 }
 
 export function cacheKey(mine: Buffer): string {

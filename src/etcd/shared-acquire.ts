@@ -21,6 +21,7 @@ import {
   type Space,
   sharedFence,
   sharedKeys,
+  stillNeeded,
   type View,
   viewOf,
 } from './shared-line.js';
@@ -75,6 +76,7 @@ export async function acquireShared(
     } else if (holding(view.line, { owner, request }) > at) {
       return confirm(context, keys, view, at, seconds, request);
     } else {
+      known.needs = stillNeeded(context, keys, view, at, request);
       const sentAt = performance.now();
       if ((await context.transport.keepAlive(known.lease)) > 0) {
         known.renewedAt = sentAt;
@@ -232,12 +234,18 @@ async function join(
             renewedAt: sentAt,
             createRevision: own.kv.createRevision,
             waiting: true,
+            needs: stillNeeded(context, keys, view, at, request),
           });
         }
         return null;
       }
     }
-    if (own === undefined || holding(view.line, { owner, request }) <= at) return null;
+    if (own === undefined) return null;
+    if (holding(view.line, { owner, request }) <= at) {
+      const mine = context.mine.get(id);
+      if (mine !== undefined) mine.needs = stillNeeded(context, keys, view, at, request);
+      return null;
+    }
     return await confirm(context, keys, view, at, seconds, request);
   } finally {
     if (outcome === 'spare') context.pool.give(context, lease, asked, takenAt);

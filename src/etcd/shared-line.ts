@@ -175,3 +175,36 @@ export function sharedFence(view: View, index: number): bigint | undefined {
   }
   return recordFence(view.record);
 }
+
+/** What a key of the line weighs, from its value (everything for a key cachelock did not write). */
+export function weightOf(prefix: Buffer, kv: KeyValue): number {
+  return contender(prefix, kv).weight;
+}
+
+/**
+ * How much weight before `at` must still go before the contender there can be admitted: its
+ * weight and everything before it must fit its limit, and only deletions before it lower that.
+ * Deletions the watch saw after `view` was read count already; undefined when that is unknown.
+ */
+export function stillNeeded(
+  context: Context,
+  keys: SharedKeys,
+  view: View,
+  at: number,
+  request: SharedRequest,
+): number | undefined {
+  const own = view.line[at];
+  const recent = context.recent(keys.prefix);
+  if (own === undefined || recent === undefined) return undefined;
+  let needs = request.weight - request.limit;
+  for (const c of view.line.slice(0, at)) needs += c.weight;
+  const after = recent.deletions.filter((d) => d.revision > view.revision);
+  // The oldest deletion kept may not be the first since the read.
+  if (!recent.complete && after.length === recent.deletions.length) return undefined;
+  for (const d of after) {
+    if (d.previous === undefined) return undefined;
+    if (d.previous.createRevision < own.kv.createRevision)
+      needs -= weightOf(keys.prefix, d.previous);
+  }
+  return Number.isFinite(needs) ? needs : undefined;
+}

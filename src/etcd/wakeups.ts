@@ -1,10 +1,13 @@
 import type { Handoff } from 'cachelock';
 import { lockPrefix, ownerOf } from './keys.js';
 import { type Context, cacheKey, isOwners, readTxn } from './leases.js';
+import type { Deletion } from './transport.js';
 
 type Listener = (handoff?: Handoff) => void;
 
 const LINGER_MS = 2_000;
+// The last deletions kept per watch, for a waiter whose read crossed them (see `recent`).
+const RECENT = 64;
 
 interface Subscription {
   listeners: Set<Listener>;
@@ -17,6 +20,8 @@ interface Subscription {
   /** A look at the new holder is under way; `again` asks for one more after it. */
   looking: boolean;
   again: boolean;
+  /** The last deletions seen since the watch became active, oldest first. */
+  recent: Deletion[];
 }
 
 /**
@@ -40,8 +45,16 @@ export class Wakeups {
     return this.watch(lockPrefix(this.#context.namespace, key), listener, true);
   }
 
-  /** Wake `listener` on every deletion under `prefix`; `look` reads the lock's new holder. */
-  watch(prefix: Buffer, listener: Listener, look = false): () => void {
+  /**
+   * Wake `listener` on deletions under `prefix`: with `look`, reading the lock's new holder;
+   * else on those `worth` says may matter (every one when absent).
+   */
+  watch(
+    prefix: Buffer,
+    listener: Listener,
+    look = false,
+    worth?: (deletion: Deletion) => boolean,
+  ): () => void {
     const key = cacheKey(prefix);
     let subscription = this.#subscriptions.get(key);
     if (subscription === undefined) {
@@ -53,21 +66,26 @@ export class Wakeups {
         deletions: 0,
         looking: false,
         again: false,
+        recent: [],
       };
       subscription = created;
       this.#subscriptions.set(key, created);
       created.stop = this.#context.transport.watch(prefix, {
         onReady: () => {
           created.deletions++;
+          // What happened while it was not active is unknown: every listener looks again.
+          created.recent = [];
           created.ready = true;
           notify(created);
         },
-        onDelete: () => {
+        onDelete: (deletion) => {
           created.deletions++;
+          created.recent.push(deletion);
+          if (created.recent.length > RECENT) created.recent.shift();
           // A lingering watch only counts: nobody here waits to be told.
           if (created.listeners.size === 0) return;
           if (look) void this.#look(prefix, created);
-          else notify(created);
+          else if (worth === undefined || worth(deletion)) notify(created);
         },
         onBroken: () => {
           created.ready = false;
@@ -90,6 +108,19 @@ export class Wakeups {
         subscription_.stop();
       }, LINGER_MS);
       subscription_.linger.unref();
+    };
+  }
+
+  /**
+   * The deletions under `prefix` since the watch became active, the last `RECENT` of them, and
+   * whether that is all of them; undefined while no watch is active.
+   */
+  recent(prefix: Buffer): { deletions: readonly Deletion[]; complete: boolean } | undefined {
+    const subscription = this.#subscriptions.get(cacheKey(prefix));
+    if (!subscription?.ready) return undefined;
+    return {
+      deletions: subscription.recent,
+      complete: subscription.recent.length < RECENT,
     };
   }
 
