@@ -193,6 +193,43 @@ describe.runIf(installed)('etcd: several keys, permits, readers and writers', ()
     }
   });
 
+  it('a release wakes only the waiters it may admit: the next in line, not the one behind it', async () => {
+    const [holderStore, firstStore, secondStore] = [open(), open(), open()];
+    const permitsOf = (store: LockStore) => store.capabilities!.permits!;
+    const count = (store: LockStore) => {
+      const seen = { calls: 0, stop: () => {} };
+      seen.stop = permitsOf(store).onRelease!('herd', () => seen.calls++);
+      return seen;
+    };
+    const first = count(firstStore);
+    const second = count(secondStore);
+    const [h, w1, w2] = [newOwner(), newOwner(), newOwner()];
+    const line = { limit: 1, weight: 1, lineMs: 10_000 };
+    try {
+      // Each watch says once that it is active.
+      while (first.calls === 0 || second.calls === 0) await sleep(10);
+      expect(
+        await permitsOf(holderStore).acquire('herd', h, 10_000, { limit: 1, weight: 1 }),
+      ).not.toBeNull();
+      expect(await permitsOf(firstStore).acquire('herd', w1, 10_000, line)).toBeNull();
+      expect(await permitsOf(secondStore).acquire('herd', w2, 10_000, line)).toBeNull();
+      const [firstBefore, secondBefore] = [first.calls, second.calls];
+      expect(await permitsOf(holderStore).release('herd', h)).toBe(true);
+      while (first.calls === firstBefore) await sleep(10);
+      expect(await permitsOf(firstStore).acquire('herd', w1, 10_000, line)).not.toBeNull();
+      expect(await permitsOf(firstStore).release('herd', w1)).toBe(true);
+      // The second waiter's watch sees both deletions in order; only the second may admit it.
+      while (second.calls === secondBefore) await sleep(10);
+      await sleep(200);
+      expect(second.calls - secondBefore).toBe(1);
+      expect(await permitsOf(secondStore).acquire('herd', w2, 10_000, line)).not.toBeNull();
+      expect(await permitsOf(secondStore).release('herd', w2)).toBe(true);
+    } finally {
+      first.stop();
+      second.stop();
+    }
+  });
+
   it('Semaphore and ReadWriteLock on an etcd3 client: never more inside than allowed, a fence each, readers the last write’s', async () => {
     const cache = etcdStore(client, { namespace });
     stores.push(cache);
