@@ -1,5 +1,13 @@
 import { type Context, cacheKey, effective, leaseSeconds, retire, revokeLater } from './leases.js';
-import { holding, look, placeOf, type Space, sharedKeys } from './shared-line.js';
+import {
+  holding,
+  look,
+  placeOf,
+  recordFence,
+  recordValue,
+  type Space,
+  sharedKeys,
+} from './shared-line.js';
 
 /**
  * Extend only while our key holds. A lease whose TTL is the one asked for gets one keep-alive;
@@ -36,7 +44,10 @@ export async function extendShared(
   }
   const takenAt = performance.now();
   const lease = await context.pool.takeRenewed(context, seconds);
-  const carries = keys.fence !== undefined && view.record?.lease === old;
+  // The fence record moves with us when it was on the old lease; its value says the fence
+  // outright, as a write recorded by its own revision would no longer be.
+  const fence = recordFence(view.record);
+  const carries = keys.fence !== undefined && view.record?.lease === old && fence !== undefined;
   const moved = await transport.txn({
     compare: [
       { key: keys.mine, target: 'CREATE', result: 'EQUAL', value: own.kv.createRevision },
@@ -45,7 +56,7 @@ export async function extendShared(
     success: [
       { put: { key: keys.mine, value: own.kv.value, lease: lease.id } },
       ...(carries
-        ? [{ put: { key: keys.fence!, value: view.record!.value, lease: lease.id } }]
+        ? [{ put: { key: keys.fence!, value: recordValue(fence!), lease: lease.id } }]
         : []),
     ],
     failure: [],

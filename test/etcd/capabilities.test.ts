@@ -168,6 +168,22 @@ describe.runIf(installed)('etcd: several keys, permits, readers and writers', ()
     expect(await store.release('same', l)).toBe(true);
   });
 
+  it("a writer's extension onto a new lease keeps the fence readers will share", async () => {
+    const rw = open().capabilities!.readersWriters!;
+    const writer = newOwner();
+    const write = { limit: RW_LIMIT, weight: RW_LIMIT };
+    const written = await rw.acquire('moved', writer, 10_000, write);
+    // Another TTL: the key and the fence record move onto a new lease, at a later revision.
+    expect(await rw.extend('moved', writer, 3_000)).toBe(true);
+    const [record] = await keysUnder('%Wmoved');
+    expect(record!.lease).toBe((await keysUnder('%Rmoved/'))[0]!.lease);
+    expect(await rw.release('moved', writer)).toBe(true);
+    const reader = newOwner();
+    const read = { limit: RW_LIMIT, weight: 1, shareFence: true };
+    expect(await rw.acquire('moved', reader, 10_000, read)).toEqual(written);
+    expect(await rw.release('moved', reader)).toBe(true);
+  });
+
   it('a permit whose lease runs out wakes the waiter through the watch', async () => {
     const store = open();
     const permits: SharedLeases = store.capabilities!.permits!;
