@@ -1,16 +1,26 @@
 // etcd: the library against etcd's own lock service (v3lock: /v3/lock/lock and /v3/lock/unlock
-// on the JSON gateway, with a lease), uncontended and with 4 processes on one key. Uses the
-// BUILT package (`npm run build` first) and its own single-member etcd on free loopback ports,
-// or ETCD_URL (etcd://host:2379). Prints a markdown table.
+// on the JSON gateway, with a lease), uncontended and with 4 processes on one key; two keys at
+// once against one key; a semaphore of 3 with 8 workers against the same loop in-process. Uses
+// the BUILT package (`npm run build` first) and its own single-member etcd on free loopback
+// ports, or ETCD_URL (etcd://host:2379). Prints markdown tables.
 //
-//   node bench/etcd.mjs   (BENCH_ROUNDS, BENCH_PAIRS, BENCH_CONTENDED_MS tune it)
+//   node bench/etcd.mjs   (BENCH_ROUNDS, BENCH_PAIRS, BENCH_CONTENDED_MS tune it;
+//                          BENCH_ONLY=uncontended,contended,manyKeys,semaphore picks sections)
 
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { Lock } from 'cachelock';
+import { Semaphore as InProcessSemaphore } from 'async-mutex';
+import { Lock, Semaphore } from 'cachelock';
 import { etcdStore, storeFromUrl } from 'cachelock/etcd';
 import { Etcd3 } from 'etcd3';
-import { cachelockWithLock, contendedTable, isWorker, workerMain } from './contention.mjs';
-import { fmt, interleave, perCall, table } from './lib.mjs';
+import {
+  CONTENDED_MS,
+  cachelockWithLock,
+  contendedTable,
+  isWorker,
+  workerMain,
+} from './contention.mjs';
+import { fmt, interleave, interleaveStats, median, perCall, ratio, table } from './lib.mjs';
 import { startEtcd } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -51,8 +61,10 @@ class LockService {
 
 const baseOf = (url) => `http://${new URL(url).host}`;
 
+const only = process.env.BENCH_ONLY?.split(',');
+const wanted = (section) => !only || only.includes(section);
+
 async function main() {
-  const { newOwner } = await import('cachelock');
   const own = process.env.ETCD_URL ? undefined : await startEtcd();
   const url = process.env.ETCD_URL ?? `etcd://127.0.0.1:${own.port}`;
   const service = new LockService(baseOf(url));
@@ -61,7 +73,32 @@ async function main() {
   const client = new Etcd3({ hosts: baseOf(url) });
   const viaEtcd3 = etcdStore(client);
   const run = Math.random().toString(36).slice(2);
+  const setup = { url, service, sharedLease, store, client, viaEtcd3, run };
+  console.log(`etcd at ${url} (one member), ${ROUNDS} rounds interleaved, medians\n`);
   try {
+    if (wanted('uncontended')) await uncontended(setup);
+    if (wanted('contended')) {
+      await contendedTable({
+        script: fileURLToPath(import.meta.url),
+        contenders: ['etcd lock service', 'cachelock (watches)'],
+        rounds: ROUNDS,
+        configFor: (name, n) => ({ url, name, key: `bench:${run}:contended:${n}` }),
+      });
+    }
+    if (wanted('manyKeys')) await manyKeys(setup);
+    if (wanted('semaphore')) await semaphore(setup);
+  } finally {
+    await service.revoke(sharedLease).catch(() => {});
+    await store.close();
+    await viaEtcd3.close();
+    client.close();
+    own?.stop();
+  }
+}
+
+async function uncontended({ service, sharedLease, store, viaEtcd3, run }) {
+  const { newOwner } = await import('cachelock');
+  {
     const variants = {
       'etcd lock service: lock + unlock on one lease': async (i) => {
         const key = await service.lock(`bench:${run}:v3lock:${i}`, sharedLease);
@@ -96,7 +133,6 @@ async function main() {
     for (const c of cases) for (let i = 0; i < 50; i++) await c.pair(-i - 1);
     const results = await interleave(cases, ROUNDS, (c) => perCall(() => c.pair(counter++), PAIRS));
     const base = results.get(cases[0].name);
-    console.log(`etcd at ${url} (one member), ${ROUNDS} rounds interleaved, medians\n`);
     console.log('### Uncontended acquire+release, one process\n');
     console.log(
       table(
@@ -109,19 +145,176 @@ async function main() {
       ),
     );
     console.log('');
-    await contendedTable({
-      script: fileURLToPath(import.meta.url),
-      contenders: ['etcd lock service', 'cachelock (watches)'],
-      rounds: ROUNDS,
-      configFor: (name, n) => ({ url, name, key: `bench:${run}:contended:${n}` }),
-    });
-  } finally {
-    await service.revoke(sharedLease).catch(() => {});
-    await store.close();
-    await viaEtcd3.close();
-    client.close();
-    own?.stop();
   }
+}
+
+/** The store with its exclusive lock only: `Lock([...])` then takes the keys one at a time. */
+function withoutCapabilities(store) {
+  return {
+    kind: store.kind,
+    atomic: store.atomic,
+    acquire: (...args) => store.acquire(...args),
+    release: (...args) => store.release(...args),
+    extend: (...args) => store.extend(...args),
+    inspect: (...args) => store.inspect(...args),
+    onRelease: store.onRelease,
+  };
+}
+
+/** Two keys against one, uncontended: the etcd lock service on one key is the anchor. */
+async function manyKeys({ service, sharedLease, store, viaEtcd3, run }) {
+  const oneByOne = withoutCapabilities(store);
+  const ttl = `${TTL_S}s`;
+  const lockPair = (cache, keys) => async () => {
+    const lock = new Lock(keys, { cache, ttl });
+    await lock.acquire();
+    await lock.release();
+  };
+  let n = 0;
+  const fresh = (label) => `bench:${run}:${label}:${n++}`;
+  const cases = [
+    {
+      name: 'etcd lock service: lock + unlock on one lease, one key',
+      pair: async () => service.unlock(await service.lock(fresh('v3'), sharedLease)),
+    },
+    { name: "Lock('a') (JSON gateway)", pair: () => lockPair(store, fresh('one'))() },
+    {
+      name: "Lock(['a', 'b']) (JSON gateway): one transaction",
+      pair: () => lockPair(store, [fresh('a'), fresh('b')])(),
+    },
+    {
+      name: "Lock(['a', 'b']) (JSON gateway), without the keys capability: one key at a time",
+      pair: () => lockPair(oneByOne, [fresh('a'), fresh('b')])(),
+    },
+    { name: "Lock('a') (etcd3 client)", pair: () => lockPair(viaEtcd3, fresh('one3'))() },
+    {
+      name: "Lock(['a', 'b']) (etcd3 client): one transaction",
+      pair: () => lockPair(viaEtcd3, [fresh('a3'), fresh('b3')])(),
+    },
+  ];
+  for (const c of cases) for (let i = 0; i < 50; i++) await c.pair();
+  const results = await interleaveStats(cases, ROUNDS, async (c) => {
+    const cpuBefore = process.cpuUsage();
+    const value = await perCall(c.pair, PAIRS);
+    const cpu = process.cpuUsage(cpuBefore);
+    return { value, cpuUs: (cpu.user + cpu.system) / PAIRS };
+  });
+  const anchor = results.get(cases[0].name);
+  console.log('### Two keys against one, uncontended acquire+release, one process\n');
+  console.log(
+    table(
+      ['case', 'us per acquire+release', 'vs lock service (range)', 'CPU us per pair'],
+      cases.map((c) => [
+        c.name,
+        fmt(results.get(c.name).median, 1),
+        ratio(results.get(c.name), anchor),
+        fmt(results.get(c.name).cpuUs, 1),
+      ]),
+    ),
+  );
+  console.log('');
+}
+
+// A semaphore of 3 permits, 8 workers each with a store of its own (as 8 processes would have),
+// 1 ms hold, 0-2 ms between sections.
+const PERMITS = 3;
+const SEM_WORKERS = 8;
+
+async function semaphore({ url, client, run }) {
+  let n = 0;
+  const contenders = [
+    {
+      name: `async-mutex Semaphore(${PERMITS}) in one process (the limit)`,
+      open: () => {
+        const shared = new InProcessSemaphore(PERMITS);
+        return {
+          takers: Array.from({ length: SEM_WORKERS }, () => async () => {
+            const [, release] = await shared.acquire();
+            return release;
+          }),
+          close: async () => {},
+        };
+      },
+    },
+    ...[
+      ['JSON gateway', () => storeFromUrl(new URL(url))],
+      ['etcd3 client', () => etcdStore(client)],
+    ].map(([how, makeStore]) => ({
+      name: `cachelock Semaphore (${how})`,
+      open: () => {
+        const key = `bench:${run}:semaphore:${n++}`;
+        const stores = Array.from({ length: SEM_WORKERS }, makeStore);
+        return {
+          takers: stores.map((cache) => {
+            const semaphore = new Semaphore(key, {
+              cache,
+              permits: PERMITS,
+              ttl: `${TTL_S}s`,
+              wait: '30s',
+            });
+            return async () => {
+              const permit = await semaphore.acquire();
+              return () => permit.release();
+            };
+          }),
+          close: () => Promise.all(stores.map((store) => store.close())),
+        };
+      },
+    })),
+  ];
+  const worst = new Map(contenders.map((c) => [c.name, []]));
+  const rates = await interleaveStats(contenders, ROUNDS, async (contender) => {
+    const { takers, close } = contender.open();
+    // Watches and spare leases set up before the clock starts.
+    for (const take of takers) await (await take())();
+    let sections = 0;
+    let worstWait = 0;
+    let inside = 0;
+    const cpuBefore = process.cpuUsage();
+    const stopAt = performance.now() + CONTENDED_MS;
+    await Promise.all(
+      takers.map(async (take) => {
+        while (performance.now() < stopAt) {
+          const asked = performance.now();
+          const release = await take();
+          worstWait = Math.max(worstWait, performance.now() - asked);
+          if (++inside > PERMITS) throw new Error(`${contender.name}: too many holders`);
+          await sleep(1);
+          inside--;
+          await release();
+          sections++;
+          await sleep(Math.random() * 2);
+        }
+      }),
+    );
+    const cpu = process.cpuUsage(cpuBefore);
+    await close();
+    worst.get(contender.name).push(worstWait);
+    return { value: sections / (CONTENDED_MS / 1000), cpuUs: (cpu.user + cpu.system) / sections };
+  });
+  const limit = rates.get(contenders[0].name);
+  console.log(
+    `### Semaphore of ${PERMITS} permits, ${SEM_WORKERS} workers each with its own store, 1 ms hold, 0-2 ms between sections\n`,
+  );
+  console.log(
+    table(
+      [
+        'library',
+        'sections/s',
+        'vs in-process limit (range)',
+        'CPU us per section',
+        'worst wait (ms, median of rounds)',
+      ],
+      contenders.map((c) => [
+        c.name,
+        fmt(rates.get(c.name).median, 0),
+        ratio(rates.get(c.name), limit),
+        fmt(rates.get(c.name).cpuUs, 0),
+        fmt(median(worst.get(c.name)), 1),
+      ]),
+    ),
+  );
+  console.log('');
 }
 
 if (isWorker()) {

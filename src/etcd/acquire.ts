@@ -53,7 +53,7 @@ export async function acquire(
   if (known?.waiting && lineMs !== undefined) {
     // Already in line here. While the watch has seen no deletion since our last look, nobody
     // before us left, and a place renewed within a third of its lease needs nothing either.
-    const deletions = context.deletions(key);
+    const deletions = context.deletions(prefix);
     if (
       deletions !== undefined &&
       deletions === known.seen &&

@@ -22,8 +22,13 @@ interface Stream {
 }
 
 interface Watcher {
-  on(event: string, handler: (value: any) => void): Watcher;
+  on(event: string, handler: (value: any, previous?: any) => void): Watcher;
   cancel(): Promise<void>;
+}
+
+interface WatchBuilder {
+  create(): Promise<Watcher>;
+  withPreviousKV?(): WatchBuilder;
 }
 
 /** The members of `etcd3`'s `Etcd3` (and `Namespace`) this store uses. */
@@ -37,7 +42,7 @@ export interface Etcd3Like {
     leaseKeepAlive(options?: unknown): Promise<Stream>;
   };
   watch(): {
-    prefix(value: Buffer): { only(...operations: string[]): { create(): Promise<Watcher> } };
+    prefix(value: Buffer): { only(...operations: string[]): WatchBuilder };
   };
   lease(ttl: number, options?: unknown): unknown;
 }
@@ -142,15 +147,7 @@ export class Etcd3Transport implements Transport {
       succeeded: reply.succeeded === true,
       revision: BigInt(reply.header?.revision ?? 0),
       results: (reply.responses ?? []).map((r: any) =>
-        (r.response_range?.kvs ?? []).map(
-          (kv: any): KeyValue => ({
-            key: Buffer.from(kv.key).subarray(strip),
-            value: Buffer.from(kv.value ?? []),
-            createRevision: BigInt(kv.create_revision ?? 0),
-            modRevision: BigInt(kv.mod_revision ?? 0),
-            lease: String(kv.lease ?? '0'),
-          }),
-        ),
+        (r.response_range?.kvs ?? []).map((kv: any) => keyValueOf(kv, strip)),
       ),
     };
   }
@@ -186,27 +183,29 @@ export class Etcd3Transport implements Transport {
 
   watch(prefix: Buffer, handlers: WatchHandlers): () => void {
     let stopped = false;
-    const pending = this.#client
-      .watch()
-      .prefix(prefix)
-      .only('delete')
-      .create()
-      .then(
-        (watcher) => {
-          if (stopped) {
-            void watcher.cancel().catch(() => {});
-            return undefined;
-          }
-          watcher.on('connected', () => handlers.onReady());
-          watcher.on('disconnected', () => handlers.onBroken());
-          watcher.on('delete', () => handlers.onDelete());
-          watcher.on('error', () => {});
-          // create() resolves once etcd confirmed the watch.
-          handlers.onReady();
-          return watcher;
-        },
-        () => undefined,
-      );
+    const builder = this.#client.watch().prefix(prefix).only('delete');
+    const strip = this.#client.prefix.length;
+    const pending = (builder.withPreviousKV?.() ?? builder).create().then(
+      (watcher) => {
+        if (stopped) {
+          void watcher.cancel().catch(() => {});
+          return undefined;
+        }
+        watcher.on('connected', () => handlers.onReady());
+        watcher.on('disconnected', () => handlers.onBroken());
+        watcher.on('delete', (kv: any, previous?: any) =>
+          handlers.onDelete({
+            revision: BigInt(kv?.mod_revision ?? 0),
+            ...(previous === undefined ? {} : { previous: keyValueOf(previous, strip) }),
+          }),
+        );
+        watcher.on('error', () => {});
+        // create() resolves once etcd confirmed the watch.
+        handlers.onReady();
+        return watcher;
+      },
+      () => undefined,
+    );
     this.#watchers.add(pending);
     return () => {
       stopped = true;
@@ -220,4 +219,15 @@ export class Etcd3Transport implements Transport {
     this.#watchers.clear();
     await Promise.all(watchers.map((watcher) => watcher?.cancel().catch(() => {})));
   }
+}
+
+/** A key-value from the client, without the namespace's first `strip` bytes. */
+function keyValueOf(kv: any, strip: number): KeyValue {
+  return {
+    key: Buffer.from(kv.key).subarray(strip),
+    value: Buffer.from(kv.value ?? []),
+    createRevision: BigInt(kv.create_revision ?? 0),
+    modRevision: BigInt(kv.mod_revision ?? 0),
+    lease: String(kv.lease ?? '0'),
+  };
 }

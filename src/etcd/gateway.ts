@@ -258,6 +258,7 @@ export class GatewayTransport implements Transport {
           key: b64(prefix),
           range_end: b64(prefixEnd(prefix)),
           filters: ['NOPUT'],
+          prev_kv: true,
         },
       }),
       signal,
@@ -283,7 +284,12 @@ export class GatewayTransport implements Transport {
         if (result.canceled === true)
           throw new EtcdError(`etcd: watch canceled: ${result.cancel_reason ?? ''}`, undefined);
         if (result.created === true) handlers.onReady();
-        if (Array.isArray(result.events) && result.events.length > 0) handlers.onDelete();
+        for (const event of Array.isArray(result.events) ? (result.events as Json[]) : []) {
+          handlers.onDelete({
+            revision: BigInt(event.kv?.mod_revision ?? 0),
+            ...(event.prev_kv === undefined ? {} : { previous: keyValue(event.prev_kv) }),
+          });
+        }
       }
     }
   }

@@ -1,11 +1,20 @@
-import type { Acquired, AcquireOptions, Handoff, LeaseInfo, LockStore } from 'cachelock';
+import type {
+  Acquired,
+  AcquireOptions,
+  Handoff,
+  LeaseInfo,
+  LockStore,
+  StoreCapabilities,
+} from 'cachelock';
 import { acquire } from './acquire.js';
 import { type Etcd3Like, Etcd3Transport, isEtcd3 } from './etcd3.js';
 import { extend } from './extend.js';
 import { type Endpoint, GatewayTransport } from './gateway.js';
 import { inspect } from './inspect.js';
 import { type Context, LeasePool } from './leases.js';
+import { manyKeys } from './many.js';
 import { release } from './release.js';
+import { sharedLeases } from './shared.js';
 import type { Transport } from './transport.js';
 import { Wakeups } from './wakeups.js';
 
@@ -36,7 +45,8 @@ const DEFAULT_PORT = 2379;
  * Locks on an etcd v3 cluster, laid out as etcd's own `concurrency.Mutex`: an etcd lease per
  * acquisition, acquisition by one transaction on the lock's prefix, the key's create revision
  * as the fence, watches as wake-ups, waiters served in create-revision order. Expiry is judged
- * by the etcd leader's clock.
+ * by the etcd leader's clock. Several keys go in one transaction; permits and readers/writers
+ * are a weighted line of keys under a prefix of their own.
  */
 export class EtcdStore implements LockStore {
   readonly kind = 'etcd';
@@ -46,6 +56,7 @@ export class EtcdStore implements LockStore {
   readonly #wakeups: Wakeups | undefined;
   readonly #ownsTransport: boolean;
   #closed = false;
+  readonly capabilities: StoreCapabilities;
 
   constructor(transport: Transport, options: EtcdStoreOptions = {}, ownsTransport = false) {
     const namespace = options.namespace ?? '';
@@ -56,9 +67,11 @@ export class EtcdStore implements LockStore {
       transport,
       namespace,
       mine: new Map(),
+      sets: new Map(),
       floor: { seconds: 0 },
       pool: new LeasePool(),
-      deletions: (key) => this.#wakeups?.deletions(key),
+      deletions: (prefix) => this.#wakeups?.deletions(prefix),
+      recent: (prefix) => this.#wakeups?.recent(prefix),
     };
     this.#ownsTransport = ownsTransport;
     if (options.watch !== false) {
@@ -66,6 +79,12 @@ export class EtcdStore implements LockStore {
       this.#wakeups = wakeups;
       this.onRelease = (key, listener) => wakeups.subscribe(key, listener);
     }
+    const open = () => this.#open();
+    this.capabilities = {
+      keys: manyKeys(open),
+      permits: sharedLeases('permits', open, this.#wakeups),
+      readersWriters: sharedLeases('rw', open, this.#wakeups),
+    };
   }
 
   #open(): Context {

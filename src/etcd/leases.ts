@@ -1,5 +1,5 @@
 import { ownerOf } from './keys.js';
-import type { KeyValue, Transport, Txn } from './transport.js';
+import type { Deletion, KeyValue, Transport, Txn } from './transport.js';
 import { prefixEnd } from './transport.js';
 
 /**
@@ -26,10 +26,27 @@ export interface Mine {
   createRevision: bigint;
   /** In the line (a waiter), not (yet known to be) the holder. */
   waiting: boolean;
+  /**
+   * A shared lease's waiter: how much weight before it must still go before it can be
+   * admitted, as its last look and the deletions seen since say; undefined when unknown.
+   */
+  needs?: number;
   /** A watch saw this waiting key become the oldest: the next acquire need not read. */
   handed?: boolean;
   /** The watch's count of deletions when this waiter last looked (see `Context.deletions`). */
   seen?: number;
+}
+
+/** Several keys taken together by one owner: one lease carries them all. */
+export interface HeldSet {
+  /** The lock keys, in the order given. */
+  keys: readonly string[];
+  lease: string;
+  granted: number;
+  asked: number;
+  renewedAt: number;
+  /** Per key, its create revision (its fence). */
+  revisions: bigint[];
 }
 
 /** Everything an operation needs, shared by the store's operations. */
@@ -41,11 +58,15 @@ export interface Context {
   /** The smallest TTL the server granted when asked for less, learned from grants. */
   floor: { seconds: number };
   pool: LeasePool;
+  /** The sets of keys this instance took together, by owner (see `many.ts`). */
+  sets: Map<string, HeldSet>;
   /**
-   * How many deletions an active watch on `key` has seen, or undefined when no watch is
+   * How many deletions an active watch on `prefix` has seen, or undefined when no watch is
    * active: while the count stands still, nothing before a waiter's key has gone.
    */
-  deletions(key: string): number | undefined;
+  deletions(prefix: Buffer): number | undefined;
+  /** The deletions an active watch on `prefix` saw (see `Wakeups.recent`). */
+  recent(prefix: Buffer): { deletions: readonly Deletion[]; complete: boolean } | undefined;
 }
 
 export function cacheKey(mine: Buffer): string {

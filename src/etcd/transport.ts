@@ -52,10 +52,18 @@ export interface LeaseTtl {
   granted: number;
 }
 
+/** A key's deletion, as a watch saw it. */
+export interface Deletion {
+  /** The store's revision of the deletion. */
+  revision: bigint;
+  /** The key as it was before (absent when etcd could not say). */
+  previous?: KeyValue;
+}
+
 /** A watch on a prefix: `onReady` once it is active (again), `onDelete` for deletions in it. */
 export interface WatchHandlers {
   onReady(): void;
-  onDelete(): void;
+  onDelete(deletion: Deletion): void;
   /** The watch broke; `onReady` follows once it is active again. */
   onBroken(): void;
 }

@@ -1,10 +1,13 @@
 import type { Handoff } from 'cachelock';
 import { lockPrefix, ownerOf } from './keys.js';
 import { type Context, cacheKey, isOwners, readTxn } from './leases.js';
+import type { Deletion } from './transport.js';
 
 type Listener = (handoff?: Handoff) => void;
 
 const LINGER_MS = 2_000;
+// The last deletions kept per watch, for a waiter whose read crossed them (see `recent`).
+const RECENT = 64;
 
 interface Subscription {
   listeners: Set<Listener>;
@@ -17,14 +20,17 @@ interface Subscription {
   /** A look at the new holder is under way; `again` asks for one more after it. */
   looking: boolean;
   again: boolean;
+  /** The last deletions seen since the watch became active, oldest first. */
+  recent: Deletion[];
 }
 
 /**
- * Push wake-ups from etcd watches: one watch per key that someone in this process waits for,
- * on deletions under the lock's prefix. A deletion may have handed the lock to the next key in
- * line, so the store reads the oldest key and tells the listeners who holds it now (or that
- * it is free). The watch calls the listeners once it is active, and again after a reconnect,
- * since a release may have happened while it was not.
+ * Push wake-ups from etcd watches: one watch per prefix that someone in this process waits for,
+ * on deletions under it. Under a lock's prefix a deletion may have handed the lock to the next
+ * key in line, so the store reads the oldest key and tells the listeners who holds it now (or
+ * that it is free); under a semaphore's or read/write lock's prefix it just wakes them, as who
+ * is admitted depends on each waiter's own request. The watch calls the listeners once it is
+ * active, and again after a reconnect, since a release may have happened while it was not.
  */
 export class Wakeups {
   readonly #context: Context;
@@ -34,7 +40,22 @@ export class Wakeups {
     this.#context = context;
   }
 
+  /** Wake `listener` on releases of the lock `key`, with who holds it now. */
   subscribe(key: string, listener: Listener): () => void {
+    return this.watch(lockPrefix(this.#context.namespace, key), listener, true);
+  }
+
+  /**
+   * Wake `listener` on deletions under `prefix`: with `look`, reading the lock's new holder;
+   * else on those `worth` says may matter (every one when absent).
+   */
+  watch(
+    prefix: Buffer,
+    listener: Listener,
+    look = false,
+    worth?: (deletion: Deletion) => boolean,
+  ): () => void {
+    const key = cacheKey(prefix);
     let subscription = this.#subscriptions.get(key);
     if (subscription === undefined) {
       const created: Subscription = {
@@ -45,19 +66,26 @@ export class Wakeups {
         deletions: 0,
         looking: false,
         again: false,
+        recent: [],
       };
       subscription = created;
       this.#subscriptions.set(key, created);
-      created.stop = this.#context.transport.watch(lockPrefix(this.#context.namespace, key), {
+      created.stop = this.#context.transport.watch(prefix, {
         onReady: () => {
           created.deletions++;
+          // What happened while it was not active is unknown: every listener looks again.
+          created.recent = [];
           created.ready = true;
           notify(created);
         },
-        onDelete: () => {
+        onDelete: (deletion) => {
           created.deletions++;
+          created.recent.push(deletion);
+          if (created.recent.length > RECENT) created.recent.shift();
           // A lingering watch only counts: nobody here waits to be told.
-          if (created.listeners.size > 0) void this.#look(key, created);
+          if (created.listeners.size === 0) return;
+          if (look) void this.#look(prefix, created);
+          else if (worth === undefined || worth(deletion)) notify(created);
         },
         onBroken: () => {
           created.ready = false;
@@ -83,13 +111,26 @@ export class Wakeups {
     };
   }
 
+  /**
+   * The deletions under `prefix` since the watch became active, the last `RECENT` of them, and
+   * whether that is all of them; undefined while no watch is active.
+   */
+  recent(prefix: Buffer): { deletions: readonly Deletion[]; complete: boolean } | undefined {
+    const subscription = this.#subscriptions.get(cacheKey(prefix));
+    if (!subscription?.ready) return undefined;
+    return {
+      deletions: subscription.recent,
+      complete: subscription.recent.length < RECENT,
+    };
+  }
+
   /** See `Context.deletions`. */
-  deletions(key: string): number | undefined {
-    const subscription = this.#subscriptions.get(key);
+  deletions(prefix: Buffer): number | undefined {
+    const subscription = this.#subscriptions.get(cacheKey(prefix));
     return subscription?.ready ? subscription.deletions : undefined;
   }
 
-  async #look(key: string, subscription: Subscription): Promise<void> {
+  async #look(prefix: Buffer, subscription: Subscription): Promise<void> {
     if (subscription.looking) {
       subscription.again = true;
       return;
@@ -99,7 +140,6 @@ export class Wakeups {
       do {
         subscription.again = false;
         const seen = subscription.ready ? subscription.deletions : undefined;
-        const prefix = lockPrefix(this.#context.namespace, key);
         let handoff: Handoff | undefined;
         try {
           const holder = (await this.#context.transport.txn(readTxn(prefix))).results[0]?.[0];

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { assertExclusive, runExclusion } from '../harness/exclusion.js';
+import { runSemaphore } from '../harness/semaphore.js';
 import { EtcdCluster } from '../support/etcd-cluster.js';
 import { binaryOrSkip, builtOrSkip } from '../support/reachable.js';
 
@@ -31,6 +32,20 @@ describe.runIf(installed && builtOrSkip('etcd multi-process', ['index.js', 'etcd
       assertExclusive(result);
       expect(result.sections).toBe(80);
       expect(result.perKey.reduce((sum, k) => sum + k.counter, 0)).toBe(80);
+    }, 180_000);
+
+    it('8 processes share a semaphore of 3: never more than 3 inside, all finish', async () => {
+      const namespace = `semaphore-${randomBytes(4).toString('hex')}/`;
+      const result = await runSemaphore({
+        cache: `${cluster.url}&namespace=${namespace}`,
+        permits: 3,
+        processes: 8,
+      });
+      expect(result.entered).toBe(result.expectedSections);
+      expect(result.left).toBe(result.expectedSections);
+      expect(result.most).toBeLessThanOrEqual(3);
+      // The processes did contend: more than one was inside at some point.
+      expect(result.most).toBeGreaterThan(1);
     }, 180_000);
   },
 );

@@ -10,9 +10,9 @@ const installed = await binaryOrSkip('etcd', 'etcd');
 const namespace = `several-${randomBytes(4).toString('hex')}/`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// etcd has no `keys` capability: several keys are taken one at a time, and a waiter in a key's
-// line becomes its holder when the keys before it go.
-describe.runIf(installed)('several keys on etcd, one at a time', () => {
+// Several keys are taken in one transaction; single-key waiters stand in each key's line, and
+// the key goes to them first when its holder leaves.
+describe.runIf(installed)('several keys on etcd beside single-key locks', () => {
   let cluster: EtcdCluster;
   let client: Etcd3;
 
@@ -26,14 +26,14 @@ describe.runIf(installed)('several keys on etcd, one at a time', () => {
     await cluster?.dispose();
   });
 
-  it('a waiter handed one key of its set does not keep it while it waits for another', async () => {
+  it('a set waiting for its keys holds none of them meanwhile', async () => {
     const cache = etcdStore(client, { namespace });
     try {
       const held = await new Lock('b', { cache, ttl: '20s' }).acquire();
       const both = new Lock(['a', 'b'], { cache, ttl: '20s', wait: '15s' }).acquire();
-      await sleep(500); // refused at b, in its line
+      await sleep(500); // refused: b is held
       const a = await new Lock('a', { cache, ttl: '20s', wait: '5s' }).acquire();
-      await held.release(); // b goes to the waiter, which now finds a held
+      await held.release(); // b is free, but a is held: the set takes neither
       await sleep(1_000);
       const b = new Lock('b', { cache, ttl: '20s' });
       expect(await b.tryAcquire()).toBe(true);

@@ -364,6 +364,10 @@ export const backends: Backend[] = [
     // etcd leases count whole seconds, and the leader looks for expired ones every 500 ms.
     leaseMs: (ttlMs) => Math.ceil(ttlMs / 1_000) * 1_000 + 500,
     nemeses: ['pause-holder', 'kill-member', 'partition-leader', 'pause-waiter'],
+    workloads: [
+      ['semaphore', 'pause-holder'],
+      ['rw', 'kill-member'],
+    ],
     possible: ['pause-holder', 'pause-waiter', 'kill-holder', 'kill-member', 'partition-leader'],
     async start() {
       const cluster = await EtcdCluster.start(3);
