@@ -16,7 +16,7 @@ import {
   type LeaseInfo,
   type LockStore,
 } from './store.js';
-import { hasWaiters, released, WaitTimeout, waitFor } from './wait.js';
+import { hasWaiters, LINE_MS, released, WaitTimeout, waitFor } from './wait.js';
 import { reschedule, unwatch, type Watched, watch } from './watchdog.js';
 
 /** What `Lock.inspect` and `Semaphore.inspect` report about a holder. */
@@ -237,10 +237,16 @@ export class Lease<G extends Acquired = Acquired> {
       binding.check?.(store);
       const owner = newOwner();
       const started = performance.now();
+      // A try that may wait joins the store's line at once where waiters keep a place there,
+      // so that a release hands the key to it and nobody passes it meanwhile.
+      let joined = false;
       if (waitMs === 0 || !hasWaiters(store, binding.line)) {
+        joined = waitMs > 0 && (binding.alwaysInLine === true || store.onRelease !== undefined);
         let result: G | null;
         try {
-          result = await binding.acquire(store, owner, ttlMs);
+          result = joined
+            ? await binding.acquire(store, owner, ttlMs, { lineMs: LINE_MS })
+            : await binding.acquire(store, owner, ttlMs);
         } catch (error) {
           this.#abandon(store, owner);
           throw storeError(binding.key, 'acquire', error, store);
@@ -262,6 +268,7 @@ export class Lease<G extends Acquired = Acquired> {
           deadline: started + waitMs,
           signal,
           alwaysInLine: binding.alwaysInLine,
+          joined,
           attempt: (options) => binding.acquire(store, owner, ttlMs, options),
           subscribe: (listener) => binding.subscribe(store, listener),
           abandon: () => this.#abandon(store, owner),

@@ -40,12 +40,18 @@ export interface LockStore {
    * `acquire` at once, and the others keep waiting. Returns the unsubscribe function. Absent:
    * the core polls.
    *
-   * The core subscribes before it tries to acquire, so a release between a failed attempt and
-   * the wake-up cannot be missed. A store whose subscription becomes active only later (a pub/sub
+   * The core tries again once it has subscribed (unless `replaysWakeups`), so a release between
+   * a failed attempt and the subscription cannot be missed. A store whose subscription becomes active only later (a pub/sub
    * SUBSCRIBE, a LISTEN) calls `listener` once when it does, so that the waiter tries again
    * and catches a release that happened in between. Spurious calls are harmless.
    */
   onRelease?(key: string, listener: (handoff?: Handoff) => void): () => void;
+  /**
+   * `onRelease` also tells a new listener the wake-ups that came shortly before it listened
+   * (as its subscription's first call does where it was not active yet). A waiter whose first
+   * `acquire` joined the line then sleeps until woken instead of trying again at once.
+   */
+  readonly replaysWakeups?: boolean;
   /** Free what the store opened itself (connections, subscribers, timers). */
   close?(): Promise<void>;
   /**

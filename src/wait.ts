@@ -39,6 +39,8 @@ export interface WaitRequest<G extends Acquired = Acquired> {
    * come, first served, so a waiter that is not in line could be passed forever.
    */
   alwaysInLine?: boolean;
+  /** The caller's own try, made before waiting, already joined the store's line. */
+  joined?: boolean;
 }
 
 /** The wait ran out. */
@@ -46,10 +48,12 @@ export class WaitTimeout extends Error {}
 
 const FIRST_DELAY_MS = 5;
 const MAX_POLL_MS = 200;
-// With push wake-ups polling only covers leases that expire without a release.
-const MAX_POLL_WITH_PUSH_MS = 1_000;
+// With push wake-ups a waiter in line is told when the key is handed to it or freed, so it
+// polls only to renew its place and to find leases that expired without a release: at this
+// pace from the start, not after a ramp, since every early poll is a script run for nothing.
+const POLL_WITH_PUSH_MS = 1_000;
 // How long a waiter stays in a store's line without renewing its place (it renews on every
-// attempt, at least once per MAX_POLL_WITH_PUSH_MS), so a waiter that dies leaves it soon.
+// attempt, at least once per POLL_WITH_PUSH_MS), so a waiter that dies leaves it soon.
 export const LINE_MS = 3_000;
 
 interface Place {
@@ -96,10 +100,14 @@ export async function waitFor<G extends Acquired>(request: WaitRequest<G>): Prom
   const place: Place = { turn };
   line.places.push(place);
   if (line.places.length === 1) turn();
+  let reached = false;
   try {
     await pause(myTurn, request.deadline, request.signal);
+    reached = true;
     return await attempt(request, line);
   } finally {
+    // Out of time before the first try here: leave the line the caller's own try joined.
+    if (!reached && request.joined) request.abandon();
     const index = line.places.indexOf(place);
     if (index >= 0) line.places.splice(index, 1);
     if (index === 0 && line.places.length > 0) line.places[0]!.turn();
@@ -111,7 +119,7 @@ async function attempt<G extends Acquired>(
   request: WaitRequest<G>,
   line: Line,
 ): Promise<Granted<G>> {
-  const { owner, deadline, signal } = request;
+  const { store, owner, deadline, signal } = request;
   let woken = false;
   let wake: () => void = noop;
   const onWake = () => {
@@ -127,22 +135,28 @@ async function attempt<G extends Acquired>(
   });
   line.poke = onWake;
   const options = unsubscribe || request.alwaysInLine ? { lineMs: LINE_MS } : undefined;
-  const maxDelay = unsubscribe ? MAX_POLL_WITH_PUSH_MS : MAX_POLL_MS;
-  let delay = FIRST_DELAY_MS;
+  const maxDelay = unsubscribe ? POLL_WITH_PUSH_MS : MAX_POLL_MS;
+  let delay = unsubscribe ? POLL_WITH_PUSH_MS : FIRST_DELAY_MS;
   let won = false;
   let unknown = false;
+  // The caller's try already joined the line and the store tells a late listener what it
+  // missed: trying again now would only cost a trip, so sleep until woken.
+  let tried = request.joined === true && unsubscribe !== undefined && store.replaysWakeups === true;
   try {
     for (;;) {
-      signal?.throwIfAborted();
-      woken = false;
-      const sentAt = performance.now();
-      unknown = true;
-      const result = await request.attempt(options);
-      unknown = false;
-      if (result !== null) {
-        won = true;
-        return { granted: result, sentAt };
+      if (!tried) {
+        signal?.throwIfAborted();
+        woken = false;
+        const sentAt = performance.now();
+        unknown = true;
+        const result = await request.attempt(options);
+        unknown = false;
+        if (result !== null) {
+          won = true;
+          return { granted: result, sentAt };
+        }
       }
+      tried = false;
       const remaining = deadline - performance.now();
       if (remaining <= 0) throw new WaitTimeout();
       if (!woken) {

@@ -43,6 +43,8 @@ export interface RedisStoreOptions {
 export class RedisStore implements LockStore {
   readonly kind = 'redis';
   readonly atomic = true;
+  /** A channel's last wake-ups are told to whoever listens after them (see subscriptions.ts). */
+  readonly replaysWakeups = true;
   private readonly timeoutMs: number;
   private readonly subscriptions: ReleaseSubscriptions;
   private readonly deadlines: Deadlines;

@@ -202,6 +202,46 @@ describe.runIf(runs)('redis store on a throwaway server', () => {
       expect(await store.release(k, next)).toBe(true);
     });
 
+    it('a key taken while others are in line is handed on at its release', async () => {
+      // Its holder's lease ran out unreleased, so nobody handed the key to the waiter: whoever
+      // takes it next must still hand it on, or the waiter finds it only by polling.
+      const k = key('taken-past-line');
+      const [a, waiter, c] = [newOwner(), newOwner(), newOwner()];
+      await store.acquire(k, a, 200);
+      expect(await store.acquire(k, waiter, 30_000, { lineMs: 10_000 })).toBeNull();
+      await sleep(300);
+      expect(await store.acquire(k, c, 30_000)).not.toBeNull();
+      expect(await store.release(k, c)).toBe(true);
+      expect((await store.inspect(k))?.owner).toBe(waiter);
+      expect(await store.acquire(k, waiter, 30_000, { lineMs: 10_000 })).not.toBeNull();
+      expect(await store.release(k, waiter)).toBe(true);
+      expect(await client.exists(lockKeys(k).lease, lockKeys(k).line)).toBe(0);
+    });
+
+    it('a listener that comes in after a hand-off on its channel still hears it', async () => {
+      const k = key('late-listener');
+      const [a, b] = [newOwner(), newOwner()];
+      const early: (Handoff | undefined)[] = [];
+      const stopEarly = store.onRelease(k, (handoff) => early.push(handoff));
+      const late: (Handoff | undefined)[] = [];
+      let stopLate = () => {};
+      try {
+        await sleep(100); // subscribed
+        early.length = 0;
+        await store.acquire(k, a, 30_000);
+        expect(await store.acquire(k, b, 30_000, { lineMs: 5_000 })).toBeNull();
+        expect(await store.release(k, a)).toBe(true);
+        // Heard twice: from the release's reply, then over the subscriber connection.
+        await vi_waitFor(() => early.filter((h) => h?.owner === b).length >= 2);
+        stopLate = store.onRelease(k, (handoff) => late.push(handoff));
+        expect(late.map((h) => h?.owner)).toContain(b);
+        expect(await store.release(k, b)).toBe(true);
+      } finally {
+        stopEarly();
+        stopLate();
+      }
+    });
+
     it('holdAtLeast keeps the key held instead of handing it off', async () => {
       const k = key('keep');
       const [a, b] = [newOwner(), newOwner()];
