@@ -99,12 +99,15 @@ export async function waitFor<G extends Acquired>(request: WaitRequest<G>): Prom
   const myTurn = new Promise<void>((resolve) => (turn = resolve));
   const place: Place = { turn };
   line.places.push(place);
-  if (line.places.length === 1) turn();
+  // First here at once: the caller's try that joined the store's line was just made. A waiter
+  // that had to wait for its turn tries again, which also renews a place that may have lapsed.
+  const first = line.places.length === 1;
+  if (first) turn();
   let reached = false;
   try {
     await pause(myTurn, request.deadline, request.signal);
     reached = true;
-    return await attempt(request, line);
+    return await attempt(request, line, request.joined === true && first);
   } finally {
     // Out of time before the first try here: leave the line the caller's own try joined.
     if (!reached && request.joined) request.abandon();
@@ -118,6 +121,7 @@ export async function waitFor<G extends Acquired>(request: WaitRequest<G>): Prom
 async function attempt<G extends Acquired>(
   request: WaitRequest<G>,
   line: Line,
+  justJoined: boolean,
 ): Promise<Granted<G>> {
   const { store, owner, deadline, signal } = request;
   let woken = false;
@@ -139,9 +143,9 @@ async function attempt<G extends Acquired>(
   let delay = unsubscribe ? POLL_WITH_PUSH_MS : FIRST_DELAY_MS;
   let won = false;
   let unknown = false;
-  // The caller's try already joined the line and the store tells a late listener what it
-  // missed: trying again now would only cost a trip, so sleep until woken.
-  let tried = request.joined === true && unsubscribe !== undefined && store.replaysWakeups === true;
+  // The caller's try just joined the line and the store tells a late listener what it missed:
+  // trying again now would only cost a trip, so sleep until woken.
+  let tried = justJoined && unsubscribe !== undefined && store.replaysWakeups === true;
   try {
     for (;;) {
       if (!tried) {

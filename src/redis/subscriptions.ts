@@ -71,11 +71,16 @@ export class ReleaseSubscriptions {
       entry.linger = undefined;
     }
     entry.listeners.add(listener);
-    if (entry.recent.length > 0) notifyEach(listener, entry.recent);
+    const current = entry;
+    if (entry.recent.length > 0) {
+      // Told after `listen` has returned, never from inside it: a listener may end its own
+      // subscription with the function `listen` is about to return (until then unassigned).
+      const missed = [...entry.recent];
+      queueMicrotask(() => replay(current.listeners, listener, missed));
+    }
     let local = here.get(channel);
     if (local === undefined) here.set(channel, (local = new Set()));
     local.add(listener);
-    const current = entry;
     return () => {
       if (local.delete(listener) && local.size === 0 && here.get(channel) === local) {
         here.delete(channel);
@@ -135,8 +140,10 @@ export class ReleaseSubscriptions {
   }
 }
 
-function notifyEach(listener: Listener, messages: readonly string[]): void {
-  for (const message of [...messages]) {
+/** Tell `listener` the wake-ups it came in after, while it still listens. */
+function replay(listeners: Set<Listener>, listener: Listener, messages: readonly string[]): void {
+  for (const message of messages) {
+    if (!listeners.has(listener)) return;
     try {
       listener(message);
     } catch {

@@ -234,11 +234,69 @@ describe.runIf(runs)('redis store on a throwaway server', () => {
         // Heard twice: from the release's reply, then over the subscriber connection.
         await vi_waitFor(() => early.filter((h) => h?.owner === b).length >= 2);
         stopLate = store.onRelease(k, (handoff) => late.push(handoff));
-        expect(late.map((h) => h?.owner)).toContain(b);
+        // Told once onRelease has returned, not from inside it.
+        expect(late).toEqual([]);
+        await vi_waitFor(() => late.some((h) => h?.owner === b));
+        // A listener that stops itself on the missed hand-off can, with the function that
+        // onRelease returns: told from inside onRelease, it could not yet reach it, and a
+        // waiter written that way slept on after the key had been handed to it.
+        const heard = await new Promise<Handoff | undefined>((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new Error('the missed hand-off was not told')),
+            5_000,
+          );
+          const stop = store.onRelease(k, (handoff) => {
+            if (handoff?.owner !== b) return;
+            clearTimeout(timer);
+            stop();
+            resolve(handoff);
+          });
+        });
+        expect(heard?.owner).toBe(b);
         expect(await store.release(k, b)).toBe(true);
       } finally {
         stopEarly();
         stopLate();
+      }
+    });
+
+    it('a waiter that listens only after its key was handed to it is told, and may stop listening from its listener', async () => {
+      // The stress test's waiter below, driven in the order that stranded it: the hand-off
+      // reaches the subscriber connection between the waiter's refused try and its listening.
+      const k = key('missed-then-stopped');
+      const [a, b] = [newOwner(), newOwner()];
+      const stopKeep = store.onRelease(k, () => {}); // the channel stays subscribed
+      try {
+        await sleep(100);
+        await store.acquire(k, a, 30_000);
+        expect(await store.acquire(k, b, 30_000, { lineMs: 2_000 })).toBeNull();
+        const seen: (Handoff | undefined)[] = [];
+        const stopSeen = store.onRelease(k, (h) => seen.push(h));
+        expect(await store.release(k, a)).toBe(true);
+        await vi_waitFor(() => seen.filter((h) => h?.owner === b).length >= 2);
+        stopSeen();
+        let calls = 0;
+        const wait = new Promise<string>((resolve) => {
+          const timer = setTimeout(done, 1_000, 'timer');
+          const stop = store.onRelease(
+            k,
+            (h) => (h === undefined || h.owner === b) && done('told'),
+          );
+          function done(by: string) {
+            calls++;
+            clearTimeout(timer);
+            stop();
+            resolve(by);
+          }
+        });
+        // Its own timer is cleared by the first call, so a call that fails leaves it stranded.
+        const stranded = sleep(5_000).then(() => 'stranded');
+        expect(await Promise.race([wait, stranded])).toBe('told');
+        expect(calls).toBe(1);
+        expect(await store.acquire(k, b, 30_000, { lineMs: 2_000 })).not.toBeNull();
+        expect(await store.release(k, b)).toBe(true);
+      } finally {
+        stopKeep();
       }
     });
 
