@@ -48,10 +48,19 @@ export interface LockStore {
   onRelease?(key: string, listener: (handoff?: Handoff) => void): () => void;
   /**
    * `onRelease` also tells a new listener the wake-ups that came shortly before it listened
-   * (as its subscription's first call does where it was not active yet). A waiter whose first
+   * (after `onRelease` has returned, never from inside it, as its subscription's first call
+   * does where it was not active yet). A waiter whose first
    * `acquire` joined the line then sleeps until woken instead of trying again at once.
    */
   readonly replaysWakeups?: boolean;
+  /**
+   * A `Handoff` that `onRelease` tells the waiter it names is the grant itself: that waiter
+   * holds the key from the hand-off on, for the claim `ttlMs` on the store's clock, and the
+   * store never tells it one made before its last refused `acquire` (void by then). The core
+   * then holds without a confirming `acquire`, counting the claim from when it sent that
+   * refused `acquire`, and extends to its own ttl as usual.
+   */
+  readonly handoffGrants?: boolean;
   /** Free what the store opened itself (connections, subscribers, timers). */
   close?(): Promise<void>;
   /**

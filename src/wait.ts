@@ -14,6 +14,8 @@ export interface Granted<G extends Acquired = Acquired> {
   granted: G;
   /** When the request that won was sent, on `performance.now()`. */
   sentAt: number;
+  /** The lease is this long from `sentAt` (a hand-off's claim), not the requested ttl. */
+  leaseMs?: number;
 }
 
 /**
@@ -41,6 +43,13 @@ export interface WaitRequest<G extends Acquired = Acquired> {
   alwaysInLine?: boolean;
   /** The caller's own try, made before waiting, already joined the store's line. */
   joined?: boolean;
+  /** When the caller sent that try, on `performance.now()`. */
+  joinedAt?: number;
+  /**
+   * Where a hand-off grants the key (the store's `handoffGrants`): the grant it stands for.
+   * Absent: a waiter handed the key confirms with an `acquire`.
+   */
+  handedOff?(handoff: Handoff): G;
 }
 
 /** The wait ran out. */
@@ -130,10 +139,26 @@ async function attempt<G extends Acquired>(
     woken = true;
     wake();
   };
+  // When the last try that the store refused was sent (the caller's own, if it joined), and
+  // whether a try is out now.
+  let refusedAt = request.joined ? request.joinedAt : undefined;
+  let trying = false;
+  let handed: Granted<G> | undefined;
   const unsubscribe = request.subscribe((given?: Handoff) => {
     // Handed to another waiter: the key is held again, so trying now would only cost a trip.
     if (given !== undefined && given.owner !== owner) return;
-    // Handed to us: confirm with an acquire (it refreshes our lease) and count from sending it.
+    // Handed to us where that grants the key: ours from the hand-off, which came after our last
+    // refusal was sent, for its claim. Counted from then, the claim must still be well ahead.
+    if (
+      given?.ttlMs !== undefined &&
+      request.handedOff !== undefined &&
+      !trying &&
+      refusedAt !== undefined &&
+      refusedAt + given.ttlMs - performance.now() > given.ttlMs / 2
+    ) {
+      handed ??= { granted: request.handedOff(given), sentAt: refusedAt, leaseMs: given.ttlMs };
+    }
+    // Otherwise confirm with an acquire (it refreshes our lease) and count from sending it.
     // The message may have waited in a paused process past its claim, the key since taken.
     onWake();
   });
@@ -148,17 +173,24 @@ async function attempt<G extends Acquired>(
   let tried = justJoined && unsubscribe !== undefined && store.replaysWakeups === true;
   try {
     for (;;) {
+      if (handed !== undefined) {
+        won = true;
+        return handed;
+      }
       if (!tried) {
         signal?.throwIfAborted();
         woken = false;
         const sentAt = performance.now();
         unknown = true;
+        trying = true;
         const result = await request.attempt(options);
+        trying = false;
         unknown = false;
         if (result !== null) {
           won = true;
           return { granted: result, sentAt };
         }
+        refusedAt = sentAt;
       }
       tried = false;
       const remaining = deadline - performance.now();

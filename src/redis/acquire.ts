@@ -55,12 +55,23 @@ if ARGV[3] ~= '0' then
   if mark == '' then
     redis.call('SET', lease, '2/' .. last .. '*:' .. owner, 'KEEPTTL')
   end
+  -- Refused in line: when, so that a hand-off older than this refusal is known to be void.
+  return '-' .. fence
 end
 return false
 `,
 );
 
-/** The acquire script's reply: the fence when granted, `null` when the key is held. */
-export function acquired(reply: unknown): Acquired | null {
-  return reply === null || reply === undefined ? null : { fence: BigInt(String(reply)) };
+/**
+ * The acquire script's reply: the fence when granted, `null` when the key is held. A waiter's
+ * refusal is `-<server time in us>`, given to `refused`.
+ */
+export function acquired(reply: unknown, refused?: (at: bigint) => void): Acquired | null {
+  if (reply === null || reply === undefined) return null;
+  const text = String(reply);
+  if (text.startsWith('-')) {
+    refused?.(BigInt(text.slice(1)));
+    return null;
+  }
+  return { fence: BigInt(text) };
 }

@@ -45,6 +45,11 @@ export class RedisStore implements LockStore {
   readonly atomic = true;
   /** A channel's last wake-ups are told to whoever listens after them (see subscriptions.ts). */
   readonly replaysWakeups = true;
+  /**
+   * A hand-off told to its waiter grants the key (the release gave it a claim lease): none is
+   * told that is older than the waiter's last refusal, when it was void already.
+   */
+  readonly handoffGrants = true;
   private readonly timeoutMs: number;
   private readonly subscriptions: ReleaseSubscriptions;
   private readonly deadlines: Deadlines;
@@ -56,6 +61,8 @@ export class RedisStore implements LockStore {
    * the only one that can be admitted next, so only the store whose waiter it is wakes it.
    */
   private readonly inLine = new Set<string>();
+  /** Each waiter's last refusal in an exclusive key's line, on the server's clock (us). */
+  private readonly refusedAt = new Map<string, bigint>();
 
   constructor(
     private readonly driver: RedisDriver,
@@ -85,10 +92,19 @@ export class RedisStore implements LockStore {
   ): Promise<Acquired | null> {
     const lineMs = options?.lineMs ? wholeMs(options.lineMs) : 0;
     const args = [owner, String(wholeMs(ttlMs)), String(lineMs)];
-    return this.call(ACQUIRE, leaseKey(key), args, acquired);
+    return this.call(ACQUIRE, leaseKey(key), args, (reply) => {
+      const got = acquired(reply, (at) => {
+        // Owners that left without a word go once there are many, as in `waiting`.
+        if (this.refusedAt.size >= 10_000) this.refusedAt.clear();
+        this.refusedAt.set(owner, at);
+      });
+      if (got !== null) this.refusedAt.delete(owner);
+      return got;
+    });
   }
 
   release(key: string, owner: string, keepMs = 0): Promise<boolean> {
+    this.refusedAt.delete(owner);
     const lease = leaseKey(key);
     const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
     return this.call(RELEASE, lease, [owner, keep], (reply) => {
@@ -107,9 +123,14 @@ export class RedisStore implements LockStore {
   }
 
   onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
-    return this.subscriptions.listen(leaseKey(key), (message) =>
-      listener(message ? parseHandoff(message) : undefined),
-    );
+    return this.subscriptions.listen(leaseKey(key), (message) => {
+      if (!message) return listener(undefined);
+      const handoff = parseHandoff(message);
+      // Made before the waiter's last refusal (a message that came late): void then.
+      const refused = this.refusedAt.get(handoff.owner);
+      if (refused !== undefined && handoff.fence !== undefined && handoff.fence <= refused) return;
+      listener(handoff);
+    });
   }
 
   async close(): Promise<void> {

@@ -300,6 +300,43 @@ describe.runIf(runs)('redis store on a throwaway server', () => {
       }
     });
 
+    it('a hand-off made before the waiter was refused again is never told to it', async () => {
+      // The hand-off grants the key to whoever it names: one that comes late, after its claim
+      // ran out and the waiter was refused, must not pass for a grant.
+      const k = key('stale-handoff');
+      const [a, b, c] = [newOwner(), newOwner(), newOwner()];
+      const seen: (Handoff | undefined)[] = [];
+      const stopSeen = store.onRelease(k, (h) => seen.push(h));
+      try {
+        await sleep(100); // subscribed
+        await store.acquire(k, a, 30_000);
+        expect(await store.acquire(k, b, 300, { lineMs: 5_000 })).toBeNull();
+        expect(await store.release(k, a)).toBe(true);
+        await vi_waitFor(() => seen.filter((h) => h?.owner === b).length >= 2);
+        const stale = seen.find((h) => h?.owner === b)!;
+        expect(stale.ttlMs).toBeLessThanOrEqual(300);
+        await sleep(400); // b's claim ran out unconfirmed
+        expect(await store.acquire(k, c, 30_000)).not.toBeNull();
+        expect(await store.acquire(k, b, 30_000, { lineMs: 5_000 })).toBeNull();
+        // Told again to a late listener (the channel's last wake-ups): withheld now.
+        const late: (Handoff | undefined)[] = [];
+        const stopLate = store.onRelease(k, (h) => late.push(h));
+        try {
+          await sleep(100);
+          expect(late.filter((h) => h?.owner === b)).toEqual([]);
+          // A hand-off made after that refusal is told.
+          expect(await store.release(k, c)).toBe(true);
+          await vi_waitFor(() => late.some((h) => h?.owner === b));
+          expect(late.find((h) => h?.owner === b)!.fence!).toBeGreaterThan(stale.fence!);
+        } finally {
+          stopLate();
+        }
+        expect(await store.release(k, b)).toBe(true);
+      } finally {
+        stopSeen();
+      }
+    });
+
     it('holdAtLeast keeps the key held instead of handing it off', async () => {
       const k = key('keep');
       const [a, b] = [newOwner(), newOwner()];
