@@ -133,8 +133,12 @@ export interface SharedLeases {
   extend(key: string, owner: string, ttlMs: number): Promise<boolean>;
   /** The live leases on `key`, oldest first; empty when none. */
   inspect(key: string): Promise<LeaseInfo[]>;
-  /** As `LockStore.onRelease`: a lease of `key` ended or a place in its line opened. */
-  onRelease?(key: string, listener: () => void): () => void;
+  /**
+   * As `LockStore.onRelease`: a lease of `key` ended or a place in its line opened. A store
+   * with `handoffGrants` may hand a freed permit (weight 1, no shared fence) to the first in
+   * line in the release itself and tell it as a `Handoff`, with the same promise.
+   */
+  onRelease?(key: string, listener: (handoff?: Handoff) => void): () => void;
 }
 
 export interface SharedRequest {

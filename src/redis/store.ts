@@ -61,7 +61,7 @@ export class RedisStore implements LockStore {
    * the only one that can be admitted next, so only the store whose waiter it is wakes it.
    */
   private readonly inLine = new Set<string>();
-  /** Each waiter's last refusal in an exclusive key's line, on the server's clock (us). */
+  /** Each waiter's last refusal in a line, on the server's clock (us). */
   private readonly refusedAt = new Map<string, bigint>();
 
   constructor(
@@ -93,11 +93,7 @@ export class RedisStore implements LockStore {
     const lineMs = options?.lineMs ? wholeMs(options.lineMs) : 0;
     const args = [owner, String(wholeMs(ttlMs)), String(lineMs)];
     return this.call(ACQUIRE, leaseKey(key), args, (reply) => {
-      const got = acquired(reply, (at) => {
-        // Owners that left without a word go once there are many, as in `waiting`.
-        if (this.refusedAt.size >= 10_000) this.refusedAt.clear();
-        this.refusedAt.set(owner, at);
-      });
+      const got = acquired(reply, (at) => this.refused(owner, at));
       if (got !== null) this.refusedAt.delete(owner);
       return got;
     });
@@ -126,10 +122,7 @@ export class RedisStore implements LockStore {
     return this.subscriptions.listen(leaseKey(key), (message) => {
       if (!message) return listener(undefined);
       const handoff = parseHandoff(message);
-      // Made before the waiter's last refusal (a message that came late): void then.
-      const refused = this.refusedAt.get(handoff.owner);
-      if (refused !== undefined && handoff.fence !== undefined && handoff.fence <= refused) return;
-      listener(handoff);
+      if (this.fresh(handoff)) listener(handoff);
     });
   }
 
@@ -150,6 +143,19 @@ export class RedisStore implements LockStore {
   ): Promise<T> {
     if (this.closed) return Promise.reject(new Error('the Redis store was closed'));
     return this.deadlines.run(this.driver.run(script, lease, args), convert);
+  }
+
+  /** A waiter was refused at `at` (server time, us). */
+  private refused(owner: string, at: bigint): void {
+    // Owners that left without a word go once there are many, as in `waiting`.
+    if (this.refusedAt.size >= 10_000) this.refusedAt.clear();
+    this.refusedAt.set(owner, at);
+  }
+
+  /** Not made before its waiter's last refusal (a message that came late): void then. */
+  private fresh(handoff: Handoff): boolean {
+    const refused = this.refusedAt.get(handoff.owner);
+    return refused === undefined || handoff.fence === undefined || handoff.fence > refused;
   }
 
   /** Note a waiter; owners that left without a word go once there are many. */
@@ -211,6 +217,9 @@ export class RedisStore implements LockStore {
     // Readers share the last write's fence, so a read/write lock keeps it a while after its
     // last lease; a semaphore's permits share nothing and leave nothing.
     const linger = namespace === 'rw' ? String(SHARED_FENCE_LINGER_MS) : '0';
+    // A freed permit goes to the first waiter in the release itself; readers and writers are
+    // woken and come in by their own acquire (a reader's fence is the last write's).
+    const handOver = namespace === 'permits' ? '1' : '0';
     const names = (key: string) => {
       const k = sharedKeys(key, namespace);
       return [k.holders, k.data, k.line, k.places];
@@ -229,22 +238,33 @@ export class RedisStore implements LockStore {
         // In the set before sending, so that a wake-up racing the reply is not missed.
         if (request.lineMs) this.waiting(owner);
         return this.call(SHARED_ACQUIRE, names(key), args, (reply) => {
-          const got = acquiredShared(reply);
-          if (got !== null) this.inLine.delete(owner);
+          const got = acquiredShared(reply, (at) => this.refused(owner, at));
+          if (got !== null) {
+            this.inLine.delete(owner);
+            this.refusedAt.delete(owner);
+          }
           return got;
         });
       },
       release: (key, owner, keepMs = 0) => {
         this.inLine.delete(owner);
+        this.refusedAt.delete(owner);
         const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
-        return this.call(SHARED_RELEASE, names(key), [owner, keep, linger], isOne);
+        return this.call(SHARED_RELEASE, names(key), [owner, keep, handOver, linger], isOne);
       },
       extend: (key, owner, ttlMs) =>
         this.call(SHARED_EXTEND, names(key), [owner, String(wholeMs(ttlMs)), linger], isOne),
       inspect: (key) => this.call(SHARED_INSPECT, names(key), [], sharedLeases),
       onRelease: (key, listener) =>
-        this.subscriptions.listen(sharedKeys(key, namespace).channel, (next) => {
-          if (next === undefined || this.inLine.has(next)) listener();
+        this.subscriptions.listen(sharedKeys(key, namespace).channel, (message) => {
+          if (message === undefined) return listener();
+          // A permit handed over, '<fence>:<claimMs>:<owner>', or the first in line's name.
+          if (!/^\d+:\d+:/.test(message)) {
+            if (this.inLine.has(message)) listener();
+            return;
+          }
+          const handoff = parseHandoff(message);
+          if (this.inLine.has(handoff.owner) && this.fresh(handoff)) listener(handoff);
         }),
     };
   }

@@ -1,4 +1,4 @@
-import { closeAll, Lock } from 'cachelock';
+import { closeAll, Lock, Semaphore } from 'cachelock';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binaryOrSkip } from '../support/reachable.js';
@@ -50,6 +50,41 @@ describe.runIf(runs)('waiting on a Redis key (throwaway server)', () => {
     // One try that joins the line and the release that hands the key on: the hand-off is the
     // grant. (A hand-off that comes while the waiter's own try is out is confirmed by it.)
     for (const cost of perSection) expect(cost).toBeLessThanOrEqual(2.5);
+  });
+
+  it('a contended permit costs two scripts: the release hands it to the first in line', async () => {
+    const key = `cachelock:test:${process.pid}:permits`;
+    const clients = Array.from({ length: 6 }, () => new Redis(server.port, '127.0.0.1'));
+    const semaphores = clients.map(
+      (cache) => new Semaphore(key, { cache, permits: 2, ttl: '10s', wait: '30s' }),
+    );
+    let inside = 0;
+    let most = 0;
+    const run = (sections: number) =>
+      Promise.all(
+        semaphores.map(async (semaphore) => {
+          for (let i = 0; i < sections; i++) {
+            const permit = await semaphore.acquire();
+            most = Math.max(most, ++inside);
+            await sleep(1);
+            inside--;
+            await permit.release();
+          }
+        }),
+      );
+    try {
+      await run(2);
+      await server.cli('CONFIG', 'RESETSTAT');
+      const sections = 10;
+      await run(sections);
+      const stats = await server.cli('INFO', 'commandstats');
+      const scripts = Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+      expect(most).toBeLessThanOrEqual(2);
+      // The try that joins the line and the release that hands the permit on.
+      expect(scripts / (semaphores.length * sections)).toBeLessThanOrEqual(2.5);
+    } finally {
+      for (const c of clients) c.disconnect();
+    }
   });
 
   it('a waiter granted by a hand-off is extended to its ttl before the claim runs out', async () => {
