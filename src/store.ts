@@ -37,7 +37,8 @@ export interface LockStore {
    * may announce only the releases that a waiter asked for (an `acquire` with `lineMs` that
    * found the key held), as the core's waiters always do. A store that hands a released key
    * straight to the next waiter in line passes the new holder: that waiter then confirms with
-   * `acquire` at once, and the others keep waiting. Returns the unsubscribe function. Absent:
+   * `acquire` at once (or holds on the hand-off itself, see `handoffGrants`), and the others
+   * keep waiting. Returns the unsubscribe function. Absent:
    * the core polls.
    *
    * The core tries again once it has subscribed (unless `replaysWakeups`), so a release between
@@ -177,9 +178,10 @@ export interface AcquireOptions {
 }
 
 /**
- * A store handed a released key to a waiter. It is news, not a grant: the message can reach a
- * paused waiter after its claim ran out and another owner took the key, so the waiter confirms
- * with `acquire` (which refreshes a lease it still holds) and counts its lease from sending that.
+ * A store handed a released key to a waiter. Unless the store has `handoffGrants` it is news,
+ * not a grant: the message can reach a paused waiter after its claim ran out and another owner
+ * took the key, so the waiter confirms with `acquire` (which refreshes a lease it still holds)
+ * and counts its lease from sending that.
  */
 export interface Handoff {
   owner: string;
