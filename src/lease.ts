@@ -16,7 +16,7 @@ import {
   type LeaseInfo,
   type LockStore,
 } from './store.js';
-import { hasLines, hasWaiters, released, WaitTimeout, waitFor } from './wait.js';
+import { hasLines, hasWaiters, LINE_MS, released, WaitTimeout, waitFor } from './wait.js';
 import { reschedule, unwatch, type Watched, watch } from './watchdog.js';
 
 /** What `Lock.inspect` and `Semaphore.inspect` report about a holder. */
@@ -72,6 +72,8 @@ export interface LeaseBinding<G extends Acquired = Acquired> {
   /** Who holds it now, or `null`; never rejects for the caller (it is only for a message). */
   holder(store: LockStore): Promise<Refusal | null>;
   subscribe(store: LockStore, listener: (handoff?: Handoff) => void): (() => void) | undefined;
+  /** The grant a hand-off of this lease's one key stands for, where it is one key. */
+  handedOff?(handoff: Handoff): G;
 }
 
 enum State {
@@ -237,10 +239,16 @@ export class Lease<G extends Acquired = Acquired> {
       binding.check?.(store);
       const owner = newOwner();
       const started = performance.now();
+      // A try that may wait joins the store's line at once where waiters keep a place there,
+      // so that a release hands the key to it and nobody passes it meanwhile.
+      let joined = false;
       if (waitMs === 0 || !hasWaiters(store, binding.line)) {
+        joined = waitMs > 0 && (binding.alwaysInLine === true || store.onRelease !== undefined);
         let result: G | null;
         try {
-          result = await binding.acquire(store, owner, ttlMs);
+          result = joined
+            ? await binding.acquire(store, owner, ttlMs, { lineMs: LINE_MS })
+            : await binding.acquire(store, owner, ttlMs);
         } catch (error) {
           this.#abandon(store, owner);
           throw storeError(binding.key, 'acquire', error, store);
@@ -262,11 +270,19 @@ export class Lease<G extends Acquired = Acquired> {
           deadline: started + waitMs,
           signal,
           alwaysInLine: binding.alwaysInLine,
+          joined,
+          joinedAt: started,
+          // A hand-off's claim lasts at most the place's lineMs: held on it, the lease is
+          // extended to the ttl as usual, so only where it will be or the claim is the ttl.
+          handedOff:
+            store.handoffGrants === true && (this.#settings.autoExtend || ttlMs <= LINE_MS)
+              ? binding.handedOff?.bind(binding)
+              : undefined,
           attempt: (options) => binding.acquire(store, owner, ttlMs, options),
           subscribe: (listener) => binding.subscribe(store, listener),
           abandon: () => this.#abandon(store, owner),
         });
-        this.#grant(store, owner, won.granted, won.sentAt, started);
+        this.#grant(store, owner, won.granted, won.sentAt, started, won.leaseMs);
         return value;
       } catch (error) {
         if (error instanceof WaitTimeout) {
@@ -457,7 +473,14 @@ export class Lease<G extends Acquired = Acquired> {
     this.binding.release(store, owner).catch(() => {});
   }
 
-  #grant(store: LockStore, owner: string, granted: G, sentAt: number, started: number): void {
+  #grant(
+    store: LockStore,
+    owner: string,
+    granted: G,
+    sentAt: number,
+    started: number,
+    claimMs?: number,
+  ): void {
     this.#setStore(store);
     this.#owner = owner;
     this.#granted = granted;
@@ -467,8 +490,10 @@ export class Lease<G extends Acquired = Acquired> {
     this.#extending = false;
     this.#grantedAt = performance.now();
     this.#leaseMs = this.#settings.ttlMs;
-    this.#expiresAt = sentAt + this.#leaseMs;
-    this.#nextExtendAt = sentAt + this.#leaseMs / 3;
+    // A hand-off's claim may be shorter than the ttl: the first extension comes sooner.
+    const grantedMs = Math.min(claimMs ?? this.#leaseMs, this.#leaseMs);
+    this.#expiresAt = sentAt + grantedMs;
+    this.#nextExtendAt = sentAt + grantedMs / 3;
     const watched = (this.#watched ??= { dueAt: 0, tick: (now) => this.#tick(now), slot: -1 });
     watched.dueAt = this.#dueAt();
     watch(watched);

@@ -248,6 +248,10 @@ class OneKey implements LeaseBinding {
   subscribe(store: LockStore, listener: (handoff?: Handoff) => void) {
     return store.onRelease?.(this.#storeKey, listener);
   }
+
+  handedOff(handoff: Handoff) {
+    return handoff.fence === undefined ? {} : { fence: handoff.fence };
+  }
 }
 
 /**

@@ -123,7 +123,12 @@ class Shared {
         const [first] = await leases(store).inspect(storeKey);
         return first === undefined ? null : { holder: first };
       },
-      subscribe: (store, listener) => leases(store).onRelease?.(storeKey, () => listener()),
+      subscribe: (store, listener) => leases(store).onRelease?.(storeKey, listener),
+      // A permit handed over in a release: the grant itself where the store says so.
+      handedOff:
+        this.#capability === 'permits'
+          ? (handoff) => (handoff.fence === undefined ? {} : { fence: handoff.fence })
+          : undefined,
     };
   }
 

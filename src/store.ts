@@ -37,15 +37,31 @@ export interface LockStore {
    * may announce only the releases that a waiter asked for (an `acquire` with `lineMs` that
    * found the key held), as the core's waiters always do. A store that hands a released key
    * straight to the next waiter in line passes the new holder: that waiter then confirms with
-   * `acquire` at once, and the others keep waiting. Returns the unsubscribe function. Absent:
+   * `acquire` at once (or holds on the hand-off itself, see `handoffGrants`), and the others
+   * keep waiting. Returns the unsubscribe function. Absent:
    * the core polls.
    *
-   * The core subscribes before it tries to acquire, so a release between a failed attempt and
-   * the wake-up cannot be missed. A store whose subscription becomes active only later (a pub/sub
+   * The core tries again once it has subscribed (unless `replaysWakeups`), so a release between
+   * a failed attempt and the subscription cannot be missed. A store whose subscription becomes active only later (a pub/sub
    * SUBSCRIBE, a LISTEN) calls `listener` once when it does, so that the waiter tries again
    * and catches a release that happened in between. Spurious calls are harmless.
    */
   onRelease?(key: string, listener: (handoff?: Handoff) => void): () => void;
+  /**
+   * `onRelease` also tells a new listener the wake-ups that came shortly before it listened
+   * (after `onRelease` has returned, never from inside it, as its subscription's first call
+   * does where it was not active yet). A waiter whose first
+   * `acquire` joined the line then sleeps until woken instead of trying again at once.
+   */
+  readonly replaysWakeups?: boolean;
+  /**
+   * A `Handoff` that `onRelease` tells the waiter it names is the grant itself: that waiter
+   * holds the key from the hand-off on, for the claim `ttlMs` on the store's clock, and the
+   * store never tells it one made before its last refused `acquire` (void by then). The core
+   * then holds without a confirming `acquire`, counting the claim from when it sent that
+   * refused `acquire`, and extends to its own ttl as usual.
+   */
+  readonly handoffGrants?: boolean;
   /** Free what the store opened itself (connections, subscribers, timers). */
   close?(): Promise<void>;
   /**
@@ -124,8 +140,12 @@ export interface SharedLeases {
   extend(key: string, owner: string, ttlMs: number): Promise<boolean>;
   /** The live leases on `key`, oldest first; empty when none. */
   inspect(key: string): Promise<LeaseInfo[]>;
-  /** As `LockStore.onRelease`: a lease of `key` ended or a place in its line opened. */
-  onRelease?(key: string, listener: () => void): () => void;
+  /**
+   * As `LockStore.onRelease`: a lease of `key` ended or a place in its line opened. A store
+   * with `handoffGrants` may hand a freed permit (weight 1, no shared fence) to the first in
+   * line in the release itself and tell it as a `Handoff`, with the same promise.
+   */
+  onRelease?(key: string, listener: (handoff?: Handoff) => void): () => void;
 }
 
 export interface SharedRequest {
@@ -164,9 +184,10 @@ export interface AcquireOptions {
 }
 
 /**
- * A store handed a released key to a waiter. It is news, not a grant: the message can reach a
- * paused waiter after its claim ran out and another owner took the key, so the waiter confirms
- * with `acquire` (which refreshes a lease it still holds) and counts its lease from sending that.
+ * A store handed a released key to a waiter. Unless the store has `handoffGrants` it is news,
+ * not a grant: the message can reach a paused waiter after its claim ran out and another owner
+ * took the key, so the waiter confirms with `acquire` (which refreshes a lease it still holds)
+ * and counts its lease from sending that.
  */
 export interface Handoff {
   owner: string;

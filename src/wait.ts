@@ -14,6 +14,8 @@ export interface Granted<G extends Acquired = Acquired> {
   granted: G;
   /** When the request that won was sent, on `performance.now()`. */
   sentAt: number;
+  /** The lease is this long from `sentAt` (a hand-off's claim), not the requested ttl. */
+  leaseMs?: number;
 }
 
 /**
@@ -39,6 +41,15 @@ export interface WaitRequest<G extends Acquired = Acquired> {
    * come, first served, so a waiter that is not in line could be passed forever.
    */
   alwaysInLine?: boolean;
+  /** The caller's own try, made before waiting, already joined the store's line. */
+  joined?: boolean;
+  /** When the caller sent that try, on `performance.now()`. */
+  joinedAt?: number;
+  /**
+   * Where a hand-off grants the key (the store's `handoffGrants`): the grant it stands for.
+   * Absent: a waiter handed the key confirms with an `acquire`.
+   */
+  handedOff?(handoff: Handoff): G;
 }
 
 /** The wait ran out. */
@@ -46,10 +57,12 @@ export class WaitTimeout extends Error {}
 
 const FIRST_DELAY_MS = 5;
 const MAX_POLL_MS = 200;
-// With push wake-ups polling only covers leases that expire without a release.
-const MAX_POLL_WITH_PUSH_MS = 1_000;
+// With push wake-ups a waiter in line is told when the key is handed to it or freed, so it
+// polls only to renew its place and to find leases that expired without a release: at this
+// pace from the start, not after a ramp, since every early poll is a script run for nothing.
+const POLL_WITH_PUSH_MS = 1_000;
 // How long a waiter stays in a store's line without renewing its place (it renews on every
-// attempt, at least once per MAX_POLL_WITH_PUSH_MS), so a waiter that dies leaves it soon.
+// attempt, at least once per POLL_WITH_PUSH_MS), so a waiter that dies leaves it soon.
 export const LINE_MS = 3_000;
 
 interface Place {
@@ -101,11 +114,18 @@ export async function waitFor<G extends Acquired>(request: WaitRequest<G>): Prom
   const myTurn = new Promise<void>((resolve) => (turn = resolve));
   const place: Place = { turn };
   line.places.push(place);
-  if (line.places.length === 1) turn();
+  // First here at once: the caller's try that joined the store's line was just made. A waiter
+  // that had to wait for its turn tries again, which also renews a place that may have lapsed.
+  const first = line.places.length === 1;
+  if (first) turn();
+  let reached = false;
   try {
     await pause(myTurn, request.deadline, request.signal);
-    return await attempt(request, line);
+    reached = true;
+    return await attempt(request, line, request.joined === true && first);
   } finally {
+    // Out of time before the first try here: leave the line the caller's own try joined.
+    if (!reached && request.joined) request.abandon();
     const index = line.places.indexOf(place);
     if (index >= 0) line.places.splice(index, 1);
     if (index === 0 && line.places.length > 0) line.places[0]!.turn();
@@ -116,39 +136,69 @@ export async function waitFor<G extends Acquired>(request: WaitRequest<G>): Prom
 async function attempt<G extends Acquired>(
   request: WaitRequest<G>,
   line: Line,
+  justJoined: boolean,
 ): Promise<Granted<G>> {
-  const { owner, deadline, signal } = request;
+  const { store, owner, deadline, signal } = request;
   let woken = false;
   let wake: () => void = noop;
   const onWake = () => {
     woken = true;
     wake();
   };
+  // When the last try that the store refused was sent (the caller's own, if it joined), and
+  // whether a try is out now.
+  let refusedAt = request.joined ? request.joinedAt : undefined;
+  let trying = false;
+  let handed: Granted<G> | undefined;
   const unsubscribe = request.subscribe((given?: Handoff) => {
     // Handed to another waiter: the key is held again, so trying now would only cost a trip.
     if (given !== undefined && given.owner !== owner) return;
-    // Handed to us: confirm with an acquire (it refreshes our lease) and count from sending it.
+    // Handed to us where that grants the key: ours from the hand-off, which came after our last
+    // refusal was sent, for its claim. Counted from then, the claim must still be well ahead.
+    if (
+      given?.ttlMs !== undefined &&
+      request.handedOff !== undefined &&
+      !trying &&
+      refusedAt !== undefined &&
+      refusedAt + given.ttlMs - performance.now() > given.ttlMs / 2
+    ) {
+      handed ??= { granted: request.handedOff(given), sentAt: refusedAt, leaseMs: given.ttlMs };
+    }
+    // Otherwise confirm with an acquire (it refreshes our lease) and count from sending it.
     // The message may have waited in a paused process past its claim, the key since taken.
     onWake();
   });
   line.poke = onWake;
   const options = unsubscribe || request.alwaysInLine ? { lineMs: LINE_MS } : undefined;
-  const maxDelay = unsubscribe ? MAX_POLL_WITH_PUSH_MS : MAX_POLL_MS;
-  let delay = FIRST_DELAY_MS;
+  const maxDelay = unsubscribe ? POLL_WITH_PUSH_MS : MAX_POLL_MS;
+  let delay = unsubscribe ? POLL_WITH_PUSH_MS : FIRST_DELAY_MS;
   let won = false;
   let unknown = false;
+  // The caller's try just joined the line and the store tells a late listener what it missed:
+  // trying again now would only cost a trip, so sleep until woken.
+  let tried = justJoined && unsubscribe !== undefined && store.replaysWakeups === true;
   try {
     for (;;) {
-      signal?.throwIfAborted();
-      woken = false;
-      const sentAt = performance.now();
-      unknown = true;
-      const result = await request.attempt(options);
-      unknown = false;
-      if (result !== null) {
+      if (handed !== undefined) {
         won = true;
-        return { granted: result, sentAt };
+        return handed;
       }
+      if (!tried) {
+        signal?.throwIfAborted();
+        woken = false;
+        const sentAt = performance.now();
+        unknown = true;
+        trying = true;
+        const result = await request.attempt(options);
+        trying = false;
+        unknown = false;
+        if (result !== null) {
+          won = true;
+          return { granted: result, sentAt };
+        }
+        refusedAt = sentAt;
+      }
+      tried = false;
       const remaining = deadline - performance.now();
       if (remaining <= 0) throw new WaitTimeout();
       if (!woken) {

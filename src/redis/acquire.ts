@@ -9,7 +9,7 @@ import { script } from './script.js';
  * The lease value is `2/<fence>:<owner>` (see keys.ts for the layout). A fence is the
  * server's time in microseconds: a free key has no state, and its last fence was issued at
  * least a round trip before its release (see release.ts for hand-offs). The free key's fast
- * path is two calls. The owner already holding the key (a hand-off granted it, or a retry
+ * path is three calls. The owner already holding the key (a hand-off granted it, or a retry
  * after a lost reply) gets its lease refreshed and the same fence. A waiter that finds the key
  * held joins the line (or keeps its place and pushes its deadline), and marks the lease
  * `2/<fence>*:<owner>` so that its release knows to hand the key on.
@@ -20,8 +20,14 @@ export const ACQUIRE = script(
 local now = redis.call('TIME')
 local fence = now[1] .. string.sub('00000' .. now[2], -6)
 if redis.call('SET', lease, '2/' .. fence .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if ARGV[3] ~= '0' and redis.call('ZREM', lease .. ':v2:line', ARGV[1]) == 1 then
+  local line = lease .. ':v2:line'
+  if ARGV[3] ~= '0' and redis.call('ZREM', line, ARGV[1]) == 1 then
     redis.call('HDEL', lease .. ':v2:waiters', ARGV[1])
+  end
+  -- Free with others still in line (a lease or claim ran out): marked, so that the release
+  -- hands the key on rather than leaving them to find it by polling.
+  if redis.call('EXISTS', line) == 1 then
+    redis.call('SET', lease, '2/' .. fence .. '*:' .. ARGV[1], 'KEEPTTL')
   end
   return fence
 end
@@ -49,12 +55,23 @@ if ARGV[3] ~= '0' then
   if mark == '' then
     redis.call('SET', lease, '2/' .. last .. '*:' .. owner, 'KEEPTTL')
   end
+  -- Refused in line: when, so that a hand-off older than this refusal is known to be void.
+  return '-' .. fence
 end
 return false
 `,
 );
 
-/** The acquire script's reply: the fence when granted, `null` when the key is held. */
-export function acquired(reply: unknown): Acquired | null {
-  return reply === null || reply === undefined ? null : { fence: BigInt(String(reply)) };
+/**
+ * The acquire script's reply: the fence when granted, `null` when the key is held. A waiter's
+ * refusal is `-<server time in us>`, given to `refused`.
+ */
+export function acquired(reply: unknown, refused?: (at: bigint) => void): Acquired | null {
+  if (reply === null || reply === undefined) return null;
+  const text = String(reply);
+  if (text.startsWith('-')) {
+    refused?.(BigInt(text.slice(1)));
+    return null;
+  }
+  return { fence: BigInt(text) };
 }

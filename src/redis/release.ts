@@ -62,7 +62,7 @@ end
  * the line while it was held) is just deleted: two calls. A marked one (`2/<fence>*:<owner>`)
  * goes to the first waiter in line whose place has not lapsed, in this same step: it gets a
  * higher fence and a claim lease (at most its lineMs, so a waiter that died in line holds the
- * key up only that long, and it confirms with an acquire), and the channel says who holds it
+ * key up only that long; it holds on the message, see store.ts), and the channel says who holds it
  * now: `<fence>:<claimMs>:<owner>`. The reply says the same, so that a waiter in the releasing
  * process learns it without waiting for the message. With nobody live in line the key is
  * freed and the channel says so (an empty message). A non-holder's release only leaves the

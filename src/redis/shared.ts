@@ -141,6 +141,9 @@ if line_ms > 0 then
   local keep = int(math.max(redis.call('PTTL', line), line_ms))
   redis.call('PEXPIRE', line, keep)
   redis.call('PEXPIRE', places, keep)
+  expire()
+  -- Refused in line: when, so that a hand-over older than this refusal is known to be void.
+  return '-' .. int(now_us)
 end
 expire()
 return false
@@ -148,12 +151,31 @@ return false
 );
 
 /**
- * ARGV: owner, keepMs, lingerMs. Leaves the line; ends the owner's lease (or shortens it to keepMs) and
- * returns 1 if it held one, else 0. Wakes the waiters when the first in line would now fit.
+ * ARGV: owner, keepMs, handOver ('1': permits, handed over), lingerMs. Leaves the line; ends
+ * the owner's lease (or shortens it to keepMs) and returns 1 if it held one, else 0. Wakes the
+ * first in line when it would now fit; with handOver, admits it here instead (and the next
+ * while they fit), each for a claim of what was left of its place, and tells each
+ * `<fence>:<claimMs>:<owner>`, so that a permit goes to its waiter in this one step.
  */
 export const SHARED_RELEASE = script(
   'release-shared',
   `${COMMON}
+local function hand_over(total)
+  while true do
+    local first, weight, limit = head()
+    if not first or total + weight > limit then return end
+    local claim = tonumber(string.match(redis.call('HGET', places, first), '^(%d+)')) - now_ms
+    local seq = int(math.max(now_us, (tonumber(last) or 0) + 1))
+    last = seq
+    redis.call('HSET', data, 'last', seq, 'share', seq, 'o' .. first, seq .. ':' .. weight .. ':' .. seq)
+    redis.call('HINCRBY', data, 'total', weight)
+    redis.call('ZADD', holders, int(now_ms + claim), first)
+    redis.call('ZREM', line, first)
+    redis.call('HDEL', places, first)
+    redis.call('PUBLISH', holders, seq .. ':' .. int(claim) .. ':' .. first)
+    total = total + weight
+  end
+end
 local owner = ARGV[1]
 local left = redis.call('ZREM', line, owner) == 1
 if left then redis.call('HDEL', places, owner) end
@@ -170,7 +192,9 @@ elseif holds then
     redis.call('HINCRBY', data, 'total', int(-w))
   end
 end
-if (holds and ARGV[2] == '0') or left then wake(total) end
+if (holds and ARGV[2] == '0') or left then
+  if ARGV[3] == '1' then hand_over(total) else wake(total) end
+end
 expire()
 return holds and 1 or 0
 `,
@@ -209,9 +233,18 @@ return leases
 `,
 );
 
-/** The acquire script's reply: the fence when admitted, `null` when refused. */
-export function acquiredShared(reply: unknown): Acquired | null {
-  return reply === null || reply === undefined ? null : { fence: BigInt(String(reply)) };
+/**
+ * The acquire script's reply: the fence when admitted, `null` when refused. A waiter's refusal
+ * is `-<server time in us>`, given to `refused`.
+ */
+export function acquiredShared(reply: unknown, refused?: (at: bigint) => void): Acquired | null {
+  if (reply === null || reply === undefined) return null;
+  const text = String(reply);
+  if (text.startsWith('-')) {
+    refused?.(BigInt(text.slice(1)));
+    return null;
+  }
+  return { fence: BigInt(text) };
 }
 
 /** The inspect script's reply, oldest lease first. */

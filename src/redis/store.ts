@@ -43,6 +43,13 @@ export interface RedisStoreOptions {
 export class RedisStore implements LockStore {
   readonly kind = 'redis';
   readonly atomic = true;
+  /** A channel's last wake-ups are told to whoever listens after them (see subscriptions.ts). */
+  readonly replaysWakeups = true;
+  /**
+   * A hand-off told to its waiter grants the key (the release gave it a claim lease): none is
+   * told that is older than the waiter's last refusal, when it was void already.
+   */
+  readonly handoffGrants = true;
   private readonly timeoutMs: number;
   private readonly subscriptions: ReleaseSubscriptions;
   private readonly deadlines: Deadlines;
@@ -56,6 +63,8 @@ export class RedisStore implements LockStore {
    * the only one that can be admitted next, so only the store whose waiter it is wakes it.
    */
   private readonly inLine = new Set<string>();
+  /** Each waiter's last refusal in a line, on the server's clock (us). */
+  private readonly refusedAt = new Map<string, bigint>();
 
   constructor(
     private readonly driver: RedisDriver,
@@ -86,10 +95,15 @@ export class RedisStore implements LockStore {
   ): Promise<Acquired | null> {
     const lineMs = options?.lineMs ? wholeMs(options.lineMs) : 0;
     const args = [owner, String(wholeMs(ttlMs)), String(lineMs)];
-    return this.call(ACQUIRE, leaseKey(key), args, acquired);
+    return this.call(ACQUIRE, leaseKey(key), args, (reply) => {
+      const got = acquired(reply, (at) => this.refused(owner, at));
+      if (got !== null) this.refusedAt.delete(owner);
+      return got;
+    });
   }
 
   release(key: string, owner: string, keepMs = 0): Promise<boolean> {
+    this.refusedAt.delete(owner);
     const lease = leaseKey(key);
     const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
     return this.call(RELEASE, lease, [owner, keep], (reply) => {
@@ -108,9 +122,11 @@ export class RedisStore implements LockStore {
   }
 
   onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
-    return this.subscriptions.listen(leaseKey(key), (message) =>
-      listener(message ? parseHandoff(message) : undefined),
-    );
+    return this.subscriptions.listen(leaseKey(key), (message) => {
+      if (!message) return listener(undefined);
+      const handoff = parseHandoff(message);
+      if (this.fresh(handoff)) listener(handoff);
+    });
   }
 
   async close(): Promise<void> {
@@ -130,6 +146,19 @@ export class RedisStore implements LockStore {
   ): Promise<T> {
     if (this.closed) return Promise.reject(new Error('the Redis store was closed'));
     return this.deadlines.run(this.driver.run(script, lease, args), convert);
+  }
+
+  /** A waiter was refused at `at` (server time, us). */
+  private refused(owner: string, at: bigint): void {
+    // Owners that left without a word go once there are many, as in `waiting`.
+    if (this.refusedAt.size >= 10_000) this.refusedAt.clear();
+    this.refusedAt.set(owner, at);
+  }
+
+  /** Not made before its waiter's last refusal (a message that came late): void then. */
+  private fresh(handoff: Handoff): boolean {
+    const refused = this.refusedAt.get(handoff.owner);
+    return refused === undefined || handoff.fence === undefined || handoff.fence > refused;
   }
 
   /** Note a waiter; owners that left without a word go once there are many. */
@@ -197,6 +226,9 @@ export class RedisStore implements LockStore {
     // Readers share the last write's fence, so a read/write lock keeps it a while after its
     // last lease; a semaphore's permits share nothing and leave nothing.
     const linger = namespace === 'rw' ? String(SHARED_FENCE_LINGER_MS) : '0';
+    // A freed permit goes to the first waiter in the release itself; readers and writers are
+    // woken and come in by their own acquire (a reader's fence is the last write's).
+    const handOver = namespace === 'permits' ? '1' : '0';
     const names = (key: string) => {
       const k = sharedKeys(key, namespace);
       return [k.holders, k.data, k.line, k.places];
@@ -215,22 +247,33 @@ export class RedisStore implements LockStore {
         // In the set before sending, so that a wake-up racing the reply is not missed.
         if (request.lineMs) this.waiting(owner);
         return this.call(SHARED_ACQUIRE, names(key), args, (reply) => {
-          const got = acquiredShared(reply);
-          if (got !== null) this.inLine.delete(owner);
+          const got = acquiredShared(reply, (at) => this.refused(owner, at));
+          if (got !== null) {
+            this.inLine.delete(owner);
+            this.refusedAt.delete(owner);
+          }
           return got;
         });
       },
       release: (key, owner, keepMs = 0) => {
         this.inLine.delete(owner);
+        this.refusedAt.delete(owner);
         const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
-        return this.call(SHARED_RELEASE, names(key), [owner, keep, linger], isOne);
+        return this.call(SHARED_RELEASE, names(key), [owner, keep, handOver, linger], isOne);
       },
       extend: (key, owner, ttlMs) =>
         this.call(SHARED_EXTEND, names(key), [owner, String(wholeMs(ttlMs)), linger], isOne),
       inspect: (key) => this.call(SHARED_INSPECT, names(key), [], sharedLeases),
       onRelease: (key, listener) =>
-        this.subscriptions.listen(sharedKeys(key, namespace).channel, (next) => {
-          if (next === undefined || this.inLine.has(next)) listener();
+        this.subscriptions.listen(sharedKeys(key, namespace).channel, (message) => {
+          if (message === undefined) return listener();
+          // A permit handed over, '<fence>:<claimMs>:<owner>', or the first in line's name.
+          if (!/^\d+:\d+:/.test(message)) {
+            if (this.inLine.has(message)) listener();
+            return;
+          }
+          const handoff = parseHandoff(message);
+          if (this.inLine.has(handoff.owner) && this.fresh(handoff)) listener(handoff);
         }),
     };
   }

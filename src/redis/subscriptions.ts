@@ -5,6 +5,12 @@ type Listener = (message?: string) => void;
 
 interface Channel {
   listeners: Set<Listener>;
+  /**
+   * The last few wake-ups (each names a waiter), told again to a listener that comes in later:
+   * a waiter whose try joined the line listens only once its reply is in, and the wake-up
+   * naming it may have come over the subscriber connection first.
+   */
+  recent: string[];
   /** Ends the subscription after it has been idle a while; set while nobody listens. */
   linger: NodeJS.Timeout | undefined;
 }
@@ -24,6 +30,8 @@ export function handedOff(channel: string, message: string): void {
   if (listeners !== undefined) notify(listeners, message);
 }
 
+/** How many wake-ups a channel keeps for listeners that come in after them. */
+const RECENT = 4;
 /** How long a channel stays subscribed after its last listener left, for the next waiter. */
 const CHANNEL_LINGER_MS = 1_000;
 /** How long the subscriber connection stays open with no channel at all. */
@@ -46,7 +54,7 @@ export class ReleaseSubscriptions {
   listen(channel: string, listener: Listener): () => void {
     let entry = this.channels.get(channel);
     if (entry === undefined) {
-      entry = { listeners: new Set(), linger: undefined };
+      entry = { listeners: new Set(), recent: [], linger: undefined };
       this.channels.set(channel, entry);
       const subscribing = entry;
       // Until SUBSCRIBE is confirmed a release can slip by unseen, so every listener that came
@@ -63,10 +71,16 @@ export class ReleaseSubscriptions {
       entry.linger = undefined;
     }
     entry.listeners.add(listener);
+    const current = entry;
+    if (entry.recent.length > 0) {
+      // Told after `listen` has returned, never from inside it: a listener may end its own
+      // subscription with the function `listen` is about to return (until then unassigned).
+      const missed = [...entry.recent];
+      queueMicrotask(() => replay(current.listeners, listener, missed));
+    }
     let local = here.get(channel);
     if (local === undefined) here.set(channel, (local = new Set()));
     local.add(listener);
-    const current = entry;
     return () => {
       if (local.delete(listener) && local.size === 0 && here.get(channel) === local) {
         here.delete(channel);
@@ -114,11 +128,27 @@ export class ReleaseSubscriptions {
         }
         const entry = this.channels.get(channel);
         if (entry === undefined) return;
+        if (message) {
+          entry.recent.push(message);
+          if (entry.recent.length > RECENT) entry.recent.shift();
+        }
         notify(entry.listeners, message || undefined);
       });
       this.subscriber = subscriber;
     }
     return this.subscriber;
+  }
+}
+
+/** Tell `listener` the wake-ups it came in after, while it still listens. */
+function replay(listeners: Set<Listener>, listener: Listener, messages: readonly string[]): void {
+  for (const message of messages) {
+    if (!listeners.has(listener)) return;
+    try {
+      listener(message);
+    } catch {
+      // As in notify.
+    }
   }
 }
 

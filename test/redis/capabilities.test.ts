@@ -1,5 +1,6 @@
 import {
   closeAll,
+  type Handoff,
   Lock,
   newOwner,
   ReadWriteLock,
@@ -251,6 +252,69 @@ describe.runIf(reachable)('redis store capabilities on the shared server', () =>
         expect(await permits().acquire(k, t, 10_000, semaphore(1))).not.toBeNull();
         expect(await permits().release(k, t)).toBe(true);
         stop();
+        expect(await left(k)).toBe(0);
+      });
+
+      it('a freed permit goes to the first in line in the release, told to it as a hand-off', async () => {
+        const k = key('hand-over');
+        const [a, b, w] = [newOwner(), newOwner(), newOwner()];
+        const told: (Handoff | undefined)[] = [];
+        const stop = permits().onRelease!(k, (h) => told.push(h));
+        try {
+          await sleep(50); // subscribed
+          const fa = await permits().acquire(k, a, 10_000, semaphore(2));
+          await permits().acquire(k, b, 10_000, semaphore(2));
+          expect(await permits().acquire(k, w, 10_000, semaphore(2, 3_000))).toBeNull();
+          told.length = 0;
+          expect(await permits().release(k, a)).toBe(true);
+          // w holds a permit now, for a claim of at most its place's 3 s, with a higher fence.
+          const holders = await permits().inspect(k);
+          expect(holders.map((h) => h.owner).sort()).toEqual([b, w].sort());
+          const held = holders.find((h) => h.owner === w)!;
+          expect(held.ttlMs).toBeLessThanOrEqual(3_000);
+          expect(held.fence!).toBeGreaterThan(fa!.fence!);
+          await vi_waitFor(() => told.some((h) => h?.owner === w));
+          expect(told.find((h) => h?.owner === w)).toMatchObject({ fence: held.fence });
+          // Nobody else is admitted past the limit, and w's acquire confirms the same fence.
+          expect(await permits().acquire(k, newOwner(), 10_000, semaphore(2))).toBeNull();
+          expect((await permits().acquire(k, w, 10_000, semaphore(2)))?.fence).toBe(held.fence);
+          expect(await permits().release(k, w)).toBe(true);
+          expect(await permits().release(k, b)).toBe(true);
+        } finally {
+          stop();
+        }
+        expect(await left(k)).toBe(0);
+      });
+
+      it('a hand-over made before its waiter was refused again is not told to it', async () => {
+        const k = key('stale-hand-over');
+        const [a, c, w] = [newOwner(), newOwner(), newOwner()];
+        const early: (Handoff | undefined)[] = [];
+        const stopEarly = permits().onRelease!(k, (h) => early.push(h));
+        try {
+          await sleep(50);
+          await permits().acquire(k, a, 10_000, semaphore(1));
+          // A place of 300 ms: the permit handed over is claimed for less than that.
+          expect(await permits().acquire(k, w, 10_000, semaphore(1, 300))).toBeNull();
+          expect(await permits().release(k, a)).toBe(true);
+          await vi_waitFor(() => early.some((h) => h?.owner === w));
+          await sleep(400); // the claim ran out unconfirmed
+          expect(await permits().acquire(k, c, 10_000, semaphore(1))).not.toBeNull();
+          expect(await permits().acquire(k, w, 10_000, semaphore(1, 3_000))).toBeNull();
+          const late: (Handoff | undefined)[] = [];
+          const stopLate = permits().onRelease!(k, (h) => late.push(h));
+          try {
+            await sleep(100); // the channel's last wake-ups are told again: not that one
+            expect(late.filter((h) => h?.owner === w)).toEqual([]);
+            expect(await permits().release(k, c)).toBe(true);
+            await vi_waitFor(() => late.some((h) => h?.owner === w));
+          } finally {
+            stopLate();
+          }
+          expect(await permits().release(k, w)).toBe(true);
+        } finally {
+          stopEarly();
+        }
         expect(await left(k)).toBe(0);
       });
 
@@ -609,5 +673,13 @@ async function left(k: string): Promise<number> {
     return n;
   } finally {
     client.disconnect();
+  }
+}
+
+async function vi_waitFor(probe: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error('condition not met within 5 s');
+    await sleep(10);
   }
 }

@@ -202,6 +202,141 @@ describe.runIf(runs)('redis store on a throwaway server', () => {
       expect(await store.release(k, next)).toBe(true);
     });
 
+    it('a key taken while others are in line is handed on at its release', async () => {
+      // Its holder's lease ran out unreleased, so nobody handed the key to the waiter: whoever
+      // takes it next must still hand it on, or the waiter finds it only by polling.
+      const k = key('taken-past-line');
+      const [a, waiter, c] = [newOwner(), newOwner(), newOwner()];
+      await store.acquire(k, a, 200);
+      expect(await store.acquire(k, waiter, 30_000, { lineMs: 10_000 })).toBeNull();
+      await sleep(300);
+      expect(await store.acquire(k, c, 30_000)).not.toBeNull();
+      expect(await store.release(k, c)).toBe(true);
+      expect((await store.inspect(k))?.owner).toBe(waiter);
+      expect(await store.acquire(k, waiter, 30_000, { lineMs: 10_000 })).not.toBeNull();
+      expect(await store.release(k, waiter)).toBe(true);
+      expect(await client.exists(lockKeys(k).lease, lockKeys(k).line)).toBe(0);
+    });
+
+    it('a listener that comes in after a hand-off on its channel still hears it', async () => {
+      const k = key('late-listener');
+      const [a, b] = [newOwner(), newOwner()];
+      const early: (Handoff | undefined)[] = [];
+      const stopEarly = store.onRelease(k, (handoff) => early.push(handoff));
+      const late: (Handoff | undefined)[] = [];
+      let stopLate = () => {};
+      try {
+        await sleep(100); // subscribed
+        early.length = 0;
+        await store.acquire(k, a, 30_000);
+        expect(await store.acquire(k, b, 30_000, { lineMs: 5_000 })).toBeNull();
+        expect(await store.release(k, a)).toBe(true);
+        // Heard twice: from the release's reply, then over the subscriber connection.
+        await vi_waitFor(() => early.filter((h) => h?.owner === b).length >= 2);
+        stopLate = store.onRelease(k, (handoff) => late.push(handoff));
+        // Told once onRelease has returned, not from inside it.
+        expect(late).toEqual([]);
+        await vi_waitFor(() => late.some((h) => h?.owner === b));
+        // A listener that stops itself on the missed hand-off can, with the function that
+        // onRelease returns: told from inside onRelease, it could not yet reach it, and a
+        // waiter written that way slept on after the key had been handed to it.
+        const heard = await new Promise<Handoff | undefined>((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new Error('the missed hand-off was not told')),
+            5_000,
+          );
+          const stop = store.onRelease(k, (handoff) => {
+            if (handoff?.owner !== b) return;
+            clearTimeout(timer);
+            stop();
+            resolve(handoff);
+          });
+        });
+        expect(heard?.owner).toBe(b);
+        expect(await store.release(k, b)).toBe(true);
+      } finally {
+        stopEarly();
+        stopLate();
+      }
+    });
+
+    it('a waiter that listens only after its key was handed to it is told, and may stop listening from its listener', async () => {
+      // The stress test's waiter below, driven in the order that stranded it: the hand-off
+      // reaches the subscriber connection between the waiter's refused try and its listening.
+      const k = key('missed-then-stopped');
+      const [a, b] = [newOwner(), newOwner()];
+      const stopKeep = store.onRelease(k, () => {}); // the channel stays subscribed
+      try {
+        await sleep(100);
+        await store.acquire(k, a, 30_000);
+        expect(await store.acquire(k, b, 30_000, { lineMs: 2_000 })).toBeNull();
+        const seen: (Handoff | undefined)[] = [];
+        const stopSeen = store.onRelease(k, (h) => seen.push(h));
+        expect(await store.release(k, a)).toBe(true);
+        await vi_waitFor(() => seen.filter((h) => h?.owner === b).length >= 2);
+        stopSeen();
+        let calls = 0;
+        const wait = new Promise<string>((resolve) => {
+          const timer = setTimeout(done, 1_000, 'timer');
+          const stop = store.onRelease(
+            k,
+            (h) => (h === undefined || h.owner === b) && done('told'),
+          );
+          function done(by: string) {
+            calls++;
+            clearTimeout(timer);
+            stop();
+            resolve(by);
+          }
+        });
+        // Its own timer is cleared by the first call, so a call that fails leaves it stranded.
+        const stranded = sleep(5_000).then(() => 'stranded');
+        expect(await Promise.race([wait, stranded])).toBe('told');
+        expect(calls).toBe(1);
+        expect(await store.acquire(k, b, 30_000, { lineMs: 2_000 })).not.toBeNull();
+        expect(await store.release(k, b)).toBe(true);
+      } finally {
+        stopKeep();
+      }
+    });
+
+    it('a hand-off made before the waiter was refused again is never told to it', async () => {
+      // The hand-off grants the key to whoever it names: one that comes late, after its claim
+      // ran out and the waiter was refused, must not pass for a grant.
+      const k = key('stale-handoff');
+      const [a, b, c] = [newOwner(), newOwner(), newOwner()];
+      const seen: (Handoff | undefined)[] = [];
+      const stopSeen = store.onRelease(k, (h) => seen.push(h));
+      try {
+        await sleep(100); // subscribed
+        await store.acquire(k, a, 30_000);
+        expect(await store.acquire(k, b, 300, { lineMs: 5_000 })).toBeNull();
+        expect(await store.release(k, a)).toBe(true);
+        await vi_waitFor(() => seen.filter((h) => h?.owner === b).length >= 2);
+        const stale = seen.find((h) => h?.owner === b)!;
+        expect(stale.ttlMs).toBeLessThanOrEqual(300);
+        await sleep(400); // b's claim ran out unconfirmed
+        expect(await store.acquire(k, c, 30_000)).not.toBeNull();
+        expect(await store.acquire(k, b, 30_000, { lineMs: 5_000 })).toBeNull();
+        // Told again to a late listener (the channel's last wake-ups): withheld now.
+        const late: (Handoff | undefined)[] = [];
+        const stopLate = store.onRelease(k, (h) => late.push(h));
+        try {
+          await sleep(100);
+          expect(late.filter((h) => h?.owner === b)).toEqual([]);
+          // A hand-off made after that refusal is told.
+          expect(await store.release(k, c)).toBe(true);
+          await vi_waitFor(() => late.some((h) => h?.owner === b));
+          expect(late.find((h) => h?.owner === b)!.fence!).toBeGreaterThan(stale.fence!);
+        } finally {
+          stopLate();
+        }
+        expect(await store.release(k, b)).toBe(true);
+      } finally {
+        stopSeen();
+      }
+    });
+
     it('holdAtLeast keeps the key held instead of handing it off', async () => {
       const k = key('keep');
       const [a, b] = [newOwner(), newOwner()];

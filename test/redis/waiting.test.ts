@@ -1,0 +1,139 @@
+import { closeAll, Lock, Semaphore } from 'cachelock';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { binaryOrSkip } from '../support/reachable.js';
+import { RedisServer, sleep } from '../support/redis-server.js';
+
+const runs = await binaryOrSkip('Redis store', 'redis-server');
+
+describe.runIf(runs)('waiting on a Redis key (throwaway server)', () => {
+  let server: RedisServer;
+
+  beforeAll(async () => {
+    server = await RedisServer.start();
+  });
+  afterAll(async () => {
+    await closeAll();
+    await server?.dispose();
+  });
+
+  it('a contended section costs two scripts however many wait: no polling while in line, no confirmation', async () => {
+    const perSection: number[] = [];
+    for (const workers of [3, 12]) {
+      const key = `cachelock:test:${process.pid}:waiting:${workers}`;
+      const clients = Array.from({ length: workers }, () => new Redis(server.port, '127.0.0.1'));
+      const locks = clients.map((cache) => new Lock(key, { cache, ttl: '10s', wait: '30s' }));
+      let inside = 0;
+      let overlaps = 0;
+      const run = (sections: number) =>
+        Promise.all(
+          locks.map(async (lock) => {
+            for (let i = 0; i < sections; i++) {
+              await lock.acquire();
+              if (++inside > 1) overlaps++;
+              await sleep(1);
+              inside--;
+              await lock.release();
+            }
+          }),
+        );
+      await run(2); // connected, scripts loaded, channels subscribed
+      await server.cli('CONFIG', 'RESETSTAT');
+      const sections = 10;
+      await run(sections);
+      const stats = await server.cli('INFO', 'commandstats');
+      const scripts = Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+      perSection.push(scripts / (workers * sections));
+      for (const c of clients) c.disconnect();
+      expect(overlaps).toBe(0);
+    }
+    // One try that joins the line and the release that hands the key on: the hand-off is the
+    // grant. (A hand-off that comes while the waiter's own try is out is confirmed by it.)
+    for (const cost of perSection) expect(cost).toBeLessThanOrEqual(2.5);
+  });
+
+  it('a contended permit costs two scripts: the release hands it to the first in line', async () => {
+    const key = `cachelock:test:${process.pid}:permits`;
+    const clients = Array.from({ length: 6 }, () => new Redis(server.port, '127.0.0.1'));
+    const semaphores = clients.map(
+      (cache) => new Semaphore(key, { cache, permits: 2, ttl: '10s', wait: '30s' }),
+    );
+    let inside = 0;
+    let most = 0;
+    const run = (sections: number) =>
+      Promise.all(
+        semaphores.map(async (semaphore) => {
+          for (let i = 0; i < sections; i++) {
+            const permit = await semaphore.acquire();
+            most = Math.max(most, ++inside);
+            await sleep(1);
+            inside--;
+            await permit.release();
+          }
+        }),
+      );
+    try {
+      await run(2);
+      await server.cli('CONFIG', 'RESETSTAT');
+      const sections = 10;
+      await run(sections);
+      const stats = await server.cli('INFO', 'commandstats');
+      const scripts = Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+      expect(most).toBeLessThanOrEqual(2);
+      // The try that joins the line and the release that hands the permit on.
+      expect(scripts / (semaphores.length * sections)).toBeLessThanOrEqual(2.5);
+    } finally {
+      for (const c of clients) c.disconnect();
+    }
+  });
+
+  it('a waiter granted by a hand-off is extended to its ttl before the claim runs out', async () => {
+    const key = `cachelock:test:${process.pid}:claim`;
+    const cache = new Redis(server.port, '127.0.0.1');
+    const other = new Redis(server.port, '127.0.0.1');
+    try {
+      const holder = await Lock.acquire(key, { cache: other, ttl: '10s' });
+      const waiter = new Lock(key, { cache, ttl: '10s', wait: '30s' });
+      const waiting = waiter.acquire();
+      await sleep(200); // in line
+      await holder.release();
+      await waiting;
+      // Handed over with a claim of at most the place's 3 s, not the 10 s asked for.
+      const claim = await Lock.inspect(key, { cache });
+      expect(claim?.owner).not.toBe('');
+      expect(claim!.ttlMs).toBeLessThanOrEqual(3_000);
+      expect(waiter.fence).toBe(claim!.fence);
+      // Held on past the claim: extended to the ttl within the first third of the claim.
+      await sleep(3_500);
+      expect(waiter.held).toBe(true);
+      const after = await Lock.inspect(key, { cache });
+      expect(after!.fence).toBe(waiter.fence);
+      expect(after!.ttlMs).toBeGreaterThan(5_000);
+      expect(await waiter.release()).toBe(true);
+    } finally {
+      cache.disconnect();
+      other.disconnect();
+    }
+  });
+
+  it('without autoExtend a waiter confirms its hand-off, so that it holds the whole ttl', async () => {
+    const key = `cachelock:test:${process.pid}:claim-fixed`;
+    const cache = new Redis(server.port, '127.0.0.1');
+    const other = new Redis(server.port, '127.0.0.1');
+    try {
+      const holder = await Lock.acquire(key, { cache: other, ttl: '10s' });
+      const waiter = new Lock(key, { cache, ttl: '10s', wait: '30s', autoExtend: false });
+      const waiting = waiter.acquire();
+      await sleep(200);
+      await holder.release();
+      await waiting;
+      const info = await Lock.inspect(key, { cache });
+      expect(info!.fence).toBe(waiter.fence);
+      expect(info!.ttlMs).toBeGreaterThan(5_000);
+      expect(await waiter.release()).toBe(true);
+    } finally {
+      cache.disconnect();
+      other.disconnect();
+    }
+  });
+});
