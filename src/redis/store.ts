@@ -124,8 +124,8 @@ export class RedisStore implements LockStore {
   onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
     return this.subscriptions.listen(leaseKey(key), (message) => {
       if (!message) return listener(undefined);
-      const handoff = parseHandoff(message);
-      if (this.fresh(handoff)) listener(handoff);
+      const handoff = this.checked(parseHandoff(message));
+      if (handoff !== undefined) listener(handoff);
     });
   }
 
@@ -150,15 +150,25 @@ export class RedisStore implements LockStore {
 
   /** A waiter was refused at `at` (server time, us). */
   private refused(owner: string, at: bigint): void {
-    // Owners that left without a word go once there are many, as in `waiting`.
-    if (this.refusedAt.size >= 10_000) this.refusedAt.clear();
+    // Owners that left without a word go, the oldest first, once there are many.
+    if (this.refusedAt.size >= 10_000) {
+      this.refusedAt.delete(this.refusedAt.keys().next().value as string);
+    }
+    this.refusedAt.delete(owner);
     this.refusedAt.set(owner, at);
   }
 
-  /** Not made before its waiter's last refusal (a message that came late): void then. */
-  private fresh(handoff: Handoff): boolean {
+  /**
+   * A hand-off made before its waiter's last refusal (a message that came late) is void:
+   * `undefined`. One whose waiter's refusal this store has no record of is only news (no claim
+   * `ttlMs`), so that the waiter confirms it with an acquire rather than holding on it.
+   */
+  private checked(handoff: Handoff): Handoff | undefined {
     const refused = this.refusedAt.get(handoff.owner);
-    return refused === undefined || handoff.fence === undefined || handoff.fence > refused;
+    if (refused === undefined || handoff.fence === undefined) {
+      return { owner: handoff.owner, fence: handoff.fence };
+    }
+    return handoff.fence > refused ? handoff : undefined;
   }
 
   /** Note a waiter; owners that left without a word go once there are many. */
@@ -272,8 +282,10 @@ export class RedisStore implements LockStore {
             if (this.inLine.has(message)) listener();
             return;
           }
-          const handoff = parseHandoff(message);
-          if (this.inLine.has(handoff.owner) && this.fresh(handoff)) listener(handoff);
+          const parsed = parseHandoff(message);
+          if (!this.inLine.has(parsed.owner)) return;
+          const handoff = this.checked(parsed);
+          if (handoff !== undefined) listener(handoff);
         }),
     };
   }

@@ -337,6 +337,37 @@ describe.runIf(runs)('redis store on a throwaway server', () => {
       }
     });
 
+    it('a hand-off to a waiter whose refusal this store did not see is news, not a grant', async () => {
+      // Only the store that sent a waiter's refused acquire can tell a late hand-off from a
+      // fresh one: any other store passes it on without its claim, so the waiter confirms.
+      const k = key('unseen-refusal');
+      const other = redisStore(client);
+      const [a, b] = [newOwner(), newOwner()];
+      const here: (Handoff | undefined)[] = [];
+      const there: (Handoff | undefined)[] = [];
+      const stopHere = store.onRelease(k, (h) => here.push(h));
+      const stopThere = other.onRelease(k, (h) => there.push(h));
+      try {
+        await sleep(100); // subscribed
+        await store.acquire(k, a, 30_000);
+        expect(await store.acquire(k, b, 30_000, { lineMs: 5_000 })).toBeNull();
+        expect(await store.release(k, a)).toBe(true);
+        await vi_waitFor(
+          () => here.some((h) => h?.owner === b) && there.some((h) => h?.owner === b),
+        );
+        const granted = here.find((h) => h?.owner === b)!;
+        const news = there.find((h) => h?.owner === b)!;
+        expect(granted.ttlMs).toBeGreaterThan(0);
+        expect(news.ttlMs).toBeUndefined();
+        expect(news.fence).toBe(granted.fence);
+        expect(await store.release(k, b)).toBe(true);
+      } finally {
+        stopHere();
+        stopThere();
+        await other.close();
+      }
+    });
+
     it('holdAtLeast keeps the key held instead of handing it off', async () => {
       const k = key('keep');
       const [a, b] = [newOwner(), newOwner()];
