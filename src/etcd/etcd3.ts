@@ -186,7 +186,6 @@ export class Etcd3Transport implements Transport {
   watch(prefix: Buffer, handlers: WatchHandlers): () => void {
     let stopped = false;
     let current: Promise<Watcher | undefined> | undefined;
-    const strip = this.#client.prefix.length;
     const start = (): void => {
       const builder = this.#client.watch().prefix(prefix).only('delete');
       const pending = (builder.withPreviousKV?.() ?? builder).create().then(
