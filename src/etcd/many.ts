@@ -289,9 +289,17 @@ export async function extendMany(
   return true;
 }
 
+/**
+ * The most keys one transaction takes: etcd refuses a transaction of more than 128 operations
+ * in any of its lists by default (`--max-txn-ops`), and a release reads and deletes each key.
+ * A lock on more keys takes them one at a time.
+ */
+export const MOST_KEYS = 64;
+
 /** The `keys` capability. */
 export function manyKeys(open: () => Context): ManyKeys {
   return {
+    most: MOST_KEYS,
     acquire: (keys, owner, ttlMs) => acquireMany(open(), keys, owner, ttlMs),
     release: (keys, owner, keepMs) => releaseMany(open(), keys, owner, keepMs),
     extend: (keys, owner, ttlMs) => extendMany(open(), keys, owner, ttlMs),
