@@ -290,7 +290,12 @@ async function confirm(
   for (let round = 0; ; round++) {
     const confirmed = await confirmOnce(context, keys, view, at, seconds, request);
     if (confirmed !== RECORDED) return confirmed;
-    if (round + 1 >= MAX_CONFIRMS) return null;
+    if (round + 1 >= MAX_CONFIRMS) {
+      // Still admitted as far as we know: the next attempt reads, whatever the watch saw.
+      const known = context.mine.get(cacheKey(keys.mine));
+      if (known !== undefined) known.seen = undefined;
+      return null;
+    }
     // Readers admitted beside us record the same fence again as they confirm: look again
     // now rather than at the next poll, which the watch (no deletion since) would let pass.
     view = await look(context, keys);
