@@ -205,13 +205,15 @@ export class Etcd3Transport implements Transport {
           );
           // etcd canceled the watch (the revision it resumes from was compacted while the
           // client was away): the client drops it for good, so watch afresh from now.
+          // The client has dropped it already: cancelling it again would ask etcd about a
+          // watch the client no longer knows, whose answer it cannot place.
           watcher.on('error', () => {
             if (stopped || current !== pending) return;
             handlers.onBroken();
             this.#watchers.delete(pending);
-            void watcher.cancel().catch(() => {});
+            current = undefined;
             setTimeout(() => {
-              if (!stopped && current === pending) start();
+              if (!stopped && current === undefined) start();
             }, WATCH_RETRY_MS).unref();
           });
           // create() resolves once etcd confirmed the watch.
@@ -226,7 +228,8 @@ export class Etcd3Transport implements Transport {
     start();
     return () => {
       stopped = true;
-      const pending = current!;
+      const pending = current;
+      if (pending === undefined) return;
       this.#watchers.delete(pending);
       void pending.then((watcher) => watcher?.cancel().catch(() => {}));
     };
