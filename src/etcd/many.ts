@@ -238,7 +238,11 @@ export async function extendMany(
     failure: [],
   });
   const found = all.map((_, i) => read.results[i]?.[0]);
-  if (found.some((kv) => kv === undefined)) return false;
+  if (found.some((kv) => kv === undefined)) {
+    // Lost: the core releases nothing after a failed extension, so forget the set now.
+    context.sets.delete(owner);
+    return false;
+  }
   const own = found as KeyValue[];
   const seconds = leaseSeconds(ttlMs);
   const known = knownSet(context, keys, owner);
