@@ -17,6 +17,7 @@ import type {
   Immediate,
   LeaseInfo,
   LockStore,
+  ManyKeys,
 } from './store.js';
 
 export type { Holder } from './lease.js';
@@ -295,7 +296,15 @@ class SeveralKeys implements LeaseBinding<KeysGranted> {
 
   /** A set the store can never take together is bad input, refused before any attempt. */
   check(store: LockStore): void {
-    store.capabilities?.keys?.check?.(this.alsoFrees);
+    this.#many(store)?.check?.(this.alsoFrees);
+  }
+
+  /** The store's `keys` capability, when it takes this many keys in one call. */
+  #many(store: LockStore): ManyKeys | undefined {
+    const many = store.capabilities?.keys;
+    return many !== undefined && (many.most === undefined || this.alsoFrees.length <= many.most)
+      ? many
+      : undefined;
   }
 
   acquire(
@@ -304,7 +313,7 @@ class SeveralKeys implements LeaseBinding<KeysGranted> {
     ttlMs: number,
     options?: AcquireOptions,
   ): Promise<KeysGranted | null> {
-    const many = store.capabilities?.keys;
+    const many = this.#many(store);
     if (many !== undefined) return many.acquire(this.alsoFrees, owner, ttlMs);
     return this.#acquireEach(store, owner, ttlMs, options);
   }
@@ -347,7 +356,7 @@ class SeveralKeys implements LeaseBinding<KeysGranted> {
   }
 
   release(store: LockStore, owner: string, keepMs?: number): Promise<boolean> {
-    const many = store.capabilities?.keys;
+    const many = this.#many(store);
     if (many !== undefined) {
       return keepMs === undefined
         ? many.release(this.alsoFrees, owner)
@@ -358,7 +367,7 @@ class SeveralKeys implements LeaseBinding<KeysGranted> {
 
   async extend(store: LockStore, owner: string, ttlMs: number): Promise<boolean> {
     const storeKeys = this.alsoFrees;
-    const many = store.capabilities?.keys;
+    const many = this.#many(store);
     if (many !== undefined) return many.extend(storeKeys, owner, ttlMs);
     const results = await Promise.all(storeKeys.map((one) => store.extend(one, owner, ttlMs)));
     if (results.every(Boolean)) return true;
@@ -377,7 +386,7 @@ class SeveralKeys implements LeaseBinding<KeysGranted> {
 
   subscribe(store: LockStore, listener: (handoff?: Handoff) => void) {
     if (store.onRelease === undefined) return undefined;
-    const atomic = store.capabilities?.keys !== undefined;
+    const atomic = this.#many(store) !== undefined;
     const stops = this.alsoFrees.map((one) =>
       store.onRelease!(one, (handoff) => {
         const refused = this.#refused;

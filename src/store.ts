@@ -89,6 +89,12 @@ export interface StoreCapabilities {
  */
 export interface ManyKeys {
   /**
+   * The most keys one call takes (a server's limit on one transaction); a lock on more keys
+   * takes them one at a time, in the core's fixed order, as on a store without this
+   * capability. Absent: any number.
+   */
+  readonly most?: number;
+  /**
    * Throw a `TypeError`, naming the keys and why, when this store can never take `keys`
    * together (a Redis Cluster's keys in different slots). The core asks before a lock's first
    * attempt, so such a set is refused as bad input: never tried, retried or waited on. Absent:

@@ -60,6 +60,8 @@ export function isEtcd3(value: unknown): value is Etcd3Like {
   );
 }
 
+// How soon a watch that etcd canceled is made again.
+const WATCH_RETRY_MS = 250;
 const TARGETS = { CREATE: 'Create', MOD: 'Mod', LEASE: 'Lease', VERSION: 'Version' } as const;
 const RESULTS = { EQUAL: 'Equal', GREATER: 'Greater', LESS: 'Less', NOT_EQUAL: 'NotEqual' };
 const FIELDS = {
@@ -183,32 +185,51 @@ export class Etcd3Transport implements Transport {
 
   watch(prefix: Buffer, handlers: WatchHandlers): () => void {
     let stopped = false;
-    const builder = this.#client.watch().prefix(prefix).only('delete');
-    const strip = this.#client.prefix.length;
-    const pending = (builder.withPreviousKV?.() ?? builder).create().then(
-      (watcher) => {
-        if (stopped) {
-          void watcher.cancel().catch(() => {});
-          return undefined;
-        }
-        watcher.on('connected', () => handlers.onReady());
-        watcher.on('disconnected', () => handlers.onBroken());
-        watcher.on('delete', (kv: any, previous?: any) =>
-          handlers.onDelete({
-            revision: BigInt(kv?.mod_revision ?? 0),
-            ...(previous === undefined ? {} : { previous: keyValueOf(previous, strip) }),
-          }),
-        );
-        watcher.on('error', () => {});
-        // create() resolves once etcd confirmed the watch.
-        handlers.onReady();
-        return watcher;
-      },
-      () => undefined,
-    );
-    this.#watchers.add(pending);
+    let current: Promise<Watcher | undefined> | undefined;
+    const start = (): void => {
+      const builder = this.#client.watch().prefix(prefix).only('delete');
+      const pending = (builder.withPreviousKV?.() ?? builder).create().then(
+        (watcher) => {
+          if (stopped) {
+            void watcher.cancel().catch(() => {});
+            return undefined;
+          }
+          watcher.on('connected', () => handlers.onReady());
+          watcher.on('disconnected', () => handlers.onBroken());
+          // etcd3 has unprefixed the keys of its namespace already.
+          watcher.on('delete', (kv: any, previous?: any) =>
+            handlers.onDelete({
+              revision: BigInt(kv?.mod_revision ?? 0),
+              ...(previous === undefined ? {} : { previous: keyValueOf(previous, 0) }),
+            }),
+          );
+          // etcd canceled the watch (the revision it resumes from was compacted while the
+          // client was away): the client drops it for good, so watch afresh from now.
+          // The client has dropped it already: cancelling it again would ask etcd about a
+          // watch the client no longer knows, whose answer it cannot place.
+          watcher.on('error', () => {
+            if (stopped || current !== pending) return;
+            handlers.onBroken();
+            this.#watchers.delete(pending);
+            current = undefined;
+            setTimeout(() => {
+              if (!stopped && current === undefined) start();
+            }, WATCH_RETRY_MS).unref();
+          });
+          // create() resolves once etcd confirmed the watch.
+          handlers.onReady();
+          return watcher;
+        },
+        () => undefined,
+      );
+      current = pending;
+      this.#watchers.add(pending);
+    };
+    start();
     return () => {
       stopped = true;
+      const pending = current;
+      if (pending === undefined) return;
       this.#watchers.delete(pending);
       void pending.then((watcher) => watcher?.cancel().catch(() => {}));
     };

@@ -26,7 +26,11 @@ export async function extend(
   const id = cacheKey(mine);
   const read = await transport.txn(readTxn(prefix));
   const holder = read.results[0]?.[0];
-  if (holder === undefined || !isOwners(holder, prefix, owner)) return false;
+  if (holder === undefined || !isOwners(holder, prefix, owner)) {
+    // Lost: the core releases nothing after a failed extension, so forget the key now.
+    context.mine.delete(id);
+    return false;
+  }
   const seconds = leaseSeconds(ttlMs);
   const known = context.mine.get(id);
   const granted =

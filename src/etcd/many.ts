@@ -238,7 +238,11 @@ export async function extendMany(
     failure: [],
   });
   const found = all.map((_, i) => read.results[i]?.[0]);
-  if (found.some((kv) => kv === undefined)) return false;
+  if (found.some((kv) => kv === undefined)) {
+    // Lost: the core releases nothing after a failed extension, so forget the set now.
+    context.sets.delete(owner);
+    return false;
+  }
   const own = found as KeyValue[];
   const seconds = leaseSeconds(ttlMs);
   const known = knownSet(context, keys, owner);
@@ -289,9 +293,17 @@ export async function extendMany(
   return true;
 }
 
+/**
+ * The most keys one transaction takes: etcd refuses a transaction of more than 128 operations
+ * in any of its lists by default (`--max-txn-ops`), and a release reads and deletes each key.
+ * A lock on more keys takes them one at a time.
+ */
+export const MOST_KEYS = 64;
+
 /** The `keys` capability. */
 export function manyKeys(open: () => Context): ManyKeys {
   return {
+    most: MOST_KEYS,
     acquire: (keys, owner, ttlMs) => acquireMany(open(), keys, owner, ttlMs),
     release: (keys, owner, keepMs) => releaseMany(open(), keys, owner, keepMs),
     extend: (keys, owner, ttlMs) => extendMany(open(), keys, owner, ttlMs),

@@ -286,6 +286,41 @@ async function confirm(
   seconds: number,
   request: SharedRequest,
 ): Promise<Acquired | null> {
+  const owner = view.line[at]!.owner;
+  for (let round = 0; ; round++) {
+    const confirmed = await confirmOnce(context, keys, view, at, seconds, request);
+    if (confirmed !== RECORDED) return confirmed;
+    if (round + 1 >= MAX_CONFIRMS) {
+      // Still admitted as far as we know: the next attempt reads, whatever the watch saw.
+      const known = context.mine.get(cacheKey(keys.mine));
+      if (known !== undefined) known.seen = undefined;
+      return null;
+    }
+    // Readers admitted beside us record the same fence again as they confirm: look again
+    // now rather than at the next poll, which the watch (no deletion since) would let pass.
+    view = await look(context, keys);
+    at = placeOf(view.line, owner);
+    if (at < 0) {
+      context.mine.delete(cacheKey(keys.mine));
+      return null;
+    }
+    if (holding(view.line, { owner, request }) <= at) return null;
+  }
+}
+
+/** The fence record changed since the look: look again. */
+const RECORDED = Symbol('recorded');
+// Rounds of look and confirm before leaving it to the next attempt.
+const MAX_CONFIRMS = 4;
+
+async function confirmOnce(
+  context: Context,
+  keys: SharedKeys,
+  view: View,
+  at: number,
+  seconds: number,
+  request: SharedRequest,
+): Promise<Acquired | null | typeof RECORDED> {
   const own: Contender = view.line[at]!;
   const id = cacheKey(keys.mine);
   const known = context.mine.get(id);
@@ -343,9 +378,9 @@ async function confirm(
         context.mine.delete(id);
         return null;
       }
-      // A write was recorded since our look (it cannot hold beside us, so it has gone): the
-      // next attempt reads again.
-      return null;
+      // The record changed since our look: another reader recorded the fence again, or a
+      // write was recorded (it cannot hold beside us, so it has gone). Look again.
+      return RECORDED;
     }
     if (!alive) {
       // Our key went with a lease that had run out.

@@ -27,7 +27,11 @@ export async function extendShared(
   const view = await look(context, keys);
   const at = placeOf(view.line, owner);
   const own = view.line[at];
-  if (own === undefined || holding(view.line) <= at) return false;
+  if (own === undefined || holding(view.line) <= at) {
+    // Lost: the core releases nothing after a failed extension, so forget the key now.
+    context.mine.delete(id);
+    return false;
+  }
   const seconds = leaseSeconds(ttlMs);
   const known = context.mine.get(id);
   const old = own.kv.lease;

@@ -246,6 +246,43 @@ describe.runIf(installed)('etcd: several keys, permits, readers and writers', ()
     }
   });
 
+  it('readers let in together by a write’s release each get in at their next attempt, whoever re-recorded the fence first', async () => {
+    const [writerStore, ...readerStores] = [open(), open(), open(), open()];
+    const rwOf = (store: LockStore) => store.capabilities!.readersWriters!;
+    const write = { limit: RW_LIMIT, weight: RW_LIMIT };
+    const read = { limit: RW_LIMIT, weight: 1, shareFence: true, lineMs: 10_000 };
+    let ready = 0;
+    const stops = readerStores.map((store) => rwOf(store).onRelease!('together', () => ready++));
+    try {
+      while (ready < readerStores.length) await sleep(10);
+      // Several rounds: the readers' confirmations race each time.
+      for (let round = 0; round < 4; round++) {
+        const writer = newOwner();
+        const written = await rwOf(writerStore).acquire('together', writer, 10_000, write);
+        expect(written?.fence).toBeDefined();
+        const readers = readerStores.map(() => newOwner());
+        for (const [i, store] of readerStores.entries()) {
+          expect(await rwOf(store).acquire('together', readers[i]!, 10_000, read)).toBeNull();
+        }
+        const before = ready;
+        expect(await rwOf(writerStore).release('together', writer)).toBe(true);
+        while (ready < before + readerStores.length) await sleep(10);
+        // Each is admitted by the line now: one attempt each, at once, lets every one in.
+        const got = await Promise.all(
+          readerStores.map((store, i) =>
+            rwOf(store).acquire('together', readers[i]!, 10_000, read),
+          ),
+        );
+        expect(got.map((g) => g?.fence)).toEqual(readers.map(() => written!.fence));
+        for (const [i, store] of readerStores.entries()) {
+          expect(await rwOf(store).release('together', readers[i]!)).toBe(true);
+        }
+      }
+    } finally {
+      for (const stop of stops) stop();
+    }
+  });
+
   it('Semaphore and ReadWriteLock on an etcd3 client: never more inside than allowed, a fence each, readers the last write’s', async () => {
     const cache = etcdStore(client, { namespace });
     stores.push(cache);

@@ -46,4 +46,25 @@ describe.runIf(installed)('several keys on etcd beside single-key locks', () => 
       await cache.close?.();
     }
   }, 60_000);
+
+  it('a lock on more keys than one transaction takes gets them all, one at a time, and leaves nothing', async () => {
+    const cache = etcdStore(client, { namespace });
+    try {
+      const keys = Array.from({ length: 100 }, (_, i) => `wide-${i}`);
+      const wide = await Lock.acquire(keys, { cache, ttl: '20s' });
+      expect([...wide.fences.keys()]).toEqual(keys);
+      expect([...wide.fences.values()].every((fence) => typeof fence === 'bigint')).toBe(true);
+      // Each key is held, alone and in a set of the transaction's kind.
+      expect(await new Lock('wide-99', { cache }).tryAcquire()).toBe(false);
+      expect(await new Lock(['wide-0', 'narrow'], { cache }).tryAcquire()).toBe(false);
+      await wide.extend('30s');
+      expect(await wide.release()).toBe(true);
+      const narrow = await Lock.acquire(['wide-0', 'wide-99'], { cache, ttl: '20s' });
+      expect(await narrow.release()).toBe(true);
+      const left = await client.getAll().prefix(`${namespace}wide-`).keys();
+      expect(left).toEqual([]);
+    } finally {
+      await cache.close?.();
+    }
+  }, 60_000);
 });
