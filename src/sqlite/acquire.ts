@@ -68,7 +68,10 @@ export function prepareAcquire(db: SqliteDatabase, tables: Tables) {
       let row: Record<string, unknown> | undefined;
       if (current && Number(current.expires_at) > now) {
         if (current.owner !== owner) {
-          if (wait !== undefined) line.join(key, owner, now, wait);
+          if (wait !== undefined) {
+            line.join(key, owner, now, wait);
+            wait.heldUntil?.(Number(current.expires_at));
+          }
           commit.run();
           return null;
         }

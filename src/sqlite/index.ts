@@ -105,6 +105,8 @@ class SqliteStore implements LockStore {
   /** Wake-ups between the processes sharing the file; undefined in memory or until opened. */
   #bells: Bells | undefined;
   readonly #listeners = new Map<string, Set<() => void>>();
+  /** Per key listened for, a wake-up when the lease a waiter was refused by runs out. */
+  readonly #expiries = new Map<string, { at: number; timer: NodeJS.Timeout }>();
 
   constructor(
     source: string | SqliteDatabase | LentPool<SqliteDatabase>,
@@ -230,7 +232,9 @@ class SqliteStore implements LockStore {
         key,
         owner,
         ttlMs,
-        lineMs === undefined ? undefined : { lineMs, bell: this.#bells?.bell },
+        lineMs === undefined
+          ? undefined
+          : { lineMs, bell: this.#bells?.bell, heldUntil: (at) => this.#wakeAt(key, at) },
       ),
     );
   }
@@ -256,8 +260,29 @@ class SqliteStore implements LockStore {
       const now = this.#listeners.get(key);
       if (now === undefined) return;
       now.delete(call);
-      if (now.size === 0) this.#listeners.delete(key);
+      if (now.size > 0) return;
+      this.#listeners.delete(key);
+      clearTimeout(this.#expiries.get(key)?.timer);
+      this.#expiries.delete(key);
     };
+  }
+
+  /**
+   * A lease that runs out is not released, so no bell rings: the waiters of this store are told
+   * when the lease they were refused by ends (an extended lease only brings one early try).
+   */
+  #wakeAt(key: string, at: number): void {
+    if (!this.#listeners.has(key) || this.#expiries.get(key)?.at === at) return;
+    clearTimeout(this.#expiries.get(key)?.timer);
+    const timer = setTimeout(
+      () => {
+        this.#expiries.delete(key);
+        this.#heard(key);
+      },
+      Math.min(2_147_483_647, Math.max(0, at - Date.now() + 1)),
+    );
+    timer.unref();
+    this.#expiries.set(key, { at, timer });
   }
 
   #ring(key: string, next: NextInLine): void {
@@ -286,6 +311,8 @@ class SqliteStore implements LockStore {
     await this.#ready?.catch(() => undefined);
     this.#bells?.close();
     this.#listeners.clear();
+    for (const { timer } of this.#expiries.values()) clearTimeout(timer);
+    this.#expiries.clear();
     if (typeof this.#source === 'string') this.#db?.close();
     this.#db = undefined;
   }

@@ -5,6 +5,8 @@ import type { Tables } from './schema.js';
 export interface Waiting {
   lineMs: number;
   bell: number | undefined;
+  /** Told when the key is held, until when (ms since the epoch): no release may come. */
+  heldUntil?: (expiresAt: number) => void;
 }
 
 /** The first live place in a key's line, and the bell of its process (null: it only polls). */
@@ -25,6 +27,7 @@ export function prepareLine(db: SqliteDatabase, { leases, fences, shared, shared
   // first live place, and the caller's own place.
   const glance = db.prepare(
     `SELECT (SELECT owner FROM ${leases} WHERE key = ? AND expires_at > ?) AS holder,
+       (SELECT expires_at FROM ${leases} WHERE key = ? AND expires_at > ?) AS held_until,
        (SELECT owner FROM ${shared} WHERE space = ${SPACE} AND key = ? AND kind = 'line'
           AND expires_at > ? ORDER BY seq LIMIT 1) AS first,
        (SELECT expires_at FROM ${shared} WHERE space = ${SPACE} AND key = ? AND owner = ?
@@ -77,11 +80,12 @@ export function prepareLine(db: SqliteDatabase, { leases, fences, shared, shared
      * other connection would have to wait for. The answer is as of the read: the key was held.
      */
     refusedAtAGlance(key: string, owner: string, now: number, wait?: Waiting): boolean {
-      const row = glance.get(key, now, key, now, key, owner, key, owner);
+      const row = glance.get(key, now, key, now, key, now, key, owner, key, owner);
       if (row === undefined) return false;
       const other = (name: unknown) => name !== null && name !== owner;
       if (!other(row.holder) && !(row.holder === null && other(row.first))) return false;
       if (wait === undefined) return true;
+      if (row.held_until !== null) wait.heldUntil?.(Number(row.held_until));
       if (row.until === null || Number(row.until) - now < wait.lineMs / 2) return false;
       return (row.bell === null ? undefined : Number(row.bell)) === wait.bell;
     },
