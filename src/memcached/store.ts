@@ -86,7 +86,10 @@ export class MemcachedStore implements LockStore {
         }
         this.remember(name, { owner, cas, fence: undefined });
         if (line.places.some((place) => place.owner === owner)) {
-          await leaveLine(connection, lineName, owner, line);
+          // Not awaited: the key is ours, so the place only holds back others a moment longer,
+          // and a release sent after it on this connection reaches memcached after it. A failure
+          // leaves the place to run out.
+          leaveLine(connection, lineName, owner, line).catch(() => {});
         }
         this.watches.served(lineName, owner);
         return {};
