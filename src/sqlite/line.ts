@@ -9,9 +9,8 @@ export interface Waiting {
   heldUntil?: (expiresAt: number) => void;
 }
 
-/** The first live place in a key's line, and the bell of its process (null: it only polls). */
+/** The first live place in a key's line: the bell of its process (null: it only polls). */
 export interface NextInLine {
-  owner: string;
   bell: number | null;
 }
 
@@ -40,7 +39,7 @@ export function prepareLine(db: SqliteDatabase, { leases, fences, shared, shared
      WHERE space = ${SPACE} AND key = ? AND kind = 'line' ORDER BY seq`,
   );
   const first = db.prepare(
-    `SELECT owner, fence AS bell FROM ${shared}
+    `SELECT fence AS bell FROM ${shared}
      WHERE space = ${SPACE} AND key = ? AND kind = 'line' AND expires_at > ? ORDER BY seq LIMIT 1`,
   );
   // The taker's own place goes, and the places that ran out before it.
@@ -116,7 +115,7 @@ export function prepareLine(db: SqliteDatabase, { leases, fences, shared, shared
     next(key: string, now: number): NextInLine | undefined {
       const row = first.get(key, now);
       if (row === undefined) return undefined;
-      return { owner: String(row.owner), bell: row.bell === null ? null : Number(row.bell) };
+      return { bell: row.bell === null ? null : Number(row.bell) };
     },
 
     /** Leave the line; whether `owner` had a place. */

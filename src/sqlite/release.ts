@@ -11,15 +11,20 @@ export interface Released {
 /**
  * Compare-and-delete, or with `keepMs` compare-and-shorten (never lengthen). The owner's row is
  * deleted even when its lease has run out (nobody took it over), but then the answer is `false`.
- * One writing statement: the holder has no place in line (taking the key removed it), and the
- * first waiter is read after the commit, a hint for whom to wake, not a grant. A caller that did
- * not hold the key leaves the line instead, and if it was first, the next waiter is told.
+ * One statement: the holder has no place in line (taking the key removed it), and the first
+ * live waiter's bell comes back with the deleted row, for whom to wake (a hint, not a grant). A
+ * caller that did not hold the key leaves the line instead, and if it was first, the next
+ * waiter is told.
  */
 export function prepareRelease(db: SqliteDatabase, tables: Tables) {
-  const { leases } = tables;
+  const { leases, shared } = tables;
   const line = prepareLine(db, tables);
+  // The first live waiter's bell comes back with the deleted row: 0 for a waiter without one.
   const remove = db.prepare(
-    `DELETE FROM ${leases} WHERE key = ? AND owner = ? RETURNING expires_at`,
+    `DELETE FROM ${leases} WHERE key = ? AND owner = ?
+     RETURNING expires_at, (SELECT coalesce(fence, 0) FROM ${shared}
+       WHERE space = 'lock' AND key = ? AND kind = 'line' AND expires_at > ?
+       ORDER BY seq LIMIT 1) AS bell`,
   );
   const keep = db.prepare(
     `UPDATE ${leases} SET expires_at = min(expires_at, ?)
@@ -33,9 +38,13 @@ export function prepareRelease(db: SqliteDatabase, tables: Tables) {
       const kept = Number(keep.run(Math.ceil(now + keepMs), key, owner, now).changes) > 0;
       return { held: kept, next: undefined };
     }
-    const row = remove.get(key, owner);
+    const row = remove.get(key, owner, key, now);
     if (row !== undefined) {
-      return { held: Number(row.expires_at) > now, next: line.next(key, now) };
+      const bell = row.bell === null ? undefined : Number(row.bell);
+      return {
+        held: Number(row.expires_at) > now,
+        next: bell === undefined ? undefined : { bell: bell === 0 ? null : bell },
+      };
     }
     const left = line.leave(key, owner);
     const free = left && held.get(key, now) === undefined;
