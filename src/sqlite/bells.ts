@@ -1,8 +1,8 @@
 import { randomInt } from 'node:crypto';
-import { mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 /**
  * Wake-ups between the processes that share one database file, without a server: each store
@@ -26,6 +26,8 @@ export class Bells {
   #bell: number | undefined;
   #path: string | undefined;
   #closed = false;
+  /** The folder is not safe to listen in: this store has no bell (its waiters poll). */
+  #unusable = false;
   readonly #peers = new Map<number, Socket>();
 
   /** `file` names the database (its device and inode), so that every path to it finds one folder. */
@@ -41,7 +43,11 @@ export class Bells {
 
   /** Start listening, once; a failure leaves the store without bells. */
   open(): void {
-    if (this.#server !== undefined || this.#closed) return;
+    if (this.#server !== undefined || this.#closed || this.#unusable) return;
+    if (process.platform !== 'win32' && !ownFolder(this.#folder)) {
+      this.#unusable = true;
+      return;
+    }
     const bell = randomInt(1, BELL_RANGE);
     const path = this.#pathOf(bell);
     const server = createServer((socket) => this.#receive(socket));
@@ -51,7 +57,6 @@ export class Bells {
       if (this.#server === server) this.#bell = undefined;
     });
     try {
-      if (process.platform !== 'win32') mkdirSync(this.#folder, { recursive: true, mode: 0o700 });
       const ready = () => {
         if (this.#closed || this.#server !== server) return;
         if (this.#path === undefined && process.platform !== 'win32') leftAtExit.add(path);
@@ -154,6 +159,26 @@ function unlinkQuietly(path: string): void {
   } catch {
     // Already gone.
   }
+}
+
+/**
+ * Make the per-user folder and the file's folder in it (0700), and accept them only if they are
+ * this user's real folders, out of reach of everyone else: on a shared /tmp another user could
+ * have made them first, to listen to rings (they carry key names) or to send them.
+ */
+function ownFolder(folder: string): boolean {
+  const uid = process.getuid?.();
+  for (const path of [dirname(folder), folder]) {
+    try {
+      mkdirSync(path, { mode: 0o700 });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') return false;
+    }
+    const stats = lstatSync(path);
+    if (!stats.isDirectory() || (uid !== undefined && stats.uid !== uid)) return false;
+    if ((stats.mode & 0o077) !== 0) return false;
+  }
+  return true;
 }
 
 function bellFolder(file: string): string {
