@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -154,5 +154,34 @@ describe('sqlite line of waiters for the exclusive lock', () => {
     await sleep(600);
     expect(await releaser.acquire('k', next, 10_000, { lineMs: 10_000 })).not.toBeNull();
     expect(await releaser.release('k', next)).toBe(true);
+  });
+
+  it('a bell folder that others could reach is not used: no socket, waiters poll', async () => {
+    const unsafe = join(dir, 'unsafe-tmp');
+    const folder = join(unsafe, `cachelock-${process.getuid?.() ?? 'user'}`);
+    mkdirSync(folder, { recursive: true });
+    chmodSync(folder, 0o777);
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = unsafe;
+    try {
+      const path = freshPath();
+      const [releaser, waiting] = [open(path), open(path)];
+      await releaser.inspect('k');
+      await waiting.inspect('k');
+      let heard = 0;
+      const stop = waiting.onRelease!('k', () => heard++);
+      const [holder, waiter] = [newOwner(), newOwner()];
+      expect(await releaser.acquire('k', holder, 10_000)).not.toBeNull();
+      expect(await waiting.acquire('k', waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+      expect(await releaser.release('k', holder)).toBe(true);
+      await sleep(200);
+      expect(heard).toBe(0);
+      expect(readdirSync(folder)).toEqual([]);
+      expect(await waiting.acquire('k', waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
+      stop();
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
   });
 });
