@@ -2,7 +2,7 @@ import type { Acquired, AcquireOptions, LeaseInfo, LockStore } from 'cachelock';
 import { flagValue, MemcachedError, type MetaConnection, type MetaReply } from './connection.js';
 import { memcachedKeys } from './keys.js';
 import { decodeLease, encodeLease, expirySeconds, type LeaseValue } from './lease.js';
-import { firstLive, joinLine, leaveLine, readLine } from './line.js';
+import { firstLive, joinLine, type LineState, leaveLine, readLine } from './line.js';
 import { Watches } from './watch.js';
 
 /** The item this store last wrote for a key: release and extend compare against its CAS. */
@@ -17,6 +17,8 @@ interface Written {
 const CAS_ATTEMPTS = 3;
 // Remembered writes are a shortcut, not state: past this many the oldest are forgotten.
 const MAX_REMEMBERED = 10_000;
+// How long after seeing a key's line a first try still looks before it adds (a place's term).
+const LINED_MS = 3_000;
 
 /**
  * The owner `inspect` reports for a value under a lock's key that cachelock did not write (a
@@ -40,6 +42,8 @@ export class MemcachedStore implements LockStore {
   readonly atomic = true;
   private readonly connections: MetaConnection[];
   private readonly written = new Map<string, Written>();
+  /** Per line item, when this store last saw someone in it (ms since the epoch). */
+  private readonly lined = new Map<string, number>();
   /** The owners of this store waiting in lines, and the short polls that watch for them. */
   private readonly watches: Watches;
 
@@ -58,6 +62,17 @@ export class MemcachedStore implements LockStore {
     const { lease: name, line: lineName } = memcachedKeys(key);
     const connection = this.connectionFor(name);
     const lineMs = options?.lineMs;
+    // A first try on a key that had waiters a moment ago looks before it adds: an add it would
+    // have to undo could take the key from under the waiter whose turn it is, for a moment.
+    if (lineMs === undefined && (this.lined.get(lineName) ?? 0) > Date.now() - LINED_MS) {
+      const [current, waiting] = await connection.send([
+        { line: `mg ${name} v` },
+        { line: `mg ${lineName} v c` },
+      ]);
+      const first = firstLive(this.note(lineName, readLine(waiting!)), Date.now());
+      if (current!.status === 'VA' && decodeLease(current!.value)?.owner !== owner) return null;
+      if (first !== undefined && first.owner !== owner) return null;
+    }
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const lease: LeaseValue = { owner, expiresAt: Date.now() + ttlMs, fence: undefined };
       const data = encodeLease(lease);
@@ -70,7 +85,7 @@ export class MemcachedStore implements LockStore {
         { line: `mg ${name} v c` },
         { line: `mg ${lineName} v c` },
       ]);
-      const line = readLine(waiting!);
+      const line = this.note(lineName, readLine(waiting!));
       const first = firstLive(line, Date.now());
       if (added!.status === 'HD') {
         const cas = flagValue(added!, 'c');
@@ -178,6 +193,16 @@ export class MemcachedStore implements LockStore {
   onRelease(key: string, listener: () => void): () => void {
     const { lease, line } = memcachedKeys(key);
     return this.watches.listen(lease, line, listener);
+  }
+
+  /** Remember whether `lineName` had anyone in it; returns `line`. */
+  private note(lineName: string, line: LineState): LineState {
+    if (line.places.length === 0) this.lined.delete(lineName);
+    else {
+      if (this.lined.size >= MAX_REMEMBERED) this.lined.clear();
+      this.lined.set(lineName, Date.now());
+    }
+    return line;
   }
 
   private async join(
