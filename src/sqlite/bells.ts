@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { lstatSync, mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -59,7 +59,10 @@ export class Bells {
     try {
       const ready = () => {
         if (this.#closed || this.#server !== server) return;
-        if (this.#path === undefined && process.platform !== 'win32') leftAtExit.add(path);
+        if (this.#path === undefined && process.platform !== 'win32') {
+          leftAtExit.add(path);
+          sweepStale(this.#folder, path);
+        }
         this.#bell = bell;
         this.#path = path;
       };
@@ -152,6 +155,33 @@ const leftAtExit = new Set<string>();
 process.once('exit', () => {
   for (const path of leftAtExit) unlinkQuietly(path);
 });
+
+/** How many sockets one store checks when it opens its bell. */
+const SWEEP_LIMIT = 64;
+
+/**
+ * Delete the sockets of processes that died without closing (a refused connection means nobody
+ * listens), a bounded number at a time, so that crashes do not pile files up in the folder.
+ */
+function sweepStale(folder: string, own: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(folder).filter((name) => name.endsWith('.s'));
+  } catch {
+    return;
+  }
+  for (const name of names.slice(0, SWEEP_LIMIT)) {
+    const path = join(folder, name);
+    if (path === own) continue;
+    const probe = createConnection(path);
+    probe.unref();
+    probe.on('connect', () => probe.destroy());
+    probe.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ECONNREFUSED') unlinkQuietly(path);
+      probe.destroy();
+    });
+  }
+}
 
 function unlinkQuietly(path: string): void {
   try {

@@ -1,4 +1,13 @@
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -182,6 +191,32 @@ describe('sqlite line of waiters for the exclusive lock', () => {
     } finally {
       if (saved === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = saved;
+    }
+  });
+
+  it('a store opening its bell deletes the sockets of processes that died without closing', async () => {
+    const path = freshPath();
+    const first = open(path);
+    await first.inspect('k');
+    const { dev, ino } = statSync(path, { bigint: true });
+    const folder = join(
+      tmpdir(),
+      `cachelock-${process.getuid?.() ?? 'user'}`,
+      `${dev.toString(36)}-${ino.toString(36)}`,
+    );
+    mkdirSync(folder, { recursive: true, mode: 0o700 });
+    const stale = join(folder, 'stale.s');
+    // A process that listens and is killed: its socket file stays, and nobody answers on it.
+    spawnSync(process.execPath, [
+      '-e',
+      `require('node:net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ]);
+    expect(existsSync(stale)).toBe(true);
+    const stop = first.onRelease!('k', () => {});
+    try {
+      await until('the stale socket is gone', () => !existsSync(stale));
+    } finally {
+      stop();
     }
   });
 });
