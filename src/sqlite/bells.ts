@@ -128,6 +128,9 @@ export class Bells {
 
   #receive(socket: Socket): void {
     let pending = '';
+    // A releaser keeps its connection open for its next rings: that must not keep this
+    // process alive once it waits for nothing.
+    socket.unref();
     socket.setEncoding('utf8');
     socket.on('error', () => socket.destroy());
     socket.on('data', (chunk: string) => {
