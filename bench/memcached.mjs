@@ -113,7 +113,7 @@ async function main() {
     console.log('');
     await contendedTable({
       script: fileURLToPath(import.meta.url),
-      contenders: ['cachelock (polling)'],
+      contenders: ['cachelock'],
       rounds: ROUNDS,
       configFor: (_name, n) => ({ url, key: `bench:${run}:contended:${n}` }),
     });

@@ -17,6 +17,8 @@ const READABLE_PREFIX_CHARS = 100;
 export interface MemcachedKeys {
   lease: string;
   fence: string;
+  /** The line of waiters for the lock (see line.ts): the lease key plus `#line`. */
+  line: string;
 }
 
 /**
@@ -29,7 +31,9 @@ export interface MemcachedKeys {
 export function memcachedKeys(key: string): MemcachedKeys {
   const lease =
     PLAIN.test(key) && key.length + FENCE_SUFFIX.length <= MAX_KEY_BYTES ? key : hashedKey(key);
-  return { lease, fence: lease + FENCE_SUFFIX };
+  // `#line` is shorter than `#fence`, so it fits wherever the fence key did; it ends in a suffix
+  // after a `#`, which no lease key does, so it cannot name another lock's lease.
+  return { lease, fence: lease + FENCE_SUFFIX, line: `${lease}#line` };
 }
 
 function hashedKey(key: string): string {

@@ -1,7 +1,9 @@
-import type { Acquired, LeaseInfo, LockStore } from 'cachelock';
+import type { Acquired, AcquireOptions, LeaseInfo, LockStore } from 'cachelock';
 import { flagValue, MemcachedError, type MetaConnection, type MetaReply } from './connection.js';
 import { memcachedKeys } from './keys.js';
 import { decodeLease, encodeLease, expirySeconds, type LeaseValue } from './lease.js';
+import { firstLive, joinLine, type LineState, leaveLine, readLine } from './line.js';
+import { Watches } from './watch.js';
 
 /** The item this store last wrote for a key: release and extend compare against its CAS. */
 interface Written {
@@ -15,6 +17,8 @@ interface Written {
 const CAS_ATTEMPTS = 3;
 // Remembered writes are a shortcut, not state: past this many the oldest are forgotten.
 const MAX_REMEMBERED = 10_000;
+// How long after seeing a key's line a first try still looks before it adds (a place's term).
+const LINED_MS = 3_000;
 
 /**
  * The owner `inspect` reports for a value under a lock's key that cachelock did not write (a
@@ -38,29 +42,71 @@ export class MemcachedStore implements LockStore {
   readonly atomic = true;
   private readonly connections: MetaConnection[];
   private readonly written = new Map<string, Written>();
+  /** Per line item, when this store last saw someone in it (ms since the epoch). */
+  private readonly lined = new Map<string, number>();
+  /** The owners of this store waiting in lines, and the short polls that watch for them. */
+  private readonly watches: Watches;
 
   constructor(connections: MetaConnection[]) {
     if (connections.length === 0) throw new TypeError('memcachedStore: no memcached server given');
     this.connections = connections;
+    this.watches = new Watches((name) => this.connectionFor(name));
   }
 
-  async acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
-    const { lease: name } = memcachedKeys(key);
+  async acquire(
+    key: string,
+    owner: string,
+    ttlMs: number,
+    options?: AcquireOptions,
+  ): Promise<Acquired | null> {
+    const { lease: name, line: lineName } = memcachedKeys(key);
     const connection = this.connectionFor(name);
+    const lineMs = options?.lineMs;
+    // A first try on a key that had waiters a moment ago looks before it adds: an add it would
+    // have to undo could take the key from under the waiter whose turn it is, for a moment.
+    if (lineMs === undefined && (this.lined.get(lineName) ?? 0) > Date.now() - LINED_MS) {
+      const [current, waiting] = await connection.send([
+        { line: `mg ${name} v` },
+        { line: `mg ${lineName} v c` },
+      ]);
+      const first = firstLive(this.note(lineName, readLine(waiting!)), Date.now());
+      if (current!.status === 'VA' && decodeLease(current!.value)?.owner !== owner) return null;
+      if (first !== undefined && first.owner !== owner) return null;
+    }
     for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
       const lease: LeaseValue = { owner, expiresAt: Date.now() + ttlMs, fence: undefined };
       const data = encodeLease(lease);
       const seconds = expirySeconds(ttlMs);
-      // One round trip: add the lease, and read the holder in case the add fails. Nothing else
-      // is written, so once the item expires or is deleted the key leaves nothing behind.
-      const [added, current] = await connection.send([
+      // One round trip: add the lease, read the holder in case the add fails, and read the line
+      // of waiters. Nothing else is written for a key nobody waits for, so once the item expires
+      // or is deleted the key leaves nothing behind.
+      const [added, current, waiting] = await connection.send([
         { line: `ms ${name} ${data.length} T${seconds} ME c`, data },
         { line: `mg ${name} v c` },
+        { line: `mg ${lineName} v c` },
       ]);
+      const line = this.note(lineName, readLine(waiting!));
+      const first = firstLive(line, Date.now());
       if (added!.status === 'HD') {
         const cas = flagValue(added!, 'c');
         if (cas === undefined) throw unexpected('add', added!);
+        if (first !== undefined && first.owner !== owner) {
+          // Free, but another waiter came first: give the key back for its turn, and wait.
+          const [undone] = await connection.send([{ line: `md ${name} C${cas}` }]);
+          if (undone!.status !== 'HD' && undone!.status !== 'EX' && undone!.status !== 'NF') {
+            throw unexpected('delete', undone!);
+          }
+          if (lineMs !== undefined) await this.join(connection, lineName, owner, lineMs, line);
+          return null;
+        }
         this.remember(name, { owner, cas, fence: undefined });
+        if (line.places.some((place) => place.owner === owner)) {
+          // Not awaited: the key is ours, so the place only holds back others a moment longer,
+          // and a release sent after it on this connection reaches memcached after it. A failure
+          // leaves the place to run out.
+          leaveLine(connection, lineName, owner, line).catch(() => {});
+        }
+        this.watches.served(lineName, owner);
         return {};
       }
       if (added!.status !== 'NS') throw unexpected('add', added!);
@@ -68,7 +114,10 @@ export class MemcachedStore implements LockStore {
       if (current!.status !== 'VA') throw unexpected('get', current!);
       // A value that is not a lease of ours (another program's) is held by an unknown owner.
       const holder = decodeLease(current!.value);
-      if (holder?.owner !== owner) return null;
+      if (holder?.owner !== owner) {
+        if (lineMs !== undefined) await this.join(connection, lineName, owner, lineMs, line);
+        return null;
+      }
       // The owner already holds it (a retry after a lost reply): refresh it, keep what it had.
       const cas = flagValue(current!, 'c');
       if (cas === undefined) throw unexpected('get', current!);
@@ -82,9 +131,11 @@ export class MemcachedStore implements LockStore {
   }
 
   async release(key: string, owner: string, keepMs = 0): Promise<boolean> {
-    const { lease } = memcachedKeys(key);
+    const { lease, line } = memcachedKeys(key);
     const connection = this.connectionFor(lease);
     if (owner === UNKNOWN_OWNER) return this.releaseUnknown(connection, lease);
+    // A waiter giving up leaves the line (a holder has no place: taking the key removed it).
+    if (this.watches.served(line, owner)) await leaveLine(connection, line, owner);
     return this.whileOwned(connection, lease, owner, async (written) => {
       if (keepMs > 0) {
         const value = { owner, expiresAt: Date.now() + keepMs, fence: written.fence };
@@ -132,7 +183,42 @@ export class MemcachedStore implements LockStore {
       : { owner: holder.owner, ttlMs, fence: holder.fence };
   }
 
+  /**
+   * Wake-ups for `key` by short polls, only while an owner of this store waits in its line: the
+   * first in line watches the lease, back to back for a moment after each change and then every
+   * few milliseconds, and hears that the key is free; the others watch the line, less often,
+   * until their turn comes. Memcached cannot push, so this is as prompt as it gets without
+   * every waiter hammering the server.
+   */
+  onRelease(key: string, listener: () => void): () => void {
+    const { lease, line } = memcachedKeys(key);
+    return this.watches.listen(lease, line, listener);
+  }
+
+  /** Remember whether `lineName` had anyone in it; returns `line`. */
+  private note(lineName: string, line: LineState): LineState {
+    if (line.places.length === 0) this.lined.delete(lineName);
+    else {
+      if (this.lined.size >= MAX_REMEMBERED) this.lined.clear();
+      this.lined.set(lineName, Date.now());
+    }
+    return line;
+  }
+
+  private async join(
+    connection: MetaConnection,
+    lineName: string,
+    owner: string,
+    lineMs: number,
+    line: ReturnType<typeof readLine>,
+  ): Promise<void> {
+    // Noted before the write, so that the watch starts even if the reply is slow.
+    this.watches.waiting(lineName, owner);
+    await joinLine(connection, lineName, owner, lineMs, line);
+  }
+
   async close(): Promise<void> {
+    this.watches.close();
     for (const connection of this.connections) connection.close();
     this.written.clear();
   }

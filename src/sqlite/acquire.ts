@@ -1,5 +1,6 @@
 import type { Acquired } from 'cachelock';
 import type { SqliteDatabase } from './driver.js';
+import { prepareLine, type Waiting } from './line.js';
 import { rollbackQuietly, type Tables } from './schema.js';
 
 /** How many acquisitions of one store go by between two sweeps (the first one sweeps). */
@@ -12,10 +13,17 @@ export const SWEEP_LIMIT = 64;
  * connections (in any processes) can never both see the key free. A holder killed inside the
  * transaction leaves nothing behind: SQLite rolls an unfinished transaction back.
  */
-export function prepareAcquire(db: SqliteDatabase, { leases, fences }: Tables) {
+export function prepareAcquire(db: SqliteDatabase, tables: Tables) {
+  const { leases, fences, shared } = tables;
+  const line = prepareLine(db, tables);
   const begin = db.prepare('BEGIN IMMEDIATE');
   const commit = db.prepare('COMMIT');
-  const read = db.prepare(`SELECT owner, expires_at FROM ${leases} WHERE key = ?`);
+  // The lease, and whether the key has a line at all (then line.mayTake looks closer).
+  const read = db.prepare(
+    `SELECT lease.owner, lease.expires_at, EXISTS (SELECT 1 FROM ${shared}
+       WHERE space = 'lock' AND key = ? AND kind = 'line') AS queued
+     FROM (SELECT 1) LEFT JOIN ${leases} AS lease ON lease.key = ?`,
+  );
   const refresh = db.prepare(
     `UPDATE ${leases} SET expires_at = ? WHERE key = ? RETURNING CAST(fence AS TEXT) AS fence`,
   );
@@ -45,11 +53,14 @@ export function prepareAcquire(db: SqliteDatabase, { leases, fences }: Tables) {
     const count = Number(seen?.n ?? 0);
     if (count > 0) dropExpired.run(from, String(seen?.last), now);
     advance.run(count < SWEEP_LIMIT ? '' : String(seen?.last));
+    line.sweep(now);
   };
   // Starts full, so that a store's first acquisition sweeps: short-lived processes help too.
   let sinceSweep = SWEEP_EVERY;
 
-  return (key: string, owner: string, ttlMs: number): Acquired | null => {
+  return (key: string, owner: string, ttlMs: number, wait?: Waiting): Acquired | null => {
+    // A waiter's poll usually finds the key held: seen without the write lock, it costs nobody.
+    if (wait !== undefined && line.refusedAtAGlance(key, owner, Date.now(), wait)) return null;
     begin.run();
     try {
       // Read the clock only once the write lock is ours: waiting for it may have taken a while.
@@ -59,16 +70,26 @@ export function prepareAcquire(db: SqliteDatabase, { leases, fences }: Tables) {
         sweep(now);
       }
       const expiresAt = Math.ceil(now + ttlMs);
-      const current = read.get(key);
+      const current = read.get(key, key);
       let row: Record<string, unknown> | undefined;
-      if (current && Number(current.expires_at) > now) {
+      if (current && current.owner !== null && Number(current.expires_at) > now) {
         if (current.owner !== owner) {
+          if (wait !== undefined) {
+            line.join(key, owner, now, wait);
+            wait.heldUntil?.(Number(current.expires_at));
+          }
           commit.run();
           return null;
         }
         // The holder asking again (a retry after a lost reply): same acquisition, same fence.
         row = refresh.get(expiresAt, key);
       } else {
+        // Free, but an earlier place in line than the caller's is still live: its turn first.
+        if (Number(current?.queued) === 1 && !line.mayTake(key, owner, now)) {
+          if (wait !== undefined) line.join(key, owner, now, wait);
+          commit.run();
+          return null;
+        }
         nextFence.run(BigInt(Math.floor(now)) * 1000n);
         row = take.get(key, owner, expiresAt);
       }

@@ -1,8 +1,10 @@
+import { statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { resolve } from 'node:path';
 import {
   type Acquired,
   type AcquiredKeys,
+  type AcquireOptions,
   type Duration,
   isLentPool,
   type LeaseInfo,
@@ -13,6 +15,7 @@ import {
   toMs,
 } from 'cachelock';
 import { prepareAcquire } from './acquire.js';
+import { Bells } from './bells.js';
 import {
   isSqliteDatabase,
   openDatabase,
@@ -23,6 +26,7 @@ import { prepareExtend } from './extend.js';
 import { prepareFile } from './files.js';
 import { prepareInspect } from './inspect.js';
 import { prepareKeysAcquire, prepareKeysExtend, prepareKeysRelease } from './keys.js';
+import type { NextInLine } from './line.js';
 import { prepareRelease } from './release.js';
 import { isMemoryPath, prepareDatabase, tablesFor } from './schema.js';
 import { prepareShared, type SharedSpace } from './shared.js';
@@ -75,7 +79,12 @@ interface Operations {
  *
  * Several keys are taken in one transaction, all or none; permits and readers/writers are rows
  * of a third table, each operation one transaction. SQLite serialises the transactions of every
- * connection to the file, so none can pass a limit; waiters poll (SQLite has no push).
+ * connection to the file, so none can pass a limit.
+ *
+ * Waiters for a key take places in a line in the file and are served first come, first served:
+ * a free key goes to the first live place. A release wakes that waiter's process through its
+ * bell (see bells.ts), so it need not wait for a poll; polling remains for what no bell tells
+ * (an expired lease, a file shared between users or machines).
  *
  * Operations are synchronous SQLite calls: one waiting for another process's write lock blocks
  * the event loop for up to `busyTimeout` (transactions here last microseconds, so it rarely does).
@@ -93,6 +102,11 @@ class SqliteStore implements LockStore {
   // A lent pool may hand out a new connection after an old one is gone: statements per connection.
   #lent = new WeakMap<SqliteDatabase, Promise<Operations>>();
   #closed = false;
+  /** Wake-ups between the processes sharing the file; undefined in memory or until opened. */
+  #bells: Bells | undefined;
+  readonly #listeners = new Map<string, Set<() => void>>();
+  /** Per key listened for, a wake-up when the lease a waiter was refused by runs out. */
+  readonly #expiries = new Map<string, { at: number; timer: NodeJS.Timeout }>();
 
   constructor(
     source: string | SqliteDatabase | LentPool<SqliteDatabase>,
@@ -106,7 +120,11 @@ class SqliteStore implements LockStore {
       keys: {
         acquire: (keys, owner, ttlMs): Promise<AcquiredKeys | null> =>
           this.#run((ops) => ops.keysAcquire(keys, owner, ttlMs)),
-        release: (keys, owner, keepMs) => this.#run((ops) => ops.keysRelease(keys, owner, keepMs)),
+        release: async (keys, owner, keepMs) => {
+          const { held, next } = await this.#run((ops) => ops.keysRelease(keys, owner, keepMs));
+          for (const [key, first] of next) this.#ring(key, first);
+          return held;
+        },
         extend: (keys, owner, ttlMs) => this.#run((ops) => ops.keysExtend(keys, owner, ttlMs)),
       },
       permits: this.#shared('permits'),
@@ -163,6 +181,8 @@ class SqliteStore implements LockStore {
       busyTimeoutMs: this.#busyTimeoutMs,
       ownsDatabase: owns,
     });
+    this.#bells ??= bellsFor(db, (key) => this.#heard(key));
+    if (this.#listeners.size > 0) this.#bells?.open();
     const shared = prepareShared(db, this.#tables);
     return {
       acquire: prepareAcquire(db, this.#tables),
@@ -200,12 +220,81 @@ class SqliteStore implements LockStore {
     return operations;
   }
 
-  async acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
-    return this.#run((ops) => ops.acquire(key, owner, ttlMs));
+  async acquire(
+    key: string,
+    owner: string,
+    ttlMs: number,
+    options?: AcquireOptions,
+  ): Promise<Acquired | null> {
+    const lineMs = options?.lineMs;
+    return this.#run((ops) =>
+      ops.acquire(
+        key,
+        owner,
+        ttlMs,
+        lineMs === undefined
+          ? undefined
+          : { lineMs, bell: this.#bells?.bell, heldUntil: (at) => this.#wakeAt(key, at) },
+      ),
+    );
   }
 
   async release(key: string, owner: string, keepMs?: number): Promise<boolean> {
-    return this.#run((ops) => ops.release(key, owner, keepMs));
+    const { held, next } = await this.#run((ops) => ops.release(key, owner, keepMs));
+    if (next !== undefined) this.#ring(key, next);
+    return held;
+  }
+
+  /**
+   * Wake-ups for `key`: a release rings the process of the first waiter in line (one that joined
+   * with `lineMs`), which calls its listeners for the key.
+   */
+  onRelease(key: string, listener: () => void): () => void {
+    let listeners = this.#listeners.get(key);
+    if (listeners === undefined) this.#listeners.set(key, (listeners = new Set()));
+    // A fresh function per subscription, so that one listener subscribed twice is two.
+    const call = () => listener();
+    listeners.add(call);
+    this.#bells?.open();
+    return () => {
+      const now = this.#listeners.get(key);
+      if (now === undefined) return;
+      now.delete(call);
+      if (now.size > 0) return;
+      this.#listeners.delete(key);
+      clearTimeout(this.#expiries.get(key)?.timer);
+      this.#expiries.delete(key);
+    };
+  }
+
+  /**
+   * A lease that runs out is not released, so no bell rings: the waiters of this store are told
+   * when the lease they were refused by ends (an extended lease only brings one early try).
+   */
+  #wakeAt(key: string, at: number): void {
+    if (!this.#listeners.has(key) || this.#expiries.get(key)?.at === at) return;
+    clearTimeout(this.#expiries.get(key)?.timer);
+    const timer = setTimeout(
+      () => {
+        this.#expiries.delete(key);
+        this.#heard(key);
+      },
+      Math.min(2_147_483_647, Math.max(0, at - Date.now() + 1)),
+    );
+    timer.unref();
+    this.#expiries.set(key, { at, timer });
+  }
+
+  #ring(key: string, next: NextInLine): void {
+    if (next.bell !== null) this.#bells?.ring(next.bell, key);
+    // Without bells (a database in memory) a waiter can only be in this process.
+    else if (this.#bells?.bell === undefined) queueMicrotask(() => this.#heard(key));
+  }
+
+  #heard(key: string): void {
+    const listeners = this.#listeners.get(key);
+    if (listeners === undefined) return;
+    for (const listener of [...listeners]) listener();
   }
 
   async extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
@@ -220,6 +309,10 @@ class SqliteStore implements LockStore {
     if (this.#closed) return;
     this.#closed = true;
     await this.#ready?.catch(() => undefined);
+    this.#bells?.close();
+    this.#listeners.clear();
+    for (const { timer } of this.#expiries.values()) clearTimeout(timer);
+    this.#expiries.clear();
     if (typeof this.#source === 'string') this.#db?.close();
     this.#db = undefined;
   }
@@ -244,6 +337,22 @@ export function sqliteStore(
     );
   }
   return new SqliteStore(pathOrDatabase, options);
+}
+
+/**
+ * Bells for the file `db` has open as its main database, named after its device and inode so
+ * that every path to it finds the same folder; undefined for a database in memory.
+ */
+function bellsFor(db: SqliteDatabase, onRing: (key: string) => void): Bells | undefined {
+  try {
+    const main = db.prepare("SELECT file FROM pragma_database_list WHERE name = 'main'").get();
+    const file = typeof main?.file === 'string' ? main.file : '';
+    if (file === '') return undefined;
+    const { dev, ino } = statSync(file, { bigint: true });
+    return new Bells(`${dev.toString(36)}-${ino.toString(36)}`, onRing);
+  } catch {
+    return undefined;
+  }
 }
 
 function resolvePath(path: string): string {

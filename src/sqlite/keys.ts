@@ -1,13 +1,16 @@
 import type { AcquiredKeys } from 'cachelock';
 import type { SqliteDatabase } from './driver.js';
+import { type NextInLine, prepareLine } from './line.js';
 import { immediate, type Tables } from './schema.js';
 
 // Several keys of the exclusive table, all or none, each call one `BEGIN IMMEDIATE` transaction:
 // the file's write lock serialises them with every other acquisition, so no order is needed to
 // avoid deadlocks. The statements are acquire.ts's, release.ts's and extend.ts's, for each key.
 
-export function prepareKeysAcquire(db: SqliteDatabase, { leases, fences }: Tables) {
+export function prepareKeysAcquire(db: SqliteDatabase, tables: Tables) {
+  const { leases, fences } = tables;
   const transaction = immediate(db);
+  const line = prepareLine(db, tables);
   const read = db.prepare(`SELECT owner, expires_at FROM ${leases} WHERE key = ?`);
   const refresh = db.prepare(
     `UPDATE ${leases} SET expires_at = ? WHERE key = ? RETURNING CAST(fence AS TEXT) AS fence`,
@@ -28,6 +31,9 @@ export function prepareKeysAcquire(db: SqliteDatabase, { leases, fences }: Table
         (row) => row !== undefined && Number(row.expires_at) > now && row.owner !== owner,
       );
       if (refused) return null;
+      // A free key whose line has someone else first goes to that waiter, as for one key.
+      const free = unique.filter((_, i) => !(Number(current[i]?.expires_at) > now));
+      if (!free.every((key) => line.mayTake(key, owner, now))) return null;
       const fences = new Map<string, bigint>();
       unique.forEach((key, i) => {
         const row = current[i];
@@ -44,8 +50,10 @@ export function prepareKeysAcquire(db: SqliteDatabase, { leases, fences }: Table
     });
 }
 
-export function prepareKeysRelease(db: SqliteDatabase, { leases }: Tables) {
+export function prepareKeysRelease(db: SqliteDatabase, tables: Tables) {
+  const { leases } = tables;
   const transaction = immediate(db);
+  const line = prepareLine(db, tables);
   const remove = db.prepare(
     `DELETE FROM ${leases} WHERE key = ? AND owner = ? RETURNING expires_at`,
   );
@@ -53,20 +61,28 @@ export function prepareKeysRelease(db: SqliteDatabase, { leases }: Tables) {
     `UPDATE ${leases} SET expires_at = min(expires_at, ?)
      WHERE key = ? AND owner = ? AND expires_at > ?`,
   );
-  return (keys: readonly string[], owner: string, keepMs = 0): boolean =>
+  /** Whether `owner` held every key, and the first waiter of each key it freed. */
+  return (
+    keys: readonly string[],
+    owner: string,
+    keepMs = 0,
+  ): { held: boolean; next: [string, NextInLine][] } =>
     transaction(() => {
       const now = Date.now();
       const unique = [...new Set(keys)];
       let held = 0;
+      const next: [string, NextInLine][] = [];
       for (const key of unique) {
         if (keepMs > 0) {
           held += Number(keep.run(Math.ceil(now + keepMs), key, owner, now).changes);
         } else {
           const row = remove.get(key, owner);
           if (row !== undefined && Number(row.expires_at) > now) held++;
+          const first = row === undefined ? undefined : line.next(key, now);
+          if (first !== undefined) next.push([key, first]);
         }
       }
-      return held === unique.length;
+      return { held: held === unique.length, next };
     });
 }
 

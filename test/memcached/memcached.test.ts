@@ -26,12 +26,14 @@ describe('memcached keys', () => {
     expect(memcachedKeys('cachelock:report')).toEqual({
       lease: 'cachelock:report',
       fence: 'cachelock:report#fence',
+      line: 'cachelock:report#line',
     });
     for (const hostile of ['a b', 'a\nb', 'a#b', 'caf\u00e9', 'x'.repeat(245), '\u0000', '']) {
-      const { lease, fence } = memcachedKeys(hostile);
+      const { lease, fence, line } = memcachedKeys(hostile);
       expect(lease).toMatch(/^[\x21-\x7e]*#[A-Za-z0-9_-]{43}$/);
       expect(Buffer.byteLength(fence)).toBeLessThanOrEqual(250);
       expect(fence).toBe(`${lease}#fence`);
+      expect(line).toBe(`${lease}#line`);
     }
   });
 
@@ -47,6 +49,8 @@ describe('memcached keys', () => {
       'x'.repeat(244),
       'x'.repeat(245),
       `${'x'.repeat(245)}#fence`,
+      'a#line',
+      `${'x'.repeat(245)}#line`,
     ];
     const items = keys.flatMap((k) => Object.values(memcachedKeys(k)));
     expect(new Set(items).size).toBe(items.length);

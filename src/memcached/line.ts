@@ -1,0 +1,134 @@
+import { flagValue, MemcachedError, type MetaConnection, type MetaReply } from './connection.js';
+import { expirySeconds } from './lease.js';
+
+/**
+ * A lock's line of waiters, one item beside its lease: a line per place, `<expiresAtMs> <owner>`,
+ * first come first. It is changed only under compare-and-swap, so two waiters joining at once
+ * cannot drop each other. A place lasts `lineMs` from its waiter's last renewal, judged by the
+ * clock of whoever reads the line (memcached only counts whole seconds): a client whose clock
+ * is far off misjudges places, which costs fairness, never exclusion, as the lease decides who
+ * holds the key. The item lives as long as its last place and goes when the line empties.
+ */
+export interface Place {
+  owner: string;
+  expiresAt: number;
+}
+
+export interface LineState {
+  places: Place[];
+  /** The item's CAS, undefined when there is no line item. */
+  cas: string | undefined;
+}
+
+// Past this many failed compare-and-swaps a waiter stops trying to join or leave for this
+// attempt: it polls without a place, and the next attempt tries again.
+const CAS_ATTEMPTS = 5;
+
+/** The line in an `mg <line> v c` reply. */
+export function readLine(reply: MetaReply): LineState {
+  if (reply.status === 'EN') return { places: [], cas: undefined };
+  if (reply.status !== 'VA') throw unexpected('get', reply);
+  const places: Place[] = [];
+  for (const entry of (reply.value ?? Buffer.alloc(0)).toString('utf8').split('\n')) {
+    const space = entry.indexOf(' ');
+    if (space < 0) continue;
+    const expiresAt = Number(entry.slice(0, space));
+    const owner = entry.slice(space + 1);
+    if (Number.isFinite(expiresAt) && owner !== '') places.push({ owner, expiresAt });
+  }
+  return { places, cas: flagValue(reply, 'c') };
+}
+
+/** The first place that has not run out, if any. */
+export function firstLive(line: LineState, now: number): Place | undefined {
+  return line.places.find((place) => place.expiresAt > now);
+}
+
+/**
+ * Take a place at the end of the line for `lineMs`, or push the end of `owner`'s own place; a
+ * place with more than half its term left is kept as it is (waiters renew at least once a
+ * second), so that polling writes nothing. `line` is the state read with the attempt.
+ */
+export async function joinLine(
+  connection: MetaConnection,
+  name: string,
+  owner: string,
+  lineMs: number,
+  line: LineState,
+): Promise<void> {
+  // A place is one line of text: an owner with a line break cannot have one (it polls).
+  if (owner.includes('\n')) return;
+  let state = line;
+  for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+    const now = Date.now();
+    const mine = state.places.find((place) => place.owner === owner);
+    if (mine !== undefined && mine.expiresAt - now > lineMs / 2) return;
+    const until = Math.ceil(now + lineMs);
+    const places = state.places.filter((place) => place.expiresAt > now);
+    const index = places.findIndex((place) => place.owner === owner);
+    if (index >= 0) places[index] = { owner, expiresAt: until };
+    else places.push({ owner, expiresAt: until });
+    if (await writeLine(connection, name, places, state.cas, now)) return;
+    state = await fetchLine(connection, name);
+  }
+}
+
+/** Leave the line (a waiter served, or giving up); places that ran out go too. */
+export async function leaveLine(
+  connection: MetaConnection,
+  name: string,
+  owner: string,
+  line?: LineState,
+): Promise<void> {
+  let state = line ?? (await fetchLine(connection, name));
+  for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+    if (state.cas === undefined || !state.places.some((place) => place.owner === owner)) return;
+    const now = Date.now();
+    const places = state.places.filter((place) => place.owner !== owner && place.expiresAt > now);
+    if (await writeLine(connection, name, places, state.cas, now)) return;
+    state = await fetchLine(connection, name);
+  }
+}
+
+export async function fetchLine(connection: MetaConnection, name: string): Promise<LineState> {
+  const [reply] = await connection.send([{ line: `mg ${name} v c` }]);
+  return readLine(reply!);
+}
+
+/**
+ * Store `places` in place of the line read with `cas` (none: add a new item); an empty line is
+ * deleted. Resolves false when another write came in between.
+ */
+async function writeLine(
+  connection: MetaConnection,
+  name: string,
+  places: Place[],
+  cas: string | undefined,
+  now: number,
+): Promise<boolean> {
+  if (places.length === 0) {
+    if (cas === undefined) return true;
+    const [reply] = await connection.send([{ line: `md ${name} C${cas}` }]);
+    if (reply!.status === 'HD') return true;
+    if (reply!.status === 'EX' || reply!.status === 'NF') return false;
+    throw unexpected('delete', reply!);
+  }
+  const data = Buffer.from(
+    places.map((place) => `${place.expiresAt} ${place.owner}`).join('\n'),
+    'utf8',
+  );
+  const last = Math.max(...places.map((place) => place.expiresAt));
+  const mode = cas === undefined ? 'ME' : `C${cas}`;
+  const [reply] = await connection.send([
+    { line: `ms ${name} ${data.length} T${expirySeconds(last - now)} ${mode}`, data },
+  ]);
+  if (reply!.status === 'HD') return true;
+  if (reply!.status === 'NS' || reply!.status === 'EX' || reply!.status === 'NF') return false;
+  throw unexpected('store', reply!);
+}
+
+function unexpected(operation: string, reply: MetaReply): MemcachedError {
+  return new MemcachedError(
+    `memcached gave an unexpected reply to ${operation} of a line: ${[reply.status, ...reply.flags].join(' ')}`,
+  );
+}

@@ -1,0 +1,220 @@
+import { randomInt } from 'node:crypto';
+import { lstatSync, mkdirSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+
+/**
+ * Wake-ups between the processes that share one database file, without a server: each store
+ * that has a waiter listens on a socket of its own (a Unix-domain socket in a per-user, per-file
+ * folder; a named pipe on Windows) whose number, its bell, rides in the waiter's place in line.
+ * A release rings the bell of the first live place with the key's name. A bell that is gone (its
+ * process died) only refuses the connection: the ring is lost and that place expires, as it
+ * would without bells. A file the processes reach under different users, or on a network file
+ * system shared between machines, just gets no rings: the waiters' polling still finds the key.
+ */
+
+/** Bells are whole numbers below 2^48: exact in a JavaScript number and in SQLite. */
+const BELL_RANGE = 2 ** 48;
+// A connection to a peer's bell is kept this long after its last ring, for the next ones.
+const IDLE_MS = 10_000;
+
+export class Bells {
+  readonly #folder: string;
+  readonly #onRing: (key: string) => void;
+  #server: Server | undefined;
+  #bell: number | undefined;
+  #path: string | undefined;
+  #closed = false;
+  /** The folder is not safe to listen in: this store has no bell (its waiters poll). */
+  #unusable = false;
+  readonly #peers = new Map<number, Socket>();
+
+  /** `file` names the database (its device and inode), so that every path to it finds one folder. */
+  constructor(file: string, onRing: (key: string) => void) {
+    this.#folder = process.platform === 'win32' ? `cachelock-${file}` : bellFolder(file);
+    this.#onRing = onRing;
+  }
+
+  /** This store's bell once it listens, else undefined (then its waiters only poll). */
+  get bell(): number | undefined {
+    return this.#bell;
+  }
+
+  /** Start listening, once; a failure leaves the store without bells. */
+  open(): void {
+    if (this.#server !== undefined || this.#closed || this.#unusable) return;
+    if (process.platform !== 'win32' && !ownFolder(this.#folder)) {
+      this.#unusable = true;
+      return;
+    }
+    const bell = randomInt(1, BELL_RANGE);
+    const path = this.#pathOf(bell);
+    const server = createServer((socket) => this.#receive(socket));
+    this.#server = server;
+    server.on('error', () => {
+      // Taken (a bell number drawn twice) or no folder: try no further, polling covers it.
+      if (this.#server === server) this.#bell = undefined;
+    });
+    try {
+      const ready = () => {
+        if (this.#closed || this.#server !== server) return;
+        if (this.#path === undefined && process.platform !== 'win32') {
+          leftAtExit.add(path);
+          sweepStale(this.#folder, path);
+        }
+        this.#bell = bell;
+        this.#path = path;
+      };
+      server.listen(path, ready);
+      server.unref();
+      // A Unix-domain socket is bound by now; 'listening' only follows on the next tick.
+      if (server.listening) ready();
+    } catch {
+      // No folder for bells: the store works without them.
+    }
+  }
+
+  /** Tell the store with `bell` that `key` was freed; ours is told directly. */
+  ring(bell: number, key: string): void {
+    if (bell === this.#bell) {
+      queueMicrotask(() => this.#onRing(key));
+      return;
+    }
+    if (this.#closed) return;
+    let peer = this.#peers.get(bell);
+    if (peer === undefined || peer.destroyed) {
+      peer = createConnection(this.#pathOf(bell));
+      const made = peer;
+      this.#peers.set(bell, made);
+      made.unref();
+      made.setTimeout(IDLE_MS, () => made.destroy());
+      made.on('error', () => made.destroy());
+      made.on('close', () => {
+        if (this.#peers.get(bell) === made) this.#peers.delete(bell);
+      });
+      // Replies are never sent: reading only notices the end.
+      made.resume();
+    }
+    peer.write(`${JSON.stringify(key)}\n`);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const peer of this.#peers.values()) peer.destroy();
+    this.#peers.clear();
+    this.#server?.close();
+    this.#server = undefined;
+    if (this.#path !== undefined && process.platform !== 'win32') {
+      leftAtExit.delete(this.#path);
+      unlinkQuietly(this.#path);
+      // The file's folder goes with its last bell (removing a folder that is not empty fails).
+      try {
+        rmdirSync(this.#folder);
+      } catch {
+        // Another store's bell is still in it.
+      }
+    }
+    this.#bell = undefined;
+  }
+
+  #pathOf(bell: number): string {
+    const name = bell.toString(36);
+    return process.platform === 'win32'
+      ? `\\\\.\\pipe\\${this.#folder}-${name}`
+      : join(this.#folder, `${name}.s`);
+  }
+
+  #receive(socket: Socket): void {
+    let pending = '';
+    // A releaser keeps its connection open for its next rings: that must not keep this
+    // process alive once it waits for nothing.
+    socket.unref();
+    socket.setEncoding('utf8');
+    socket.on('error', () => socket.destroy());
+    socket.on('data', (chunk: string) => {
+      pending += chunk;
+      for (let end = pending.indexOf('\n'); end >= 0; end = pending.indexOf('\n')) {
+        const line = pending.slice(0, end);
+        pending = pending.slice(end + 1);
+        let key: unknown;
+        try {
+          key = JSON.parse(line);
+        } catch {
+          continue;
+        }
+        if (typeof key === 'string') this.#onRing(key);
+      }
+      // Lines are short: a peer that sends a long one without an end is not a store.
+      if (pending.length > 65_536) socket.destroy();
+    });
+  }
+}
+
+// The sockets of stores never closed go when the process exits normally; after a crash a
+// socket file stays, and ringing it is only refused.
+const leftAtExit = new Set<string>();
+process.once('exit', () => {
+  for (const path of leftAtExit) unlinkQuietly(path);
+});
+
+/** How many sockets one store checks when it opens its bell. */
+const SWEEP_LIMIT = 64;
+
+/**
+ * Delete the sockets of processes that died without closing (a refused connection means nobody
+ * listens), a bounded number at a time, so that crashes do not pile files up in the folder.
+ */
+function sweepStale(folder: string, own: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(folder).filter((name) => name.endsWith('.s'));
+  } catch {
+    return;
+  }
+  for (const name of names.slice(0, SWEEP_LIMIT)) {
+    const path = join(folder, name);
+    if (path === own) continue;
+    const probe = createConnection(path);
+    probe.unref();
+    probe.on('connect', () => probe.destroy());
+    probe.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ECONNREFUSED') unlinkQuietly(path);
+      probe.destroy();
+    });
+  }
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // Already gone.
+  }
+}
+
+/**
+ * Make the per-user folder and the file's folder in it (0700), and accept them only if they are
+ * this user's real folders, out of reach of everyone else: on a shared /tmp another user could
+ * have made them first, to listen to rings (they carry key names) or to send them.
+ */
+function ownFolder(folder: string): boolean {
+  const uid = process.getuid?.();
+  for (const path of [dirname(folder), folder]) {
+    try {
+      mkdirSync(path, { mode: 0o700 });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') return false;
+    }
+    const stats = lstatSync(path);
+    if (!stats.isDirectory() || (uid !== undefined && stats.uid !== uid)) return false;
+    if ((stats.mode & 0o077) !== 0) return false;
+  }
+  return true;
+}
+
+function bellFolder(file: string): string {
+  const user = process.getuid?.() ?? 'user';
+  return join(tmpdir(), `cachelock-${user}`, file);
+}

@@ -1,0 +1,132 @@
+import type { SqliteDatabase } from './driver.js';
+import type { Tables } from './schema.js';
+
+/** A caller that waits for the key: its place lasts `lineMs`; `bell` rings its process. */
+export interface Waiting {
+  lineMs: number;
+  bell: number | undefined;
+  /** Told when the key is held, until when (ms since the epoch): no release may come. */
+  heldUntil?: (expiresAt: number) => void;
+}
+
+/** The first live place in a key's line: the bell of its process (null: it only polls). */
+export interface NextInLine {
+  bell: number | null;
+}
+
+// The exclusive lock's waiters are places in the shared table's space 'lock' (kind 'line'),
+// ordered by `seq` from the fence counter, as the places of permits are; `fence` holds the bell
+// of the waiting process. A free key goes to the first live place: anyone else is refused until
+// that waiter has taken it, left, or let its place run out. Every statement here runs inside
+// the caller's transaction.
+const SPACE = "'lock'";
+
+export function prepareLine(db: SqliteDatabase, { leases, fences, shared, sharedIndex }: Tables) {
+  // Read without the write lock (in WAL readers never wait for the writer): the live holder, the
+  // first live place, and the caller's own place.
+  const glance = db.prepare(
+    `SELECT (SELECT owner FROM ${leases} WHERE key = ? AND expires_at > ?) AS holder,
+       (SELECT expires_at FROM ${leases} WHERE key = ? AND expires_at > ?) AS held_until,
+       (SELECT owner FROM ${shared} WHERE space = ${SPACE} AND key = ? AND kind = 'line'
+          AND expires_at > ? ORDER BY seq LIMIT 1) AS first,
+       (SELECT expires_at FROM ${shared} WHERE space = ${SPACE} AND key = ? AND owner = ?
+          AND kind = 'line') AS until,
+       (SELECT fence FROM ${shared} WHERE space = ${SPACE} AND key = ? AND owner = ?
+          AND kind = 'line') AS bell`,
+  );
+  const places = db.prepare(
+    `SELECT owner, expires_at FROM ${shared}
+     WHERE space = ${SPACE} AND key = ? AND kind = 'line' ORDER BY seq`,
+  );
+  const first = db.prepare(
+    `SELECT fence AS bell FROM ${shared}
+     WHERE space = ${SPACE} AND key = ? AND kind = 'line' AND expires_at > ? ORDER BY seq LIMIT 1`,
+  );
+  // The taker's own place goes, and the places that ran out before it.
+  const served = db.prepare(
+    `DELETE FROM ${shared} WHERE space = ${SPACE} AND key = ? AND kind = 'line'
+     AND (owner = ? OR expires_at <= ?)`,
+  );
+  const renew = db.prepare(
+    `UPDATE ${shared} SET expires_at = ?, fence = ?
+     WHERE space = ${SPACE} AND key = ? AND owner = ? AND kind = 'line' AND expires_at > ?`,
+  );
+  const nextSeq = db.prepare(
+    `UPDATE ${fences} SET value = max(value + 1, ?) WHERE id = 1
+     RETURNING CAST(value AS TEXT) AS value`,
+  );
+  // A place that ran out is replaced by one at the end of the line.
+  const join = db.prepare(
+    `INSERT OR REPLACE INTO ${shared} (space, key, owner, kind, weight, expires_at, fence, seq)
+     VALUES (${SPACE}, ?, ?, 'line', 0, ?, ?, ?)`,
+  );
+  const leave = db.prepare(
+    `DELETE FROM ${shared} WHERE space = ${SPACE} AND key = ? AND owner = ? AND kind = 'line'`,
+  );
+  // Every space's rows that ran out, oldest first through the index on expiry (as shared.ts).
+  const sweep = db.prepare(
+    `DELETE FROM ${shared} WHERE (space, key, owner) IN (
+       SELECT space, key, owner FROM ${shared} INDEXED BY ${sharedIndex}
+       WHERE expires_at <= ? ORDER BY expires_at LIMIT 64)`,
+  );
+
+  return {
+    /**
+     * Whether a read outside any transaction already shows that `owner` would be refused and
+     * has nothing to write: the key is another's or another waiter's turn, and the caller either
+     * does not wait or has a place with more than half its term left (waiters renew at least
+     * once a second) and its bell as now. Polling waiters then cost no write lock, which every
+     * other connection would have to wait for. The answer is as of the read: the key was held.
+     */
+    refusedAtAGlance(key: string, owner: string, now: number, wait?: Waiting): boolean {
+      const row = glance.get(key, now, key, now, key, now, key, owner, key, owner);
+      if (row === undefined) return false;
+      const other = (name: unknown) => name !== null && name !== owner;
+      if (!other(row.holder) && !(row.holder === null && other(row.first))) return false;
+      if (wait === undefined) return true;
+      if (row.held_until !== null) wait.heldUntil?.(Number(row.held_until));
+      if (row.until === null || Number(row.until) - now < wait.lineMs / 2) return false;
+      return (row.bell === null ? undefined : Number(row.bell)) === wait.bell;
+    },
+
+    /**
+     * Whether `owner` may take the free `key`: nobody is in line, or the first live place is its
+     * own. When it may, its place and the ones that ran out go.
+     */
+    mayTake(key: string, owner: string, now: number): boolean {
+      const rows = places.all(key);
+      if (rows.length === 0) return true;
+      const live = rows.find((row) => Number(row.expires_at) > now);
+      if (live !== undefined && live.owner !== owner) return false;
+      served.run(key, owner, now);
+      return true;
+    },
+
+    /** Join the line, or keep the place held and push its end to `lineMs` from now. */
+    join(key: string, owner: string, now: number, { lineMs, bell }: Waiting): void {
+      const until = Math.ceil(now + lineMs);
+      const ring = bell ?? null;
+      if (Number(renew.run(until, ring, key, owner, now).changes) > 0) return;
+      const seq = BigInt(String(nextSeq.get(BigInt(Math.floor(now)) * 1000n)?.value));
+      join.run(key, owner, until, ring, seq);
+    },
+
+    /** The first live place, to be told that the key is free. */
+    next(key: string, now: number): NextInLine | undefined {
+      const row = first.get(key, now);
+      if (row === undefined) return undefined;
+      return { bell: row.bell === null ? null : Number(row.bell) };
+    },
+
+    /** Leave the line; whether `owner` had a place. */
+    leave(key: string, owner: string): boolean {
+      return Number(leave.run(key, owner).changes) > 0;
+    },
+
+    sweep(now: number): void {
+      sweep.run(now);
+    },
+  };
+}
+
+export type Line = ReturnType<typeof prepareLine>;

@@ -1,0 +1,222 @@
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import Database from 'better-sqlite3';
+import { type LockStore, newOwner } from 'cachelock';
+import { sqliteStore } from 'cachelock/sqlite';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+let dir: string;
+const stores: LockStore[] = [];
+let counter = 0;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'cachelock-sqlite-line-'));
+});
+
+afterAll(async () => {
+  for (const store of stores) await store.close?.();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function freshPath(): string {
+  return join(dir, `line-${++counter}.sqlite`);
+}
+
+function open(path: string): LockStore {
+  const store = sqliteStore(path, { driver: 'better-sqlite3' });
+  stores.push(store);
+  return store;
+}
+
+/** The places in the exclusive lock's line, read straight from the file. */
+function places(path: string): { key: string; owner: string }[] {
+  const db = new Database(path, { readonly: true });
+  try {
+    return db
+      .prepare(`SELECT key, owner FROM cachelock_locks_shared WHERE space = 'lock' ORDER BY seq`)
+      .all() as { key: string; owner: string }[];
+  } finally {
+    db.close();
+  }
+}
+
+async function until(what: string, check: () => boolean, withinMs = 5_000): Promise<void> {
+  const started = performance.now();
+  while (!check()) {
+    if (performance.now() - started > withinMs)
+      throw new Error(`${what}: not within ${withinMs} ms`);
+    await sleep(5);
+  }
+}
+
+describe('sqlite line of waiters for the exclusive lock', () => {
+  it('a freed key goes to the first live place: a newcomer and a later waiter are refused', async () => {
+    const path = freshPath();
+    const store = open(path);
+    const [holder, first, second, newcomer] = [newOwner(), newOwner(), newOwner(), newOwner()];
+    expect(await store.acquire('k', holder, 10_000)).not.toBeNull();
+    expect(await store.acquire('k', first, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await store.acquire('k', second, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(places(path).map((p) => p.owner)).toEqual([first, second]);
+    expect(await store.release('k', holder)).toBe(true);
+    // The releasing holder coming straight back, and anyone else, wait behind the line.
+    expect(await store.acquire('k', newcomer, 10_000)).toBeNull();
+    expect(await store.acquire('k', holder, 10_000)).toBeNull();
+    expect(await store.acquire('k', second, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await store.acquire('k', first, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(places(path).map((p) => p.owner)).toEqual([second]);
+    expect(await store.release('k', first)).toBe(true);
+    expect(await store.acquire('k', second, 10_000)).not.toBeNull();
+    expect(await store.release('k', second)).toBe(true);
+    // Served places leave nothing behind.
+    expect(places(path)).toEqual([]);
+    expect(await store.acquire('k', newcomer, 10_000)).not.toBeNull();
+  });
+
+  it('a waiter that leaves, or whose place runs out, no longer holds up the line', async () => {
+    const path = freshPath();
+    const store = open(path);
+    const [holder, leaver, lapser, next] = [newOwner(), newOwner(), newOwner(), newOwner()];
+    expect(await store.acquire('k', holder, 10_000)).not.toBeNull();
+    expect(await store.acquire('k', leaver, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await store.acquire('k', lapser, 10_000, { lineMs: 300 })).toBeNull();
+    expect(await store.acquire('k', next, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await store.release('k', holder)).toBe(true);
+    // Leaving is a release by an owner that does not hold the key.
+    expect(await store.release('k', leaver)).toBe(false);
+    expect(await store.acquire('k', next, 10_000, { lineMs: 10_000 })).toBeNull();
+    await sleep(400);
+    expect(await store.acquire('k', next, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await store.release('k', next)).toBe(true);
+    expect(places(path)).toEqual([]);
+  });
+
+  it('several keys taken together wait for each free key whose line has someone else first', async () => {
+    const path = freshPath();
+    const store = open(path);
+    const many = store.capabilities!.keys!;
+    const [holder, waiter, pair] = [newOwner(), newOwner(), newOwner()];
+    expect(await store.acquire('b', holder, 10_000)).not.toBeNull();
+    expect(await store.acquire('b', waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await store.release('b', holder)).toBe(true);
+    expect(await many.acquire(['a', 'b'], pair, 10_000)).toBeNull();
+    expect(await store.acquire('b', waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await store.release('b', waiter)).toBe(true);
+    expect(await many.acquire(['a', 'b'], pair, 10_000)).not.toBeNull();
+  });
+
+  it("a release rings the first waiter's store on the same file, and only that one", async () => {
+    const path = freshPath();
+    const [releaser, firstStore, secondStore] = [open(path), open(path), open(path)];
+    for (const store of [releaser, firstStore, secondStore]) await store.inspect('k');
+    let firstHeard = 0;
+    let secondHeard = 0;
+    const stopFirst = firstStore.onRelease!('k', () => firstHeard++);
+    const stopSecond = secondStore.onRelease!('k', () => secondHeard++);
+    try {
+      const [holder, first, second] = [newOwner(), newOwner(), newOwner()];
+      expect(await releaser.acquire('k', holder, 10_000)).not.toBeNull();
+      // A place records its store's bell once the bell listens (at once for a Unix socket).
+      await sleep(50);
+      expect(await firstStore.acquire('k', first, 10_000, { lineMs: 10_000 })).toBeNull();
+      expect(await secondStore.acquire('k', second, 10_000, { lineMs: 10_000 })).toBeNull();
+      expect(await releaser.release('k', holder)).toBe(true);
+      await until('the first waiter hears the release', () => firstHeard > 0);
+      await sleep(100);
+      expect(secondHeard).toBe(0);
+      expect(await firstStore.acquire('k', first, 10_000, { lineMs: 10_000 })).not.toBeNull();
+      expect(await firstStore.release('k', first)).toBe(true);
+      await until('the next waiter hears the next release', () => secondHeard > 0);
+    } finally {
+      stopFirst();
+      stopSecond();
+    }
+  });
+
+  it('a waiter whose process is gone does not break a release, and its place runs out', async () => {
+    const path = freshPath();
+    const releaser = open(path);
+    const gone = open(path);
+    await releaser.inspect('k');
+    await gone.inspect('k');
+    gone.onRelease!('k', () => {});
+    await sleep(50);
+    const [holder, dead, next] = [newOwner(), newOwner(), newOwner()];
+    expect(await releaser.acquire('k', holder, 10_000)).not.toBeNull();
+    expect(await gone.acquire('k', dead, 10_000, { lineMs: 500 })).toBeNull();
+    expect(await releaser.acquire('k', next, 10_000, { lineMs: 10_000 })).toBeNull();
+    // Its bell stops answering, as when its process dies.
+    await gone.close?.();
+    expect(await releaser.release('k', holder)).toBe(true);
+    expect(await releaser.acquire('k', next, 10_000, { lineMs: 10_000 })).toBeNull();
+    await sleep(600);
+    expect(await releaser.acquire('k', next, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await releaser.release('k', next)).toBe(true);
+  });
+
+  it('a bell folder that others could reach is not used: no socket, waiters poll', async () => {
+    const unsafe = join(dir, 'unsafe-tmp');
+    const folder = join(unsafe, `cachelock-${process.getuid?.() ?? 'user'}`);
+    mkdirSync(folder, { recursive: true });
+    chmodSync(folder, 0o777);
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = unsafe;
+    try {
+      const path = freshPath();
+      const [releaser, waiting] = [open(path), open(path)];
+      await releaser.inspect('k');
+      await waiting.inspect('k');
+      let heard = 0;
+      const stop = waiting.onRelease!('k', () => heard++);
+      const [holder, waiter] = [newOwner(), newOwner()];
+      expect(await releaser.acquire('k', holder, 10_000)).not.toBeNull();
+      expect(await waiting.acquire('k', waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+      expect(await releaser.release('k', holder)).toBe(true);
+      await sleep(200);
+      expect(heard).toBe(0);
+      expect(readdirSync(folder)).toEqual([]);
+      expect(await waiting.acquire('k', waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
+      stop();
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
+  });
+
+  it('a store opening its bell deletes the sockets of processes that died without closing', async () => {
+    const path = freshPath();
+    const first = open(path);
+    await first.inspect('k');
+    const { dev, ino } = statSync(path, { bigint: true });
+    const folder = join(
+      tmpdir(),
+      `cachelock-${process.getuid?.() ?? 'user'}`,
+      `${dev.toString(36)}-${ino.toString(36)}`,
+    );
+    mkdirSync(folder, { recursive: true, mode: 0o700 });
+    const stale = join(folder, 'stale.s');
+    // A process that listens and is killed: its socket file stays, and nobody answers on it.
+    spawnSync(process.execPath, [
+      '-e',
+      `require('node:net').createServer().listen(${JSON.stringify(stale)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ]);
+    expect(existsSync(stale)).toBe(true);
+    const stop = first.onRelease!('k', () => {});
+    try {
+      await until('the stale socket is gone', () => !existsSync(stale));
+    } finally {
+      stop();
+    }
+  });
+});
