@@ -19,11 +19,12 @@ const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as
 /**
  * The gzipped tarball may not grow past this without a reason (it was 462 kB with source maps,
  * 177 kB without; 274 kB with the MySQL and etcd entry points, about 40 kB of code each in ESM
- * and CommonJS, and several keys, permits and readers/writers).
+ * and CommonJS, and several keys, permits and readers/writers; 307 kB with etcd's permits and
+ * readers/writers and the SQLite and Memcached lines and wake-ups).
  */
-const PACKED_BUDGET = 300_000;
-/** Nor the files in it, unpacked (1.09 MB then). */
-const UNPACKED_BUDGET = 1_200_000;
+const PACKED_BUDGET = 330_000;
+/** Nor the files in it, unpacked (1.23 MB then). */
+const UNPACKED_BUDGET = 1_350_000;
 
 /** One value export per entry point, to prove its types are the real ones and not `any`. */
 const probe: Record<string, string> = {
