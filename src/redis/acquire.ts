@@ -3,7 +3,7 @@ import { script } from './script.js';
 
 /**
  * KEYS: lease (the line and waiters are named after it and share its hash slot). ARGV: owner,
- * ttlMs, lineMs ('0': not waiting). Returns the fence, or nil when the key is held: by another
+ * ttlMs, lineMs ('0': not waiting), the store's wake channel ('' or absent: none). Returns the fence, or nil when the key is held: by another
  * owner, or by a value cachelock did not write (never touched).
  *
  * The lease value is `2/<fence>:<owner>` (see keys.ts for the layout). A fence is the
@@ -23,6 +23,7 @@ if redis.call('SET', lease, '2/' .. fence .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2]
   local line = lease .. ':v2:line'
   if ARGV[3] ~= '0' and redis.call('ZREM', line, ARGV[1]) == 1 then
     redis.call('HDEL', lease .. ':v2:waiters', ARGV[1])
+    redis.call('HDEL', lease .. ':v2:wake', ARGV[1])
   end
   -- Free with others still in line (a lease or claim ran out): marked, so that the release
   -- hands the key on rather than leaving them to find it by polling.
@@ -52,6 +53,12 @@ if ARGV[3] ~= '0' then
   local keep = math.max(redis.call('PTTL', line), line_ms)
   redis.call('PEXPIRE', line, keep)
   redis.call('PEXPIRE', waiters, keep)
+  -- Where the hand-off reaches this waiter's store alone (older stores leave none).
+  if ARGV[4] and ARGV[4] ~= '' then
+    local wake = lease .. ':v2:wake'
+    redis.call('HSET', wake, ARGV[1], ARGV[4])
+    redis.call('PEXPIRE', wake, keep)
+  end
   if mark == '' then
     redis.call('SET', lease, '2/' .. last .. '*:' .. owner, 'KEEPTTL')
   end

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+
 /**
  * The Redis keys of one lock, layout version 2. All of them share one hash tag, so that a
  * script touching them runs on one Cluster slot, and none outlives its lease or its line.
@@ -22,6 +24,12 @@ export interface LockKeys {
   line: string;
   /** Each waiter's deadline and claim lease (a hash `owner -> <deadlineMs>:<claimMs>`). */
   waiters: string;
+  /**
+   * Where to tell each waiter that the key is its own (a hash `owner -> <wake channel>`, the
+   * channel of the waiter's store), gone with the line. A waiter with no entry (one of an older
+   * version) is told on `channel`.
+   */
+  wake: string;
   /** The pub/sub channel that announces releases and hand-offs. */
   channel: string;
 }
@@ -113,6 +121,8 @@ export interface SharedKeys {
   line: string;
   /** `<holders>:places`: each waiter's `<deadlineMs>:<weight>:<limit>`. */
   places: string;
+  /** `<holders>:wake`: each waiter's store's wake channel, as `LockKeys.wake`. */
+  wake: string;
   channel: string;
 }
 
@@ -123,6 +133,7 @@ export function sharedKeys(key: string, namespace: SharedNamespace): SharedKeys 
     data: `${holders}:data`,
     line: `${holders}:line`,
     places: `${holders}:places`,
+    wake: `${holders}:wake`,
     channel: holders,
   };
 }
@@ -134,6 +145,32 @@ export function lockKeys(key: string): LockKeys {
     fence: `${lease}:fence`,
     line: `${lease}:v2:line`,
     waiters: `${lease}:v2:waiters`,
+    wake: `${lease}:v2:wake`,
     channel: lease,
   };
+}
+
+/**
+ * A store's own wake channel, on which the releases that hand it a key tell it so, rather than
+ * on the key's channel that every store with a waiter for the key listens on. The message is
+ * `<bytes>:<channel><hand-off>`: the key's channel (its length in UTF-8 bytes first) and the
+ * hand-off as published there.
+ */
+export function wakeChannel(): string {
+  return `cachelock:wake:${randomBytes(9).toString('base64url')}`;
+}
+
+/** A wake channel's message as `[key channel, hand-off]`, or `undefined` when malformed. */
+export function parseWake(message: string): [string, string] | undefined {
+  const colon = message.indexOf(':');
+  const bytes = Number(message.slice(0, colon));
+  if (colon < 1 || !Number.isSafeInteger(bytes) || bytes < 0) return undefined;
+  const rest = message.slice(colon + 1);
+  // Most channels are ASCII, where bytes and UTF-16 units agree.
+  if (Buffer.byteLength(rest) === rest.length) {
+    return bytes > rest.length ? undefined : [rest.slice(0, bytes), rest.slice(bytes)];
+  }
+  const buffer = Buffer.from(rest);
+  if (bytes > buffer.length) return undefined;
+  return [buffer.subarray(0, bytes).toString(), buffer.subarray(bytes).toString()];
 }

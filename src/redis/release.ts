@@ -11,6 +11,7 @@ export const RELEASE_ONE = `local function release_one(lease, owner, keep)
   if not head or string.sub(value, #head + 1) ~= owner then
     if redis.call('ZREM', lease .. ':v2:line', owner) == 1 then
       redis.call('HDEL', lease .. ':v2:waiters', owner)
+      redis.call('HDEL', lease .. ':v2:wake', owner)
     end
     return 0
   end
@@ -23,7 +24,7 @@ export const RELEASE_ONE = `local function release_one(lease, owner, keep)
     return 1
   end
   local last = tonumber(string.match(value, '^2/(%d+)')) or 0
-  local line, waiters = lease .. ':v2:line', lease .. ':v2:waiters'
+  local line, waiters, wake = lease .. ':v2:line', lease .. ':v2:waiters', lease .. ':v2:wake'
   local now = redis.call('TIME')
   local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
   local now_ms = math.floor(now_us / 1000)
@@ -33,6 +34,8 @@ export const RELEASE_ONE = `local function release_one(lease, owner, keep)
     redis.call('ZREM', line, first)
     local entry = redis.call('HGET', waiters, first)
     redis.call('HDEL', waiters, first)
+    local channel = redis.call('HGET', wake, first)
+    if channel then redis.call('HDEL', wake, first) end
     if entry then
       local sep = string.find(entry, ':', 1, true)
       if tonumber(string.sub(entry, 1, sep - 1)) > now_ms then
@@ -42,7 +45,12 @@ export const RELEASE_ONE = `local function release_one(lease, owner, keep)
         local mark = redis.call('EXISTS', line) == 1 and '*' or ''
         redis.call('SET', lease, '2/' .. fence .. mark .. ':' .. first, 'PX', claim_ms)
         local handoff = fence .. ':' .. claim_ms .. ':' .. first
-        redis.call('PUBLISH', lease, handoff)
+        if channel then
+          -- To the waiter's store alone, naming the key's channel.
+          redis.call('PUBLISH', channel, #lease .. ':' .. lease .. handoff)
+        else
+          redis.call('PUBLISH', lease, handoff)
+        end
         return handoff
       end
     end

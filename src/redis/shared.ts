@@ -3,14 +3,14 @@ import { script } from './script.js';
 
 /**
  * Shared leases (permits, readers and writers) under one weighted rule. KEYS: holders, data,
- * line, places (see `SharedKeys` in keys.ts; the holders' name is also the channel). The
+ * line, places, wake (see `SharedKeys` in keys.ts; the holders' name is also the channel). The
  * holders' sorted set, scored by expiry on the server's clock, is the truth about who holds;
  * `data` keeps each holder's `<seq>:<weight>:<fence>`, the weight held, the last sequence
  * number and the fence readers share. A lease's sequence number is the server's `TIME` in microseconds, or the last
  * one + 1 when the clock has not passed it, so sequence numbers and fences only rise, as in the
  * exclusive lock. Every name expires with the last lease or place it holds.
  */
-const COMMON = `local holders, data, line, places = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+const COMMON = `local holders, data, line, places, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 -- The last ARGV: how long the fence readers share outlives the last lease (0: not at all).
 local linger = tonumber(ARGV[#ARGV])
 local function int(n) return string.format('%.0f', n) end
@@ -55,6 +55,13 @@ local function prune()
   return total, meta[2], meta[3]
 end
 
+-- A place in line gone, with the wake channel its store left.
+local function leave(owner)
+  redis.call('ZREM', line, owner)
+  redis.call('HDEL', places, owner)
+  redis.call('HDEL', wake, owner)
+end
+
 -- The first live place in line (owner, weight, limit), dropping the lapsed places before it.
 local function head()
   while true do
@@ -65,13 +72,12 @@ local function head()
       local deadline, weight, limit = string.match(entry, '^(%d+):(%d+):(%d+)$')
       if tonumber(deadline) > now_ms then return first, tonumber(weight), tonumber(limit) end
     end
-    redis.call('ZREM', line, first)
-    redis.call('HDEL', places, first)
+    leave(first)
   end
 end
 
 -- Wake the first in line when it would now be admitted, by name: nobody else would be.
-local function wake(total)
+local function wake_first(total)
   local first, weight, limit = head()
   if first and total + weight <= limit then
     redis.call('PUBLISH', holders, first)
@@ -100,10 +106,11 @@ local total, last, share = prune()
 
 /**
  * ARGV: owner, ttlMs, limit, weight, share ('1': take the last non-sharing fence), lineMs
- * ('0': not waiting), lingerMs. Returns the fence, or nil when refused. The owner that already holds a
- * lease gets it refreshed with the same fence. Otherwise it is admitted when nobody is ahead
- * of it in line and the weight held plus its own is within its limit; refused, a waiter joins
- * the line or renews its place. An admitted waiter wakes the rest when the next in line would
+ * ('0': not waiting), the store's wake channel ('': none), lingerMs. Returns the fence, or nil
+ * when refused. The owner that already holds a lease gets it refreshed with the same fence.
+ * Otherwise it is admitted when nobody is ahead of it in line and the weight held plus its own
+ * is within its limit; refused, a waiter joins the line (leaving its store's wake channel, to
+ * be told of a permit handed over there) or renews its place. An admitted waiter wakes the rest when the next in line would
  * fit too, so that readers behind a writer all come in.
  */
 export const SHARED_ACQUIRE = script(
@@ -128,9 +135,8 @@ if (first == nil or first == owner) and total + weight <= limit then
   redis.call('HINCRBY', data, 'total', ARGV[4])
   redis.call('ZADD', holders, int(now_ms + ttl), owner)
   if first == owner then
-    redis.call('ZREM', line, owner)
-    redis.call('HDEL', places, owner)
-    wake(total + weight)
+    leave(owner)
+    wake_first(total + weight)
   end
   expire()
   return fence
@@ -141,6 +147,10 @@ if line_ms > 0 then
   local keep = int(math.max(redis.call('PTTL', line), line_ms))
   redis.call('PEXPIRE', line, keep)
   redis.call('PEXPIRE', places, keep)
+  if ARGV[7] ~= '' then
+    redis.call('HSET', wake, owner, ARGV[7])
+    redis.call('PEXPIRE', wake, keep)
+  end
   expire()
   -- Refused in line: when, so that a hand-over older than this refusal is known to be void.
   return '-' .. int(now_us)
@@ -170,15 +180,24 @@ local function hand_over(total)
     redis.call('HSET', data, 'last', seq, 'share', seq, 'o' .. first, seq .. ':' .. weight .. ':' .. seq)
     redis.call('HINCRBY', data, 'total', weight)
     redis.call('ZADD', holders, int(now_ms + claim), first)
-    redis.call('ZREM', line, first)
-    redis.call('HDEL', places, first)
-    redis.call('PUBLISH', holders, seq .. ':' .. int(claim) .. ':' .. first)
+    local channel = redis.call('HGET', wake, first)
+    leave(first)
+    local handoff = seq .. ':' .. int(claim) .. ':' .. first
+    if channel then
+      -- To the waiter's store alone, naming the holders' channel.
+      redis.call('PUBLISH', channel, #holders .. ':' .. holders .. handoff)
+    else
+      redis.call('PUBLISH', holders, handoff)
+    end
     total = total + weight
   end
 end
 local owner = ARGV[1]
 local left = redis.call('ZREM', line, owner) == 1
-if left then redis.call('HDEL', places, owner) end
+if left then
+  redis.call('HDEL', places, owner)
+  redis.call('HDEL', wake, owner)
+end
 local holds = redis.call('ZSCORE', holders, owner)
 if holds and ARGV[2] ~= '0' then
   redis.call('ZADD', holders, 'XX', int(now_ms + tonumber(ARGV[2])), owner)
@@ -193,7 +212,7 @@ elseif holds then
   end
 end
 if (holds and ARGV[2] == '0') or left then
-  if ARGV[3] == '1' then hand_over(total) else wake(total) end
+  if ARGV[3] == '1' then hand_over(total) else wake_first(total) end
 end
 expire()
 return holds and 1 or 0

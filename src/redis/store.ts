@@ -95,6 +95,7 @@ export class RedisStore implements LockStore {
   ): Promise<Acquired | null> {
     const lineMs = options?.lineMs ? wholeMs(options.lineMs) : 0;
     const args = [owner, String(wholeMs(ttlMs)), String(lineMs)];
+    if (lineMs > 0) args.push(this.subscriptions.wakeChannel());
     return this.call(ACQUIRE, leaseKey(key), args, (reply) => {
       const got = acquired(reply, (at) => this.refused(owner, at));
       if (got !== null) this.refusedAt.delete(owner);
@@ -241,7 +242,7 @@ export class RedisStore implements LockStore {
     const handOver = namespace === 'permits' ? '1' : '0';
     const names = (key: string) => {
       const k = sharedKeys(key, namespace);
-      return [k.holders, k.data, k.line, k.places];
+      return [k.holders, k.data, k.line, k.places, k.wake];
     };
     return {
       acquire: (key, owner, ttlMs, request: SharedRequest) => {
@@ -252,6 +253,7 @@ export class RedisStore implements LockStore {
           String(request.weight),
           request.shareFence ? '1' : '0',
           request.lineMs ? String(wholeMs(request.lineMs)) : '0',
+          request.lineMs ? this.subscriptions.wakeChannel() : '',
           linger,
         ];
         // In the set before sending, so that a wake-up racing the reply is not missed.

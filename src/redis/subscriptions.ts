@@ -1,4 +1,5 @@
 import type { Subscriber } from './driver.js';
+import { parseWake, wakeChannel } from './keys.js';
 
 /** Called with the message as published (a hand-off, the next in line), or none. */
 type Listener = (message?: string) => void;
@@ -48,8 +49,20 @@ export class ReleaseSubscriptions {
   private subscriber: Subscriber | undefined;
   private readonly channels = new Map<string, Channel>();
   private idle: NodeJS.Timeout | undefined;
+  /** This store's own channel, where releases hand its waiters a key (see `wakeChannel`). */
+  private readonly wake = wakeChannel();
 
   constructor(private readonly open: () => Subscriber) {}
+
+  /**
+   * The channel for a waiter to leave in line, while the connection that listens on it is
+   * open, else '' (the hand-off then comes on the key's channel). It is subscribed before any
+   * key's channel on the same connection, so by the time a key's subscription is confirmed
+   * and its listeners retry, hand-offs to it arrive.
+   */
+  wakeChannel(): string {
+    return this.subscriber === undefined ? '' : this.wake;
+  }
 
   listen(channel: string, listener: Listener): () => void {
     let entry = this.channels.get(channel);
@@ -124,19 +137,30 @@ export class ReleaseSubscriptions {
       subscriber.listen((channel, message) => {
         if (channel === undefined) {
           for (const entry of this.channels.values()) notify(entry.listeners);
-          return;
+        } else if (channel !== this.wake) {
+          this.deliver(channel, message);
+        } else if (message) {
+          const wake = parseWake(message);
+          if (wake !== undefined) this.deliver(wake[0], wake[1]);
         }
-        const entry = this.channels.get(channel);
-        if (entry === undefined) return;
-        if (message) {
-          entry.recent.push(message);
-          if (entry.recent.length > RECENT) entry.recent.shift();
-        }
-        notify(entry.listeners, message || undefined);
       });
       this.subscriber = subscriber;
+      // On failure nothing is lost: hand-offs to a channel nobody hears are confirmed by the
+      // waiter's next try (as when a key's own subscription fails).
+      subscriber.subscribe(this.wake).catch(() => {});
     }
     return this.subscriber;
+  }
+
+  /** A message on a key's channel, or one for it on the wake channel. */
+  private deliver(channel: string, message: string | undefined): void {
+    const entry = this.channels.get(channel);
+    if (entry === undefined) return;
+    if (message) {
+      entry.recent.push(message);
+      if (entry.recent.length > RECENT) entry.recent.shift();
+    }
+    notify(entry.listeners, message || undefined);
   }
 }
 

@@ -35,7 +35,7 @@ describe.runIf(runs)('redis store on a 3-master Cluster', () => {
     for (const k of keys) {
       const names = lockKeys(`cachelock:${k}`);
       const slot = await ioredis.cluster('KEYSLOT', names.lease);
-      for (const name of [names.fence, names.line, names.waiters]) {
+      for (const name of [names.fence, names.line, names.waiters, names.wake]) {
         expect(await ioredis.cluster('KEYSLOT', name)).toBe(slot);
       }
       slots.add(slot as number);
@@ -55,6 +55,7 @@ describe.runIf(runs)('redis store on a 3-master Cluster', () => {
     const slot = keySlot(leaseKey('cachelock:{acct}:1'));
     expect(keySlot(leaseKey('cachelock:{acct}:2'))).toBe(slot);
     expect(keySlot(sharedKeys('cachelock:{acct}:3', 'permits').places)).toBe(slot);
+    expect(keySlot(sharedKeys('cachelock:{acct}:3', 'permits').wake)).toBe(slot);
   });
 
   it('several keys of one hash tag go together; keys of different slots are refused', async () => {

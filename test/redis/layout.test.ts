@@ -127,7 +127,7 @@ describe.runIf(runs)('the Redis layout, on a throwaway server', () => {
       expect(await store.release(k, b)).toBe(true);
       expect(await store.inspect(k)).toMatchObject({ owner: c, fence: ahead + 1n });
       expect(await store.release(k, c)).toBe(true);
-      expect(await client.exists(names.lease, names.line, names.waiters)).toBe(0);
+      expect(await client.exists(names.lease, names.line, names.waiters, names.wake)).toBe(0);
     });
   });
 
@@ -169,7 +169,7 @@ describe.runIf(runs)('the Redis layout, on a throwaway server', () => {
         expect(await store.extend(k, '', 10_000)).toBe(false);
         expect(await client.dump(names.lease)).toEqual(dump);
         expect(await client.pttl(names.lease)).toBeLessThanOrEqual(Math.max(ttl, -1));
-        expect(await client.exists(names.line, names.waiters, names.fence)).toBe(0);
+        expect(await client.exists(names.line, names.waiters, names.wake, names.fence)).toBe(0);
 
         // Only a forced release, which names the unknown owner '', removes it.
         expect(await store.release(k, '')).toBe(true);

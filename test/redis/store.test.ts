@@ -4,6 +4,7 @@ import { lockKeys, type RedisStore, redisStore, storeFromUrl } from 'cachelock/r
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseWake } from '../../src/redis/keys.js';
 import { binaryOrSkip, freePort } from '../support/reachable.js';
 import { RedisServer, sleep } from '../support/redis-server.js';
 
@@ -431,6 +432,16 @@ describe.runIf(runs)('redis store on a throwaway server', () => {
   });
 
   describe('push wake-ups', () => {
+    it('a wake message names its key channel by length in UTF-8 bytes', () => {
+      for (const channel of ['{k}', '{ключ 🔒:1}:v2:permits', '{a:b}']) {
+        const bytes = Buffer.byteLength(channel);
+        expect(parseWake(`${bytes}:${channel}12:3:own:er`)).toEqual([channel, '12:3:own:er']);
+        expect(parseWake(`${bytes}:${channel}`)).toEqual([channel, '']);
+      }
+      for (const bad of ['', ':x', 'x:y', '9:short', '-1:x'])
+        expect(parseWake(bad)).toBeUndefined();
+    });
+
     it('opens one subscriber lazily and shares a channel among listeners', async () => {
       const own = new Redis(server.port, '127.0.0.1');
       const s = redisStore(own);

@@ -1,6 +1,8 @@
-import { closeAll, Lock, Semaphore } from 'cachelock';
+import { closeAll, type Handoff, Lock, Semaphore } from 'cachelock';
+import { type RedisStore, redisStore } from 'cachelock/redis';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lockKeys, sharedKeys } from '../../src/redis/keys.js';
 import { binaryOrSkip } from '../support/reachable.js';
 import { RedisServer, sleep } from '../support/redis-server.js';
 
@@ -134,6 +136,94 @@ describe.runIf(runs)('waiting on a Redis key (throwaway server)', () => {
     } finally {
       cache.disconnect();
       other.disconnect();
+    }
+  });
+
+  describe("a hand-off is published to the waiter's store alone", () => {
+    type Listen = (store: RedisStore, key: string, listener: (h?: Handoff) => void) => () => void;
+    type Join = (store: RedisStore, key: string, owner: string) => Promise<unknown>;
+    type Leave = (store: RedisStore, key: string, owner: string) => Promise<boolean>;
+    const permits = (store: RedisStore) => store.capabilities.permits;
+    const cases: [
+      string,
+      (key: string) => { channel: string; wake: string },
+      Listen,
+      Join,
+      Join,
+      Leave,
+    ][] = [
+      [
+        'lock',
+        lockKeys,
+        (store, key, listener) => store.onRelease(key, listener),
+        (store, key, owner) => store.acquire(key, owner, 10_000),
+        (store, key, owner) => store.acquire(key, owner, 10_000, { lineMs: 5_000 }),
+        (store, key, owner) => store.release(key, owner),
+      ],
+      [
+        'permits',
+        (key) => sharedKeys(key, 'permits'),
+        (store, key, listener) => permits(store).onRelease!(key, listener),
+        (store, key, owner) => permits(store).acquire(key, owner, 10_000, { limit: 1, weight: 1 }),
+        (store, key, owner) =>
+          permits(store).acquire(key, owner, 10_000, { limit: 1, weight: 1, lineMs: 5_000 }),
+        (store, key, owner) => permits(store).release(key, owner),
+      ],
+    ];
+    for (const [name, namesOf, listen, take, join, leave] of cases) {
+      it(`${name}: on its wake channel, and on the key's when its store listens on none`, async () => {
+        // Not ASCII: the wake message names the key's channel by its length in bytes.
+        const key = `cachelock:test:${process.pid}:wake:${name}:ключ✓`;
+        const { channel, wake } = namesOf(key);
+        const clients = Array.from({ length: 4 }, () => new Redis(server.port, '127.0.0.1'));
+        const [holder, waiter, bystander, silent] = clients.map((c) => redisStore(c));
+        const spy = new Redis(server.port, '127.0.0.1');
+        const published: string[] = [];
+        spy.on('pmessage', (_pattern: string, on: string) => published.push(on));
+        try {
+          await spy.psubscribe('*');
+          const told: (Handoff | undefined)[] = [];
+          const stops = [
+            listen(waiter!, key, (h) => told.push(h)),
+            listen(bystander!, key, () => {}),
+          ];
+          const admin = clients[0]!;
+          const subscribed = async () => {
+            for (let i = 0; i < 100; i++) {
+              const [, n] = (await admin.call('PUBSUB', 'NUMSUB', channel)) as [string, number];
+              if (Number(n) === 2) return;
+              await sleep(20);
+            }
+            throw new Error(`${channel} never had 2 subscribers`);
+          };
+          await subscribed();
+
+          expect(await take(holder!, key, 'h1')).not.toBeNull();
+          expect(await join(waiter!, key, 'w1')).toBeNull();
+          expect(await admin.hget(wake, 'w1')).toMatch(/^cachelock:wake:/);
+          published.length = 0;
+          expect(await leave(holder!, key, 'h1')).toBe(true);
+          for (let i = 0; i < 100 && !told.some((h) => h?.owner === 'w1'); i++) await sleep(20);
+          expect(told.find((h) => h?.owner === 'w1')).toBeDefined();
+          await sleep(100); // anything else published arrives meanwhile
+          expect(published).toHaveLength(1);
+          expect(published[0]).toMatch(/^cachelock:wake:/);
+
+          // A store that never listened (as an older version's) leaves no wake channel: its
+          // waiter's hand-off comes on the key's channel, which every store there hears.
+          expect(await join(silent!, key, 's1')).toBeNull();
+          published.length = 0;
+          expect(await leave(waiter!, key, 'w1')).toBe(true);
+          for (let i = 0; i < 100 && !published.includes(channel); i++) await sleep(20);
+          expect(published).toEqual([channel]);
+          expect(await admin.exists(wake)).toBe(0);
+          expect(await leave(silent!, key, 's1')).toBe(true);
+          for (const stop of stops) stop();
+        } finally {
+          spy.disconnect();
+          for (const c of clients) c.disconnect();
+        }
+      });
     }
   });
 });
