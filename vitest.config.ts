@@ -15,5 +15,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // Most files wait on servers and timers, not the CPU: two at once halve the suite's time on
+    // a 2-core machine (the default there is one).
+    maxWorkers: 2,
   },
 });
