@@ -119,7 +119,7 @@ export interface SharedKeys {
   data: string;
   /** `<holders>:line`: the waiters by arrival, a sorted set. */
   line: string;
-  /** `<holders>:places`: each waiter's `<deadlineMs>:<weight>:<limit>`. */
+  /** `<holders>:places`: each waiter's `<deadlineMs>:<weight>:<limit>:<most claimMs>`. */
   places: string;
   /** `<holders>:wake`: each waiter's store's wake channel, as `LockKeys.wake`. */
   wake: string;

@@ -69,7 +69,7 @@ local function head()
     if not first then return nil end
     local entry = redis.call('HGET', places, first)
     if entry then
-      local deadline, weight, limit = string.match(entry, '^(%d+):(%d+):(%d+)$')
+      local deadline, weight, limit = string.match(entry, '^(%d+):(%d+):(%d+)')
       if tonumber(deadline) > now_ms then return first, tonumber(weight), tonumber(limit) end
     end
     leave(first)
@@ -143,7 +143,9 @@ if (first == nil or first == owner) and total + weight <= limit then
 end
 if line_ms > 0 then
   redis.call('ZADD', line, 'NX', int(now_us), owner)
-  redis.call('HSET', places, owner, int(now_ms + line_ms) .. ':' .. ARGV[4] .. ':' .. ARGV[3])
+  -- A permit handed over on its place is claimed for at most its ttl, as a lock's hand-off is:
+  -- a waiter that died in line holds it no longer than it would have held it.
+  redis.call('HSET', places, owner, int(now_ms + line_ms) .. ':' .. ARGV[4] .. ':' .. ARGV[3] .. ':' .. int(math.min(line_ms, ttl)))
   local keep = int(math.max(redis.call('PTTL', line), line_ms))
   redis.call('PEXPIRE', line, keep)
   redis.call('PEXPIRE', places, keep)
@@ -164,7 +166,7 @@ return false
  * ARGV: owner, keepMs, handOver ('1': permits, handed over), lingerMs. Leaves the line; ends
  * the owner's lease (or shortens it to keepMs) and returns 1 if it held one, else 0. Wakes the
  * first in line when it would now fit; with handOver, admits it here instead (and the next
- * while they fit), each for a claim of what was left of its place, and tells each
+ * while they fit), each for a claim of what was left of its place, at most its ttl, and tells each
  * `<fence>:<claimMs>:<owner>`, so that a permit goes to its waiter in this one step.
  */
 export const SHARED_RELEASE = script(
@@ -174,7 +176,10 @@ local function hand_over(total)
   while true do
     local first, weight, limit = head()
     if not first or total + weight > limit then return end
-    local claim = tonumber(string.match(redis.call('HGET', places, first), '^(%d+)')) - now_ms
+    local place = redis.call('HGET', places, first)
+    local claim = tonumber(string.match(place, '^(%d+)')) - now_ms
+    local most = tonumber(string.match(place, '^%d+:%d+:%d+:(%d+)$'))
+    if most and most < claim then claim = most end
     local seq = int(math.max(now_us, (tonumber(last) or 0) + 1))
     last = seq
     redis.call('HSET', data, 'last', seq, 'share', seq, 'o' .. first, seq .. ':' .. weight .. ':' .. seq)

@@ -286,6 +286,19 @@ describe.runIf(reachable)('redis store capabilities on the shared server', () =>
         expect(await left(k)).toBe(0);
       });
 
+      it("a permit handed over is claimed for at most its waiter's ttl, so one that died in line holds it no longer", async () => {
+        const k = key('claim-ttl');
+        const [a, w] = [newOwner(), newOwner()];
+        await permits().acquire(k, a, 10_000, semaphore(1));
+        // A place of 3 s, a ttl of 400 ms: w never comes for the permit handed to it.
+        expect(await permits().acquire(k, w, 400, semaphore(1, 3_000))).toBeNull();
+        expect(await permits().release(k, a)).toBe(true);
+        const held = (await permits().inspect(k)).find((h) => h.owner === w)!;
+        expect(held.ttlMs).toBeLessThanOrEqual(400);
+        await sleep(500);
+        expect(await permits().acquire(k, newOwner(), 10_000, semaphore(1))).not.toBeNull();
+      });
+
       it('a hand-over made before its waiter was refused again is not told to it', async () => {
         const k = key('stale-hand-over');
         const [a, c, w] = [newOwner(), newOwner(), newOwner()];
