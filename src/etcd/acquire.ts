@@ -10,10 +10,9 @@ import {
   readTxn,
   retire,
   revokeLater,
+  txnOnLease,
 } from './leases.js';
 import { type KeyValue, prefixEnd } from './transport.js';
-
-const LEASE_GONE = /lease not found/i;
 
 /**
  * Take the lock as etcd's Mutex does, in one transaction: put our own key under the lock's
@@ -92,8 +91,9 @@ export async function acquire(
   let outcome: 'kept' | 'spare' | 'revoke' | 'dropped' = 'revoke';
   try {
     // The transaction and a spare's renewal go together: one round trip, not two.
-    const [result, renewed] = await Promise.all([
-      transport.txn({
+    const answer = await txnOnLease(
+      context.transport,
+      {
         compare: [
           {
             key: prefix,
@@ -108,17 +108,15 @@ export async function acquire(
           { range: { key: prefix, rangeEnd: prefixEnd(prefix), limit: 1, oldestFirst: true } },
           { range: { key: mine } },
         ],
-      }),
+      },
       taken.renewed,
-    ]).catch(async (error) => {
+    );
+    if (answer === undefined) {
       // A spare that expired meanwhile: etcd refused to put a key on it. Start afresh.
-      if (LEASE_GONE.test(String((error as Error).message)) && !(await taken.renewed)) {
-        outcome = 'dropped';
-        return [undefined, false] as const;
-      }
-      throw error;
-    });
-    if (result === undefined) return acquire(context, key, owner, ttlMs, lineMs);
+      outcome = 'dropped';
+      return acquire(context, key, owner, ttlMs, lineMs);
+    }
+    const { result, renewed } = answer;
     if (!renewed) {
       // The spare had expired, or its renewal went unanswered: a key put on it is gone or
       // goes with the revoke, and the next attempt starts afresh.

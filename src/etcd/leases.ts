@@ -1,5 +1,5 @@
 import { ownerOf } from './keys.js';
-import type { Deletion, KeyValue, Transport, Txn } from './transport.js';
+import type { Deletion, KeyValue, Transport, Txn, TxnResult } from './transport.js';
 import { prefixEnd } from './transport.js';
 
 /**
@@ -135,6 +135,28 @@ export interface Lease {
 interface Spare extends Lease {
   /** When it was last granted or renewed (sent), on `performance.now()`. */
   renewedAt: number;
+}
+
+const LEASE_GONE = /lease not found/i;
+
+/**
+ * Run `txn`, which puts keys on a lease the pool gave (see `LeasePool.take`), beside that
+ * lease's renewal. `undefined` when etcd refused the lease as gone and its renewal failed too (a
+ * spare that expired meanwhile): the caller starts afresh. Else the transaction's result and
+ * whether the lease was alive (a put on a lease that was not is trusted by no one).
+ */
+export async function txnOnLease(
+  transport: Transport,
+  txn: Txn,
+  renewed: Promise<boolean>,
+): Promise<{ result: TxnResult; renewed: boolean } | undefined> {
+  try {
+    const [result, alive] = await Promise.all([transport.txn(txn), renewed]);
+    return { result, renewed: alive };
+  } catch (error) {
+    if (LEASE_GONE.test(String((error as Error).message)) && !(await renewed)) return undefined;
+    throw error;
+  }
 }
 
 // Spares kept per TTL; a released key's lease beyond these is revoked.

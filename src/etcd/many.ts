@@ -9,10 +9,10 @@ import {
   leaseSeconds,
   retire,
   revokeLater,
+  txnOnLease,
 } from './leases.js';
 import { type Compare, type KeyValue, type Operation, prefixEnd } from './transport.js';
 
-const LEASE_GONE = /lease not found/i;
 // A set whose keys keep changing under us between the read and the write: refused, as held.
 const MAX_ROUNDS = 4;
 
@@ -63,23 +63,23 @@ export async function acquireMany(
     const lease = taken.lease;
     let outcome: 'kept' | 'spare' | 'revoke' | 'dropped' = 'revoke';
     try {
-      const [result, renewed] = await Promise.all([
-        context.transport.txn({
+      const answer = await txnOnLease(
+        context.transport,
+        {
           compare,
           success: all.map(({ mine }) => ({
             put: { key: mine, value: ownerValue(owner), lease: lease.id },
           })),
           failure: all.flatMap(({ prefix, mine }) => [oldest(prefix), { range: { key: mine } }]),
-        }),
+        },
         taken.renewed,
-      ]).catch(async (error) => {
-        if (LEASE_GONE.test(String((error as Error).message)) && !(await taken.renewed)) {
-          outcome = 'dropped';
-          return [undefined, false] as const;
-        }
-        throw error;
-      });
-      if (result === undefined) continue;
+      );
+      if (answer === undefined) {
+        // A spare that expired meanwhile: etcd refused to put a key on it. Start afresh.
+        outcome = 'dropped';
+        continue;
+      }
+      const { result, renewed } = answer;
       if (!renewed) {
         // The spare had expired or its renewal went unanswered: what went on it goes with it.
         outcome = result.succeeded ? 'revoke' : 'dropped';

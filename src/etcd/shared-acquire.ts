@@ -8,6 +8,7 @@ import {
   type Mine,
   retire,
   revokeLater,
+  txnOnLease,
 } from './leases.js';
 import {
   type Contender,
@@ -27,7 +28,6 @@ import {
 } from './shared-line.js';
 import { type Compare, type Operation, prefixEnd } from './transport.js';
 
-const LEASE_GONE = /lease not found/i;
 // A try that keeps finding newcomers in the line between its read and its write gives up,
 // refused as if held: others are getting in meanwhile.
 const MAX_ROUNDS = 16;
@@ -143,17 +143,17 @@ async function tryTake(
     }
     let outcome: 'kept' | 'spare' | 'revoke' | 'dropped' = 'revoke';
     try {
-      const [result, renewed] = await Promise.all([
-        transport.txn({ compare, success, failure: readOps(keys) }),
+      const answer = await txnOnLease(
+        transport,
+        { compare, success, failure: readOps(keys) },
         taken.renewed,
-      ]).catch(async (error) => {
-        if (LEASE_GONE.test(String((error as Error).message)) && !(await taken.renewed)) {
-          outcome = 'dropped';
-          return [undefined, false] as const;
-        }
-        throw error;
-      });
-      if (result === undefined) continue;
+      );
+      if (answer === undefined) {
+        // A spare that expired meanwhile: etcd refused to put a key on it. Start afresh.
+        outcome = 'dropped';
+        continue;
+      }
+      const { result, renewed } = answer;
       if (!renewed) {
         // The spare had expired or its renewal went unanswered: a key put on it goes with it.
         outcome = result.succeeded ? 'revoke' : 'dropped';
