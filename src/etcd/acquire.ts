@@ -91,7 +91,7 @@ export async function acquire(
   let outcome: 'kept' | 'spare' | 'revoke' | 'dropped' = 'revoke';
   try {
     // The transaction and a spare's renewal go together: one round trip, not two.
-    const answer = await txnOnLease(
+    const result = await txnOnLease(
       context.transport,
       {
         compare: [
@@ -111,17 +111,10 @@ export async function acquire(
       },
       taken.renewed,
     );
-    if (answer === undefined) {
-      // A spare that expired meanwhile: etcd refused to put a key on it. Start afresh.
-      outcome = 'dropped';
-      return acquire(context, key, owner, ttlMs, lineMs);
-    }
-    const { result, renewed } = answer;
-    if (!renewed) {
-      // The spare had expired, or its renewal went unanswered: a key put on it is gone or
-      // goes with the revoke, and the next attempt starts afresh.
-      outcome = result.succeeded ? 'revoke' : 'dropped';
-      if (result.succeeded) return null;
+    if (result === 'dropped' || result === 'revoke') {
+      // The spare had expired or its renewal went unanswered: what went on it goes with it.
+      outcome = result;
+      if (result === 'revoke') return null;
       return acquire(context, key, owner, ttlMs, lineMs);
     }
     if (result.succeeded) {

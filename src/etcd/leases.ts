@@ -141,22 +141,27 @@ const LEASE_GONE = /lease not found/i;
 
 /**
  * Run `txn`, which puts keys on a lease the pool gave (see `LeasePool.take`), beside that
- * lease's renewal. `undefined` when etcd refused the lease as gone and its renewal failed too (a
- * spare that expired meanwhile): the caller starts afresh. Else the transaction's result and
- * whether the lease was alive (a put on a lease that was not is trusted by no one).
+ * lease's renewal, and say what becomes of the lease unless the caller keeps it: `'dropped'`
+ * when the lease was gone (etcd refused it, or its renewal failed and nothing went on it): the
+ * caller starts afresh; `'revoke'` when the transaction put our keys on a lease whose renewal
+ * failed: a put on a lease that was not alive is trusted by no one, so the caller revokes it
+ * and reports the keys not taken. Else the transaction's result, on a lease alive all along.
  */
 export async function txnOnLease(
   transport: Transport,
   txn: Txn,
   renewed: Promise<boolean>,
-): Promise<{ result: TxnResult; renewed: boolean } | undefined> {
+): Promise<TxnResult | 'dropped' | 'revoke'> {
+  let result: TxnResult;
+  let alive: boolean;
   try {
-    const [result, alive] = await Promise.all([transport.txn(txn), renewed]);
-    return { result, renewed: alive };
+    [result, alive] = await Promise.all([transport.txn(txn), renewed]);
   } catch (error) {
-    if (LEASE_GONE.test(String((error as Error).message)) && !(await renewed)) return undefined;
+    if (LEASE_GONE.test(String((error as Error).message)) && !(await renewed)) return 'dropped';
     throw error;
   }
+  if (alive) return result;
+  return result.succeeded ? 'revoke' : 'dropped';
 }
 
 // Spares kept per TTL; a released key's lease beyond these is revoked.

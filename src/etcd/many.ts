@@ -63,7 +63,7 @@ export async function acquireMany(
     const lease = taken.lease;
     let outcome: 'kept' | 'spare' | 'revoke' | 'dropped' = 'revoke';
     try {
-      const answer = await txnOnLease(
+      const result = await txnOnLease(
         context.transport,
         {
           compare,
@@ -74,16 +74,10 @@ export async function acquireMany(
         },
         taken.renewed,
       );
-      if (answer === undefined) {
-        // A spare that expired meanwhile: etcd refused to put a key on it. Start afresh.
-        outcome = 'dropped';
-        continue;
-      }
-      const { result, renewed } = answer;
-      if (!renewed) {
+      if (result === 'dropped' || result === 'revoke') {
         // The spare had expired or its renewal went unanswered: what went on it goes with it.
-        outcome = result.succeeded ? 'revoke' : 'dropped';
-        if (result.succeeded) return null;
+        outcome = result;
+        if (result === 'revoke') return null;
         continue;
       }
       if (result.succeeded) {

@@ -143,21 +143,15 @@ async function tryTake(
     }
     let outcome: 'kept' | 'spare' | 'revoke' | 'dropped' = 'revoke';
     try {
-      const answer = await txnOnLease(
+      const result = await txnOnLease(
         transport,
         { compare, success, failure: readOps(keys) },
         taken.renewed,
       );
-      if (answer === undefined) {
-        // A spare that expired meanwhile: etcd refused to put a key on it. Start afresh.
-        outcome = 'dropped';
-        continue;
-      }
-      const { result, renewed } = answer;
-      if (!renewed) {
-        // The spare had expired or its renewal went unanswered: a key put on it goes with it.
-        outcome = result.succeeded ? 'revoke' : 'dropped';
-        if (result.succeeded) return null;
+      if (result === 'dropped' || result === 'revoke') {
+        // The spare had expired or its renewal went unanswered: what went on it goes with it.
+        outcome = result;
+        if (result === 'revoke') return null;
         continue;
       }
       if (result.succeeded) {
