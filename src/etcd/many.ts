@@ -85,20 +85,17 @@ export async function acquireMany(
         const revisions = all.map((_, i) => ours[i]?.createRevision ?? result.revision);
         // Leases our keys were on before this (a retry) carry nothing now.
         const before = new Set(ours.flatMap((own) => (own === undefined ? [] : [own.lease])));
-        const known = context.sets.get(owner);
-        for (const old of before) {
-          if (old === lease.id) continue;
-          if (known !== undefined && known.lease === old) retire(context, old, mineOf(known));
-          else revokeLater(context, old);
-        }
-        context.sets.set(owner, {
-          keys: [...keys],
-          lease: lease.id,
-          granted: lease.ttl,
-          asked: seconds,
-          renewedAt: takenAt,
+        settle(
+          context,
+          owner,
+          keys,
+          lease,
+          seconds,
+          takenAt,
           revisions,
-        });
+          before,
+          context.sets.get(owner),
+        );
         return { fences: revisions };
       }
       outcome = 'spare';
@@ -130,6 +127,36 @@ function mineOf(set: HeldSet) {
     createRevision: 0n,
     waiting: false,
   };
+}
+
+/**
+ * `owner`'s keys now rest on `lease`: remember the set, and let the leases they were on before
+ * go (back to the pool when this store knows them as the set's, else revoked).
+ */
+function settle(
+  context: Context,
+  owner: string,
+  keys: readonly string[],
+  lease: Lease,
+  seconds: number,
+  takenAt: number,
+  revisions: bigint[],
+  before: Iterable<string>,
+  known: HeldSet | undefined,
+): void {
+  for (const old of before) {
+    if (old === lease.id) continue;
+    if (known !== undefined && known.lease === old) retire(context, old, mineOf(known));
+    else revokeLater(context, old);
+  }
+  context.sets.set(owner, {
+    keys: [...keys],
+    lease: lease.id,
+    granted: lease.ttl,
+    asked: seconds,
+    renewedAt: takenAt,
+    revisions,
+  });
 }
 
 /** This instance's record of `owner`'s set when it is exactly these keys. */
@@ -272,18 +299,8 @@ export async function extendMany(
     context.sets.delete(owner);
     return false;
   }
-  for (const old of leases) {
-    if (known !== undefined && known.lease === old) retire(context, old, mineOf(known));
-    else revokeLater(context, old);
-  }
-  context.sets.set(owner, {
-    keys: [...keys],
-    lease: lease.id,
-    granted: lease.ttl,
-    asked: seconds,
-    renewedAt: takenAt,
-    revisions: own.map((kv) => kv.createRevision),
-  });
+  const revisions = own.map((kv) => kv.createRevision);
+  settle(context, owner, keys, lease, seconds, takenAt, revisions, leases, known);
   return true;
 }
 
