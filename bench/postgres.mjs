@@ -56,10 +56,12 @@ function counted(pool) {
 }
 
 // The store's acquire and release statements (src/postgres/acquire.ts, release.ts), raw.
-const ACQUIRE = `INSERT INTO ${TABLE} AS lease (id, key, owner, expires_at)
+const ACQUIRE = `WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock($5::bigint)
+    WHERE NOT EXISTS (SELECT 1 FROM ${TABLE}
+      WHERE id = $1::bytea AND owner <> $3::text AND expires_at > clock_timestamp()))
+  INSERT INTO ${TABLE} AS lease (id, key, owner, expires_at)
   SELECT $1::bytea, $2::text, $3::text, clock_timestamp() + $4::float8 * interval '1 millisecond'
-  WHERE NOT EXISTS (SELECT 1 FROM ${TABLE}
-    WHERE id = $1::bytea AND owner <> $3::text AND expires_at > clock_timestamp())
+  FROM gate
   ON CONFLICT (id) DO UPDATE SET key = excluded.key, owner = excluded.owner,
     expires_at = excluded.expires_at,
     fence = CASE WHEN lease.owner = excluded.owner AND lease.expires_at > clock_timestamp()
@@ -86,7 +88,7 @@ async function uncontended(url) {
         const taken = await pool.query({
           name: 'floor_acquire',
           text: ACQUIRE,
-          values: [id, key, owner, TTL],
+          values: [id, key, owner, TTL, id.readBigInt64BE(0).toString()],
         });
         if (taken.rows.length !== 1) throw new Error('held');
         await pool.query({

@@ -18,13 +18,14 @@ export class Rollback<T> {
 
 /**
  * Runs `work` inside BEGIN ... COMMIT on a connection that nothing else uses meanwhile, after
- * taking the transaction-scoped advisory lock `lock` if given (sent with BEGIN, one round trip).
+ * taking the transaction-scoped advisory `locks`, in ascending order so that two transactions
+ * over overlapping keys cannot deadlock on them (sent with BEGIN, one round trip).
  * The statements of `work` each see what committed before them, so those after the lock see
  * every acquisition it serialised. `work` may resolve a `Rollback` to undo its writes.
  */
 export type Transact = <T>(
   work: (session: Queryable) => Promise<T | Rollback<T>>,
-  lock?: bigint,
+  locks?: readonly bigint[],
 ) => Promise<T>;
 
 /**
@@ -38,16 +39,16 @@ export function transactions(db: Pool | Client | LentPool): {
 } {
   if (isLentPool(db)) {
     // An ORM's pool: each statement, and each transaction whole, on a connection borrowed for it.
-    const transact: Transact = (work, lock) =>
-      db.borrow((connection) => inTransaction(connection as Queryable, work, lock));
+    const transact: Transact = (work, locks) =>
+      db.borrow((connection) => inTransaction(connection as Queryable, work, locks));
     return { queryable: lentQueryable(db), transact };
   }
   if (isPool(db)) {
     const pool = db;
-    const transact: Transact = async (work, lock) => {
+    const transact: Transact = async (work, locks) => {
       const session = (await pool.connect()) as unknown as Session;
       try {
-        const result = await inTransaction(session, work, lock);
+        const result = await inTransaction(session, work, locks);
         session.release();
         return result;
       } catch (error) {
@@ -67,20 +68,21 @@ export function transactions(db: Pool | Client | LentPool): {
   };
   return {
     queryable: { query: (config) => serial(() => client.query(config)) },
-    transact: (work, lock) => serial(() => inTransaction(client, work, lock)),
+    transact: (work, locks) => serial(() => inTransaction(client, work, locks)),
   };
 }
 
 async function inTransaction<T>(
   session: Queryable,
   work: (session: Queryable) => Promise<T | Rollback<T>>,
-  lock: bigint | undefined,
+  locks: readonly bigint[] = [],
 ): Promise<T> {
   // Read committed whatever the server's default: under repeatable read the snapshot would
   // date from the advisory lock's statement, before the wait, and miss what it serialised.
   const begin = 'BEGIN ISOLATION LEVEL READ COMMITTED';
+  const ordered = [...new Set(locks.map(BigInt))].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   await session.query(
-    lock === undefined ? begin : `${begin}; SELECT pg_advisory_xact_lock(${BigInt(lock)})`,
+    [begin, ...ordered.map((lock) => `SELECT pg_advisory_xact_lock(${lock})`)].join('; '),
   );
   let result: T | Rollback<T>;
   try {

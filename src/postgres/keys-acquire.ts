@@ -1,12 +1,14 @@
 import type { AcquiredKeys } from 'cachelock';
 import { type Queryable, Rollback, type Transact } from './connection.js';
-import { keyId, keyLabel, type TableName } from './names.js';
+import { keyId, keyLabel, keyLockId, type TableName } from './names.js';
 
 // The single-key acquire (acquire.ts) for every key at once, in the order of their ids: each row
 // is locked as it is inserted or taken over and stays locked until the transaction ends, so two
 // transactions over overlapping keys lock them in the same order and never deadlock (a single-key
 // statement locks one row only). A key held by another owner is not taken; fewer rows returned
 // than keys asked means a refusal, and the transaction is rolled back so that none is kept.
+// The transaction first takes every key's advisory lock (see keyLockId), as the single-key
+// acquire does, so the fences this statement draws cannot be older than a grant that came first.
 const acquireSql = (table: TableName) => `
   INSERT INTO ${table.sql} AS lease (id, key, owner, expires_at)
   SELECT wanted.id, wanted.key, $3::text, clock_timestamp() + $4::float8 * interval '1 millisecond'
@@ -51,12 +53,15 @@ export function prepareKeysAcquire(db: Queryable, transact: Transact, table: Tab
     if ((precheck.rows[0] as { held: boolean }).held) return null;
     for (let attempt = 0; ; attempt++) {
       try {
-        const fences = await transact(async (session) => {
-          const result = await session.query({ ...acquire, values: [...ask, owner, ttlMs] });
-          const rows = result.rows as { id: Buffer; fence: string }[];
-          if (rows.length < wanted.length) return new Rollback(null);
-          return new Map(rows.map((row) => [row.id.toString('hex'), BigInt(row.fence)]));
-        });
+        const fences = await transact(
+          async (session) => {
+            const result = await session.query({ ...acquire, values: [...ask, owner, ttlMs] });
+            const rows = result.rows as { id: Buffer; fence: string }[];
+            if (rows.length < wanted.length) return new Rollback(null);
+            return new Map(rows.map((row) => [row.id.toString('hex'), BigInt(row.fence)]));
+          },
+          wanted.map((w) => keyLockId(table, w.id)),
+        );
         if (fences === null) return null;
         return { fences: keys.map((key) => fences.get(keyId(key).toString('hex'))) };
       } catch (error) {

@@ -76,10 +76,13 @@ export function sharedKeyId(space: SharedSpace, key: string): Buffer {
 }
 
 /**
- * The transaction-scoped advisory lock that serialises the acquisitions of one shared key: 64
- * bits of the table's tag and the key's id, so that two tables (or other programs' advisory
- * locks) rarely meet, and a collision only makes two keys wait for each other briefly.
+ * The transaction-scoped advisory lock that serialises the acquisitions of one key (a lease's
+ * `keyId` or a shared key's `sharedKeyId`): 64 bits of the table's tag and the key's id, so that
+ * two tables (or other programs' advisory locks) rarely meet, and a collision only makes two keys
+ * wait for each other briefly. Fences are drawn only while it is held: an acquisition that waits
+ * (for a row, a lock, a busy server) draws its fence after the wait, never before it, so a later
+ * grant of the key cannot carry a lower fence than an earlier one.
  */
-export function sharedLockId(table: TableName, id: Buffer): bigint {
+export function keyLockId(table: TableName, id: Buffer): bigint {
   return createHash('sha256').update(table.tag).update(id).digest().readBigInt64BE(0);
 }

@@ -1,6 +1,6 @@
 import type { Acquired, SharedRequest } from 'cachelock';
 import type { Queryable, Transact } from './connection.js';
-import { keyLabel, type SharedSpace, sharedKeyId, sharedLockId, type TableName } from './names.js';
+import { keyLabel, keyLockId, type SharedSpace, sharedKeyId, type TableName } from './names.js';
 
 // Runs after the key's advisory lock, so it sees every acquisition of the key that came before.
 // Expired leases and places go first (one clock reading for both the delete and the read).
@@ -148,7 +148,7 @@ export function prepareSharedAcquire(transact: Transact, table: TableName, space
         }
         return row.fence === null ? {} : { fence: BigInt(row.fence) };
       },
-      sharedLockId(table, id),
+      [keyLockId(table, id)],
     );
   };
 }

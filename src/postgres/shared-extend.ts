@@ -1,5 +1,5 @@
 import type { Transact } from './connection.js';
-import { type SharedSpace, sharedKeyId, sharedLockId, type TableName } from './names.js';
+import { keyLockId, type SharedSpace, sharedKeyId, type TableName } from './names.js';
 
 // Compare-and-expire by the database's clock; the key's row (its last fence) is kept as long.
 // Under the key's advisory lock, as every statement that writes the key's row: two of them then
@@ -30,7 +30,7 @@ export function prepareSharedExtend(transact: Transact, table: TableName, space:
         const result = await session.query({ ...statement, values: [id, owner, ttlMs] });
         return (result.rows[0] as { extended: number }).extended > 0;
       },
-      sharedLockId(table, id),
+      [keyLockId(table, id)],
     );
   };
 }

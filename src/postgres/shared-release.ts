@@ -1,5 +1,5 @@
 import type { Queryable, Transact } from './connection.js';
-import { type SharedSpace, sharedKeyId, sharedLockId, type TableName } from './names.js';
+import { keyLockId, type SharedSpace, sharedKeyId, type TableName } from './names.js';
 
 // The owner's lease or place goes, and waiters are woken. Under the key's advisory lock, so that
 // an acquisition never reads the key's rows while they are being removed.
@@ -53,7 +53,7 @@ export function prepareSharedRelease(
         if (result.rows.length > 0) await session.query({ ...tidy, values: [id] });
         return (result.rows[0] as { held: boolean } | undefined)?.held === true;
       },
-      sharedLockId(table, id),
+      [keyLockId(table, id)],
     );
   };
 }

@@ -165,6 +165,87 @@ describe.runIf(available)('postgres store: nothing left behind, fences that rise
     }
   });
 
+  // A statement that waits for a key's row (here behind a sweep's uncommitted DELETE of an expired
+  // lease) and whose backend is then paused must not come back with a fence drawn before its
+  // wait while another owner held the key meanwhile: fences rise in the order the key is granted.
+  for (const shape of ['one key', 'several keys'] as const) {
+    it(`a paused acquisition never comes back with a fence below one granted meanwhile (${shape})`, async () => {
+      const key = `paused-${shape === 'one key' ? 'one' : 'many'}`;
+      const keys = shape === 'one key' ? [key] : [`${key}:other`, key];
+      const lone = new pg.Pool({ connectionString: server.url, max: 1 });
+      lone.on('error', () => {});
+      const paused = postgresStore(lone, { table, listen: false });
+      const pid = (await lone.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+      const take = (from: LockStore, owner: string) =>
+        shape === 'one key'
+          ? from.acquire(key, owner, 10_000).then((got) => (got ? [got.fence!] : null))
+          : from
+              .capabilities!.keys!.acquire(keys, owner, 10_000)
+              .then((got) => (got ? got.fences.map((fence) => fence!) : null));
+      const give = (from: LockStore, owner: string) =>
+        shape === 'one key'
+          ? from.release(key, owner)
+          : from.capabilities!.keys!.release(keys, owner);
+      // The key's lease has run out; a sweep (or a release) has deleted it but not committed.
+      await take(store, newOwner());
+      await pool.query(`UPDATE "${table}" SET expires_at = now() - interval '1 second'`);
+      const sweep = await pool.connect();
+      const granted: { who: string; fences: bigint[] }[] = [];
+      try {
+        await sweep.query(`BEGIN; DELETE FROM "${table}" WHERE key = '${key}'`);
+        const a = newOwner();
+        const first = take(paused, a);
+        for (let i = 0; ; i++) {
+          const { rows } = await pool.query(
+            'SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1',
+            [pid],
+          );
+          if (rows[0]?.wait_event_type === 'Lock') break;
+          if (i > 200) throw new Error('the acquisition never waited for the row');
+          await sleep(10);
+        }
+        process.kill(pid, 'SIGSTOP');
+        await sweep.query('COMMIT');
+        // Another owner asks while the first statement is paused after its wait.
+        const c = newOwner();
+        const second = take(store, c);
+        const early = await Promise.race([second, sleep(1_000).then(() => 'pending' as const)]);
+        if (early !== 'pending' && early !== null) {
+          granted.push({ who: 'second', fences: early });
+          await give(store, c);
+        }
+        process.kill(pid, 'SIGCONT');
+        const got = await first;
+        if (got) granted.push({ who: 'first', fences: got });
+        await give(paused, a);
+        if (early === 'pending') {
+          expect(await second).toBeNull();
+          granted.push({ who: 'second', fences: (await take(store, c))! });
+          await give(store, c);
+        }
+      } finally {
+        try {
+          process.kill(pid, 'SIGCONT');
+        } catch {
+          // The backend is gone.
+        }
+        sweep.release();
+        await paused.close?.();
+        await lone.end().catch(() => undefined);
+      }
+      expect(granted.map((grant) => grant.who)).toContain('first');
+      for (const [i, grant] of granted.entries()) {
+        if (i === 0) continue;
+        for (const [k, fence] of grant.fences.entries()) {
+          expect(
+            fence > granted[i - 1]!.fences[k]!,
+            `${grant.who} after ${granted[i - 1]!.who}`,
+          ).toBe(true);
+        }
+      }
+    }, 30_000);
+  }
+
   /** Acquire once the server answers again (the pool's old connections die with the restart). */
   async function acquireSoon(key: string, owner: string, ttlMs: number) {
     for (let attempt = 0; ; attempt++) {
