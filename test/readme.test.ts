@@ -64,10 +64,18 @@ function substitute(code: string): string {
 // Inside the package folder, so `import 'cachelock'` resolves to the package itself (dist).
 const work = join(root, '.tmp', `readme-${process.pid}`);
 
+/** This process's environment without what `npm test` adds (npm_config_local_prefix, ...), which
+ * would point a child's npm at this package instead of the folder it runs in. */
+function outsideNpm(): NodeJS.ProcessEnv {
+  return Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !name.toLowerCase().startsWith('npm_')),
+  );
+}
+
 function run(
   file: string,
   args: string[],
-  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; outsideNpm?: boolean } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
   const started = performance.now();
   return new Promise((resolve) => {
@@ -76,7 +84,7 @@ function run(
       args,
       {
         cwd: options.cwd ?? work,
-        env: { ...process.env, ...options.env },
+        env: { ...(options.outsideNpm ? outsideNpm() : process.env), ...options.env },
         timeout: options.timeoutMs ?? 20_000,
         killSignal: 'SIGKILL',
       },
@@ -108,6 +116,33 @@ describe('README examples', () => {
     expect(typescript.length).toBeGreaterThanOrEqual(6);
     expect(shell.length).toBeGreaterThanOrEqual(3);
     expect(readme.trimEnd().split('\n').length).toBeLessThanOrEqual(350);
+  });
+
+  it("is the user's guide, in the order a user needs it, and points to the rest", () => {
+    const headings = [...readme.matchAll(/^##+ (.+)$/gm)].map((match) => match[1]);
+    const guide = [
+      'Install',
+      'Quick starts',
+      'Choosing a backend',
+      'The API in brief',
+      'Guarantees and their limits',
+      'The command line',
+      'Compared with the alternatives',
+    ];
+    expect(headings.filter((heading) => guide.includes(heading!))).toEqual(guide);
+    for (const api of ['Lock', 'Several keys, permits, readers and writers', 'once', 'Errors']) {
+      expect(headings).toContain(api);
+    }
+    // Internals, benchmarks and development live in files of their own, which exist.
+    const links = [...readme.matchAll(/\]\(([^)#:]+\.md)\)/g)].map((match) => match[1]!);
+    for (const file of ['BENCHMARKS.md', 'CONTRIBUTING.md', 'docs/backends.md']) {
+      expect(links).toContain(file);
+    }
+    for (const link of links) expect(existsSync(join(root, link)), link).toBe(true);
+    // Each example that uses `await using` says what it needs.
+    for (const block of typescript.filter((b) => b.code.includes('await using'))) {
+      expect(block.code, `README.md:${block.line}`).toMatch(/TypeScript 5\.2\+ or Node\.js 24/);
+    }
   });
 
   it('type-checks every TypeScript example', { timeout: 120_000 }, async () => {
@@ -168,11 +203,39 @@ describe('README examples', () => {
   }
 
   for (const block of shell) {
-    it(`runs the shell example at README.md:${block.line}`, { timeout: 60_000 }, async (ctx) => {
+    it(`runs the shell example at README.md:${block.line}`, { timeout: 180_000 }, async (ctx) => {
       if (block.code.includes('npm pack')) {
-        // Installing from the tarball is what test/packaging does; here, the name it gives.
         const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
         expect(block.code).toContain(`cachelock-${version}.tgz`);
+        // In a fresh folder: the clone is of this repository's last commit, and its `npm ci`
+        // borrows this checkout's node_modules (CI itself starts with `npm ci` on a fresh clone);
+        // the tarball installs offline, and the client from this checkout's node_modules (no
+        // network).
+        const user = mkdtempSync(join(tmpdir(), 'cachelock-install-'));
+        try {
+          writeFileSync(join(user, 'package.json'), '{ "private": true }\n');
+          const script = block.code
+            .replace('<repository-url>', `--quiet ${root}`)
+            .replace('npm ci &&', `ln -s ${join(root, 'node_modules')} node_modules &&`)
+            .replace('npm pack)', 'npm pack --silent >/dev/null)')
+            .replace(/npm install (\w+)/, `npm install ${join(root, 'node_modules')}/$1`)
+            .replaceAll('npm install ', 'npm install --offline --no-audit --no-fund --silent ');
+          const installed = await run('bash', ['-euo', 'pipefail', '-c', script], {
+            cwd: user,
+            timeoutMs: 170_000,
+            outsideNpm: true,
+          });
+          expect(installed.stderr).not.toMatch(/npm error/);
+          expect(installed).toMatchObject({ code: 0 });
+          const loaded = await run(
+            'node',
+            ['-e', "require('cachelock'); import('cachelock/redis').then(() => console.log('ok'))"],
+            { cwd: user, outsideNpm: true },
+          );
+          expect(loaded.stdout.trim()).toBe('ok');
+        } finally {
+          rmSync(user, { recursive: true, force: true });
+        }
         return;
       }
       if (block.code.includes('redis://') && !redis) ctx.skip();
