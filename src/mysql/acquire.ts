@@ -3,9 +3,11 @@ import { micros, NOW_US } from './clock.js';
 import type { Db } from './connection.js';
 import { keyId, keyLabel, ownerBytes, type TableName } from './names.js';
 
-// The server's clock in microseconds as this expression is evaluated, not as the statement
-// began: the statement's time plus what has elapsed since, by SYSDATE (never less than the
-// statement's time, should the session's time zone step back in between).
+// The server's clock in microseconds as the expression is evaluated, where NOW_US is the time
+// the statement began: that plus the time elapsed since, by SYSDATE (which a server started with
+// --sysdate-is-now reads as the statement's time too). Never below NOW_US should the session's
+// local time step back in between; a step forward only puts a fence ahead of the clock, which
+// release.ts allows for.
 const CALLED_US = `${NOW_US} + GREATEST(0, TIMESTAMPDIFF(MICROSECOND, NOW(6), SYSDATE(6)))`;
 
 // One statement: insert the key, or take over its row if the lease has run out by the server's
@@ -17,14 +19,14 @@ const CALLED_US = `${NOW_US} + GREATEST(0, TIMESTAMPDIFF(MICROSECOND, NOW(6), SY
 // A taken-over key's fence rises above its last fence even if the clock stood still or stepped
 // back.
 //
-// A fresh key's fence is the clock, read only once its row is in the index. A row is deleted
-// once the clock has passed its fence (release.ts, sweep.ts), and a fresh row reaches the index
-// only after that deletion committed; but the statement's own time, and its VALUES, are fixed
-// before it waits for the table, for a row lock or for the CPU, and meanwhile another owner may
-// have taken the key and let it go with a later fence. So the first row of VALUES inserts a
-// fence of 0, which no lease has, and the second row, the same key again, always meets that row
-// and turns the 0 into the clock of that moment; the other paths meet their own result again and
-// keep it (the owner already holds the key, or is refused again).
+// A fresh key's fence is the clock once its row is in the index, not as the statement began.
+// The statement's time and its VALUES are fixed before it waits (for the table, a row lock, the
+// CPU), and meanwhile another owner may take the key and release it with a later fence; a fresh
+// row reaches the index only after that release's DELETE committed, which required the clock to
+// have passed the released fence. So the first row of VALUES inserts a fence of 0, which no lease
+// has; the second, the same key again, always meets that row and turns the 0 into the clock of
+// that moment. On the other paths it meets the first row's result and keeps it (the owner holds
+// the key, or is refused again).
 export const acquireSql = (table: TableName) => `
   INSERT INTO ${table.sql} (id, \`key\`, owner, expires_us, fence)
   VALUES (?, CONVERT(? USING utf8mb4), ?, ${NOW_US} + ?, 0), (?, '', ?, ${NOW_US} + ?, 0)
@@ -35,7 +37,10 @@ export const acquireSql = (table: TableName) => `
     owner = IF(expires_us <= ${NOW_US}, VALUES(owner), owner),
     expires_us = IF(owner = VALUES(owner), VALUES(expires_us), expires_us)`;
 
-/** The values of `acquireSql`: the key by its id (names.ts), the owner, the lease in µs. */
+/**
+ * The values of `acquireSql`: the key by its id (names.ts), the owner, the lease in µs. The second
+ * row never inserts, so it leaves the key's text out.
+ */
 export function acquireValues(id: Buffer, key: string, owner: Buffer, us: number): unknown[] {
   return [id, keyLabel(key), owner, us, id, owner, us];
 }
