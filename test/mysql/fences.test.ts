@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { type Acquired, type LockStore, newOwner } from 'cachelock';
+import { type LockStore, newOwner } from 'cachelock';
 import { mysqlStore } from 'cachelock/mysql';
 import mysql from 'mysql2/promise';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { keyId } from '../../src/mysql/names.js';
 import { serverOrSkip } from '../support/reachable.js';
 
 const reachable = await serverOrSkip('MariaDB', 3306);
@@ -217,37 +218,52 @@ describe.runIf(reachable)('mysql store: nothing left behind, fences that rise', 
     }
   });
 
-  it('a fresh acquisition that waited for a table lock still rises above a holder that came and went meanwhile', async () => {
-    // A statement waiting for a metadata lock (LOCK TABLES, an ALTER, a backup's read lock)
-    // began before the wait. Here the connection that holds the table lock is itself a store's,
-    // and takes and releases the key while the other statement waits.
-    await store.inspect('table-locked'); // creates the table
-    const locker = await mysql.createConnection({
-      host: '127.0.0.1',
-      user: 'root',
-      database: 'test',
-    });
-    const inside = mysqlStore(locker, { table, listen: false });
-    let late: Promise<Acquired | null> | undefined;
-    try {
-      await inside.inspect('table-locked');
-      await locker.query(`LOCK TABLES \`${table}\` WRITE`);
-      late = store.acquire('table-locked', newOwner(), 10_000);
-      await waitingIn('Waiting for table metadata lock', table);
-      const quick = newOwner();
-      const between = await inside.acquire('table-locked', quick, 10_000);
-      expect(between).not.toBeNull();
-      expect(await inside.release('table-locked', quick)).toBe(true);
-      await locker.query('UNLOCK TABLES');
-      const granted = await late;
-      expect(granted).not.toBeNull();
-      expect(granted!.fence! > between!.fence!, `${granted!.fence} after ${between!.fence}`).toBe(
-        true,
-      );
-    } finally {
-      await inside.close?.();
-      await locker.end();
-      await late?.catch(() => undefined);
-    }
-  });
+  // The key alone, or first of several keys taken in one transaction (keys are taken in the
+  // order of their ids: the first statement is the one that waits for the table).
+  const takers = {
+    'a fresh acquisition': (key: string) =>
+      store.acquire(key, newOwner(), 10_000).then((got) => got?.fence),
+    'a fresh acquisition of several keys': (key: string) => {
+      const other = `${key}:other`;
+      expect(Buffer.compare(keyId(key), keyId(other))).toBeLessThan(0);
+      return store
+        .capabilities!.keys!.acquire([key, other], newOwner(), 10_000)
+        .then((got) => got?.fences[0]);
+    },
+  };
+
+  it.each(Object.entries(takers))(
+    '%s that waited for a table lock still rises above a holder that came and went meanwhile',
+    async (_, take) => {
+      // A statement waiting for a metadata lock (LOCK TABLES, an ALTER, a backup's read lock)
+      // began before the wait. Here the connection that holds the table lock is itself a
+      // store's, and takes and releases the key while the other statement waits.
+      await store.inspect('table-locked'); // creates the table
+      const locker = await mysql.createConnection({
+        host: '127.0.0.1',
+        user: 'root',
+        database: 'test',
+      });
+      const inside = mysqlStore(locker, { table, listen: false });
+      let late: Promise<bigint | undefined> | undefined;
+      try {
+        await inside.inspect('table-locked');
+        await locker.query(`LOCK TABLES \`${table}\` WRITE`);
+        late = take('table-locked');
+        await waitingIn('Waiting for table metadata lock', table);
+        const quick = newOwner();
+        const between = await inside.acquire('table-locked', quick, 10_000);
+        expect(between).not.toBeNull();
+        expect(await inside.release('table-locked', quick)).toBe(true);
+        await locker.query('UNLOCK TABLES');
+        const granted = await late;
+        expect(granted).toBeDefined();
+        expect(granted! > between!.fence!, `${granted} after ${between!.fence}`).toBe(true);
+      } finally {
+        await inside.close?.();
+        await locker.end();
+        await late?.catch(() => undefined);
+      }
+    },
+  );
 });
