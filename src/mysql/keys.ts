@@ -1,9 +1,9 @@
 import type { AcquiredKeys } from 'cachelock';
-import { acquireSql } from './acquire.js';
+import { acquireSql, acquireValues } from './acquire.js';
 import { micros } from './clock.js';
 import type { Db } from './connection.js';
 import { extendSql } from './extend.js';
-import { keyId, keyLabel, ownerBytes, type TableName } from './names.js';
+import { keyId, ownerBytes, type TableName } from './names.js';
 
 /** The keys by their ids, ascending, each with its place in the caller's order. */
 function byId(keys: readonly string[]): { key: string; id: Buffer; at: number }[] {
@@ -39,7 +39,7 @@ export function prepareManyAcquire(db: Db, table: TableName) {
       return await db.transact(async (query) => {
         const fences: bigint[] = new Array(keys.length);
         for (const { key, id, at } of sorted) {
-          const result = await query.change(sql, [id, keyLabel(key), who, us]);
+          const result = await query.change(sql, acquireValues(id, key, who, us));
           if (result.insertId <= 0n) throw new Refused(at);
           fences[at] = result.insertId;
         }

@@ -3,6 +3,7 @@ import { type LockStore, newOwner } from 'cachelock';
 import { mysqlStore } from 'cachelock/mysql';
 import mysql from 'mysql2/promise';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { keyId } from '../../src/mysql/names.js';
 import { serverOrSkip } from '../support/reachable.js';
 
 const reachable = await serverOrSkip('MariaDB', 3306);
@@ -162,4 +163,107 @@ describe.runIf(reachable)('mysql store: nothing left behind, fences that rise', 
     expect(await store.release('resource', paused)).toBe(false);
     expect(await store.release('resource', next)).toBe(true);
   });
+
+  /** Resolves once a statement that mentions `text` waits in `state`, as the server lists it. */
+  const waitingIn = async (state: string, text: string) => {
+    for (let i = 0; i < 500; i++) {
+      const [found] = (await pool.query(
+        'SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE STATE = ? AND INFO LIKE ?',
+        [state, `%${text}%`],
+      )) as [{ n: number }[], unknown];
+      if (Number(found[0]!.n) > 0) return;
+      await sleep(10);
+    }
+    throw new Error(`no statement with ${text} waits in ${state}`);
+  };
+
+  it('a fresh acquisition delayed after its values were evaluated still rises above a holder that came and went meanwhile', async () => {
+    // A trigger stands for whatever delays a statement between the evaluation of its values and
+    // its row reaching the index (its thread descheduled, or woken late from a lock wait with
+    // others): the paused owner's INSERT waits there on a named lock the test holds. A trigger
+    // also hides LAST_INSERT_ID set before it from the statement's reply, so the fences are read
+    // back from the table.
+    const paused = newOwner();
+    const gate = `cachelock_fences_gate_${run}_${tables}`;
+    await store.inspect('delayed'); // creates the table
+    await pool.query(
+      `CREATE TRIGGER \`${table}_pause\` BEFORE INSERT ON \`${table}\` FOR EACH ROW
+       IF NEW.owner = ${pool.escape(paused)} THEN
+         SET @gate = GET_LOCK(${pool.escape(gate)}, 30), @gate = RELEASE_LOCK(${pool.escape(gate)});
+       END IF`,
+    );
+    const holder = await pool.getConnection();
+    let late: Promise<unknown> | undefined;
+    try {
+      await holder.query('SELECT GET_LOCK(?, 0)', [gate]);
+      late = store.acquire('delayed', paused, 10_000);
+      await waitingIn('User lock', gate);
+      // Meanwhile another owner takes the key, runs and releases it.
+      const quick = newOwner();
+      await store.acquire('delayed', quick, 10_000);
+      const between = await store.inspect('delayed');
+      expect(between?.owner).toBe(quick);
+      expect(await store.release('delayed', quick)).toBe(true);
+      await holder.query('SELECT RELEASE_LOCK(?)', [gate]);
+      await late;
+      const granted = await store.inspect('delayed');
+      expect(granted?.owner).toBe(paused);
+      expect(granted!.fence! > between!.fence!, `${granted!.fence} after ${between!.fence}`).toBe(
+        true,
+      );
+    } finally {
+      await holder.query('SELECT RELEASE_LOCK(?)', [gate]);
+      holder.release();
+      await late?.catch(() => undefined);
+    }
+  });
+
+  // The key alone, or first of several keys taken in one transaction (keys are taken in the
+  // order of their ids: the first statement is the one that waits for the table).
+  const takers = {
+    'a fresh acquisition': (key: string) =>
+      store.acquire(key, newOwner(), 10_000).then((got) => got?.fence),
+    'a fresh acquisition of several keys': (key: string) => {
+      const other = `${key}:other`;
+      expect(Buffer.compare(keyId(key), keyId(other))).toBeLessThan(0);
+      return store
+        .capabilities!.keys!.acquire([key, other], newOwner(), 10_000)
+        .then((got) => got?.fences[0]);
+    },
+  };
+
+  it.each(Object.entries(takers))(
+    '%s that waited for a table lock still rises above a holder that came and went meanwhile',
+    async (_, take) => {
+      // A statement waiting for a metadata lock (LOCK TABLES, an ALTER, a backup's read lock)
+      // began before the wait. Here the connection that holds the table lock is itself a
+      // store's, and takes and releases the key while the other statement waits.
+      await store.inspect('table-locked'); // creates the table
+      const locker = await mysql.createConnection({
+        host: '127.0.0.1',
+        user: 'root',
+        database: 'test',
+      });
+      const inside = mysqlStore(locker, { table, listen: false });
+      let late: Promise<bigint | undefined> | undefined;
+      try {
+        await inside.inspect('table-locked');
+        await locker.query(`LOCK TABLES \`${table}\` WRITE`);
+        late = take('table-locked');
+        await waitingIn('Waiting for table metadata lock', table);
+        const quick = newOwner();
+        const between = await inside.acquire('table-locked', quick, 10_000);
+        expect(between).not.toBeNull();
+        expect(await inside.release('table-locked', quick)).toBe(true);
+        await locker.query('UNLOCK TABLES');
+        const granted = await late;
+        expect(granted).toBeDefined();
+        expect(granted! > between!.fence!, `${granted} after ${between!.fence}`).toBe(true);
+      } finally {
+        await inside.close?.();
+        await locker.end();
+        await late?.catch(() => undefined);
+      }
+    },
+  );
 });
