@@ -137,8 +137,10 @@ if redis.call('ZSCORE', holders, owner) then
   expire()
   return string.match(entry, ':(%d*)$')
 end
-local first = head()
-if (first == nil or first == owner) and total + weight <= limit then
+-- The line matters only when there is room: with none, whoever is first is refused.
+local room = total + weight <= limit
+local first = room and head() or nil
+if room and (first == nil or first == owner) then
   local seq = int(math.max(now_us, (tonumber(last) or 0) + 1))
   local fence = seq
   if ARGV[5] == '1' then fence = share or seq end
