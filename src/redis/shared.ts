@@ -25,8 +25,11 @@ local function weight_of(entry) return tonumber(string.match(entry, '^%d+:(%d+):
 -- number and the shared fence. Each holder has its entry in data, which outlives the holders'
 -- set; when the set is gone (it expired with its last lease) nothing of theirs may stay.
 local function prune()
-  local gone = redis.call('ZRANGEBYSCORE', holders, '-inf', now_ms)
-  if #gone > 0 then
+  -- The earliest expiry first: most calls find it ahead, so nothing to drop and someone holds.
+  local oldest = redis.call('ZRANGE', holders, 0, 0, 'WITHSCORES')
+  local held = oldest[1] ~= nil
+  if held and tonumber(oldest[2]) <= now_ms then
+    local gone = redis.call('ZRANGEBYSCORE', holders, '-inf', now_ms)
     local freed = 0
     for _, owner in ipairs(gone) do
       local entry = redis.call('HGET', data, 'o' .. owner)
@@ -38,10 +41,10 @@ local function prune()
     redis.call('ZREMRANGEBYSCORE', holders, '-inf', now_ms)
     -- Not when nothing was known of them (evicted data): that would restart the count at 0.
     if freed > 0 then redis.call('HINCRBY', data, 'total', int(-freed)) end
+    held = redis.call('EXISTS', holders) == 1
   end
   local meta = redis.call('HMGET', data, 'total', 'last', 'share')
   local total = tonumber(meta[1]) or 0
-  local held = redis.call('EXISTS', holders) == 1
   if total ~= 0 and not held then
     redis.call('DEL', data)
     if meta[2] then redis.call('HSET', data, 'last', meta[2]) end
@@ -62,16 +65,23 @@ local function leave(owner)
   redis.call('HDEL', wake, owner)
 end
 
+-- A place's '<deadlineMs>:<weight>:<limit>:<most claimMs>' as numbers (no claim bound from
+-- an older version), or nil when it has lapsed or is missing.
+local function place_of(entry)
+  if not entry then return nil end
+  local deadline, weight, limit, most = string.match(entry, '^(%d+):(%d+):(%d+):?(%d*)')
+  deadline = tonumber(deadline)
+  if not deadline or deadline <= now_ms then return nil end
+  return deadline, tonumber(weight), tonumber(limit), tonumber(most)
+end
+
 -- The first live place in line (owner, weight, limit), dropping the lapsed places before it.
 local function head()
   while true do
     local first = redis.call('ZRANGE', line, 0, 0)[1]
     if not first then return nil end
-    local entry = redis.call('HGET', places, first)
-    if entry then
-      local deadline, weight, limit = string.match(entry, '^(%d+):(%d+):(%d+)')
-      if tonumber(deadline) > now_ms then return first, tonumber(weight), tonumber(limit) end
-    end
+    local deadline, weight, limit = place_of(redis.call('HGET', places, first))
+    if deadline then return first, weight, limit end
     leave(first)
   end
 end
@@ -88,12 +98,13 @@ end
 
 -- Holders and data live as long as the last lease or place; data a second longer, so that it
 -- never vanishes before the holders it describes, or the linger when that is longer. Nothing
--- held, nobody in line and no linger: nothing left.
-local function expire()
+-- held, nobody in line and no linger: nothing left. line_ms: what is left of the line, when
+-- known (0: nobody in line).
+local function expire(line_ms)
   local last = redis.call('ZRANGE', holders, -1, -1, 'WITHSCORES')[2]
   local ms = last and tonumber(last) - now_ms or 0
   if ms > 0 then redis.call('PEXPIRE', holders, int(ms)) end
-  ms = math.max(ms, redis.call('PTTL', line))
+  ms = math.max(ms, line_ms or redis.call('PTTL', line))
   if ms > 0 or linger > 0 then
     redis.call('PEXPIRE', data, int(math.max(ms + 1000, linger)))
   else
@@ -126,19 +137,22 @@ if redis.call('ZSCORE', holders, owner) then
   expire()
   return string.match(entry, ':(%d*)$')
 end
-local first = head()
-if (first == nil or first == owner) and total + weight <= limit then
+-- The line matters only when there is room: with none, whoever is first is refused.
+local room = total + weight <= limit
+local first = room and head() or nil
+if room and (first == nil or first == owner) then
   local seq = int(math.max(now_us, (tonumber(last) or 0) + 1))
   local fence = seq
   if ARGV[5] == '1' then fence = share or seq end
-  redis.call('HSET', data, 'last', seq, 'share', fence, 'o' .. owner, seq .. ':' .. ARGV[4] .. ':' .. fence)
-  redis.call('HINCRBY', data, 'total', ARGV[4])
+  redis.call('HSET', data, 'last', seq, 'share', fence, 'o' .. owner, seq .. ':' .. ARGV[4] .. ':' .. fence, 'total', int(total + weight))
   redis.call('ZADD', holders, int(now_ms + ttl), owner)
   if first == owner then
     leave(owner)
     wake_first(total + weight)
+    expire()
+  else
+    expire(0)
   end
-  expire()
   return fence
 end
 if line_ms > 0 then
@@ -146,14 +160,21 @@ if line_ms > 0 then
   -- A permit handed over on its place is claimed for at most its ttl, as a lock's hand-off is:
   -- a waiter that died in line holds it no longer than it would have held it.
   redis.call('HSET', places, owner, int(now_ms + line_ms) .. ':' .. ARGV[4] .. ':' .. ARGV[3] .. ':' .. int(math.min(line_ms, ttl)))
-  local keep = int(math.max(redis.call('PTTL', line), line_ms))
-  redis.call('PEXPIRE', line, keep)
-  redis.call('PEXPIRE', places, keep)
+  local keep = math.max(redis.call('PTTL', line), line_ms)
+  redis.call('PEXPIRE', line, int(keep))
+  redis.call('PEXPIRE', places, int(keep))
   if ARGV[7] ~= '' then
     redis.call('HSET', wake, owner, ARGV[7])
-    redis.call('PEXPIRE', wake, keep)
+    redis.call('PEXPIRE', wake, int(keep))
   end
-  expire()
+  -- The holders did not change (dropping expired leases never needs them to live longer), and
+  -- data already outlives them by a second: it need only outlive the line too.
+  local data_ms = redis.call('PTTL', data)
+  if linger > 0 or data_ms == -1 then
+    expire()
+  elseif data_ms >= 0 and data_ms < keep + 1000 then
+    redis.call('PEXPIRE', data, int(keep + 1000))
+  end
   -- Refused in line: when, so that a hand-over older than this refusal is known to be void.
   return '-' .. int(now_us)
 end
@@ -172,54 +193,85 @@ return false
 export const SHARED_RELEASE = script(
   'release-shared',
   `${COMMON}
+-- Admit the first places in line while they fit, reading them a few at a time. Returns
+-- whether any was admitted (each admission writes the total) and whether the line is now empty.
 local function hand_over(total)
+  local admitted = false
   while true do
-    local first, weight, limit = head()
-    if not first or total + weight > limit then return end
-    local place = redis.call('HGET', places, first)
-    local claim = tonumber(string.match(place, '^(%d+)')) - now_ms
-    local most = tonumber(string.match(place, '^%d+:%d+:%d+:(%d+)$'))
-    if most and most < claim then claim = most end
-    local seq = int(math.max(now_us, (tonumber(last) or 0) + 1))
-    last = seq
-    redis.call('HSET', data, 'last', seq, 'share', seq, 'o' .. first, seq .. ':' .. weight .. ':' .. seq)
-    redis.call('HINCRBY', data, 'total', weight)
-    redis.call('ZADD', holders, int(now_ms + claim), first)
-    local channel = redis.call('HGET', wake, first)
-    leave(first)
-    local handoff = seq .. ':' .. int(claim) .. ':' .. first
-    if channel then
-      -- To the waiter's store alone, naming the holders' channel.
-      redis.call('PUBLISH', channel, #holders .. ':' .. holders .. handoff)
-    else
-      redis.call('PUBLISH', holders, handoff)
+    local batch = redis.call('ZRANGE', line, 0, 3)
+    if #batch == 0 then return admitted, true end
+    local entries = redis.call('HMGET', places, unpack(batch))
+    local done, full = {}, false
+    for i, first in ipairs(batch) do
+      local deadline, weight, limit, most = place_of(entries[i])
+      if deadline then
+        if total + weight > limit then
+          full = true
+          break
+        end
+        local claim = deadline - now_ms
+        if most and most < claim then claim = most end
+        local seq = int(math.max(now_us, (tonumber(last) or 0) + 1))
+        last = seq
+        total = total + weight
+        admitted = true
+        redis.call('HSET', data, 'last', seq, 'share', seq, 'o' .. first, seq .. ':' .. weight .. ':' .. seq, 'total', int(total))
+        redis.call('ZADD', holders, int(now_ms + claim), first)
+        local channel = redis.call('HGET', wake, first)
+        local handoff = seq .. ':' .. int(claim) .. ':' .. first
+        if channel then
+          -- To the waiter's store alone, naming the holders' channel.
+          redis.call('PUBLISH', channel, #holders .. ':' .. holders .. handoff)
+        else
+          redis.call('PUBLISH', holders, handoff)
+        end
+      end
+      -- Admitted or lapsed: its place is gone.
+      done[#done + 1] = first
     end
-    total = total + weight
+    if #done > 0 then
+      redis.call('ZREM', line, unpack(done))
+      redis.call('HDEL', places, unpack(done))
+      redis.call('HDEL', wake, unpack(done))
+    end
+    if full then return admitted, false end
+    if #batch < 4 then return admitted, true end
   end
 end
 local owner = ARGV[1]
-local left = redis.call('ZREM', line, owner) == 1
-if left then
-  redis.call('HDEL', places, owner)
-  redis.call('HDEL', wake, owner)
-end
 local holds = redis.call('ZSCORE', holders, owner)
-if holds and ARGV[2] ~= '0' then
+local left, freed = false, 0
+if not holds then
+  -- Only a waiter can be in line: a holder left it when it was admitted.
+  left = redis.call('ZREM', line, owner) == 1
+  if left then
+    redis.call('HDEL', places, owner)
+    redis.call('HDEL', wake, owner)
+  end
+elseif ARGV[2] ~= '0' then
   redis.call('ZADD', holders, 'XX', int(now_ms + tonumber(ARGV[2])), owner)
-elseif holds then
+else
   local entry = redis.call('HGET', data, 'o' .. owner)
   redis.call('ZREM', holders, owner)
   if entry then
-    local w = weight_of(entry)
+    freed = weight_of(entry)
     redis.call('HDEL', data, 'o' .. owner)
-    total = total - w
-    redis.call('HINCRBY', data, 'total', int(-w))
+    total = total - freed
   end
 end
+local line_left = nil
 if (holds and ARGV[2] == '0') or left then
-  if ARGV[3] == '1' then hand_over(total) else wake_first(total) end
+  if ARGV[3] == '1' then
+    local admitted, empty = hand_over(total)
+    -- An admission wrote the total, less the freed weight; without one, it is taken off here.
+    if admitted then freed = 0 end
+    if empty then line_left = 0 end
+  else
+    wake_first(total)
+  end
 end
-expire()
+if freed > 0 then redis.call('HINCRBY', data, 'total', int(-freed)) end
+expire(line_left)
 return holds and 1 or 0
 `,
 );

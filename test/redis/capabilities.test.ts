@@ -331,6 +331,45 @@ describe.runIf(reachable)('redis store capabilities on the shared server', () =>
         expect(await left(k)).toBe(0);
       });
 
+      it('a release hands over past many lapsed places, in order, and the rest wait their turn', async () => {
+        const k = key('lapsed-line');
+        const [a, w, v] = [newOwner(), newOwner(), newOwner()];
+        const fa = await permits().acquire(k, a, 10_000, semaphore(1));
+        // More lapsed places ahead than a release reads at once.
+        for (let i = 0; i < 6; i++) {
+          expect(await permits().acquire(k, newOwner(), 10_000, semaphore(1, 100))).toBeNull();
+        }
+        expect(await permits().acquire(k, w, 10_000, semaphore(1, 3_000))).toBeNull();
+        expect(await permits().acquire(k, v, 10_000, semaphore(1, 3_000))).toBeNull();
+        await sleep(150);
+        expect(await permits().release(k, a)).toBe(true);
+        const [held] = await permits().inspect(k);
+        expect(held).toMatchObject({ owner: w });
+        expect(held!.fence!).toBeGreaterThan(fa!.fence!);
+        expect(await permits().acquire(k, newOwner(), 10_000, semaphore(1))).toBeNull();
+        expect(await permits().release(k, w)).toBe(true);
+        expect((await permits().inspect(k)).map((h) => h.owner)).toEqual([v]);
+        expect(await permits().release(k, v)).toBe(true);
+        expect(await left(k)).toBe(0);
+      });
+
+      it('a waiter that leaves the head of the line lets in everyone behind it that now fits', async () => {
+        const k = key('leave-head');
+        const [a, first, b, c, d] = [newOwner(), newOwner(), newOwner(), newOwner(), newOwner()];
+        await permits().acquire(k, a, 10_000, semaphore(3));
+        // The first in line counts on 1 permit, the ones behind it on 3: they wait behind it.
+        expect(await permits().acquire(k, first, 10_000, semaphore(1, 3_000))).toBeNull();
+        for (const o of [b, c, d]) {
+          expect(await permits().acquire(k, o, 10_000, semaphore(3, 3_000))).toBeNull();
+        }
+        expect(await permits().release(k, first)).toBe(false);
+        expect((await permits().inspect(k)).map((h) => h.owner).sort()).toEqual([a, b, c].sort());
+        expect(await permits().release(k, b)).toBe(true);
+        expect((await permits().inspect(k)).map((h) => h.owner).sort()).toEqual([a, c, d].sort());
+        for (const o of [a, c, d]) expect(await permits().release(k, o)).toBe(true);
+        expect(await left(k)).toBe(0);
+      });
+
       it('a lapsed place and an expired lease stop counting, and then leave nothing', async () => {
         const k = key('lapse');
         const [a, b, w, t] = [newOwner(), newOwner(), newOwner(), newOwner()];
