@@ -307,10 +307,18 @@ export function mariadbOpener(options: Shape | string): Opener {
     const mariadb = (await loadDriver('mariadb')) as Shape;
     // The driver keeps its connection private behind the promise API: the store hands it the
     // socket (its `stream` option), so that an idle session can stop holding the process.
-    const settings: Shape =
-      typeof options === 'string' ? mariadb.defaultOptions(options) : { ...options };
+    const settings: Shape | string =
+      typeof options !== 'string'
+        ? { ...options }
+        : typeof mariadb.defaultOptions === 'function'
+          ? mariadb.defaultOptions(options)
+          : options;
     let socket: Socket | undefined;
-    if (settings.stream === undefined && settings.socketPath === undefined) {
+    if (
+      typeof settings === 'object' &&
+      settings.stream === undefined &&
+      settings.socketPath === undefined
+    ) {
       settings.stream = () => {
         socket = connect(Number(settings.port ?? 3306), String(settings.host ?? 'localhost'));
         socket.setNoDelay(true);
