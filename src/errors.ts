@@ -134,8 +134,13 @@ const BY_CODE: [RegExp, StoreFailure][] = [
   [/^ECONNREFUSED$/, 'refused'],
   [/^(ENOTFOUND|EAI_AGAIN|EAI_NONAME|EAI_FAIL|EAI_NODATA)$/, 'not found'],
   [/^(ETIMEDOUT|ESOCKETTIMEDOUT|ECONNABORTED)$/, 'timed out'],
-  // PostgreSQL: invalid_password, invalid_authorization_specification.
+  // PostgreSQL: invalid_password, invalid_authorization_specification. MySQL and MariaDB: a
+  // wrong user or password (1045, 1698), a user refused the database it names (1044).
   [/^(28P01|28000)$/, 'authentication'],
+  [
+    /^(ER_ACCESS_DENIED_ERROR|ER_ACCESS_DENIED_NO_PASSWORD_ERROR|ER_DBACCESS_DENIED_ERROR)$/,
+    'authentication',
+  ],
   [/^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|EPROTO$)/, 'TLS'],
   [/^(ECONNRESET|EPIPE|ECONNCLOSED|57P01)$/, 'connection lost'],
   [
@@ -147,7 +152,7 @@ const BY_CODE: [RegExp, StoreFailure][] = [
 // By message, for errors that carry no code (Redis replies, client timeouts).
 const BY_MESSAGE: [RegExp, StoreFailure][] = [
   [
-    /^(WRONGPASS|NOAUTH)\b|\bpassword authentication failed|\bauthentication (failed|required)|\bSASL/i,
+    /^(WRONGPASS|NOAUTH)\b|\bpassword authentication failed|\bauthentication (failed|required)|\bSASL|\bAccess denied for user\b/i,
     'authentication',
   ],
   [/\bECONNREFUSED\b|connection refused/i, 'refused'],
@@ -166,6 +171,10 @@ const BY_MESSAGE: [RegExp, StoreFailure][] = [
     'file',
   ],
 ];
+
+// Said before any code: a peer that hangs up during the TLS handshake (a TLS client on a plain
+// port) is ECONNRESET to Node.js, but the user's mistake is TLS.
+const TLS_HANDSHAKE = /before secure TLS connection was established/i;
 
 // Deep enough for a Redlock quorum's AggregateError of each member's error and their causes.
 const MAX_CLASSIFY_DEPTH = 6;
@@ -196,6 +205,12 @@ export function classifyFailure(
     if (Array.isArray(inner.errors)) for (const each of inner.errors) visit(each, depth + 1);
   };
   visit(error, 0);
+  for (const each of all) {
+    const message = (each as { message?: unknown }).message;
+    if (typeof message === 'string' && TLS_HANDSHAKE.test(message)) {
+      return { failure: 'TLS', error: each };
+    }
+  }
   for (const each of all) {
     const code = (each as { code?: unknown }).code;
     if (typeof code !== 'string') continue;

@@ -1,3 +1,6 @@
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Socket } from 'node:net';
 import type {
   Compare,
   KeyValue,
@@ -8,12 +11,12 @@ import type {
   TxnResult,
   WatchHandlers,
 } from './transport.js';
-import { prefixEnd } from './transport.js';
+import { prefixEnd, type StopWatch } from './transport.js';
 
 /**
  * etcd's JSON gateway: the v3 API as HTTP/1.1 and JSON on the client port (`/v3/kv/txn`,
- * `/v3/lease/grant`, `/v3/watch` as a streaming response), spoken with Node's own `fetch`, so
- * that `cachelock/etcd` needs no client library and no gRPC stack.
+ * `/v3/lease/grant`, `/v3/watch` as a streaming response), spoken with Node's own `fetch` (and
+ * `node:http` for watches), so that `cachelock/etcd` needs no client library and no gRPC stack.
  *
  * Every request carries `hasleader`: a member cut off from its cluster answers at once that it
  * has no leader (and ends watches) instead of hanging, and the client moves on to the next
@@ -46,6 +49,12 @@ export class EtcdError extends Error {
   ) {
     super(message, options);
   }
+}
+
+/** The socket of a watch's response, and whether it may keep the process alive. */
+interface WatchConnection {
+  held: boolean;
+  socket: Socket | undefined;
 }
 
 const NOT_FOUND = 5;
@@ -220,14 +229,21 @@ export class GatewayTransport implements Transport {
     };
   }
 
-  watch(prefix: Buffer, handlers: WatchHandlers): () => void {
+  watch(prefix: Buffer, handlers: WatchHandlers): StopWatch {
     const controller = new AbortController();
     this.#watches.add(controller);
+    const connection: WatchConnection = { held: true, socket: undefined };
     const run = async () => {
       while (!controller.signal.aborted && !this.#closed) {
         const index = this.#current;
         try {
-          await this.#watchOnce(this.#endpoints[index]!, prefix, handlers, controller.signal);
+          await this.#watchOnce(
+            this.#endpoints[index]!,
+            prefix,
+            handlers,
+            controller.signal,
+            connection,
+          );
         } catch {
           // Dropped, refused, or the member lost its leader: try the next endpoint.
         }
@@ -238,38 +254,58 @@ export class GatewayTransport implements Transport {
       }
     };
     void run();
-    return () => {
+    const stop: StopWatch = () => {
       controller.abort();
       this.#watches.delete(controller);
     };
+    stop.hold = (held) => {
+      connection.held = held;
+      if (held) connection.socket?.ref();
+      else connection.socket?.unref();
+    };
+    return stop;
   }
 
+  // A watch is a response that never ends, on a connection of its own (not `fetch`'s pool) so
+  // that its socket can stop holding the process while the watch lingers unused.
   async #watchOnce(
     endpoint: Endpoint,
     prefix: Buffer,
     handlers: WatchHandlers,
     signal: AbortSignal,
+    connection: WatchConnection,
   ): Promise<void> {
-    const response = await fetch(this.#url(endpoint, '/v3/watch'), {
-      method: 'POST',
-      headers: await this.#headers(),
-      body: JSON.stringify({
-        create_request: {
-          key: b64(prefix),
-          range_end: b64(prefixEnd(prefix)),
-          filters: ['NOPUT'],
-          prev_kv: true,
-        },
-      }),
-      signal,
+    const body = JSON.stringify({
+      create_request: {
+        key: b64(prefix),
+        range_end: b64(prefixEnd(prefix)),
+        filters: ['NOPUT'],
+        prev_kv: true,
+      },
     });
-    if (!response.ok || response.body === null) {
-      await response.body?.cancel();
-      throw new EtcdError(`etcd: watch answered HTTP ${response.status}`, undefined);
+    const headers = { ...(await this.#headers()), 'content-length': Buffer.byteLength(body) };
+    const send = this.#options.protocol === 'https:' ? httpsRequest : httpRequest;
+    const request = send(this.#url(endpoint, '/v3/watch'), {
+      method: 'POST',
+      headers,
+      signal,
+      agent: false,
+    });
+    request.on('socket', (socket) => {
+      connection.socket = socket;
+      if (!connection.held) socket.unref();
+    });
+    const response = await new Promise<IncomingMessage>((resolve, reject) => {
+      request.once('response', resolve).once('error', reject);
+      request.end(body);
+    });
+    if (response.statusCode !== 200) {
+      response.destroy();
+      throw new EtcdError(`etcd: watch answered HTTP ${response.statusCode}`, undefined);
     }
     const decoder = new TextDecoder();
     let buffered = '';
-    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    for await (const chunk of response as AsyncIterable<Buffer>) {
       buffered += decoder.decode(chunk, { stream: true });
       let end = buffered.indexOf('\n');
       while (end >= 0) {

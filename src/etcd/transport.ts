@@ -68,6 +68,13 @@ export interface WatchHandlers {
   onBroken(): void;
 }
 
+/**
+ * Ends a watch. `hold(false)` lets a watch nobody waits on stay open without keeping the
+ * process alive, `hold(true)` makes it keep the process alive again (where the transport owns
+ * the connection; a user's client is left as it is).
+ */
+export type StopWatch = (() => void) & { hold?(held: boolean): void };
+
 export interface Transport {
   /** `host:port` of the endpoint in use, for messages. */
   readonly where: string;
@@ -79,7 +86,7 @@ export interface Transport {
   timeToLive(id: string): Promise<LeaseTtl>;
   txn(txn: Txn): Promise<TxnResult>;
   /** Watch deletions under `prefix` until the returned function is called. */
-  watch(prefix: Buffer, handlers: WatchHandlers): () => void;
+  watch(prefix: Buffer, handlers: WatchHandlers): StopWatch;
   close(): Promise<void>;
 }
 

@@ -1,7 +1,7 @@
 import type { Handoff } from 'cachelock';
 import { lockPrefix, ownerOf } from './keys.js';
 import { type Context, cacheKey, isOwners, readTxn } from './leases.js';
-import type { Deletion } from './transport.js';
+import type { Deletion, StopWatch } from './transport.js';
 
 type Listener = (handoff?: Handoff) => void;
 
@@ -11,7 +11,7 @@ const RECENT = 64;
 
 interface Subscription {
   listeners: Set<Listener>;
-  stop: () => void;
+  stop: StopWatch;
   /** Ends the watch a while after its last listener left, unless one comes back. */
   linger: NodeJS.Timeout | undefined;
   /** Whether the watch is active, and how many deletions (and restarts) it has seen. */
@@ -93,14 +93,19 @@ export class Wakeups {
       });
     }
     const subscription_ = subscription;
-    clearTimeout(subscription_.linger);
-    subscription_.linger = undefined;
+    if (subscription_.linger !== undefined) {
+      clearTimeout(subscription_.linger);
+      subscription_.linger = undefined;
+      subscription_.stop.hold?.(true);
+    }
     subscription_.listeners.add(listener);
     return () => {
       subscription_.listeners.delete(listener);
       if (subscription_.listeners.size > 0 || subscription_.linger !== undefined) return;
       // A key waited for once is often waited for again soon (a busy key, a loop): keep its
-      // watch a little, so that the next wait neither sets one up nor misses a release.
+      // watch a little, so that the next wait neither sets one up nor misses a release. Nobody
+      // waits meanwhile: a script that has nothing else to do ends.
+      subscription_.stop.hold?.(false);
       subscription_.linger = setTimeout(() => {
         subscription_.linger = undefined;
         if (subscription_.listeners.size > 0) return;

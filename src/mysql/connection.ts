@@ -1,3 +1,4 @@
+import { connect, type Socket } from 'node:net';
 import type { LentPool } from 'cachelock';
 
 /**
@@ -248,6 +249,8 @@ async function mysql2Session(connection: Shape): Promise<Session> {
     close: () =>
       new Promise<void>((resolve) => {
         gone = true;
+        // Referenced again, the process waits for the goodbye.
+        (connection.stream as Referable | undefined)?.ref?.();
         connection.end(() => resolve());
         setTimeout(() => {
           connection.destroy();
@@ -261,16 +264,73 @@ async function mysql2Session(connection: Shape): Promise<Session> {
   };
 }
 
+/** What the store needs of a connection's socket, to let an idle process exit. */
+interface Referable {
+  ref?(): void;
+  unref?(): void;
+  once?(event: 'close', listener: () => void): void;
+}
+
+/**
+ * Let a pool the store opened keep the process alive only while one of its connections is lent
+ * out: mysql2 and mariadb both announce each connection they lend (`acquire`) and take back
+ * (`release`), with the driver's own connection, whose socket `socketOf` finds. Returns what to
+ * call before ending the pool, so that the process waits for the goodbyes.
+ */
+export function referencedWhileLent(
+  pool: Shape,
+  socketOf: (connection: Shape) => Referable | undefined,
+): () => void {
+  const idle = new Set<Referable>();
+  pool.on?.('acquire', (connection: Shape) => {
+    const socket = socketOf(connection);
+    if (socket === undefined) return;
+    idle.delete(socket);
+    socket.ref?.();
+  });
+  pool.on?.('release', (connection: Shape) => {
+    const socket = socketOf(connection);
+    if (socket === undefined || idle.has(socket)) return;
+    idle.add(socket);
+    socket.once?.('close', () => idle.delete(socket));
+    socket.unref?.();
+  });
+  return () => {
+    for (const socket of idle) socket.ref?.();
+    idle.clear();
+  };
+}
+
 /** Sessions for the mariadb driver, from connection options or a `mariadb://` URL. */
 export function mariadbOpener(options: Shape | string): Opener {
   return async () => {
     const mariadb = (await loadDriver('mariadb')) as Shape;
-    return mariadbSession((await mariadb.createConnection(options)) as Shape);
+    // The driver keeps its connection private behind the promise API: the store hands it the
+    // socket (its `stream` option), so that an idle session can stop holding the process.
+    const settings: Shape | string =
+      typeof options !== 'string'
+        ? { ...options }
+        : typeof mariadb.defaultOptions === 'function'
+          ? mariadb.defaultOptions(options)
+          : options;
+    let socket: Socket | undefined;
+    if (
+      typeof settings === 'object' &&
+      settings.stream === undefined &&
+      settings.socketPath === undefined
+    ) {
+      settings.stream = () => {
+        socket = connect(Number(settings.port ?? 3306), String(settings.host ?? 'localhost'));
+        socket.setNoDelay(true);
+        return socket;
+      };
+    }
+    return mariadbSession((await mariadb.createConnection(settings)) as Shape, socket);
   };
 }
 
 /** A session on a mariadb (promise API) connection of the store's own. */
-function mariadbSession(connection: Shape): Session {
+function mariadbSession(connection: Shape, socket: Referable | undefined): Session {
   const lost = new Set<() => void>();
   let gone = false;
   const fail = () => {
@@ -283,10 +343,15 @@ function mariadbSession(connection: Shape): Session {
   return {
     select: (sql, values) => connection.query(sql, values) as Promise<Row[]>,
     onLost: (listener) => lost.add(listener),
-    // The driver keeps its socket private; the store closes idle sessions soon instead.
-    ref() {},
+    // Without a socket of the store's own (a Unix socket, the user's stream) the store closes
+    // idle sessions soon instead.
+    ref(active) {
+      if (active) socket?.ref?.();
+      else socket?.unref?.();
+    },
     async close() {
       gone = true;
+      socket?.ref?.();
       await Promise.race([
         connection.end().catch(() => connection.destroy()),
         new Promise((resolve) => setTimeout(resolve, 1_000).unref()),
@@ -341,6 +406,6 @@ export function lentOpener(pool: LentPool): Opener | undefined {
   if (openOwn === undefined) return undefined;
   return async () => {
     const connection = (await openOwn()) as Shape;
-    return isMysql2(connection) ? mysql2Session(connection) : mariadbSession(connection);
+    return isMysql2(connection) ? mysql2Session(connection) : mariadbSession(connection, undefined);
   };
 }

@@ -19,6 +19,7 @@ import {
   mysql2Config,
   mysql2Opener,
   type Opener,
+  referencedWhileLent,
   wrapDb,
 } from './connection.js';
 import { prepareExtend } from './extend.js';
@@ -334,21 +335,34 @@ export async function storeFromUrl(url: URL): Promise<LockStore> {
       const pool = module.createPool({ uri, connectTimeout: CONNECT_TIMEOUT_MS });
       // An idle connection the server ends is reported here; the next query reconnects.
       pool.on?.('error', () => {});
-      const db = wrapDb(pool, () => pool.promise().end());
+      const hold = referencedWhileLent(pool, (connection) => connection.stream);
+      const end = () => {
+        hold();
+        return pool.promise().end();
+      };
+      const db = wrapDb(pool, end);
       return new MysqlStore(db, {
         ...options,
-        end: () => pool.promise().end(),
+        end,
         opener: mysql2Opener(pool.config.connectionConfig),
       });
     }
     const href = mariadbUrl(connection.href);
     const settings = { connectTimeout: CONNECT_TIMEOUT_MS, acquireTimeout: 10_000 };
-    const pool = module.createPool(withOptions(href, settings));
+    // The pool opens connections when asked, not ahead (minimumIdle), and keeps them without
+    // a reaper (idleTimeout 0): the reaper's timer would hold the process as long as any
+    // connection is open. The server's wait_timeout ends what is idle for hours.
+    const poolSettings = { ...settings, minimumIdle: 0, idleTimeout: 0 };
+    const pool = module.createPool(withOptions(href, poolSettings));
     pool.on?.('error', () => {});
+    const hold = referencedWhileLent(pool, (connection) => connection.socket);
     const db = wrapDb(pool);
     return new MysqlStore(db, {
       ...options,
-      end: () => pool.end(),
+      end: () => {
+        hold();
+        return pool.end();
+      },
       opener: mariadbOpener(withOptions(href, settings)),
     });
   }

@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,14 +12,25 @@ import { closeAll, Lock, registerScheme, StoreError, type StoreFailure } from 'c
 import { storeFromUrl as redlockFromUrl } from 'cachelock/redlock';
 import { Cluster } from 'ioredis';
 import Keyv from 'keyv';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { binaryOrSkip, builtOrSkip, freePort } from '../support/reachable.js';
+import { type PostgresServer, startPostgresServer } from '../support/postgres-server.js';
+import { binaryOrSkip, builtOrSkip, freePort, serverOrSkip } from '../support/reachable.js';
 import { RedisServer } from '../support/redis-server.js';
+import { startTlsRedis, TestCertificates, TlsEtcd } from '../support/tls.js';
 import { WITHOUT_IOREDIS } from '../support/without-ioredis.js';
 
 const execFileAsync = promisify(execFile);
 
 const redisRuns = await binaryOrSkip('Redis auth', 'redis-server');
+const mariadbUp = await serverOrSkip('MariaDB', 3306);
+const postgresRuns =
+  (await binaryOrSkip('PostgreSQL auth', 'initdb')) &&
+  (await binaryOrSkip('PostgreSQL auth', 'pg_ctl'));
+const tlsRuns =
+  (await binaryOrSkip('TLS', 'openssl')) &&
+  (await binaryOrSkip('Redis over TLS', 'redis-server')) &&
+  (await binaryOrSkip('etcd over TLS', 'etcd'));
 const run = randomBytes(4).toString('hex');
 let counter = 0;
 const key = () => `cl-errors-${run}-${++counter}`;
@@ -188,6 +200,185 @@ describe('PostgreSQL connection failures', () => {
     const keyv = new Keyv(new KeyvPostgres({ uri: url.refused('/test') }));
     keyv.on('error', () => {});
     await expectFailure(keyv, `postgres://127.0.0.1:${refused}`, 'refused', 'connection refused');
+  });
+});
+
+describe.runIf(postgresRuns)('PostgreSQL with a password', () => {
+  let server: PostgresServer;
+  beforeAll(async () => {
+    server = await startPostgresServer();
+    // The throwaway cluster trusts everyone: give postgres a password and ask for it over TCP.
+    const admin = new pg.Client({ connectionString: server.url });
+    await admin.connect();
+    try {
+      await admin.query(`ALTER USER postgres PASSWORD 'the-right-one-pg'`);
+      const { rows } = await admin.query('SHOW hba_file');
+      writeFileSync(
+        rows[0].hba_file,
+        'local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n',
+      );
+      await admin.query('SELECT pg_reload_conf()');
+    } finally {
+      await admin.end();
+    }
+    // The postmaster reloads when signalled: wait until a connection without the password fails.
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const probe = new pg.Client({ connectionString: server.url });
+      const refused = await probe.connect().then(
+        () => false,
+        () => true,
+      );
+      await probe.end().catch(() => {});
+      if (refused) break;
+      if (Date.now() > deadline) throw new Error('pg_hba.conf was not reloaded');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  });
+  afterAll(() => server?.destroy());
+  it('a wrong password', async () => {
+    const error = await expectFailure(
+      `postgres://postgres:${password}@127.0.0.1:${server.port}/postgres`,
+      `postgres://127.0.0.1:${server.port}`,
+      'authentication',
+      'authentication failed',
+    );
+    expect(error.message).toContain('password authentication failed for user "postgres"');
+  });
+});
+
+describe.runIf(mariadbUp)('MySQL and MariaDB connection failures', () => {
+  // mysql:// opens a mysql2 pool, mariadb:// a pool of the mariadb driver (both installed here).
+  for (const [name, s] of [
+    ['mysql:// (mysql2)', 'mysql:'],
+    ['mariadb:// (the mariadb driver)', 'mariadb:'],
+  ] as const) {
+    const url = scheme(s);
+    const user = (u: string) => u.replace(`${s}//:`, `${s}//root:`);
+    it(`${name}, refused`, () =>
+      expectFailure(
+        user(url.refused('/test')),
+        `${s}//127.0.0.1:${refused}`,
+        'refused',
+        'connection refused',
+      ));
+    it(`${name}, host not found`, () =>
+      expectFailure(
+        user(url.nohost('/test')),
+        `${s}//nohost.invalid:6379`,
+        'not found',
+        'host not found',
+      ));
+    it(`${name}, a server that never answers`, () =>
+      expectFailure(
+        user(url.silent('/test')),
+        `${s}//127.0.0.1:${silent}`,
+        'timed out',
+        'timed out',
+      ));
+    // The shared server's root has no password: one given is refused.
+    it(`${name}, a wrong password`, async () => {
+      const error = await expectFailure(
+        `${s}//root:${password}@127.0.0.1:3306/test`,
+        `${s}//127.0.0.1:3306`,
+        'authentication',
+        'authentication failed',
+      );
+      expect(error.message).toContain("Access denied for user 'root'");
+    });
+  }
+});
+
+describe('etcd connection failures', () => {
+  const url = (host: string, query = '') => `etcd://root:${password}@${host}${query}`;
+  it('refused', () =>
+    expectFailure(
+      url(`127.0.0.1:${refused}`),
+      `etcd://127.0.0.1:${refused}`,
+      'refused',
+      'connection refused',
+    ));
+  it('host not found', () =>
+    expectFailure(
+      url('nohost.invalid:2379'),
+      'etcd://nohost.invalid:2379',
+      'not found',
+      'host not found',
+    ));
+  it('a server that never answers', () =>
+    expectFailure(
+      url(`127.0.0.1:${silent}`, '?timeout=1000'),
+      `etcd://127.0.0.1:${silent}`,
+      'timed out',
+      'timed out',
+    ));
+});
+
+describe.runIf(tlsRuns)('TLS failures', () => {
+  let certs: TestCertificates;
+  let redis: { server: RedisServer; tlsPort: number } | undefined;
+  let etcd: TlsEtcd | undefined;
+  // A plain HTTP server: what a TLS client meets on a port that does not speak TLS.
+  let http: HttpServer;
+  let httpPort: number;
+  beforeAll(async () => {
+    certs = await TestCertificates.make();
+    redis = await startTlsRedis(certs);
+    etcd = await TlsEtcd.start(certs);
+    http = createHttpServer((_request, response) => response.end('plain'));
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    httpPort = (http.address() as { port: number }).port;
+  });
+  afterAll(async () => {
+    http?.closeAllConnections();
+    http?.close();
+    await redis?.server.dispose();
+    await etcd?.dispose();
+    certs?.dispose();
+  });
+  // This process does not trust the throwaway CA that signed the servers' certificates.
+  it('rediss:// to a server whose certificate is not trusted', async () => {
+    const error = await expectFailure(
+      `rediss://:${password}@127.0.0.1:${redis!.tlsPort}`,
+      `rediss://127.0.0.1:${redis!.tlsPort}`,
+      'TLS',
+      'TLS failed',
+    );
+    expect(error.message).toContain('self-signed certificate in certificate chain');
+  });
+  it('valkeys:// to a server whose certificate is not trusted', () =>
+    expectFailure(
+      `valkeys://:${password}@127.0.0.1:${redis!.tlsPort}`,
+      `valkeys://127.0.0.1:${redis!.tlsPort}`,
+      'TLS',
+      'TLS failed',
+    ));
+  it('etcds:// to a server whose certificate is not trusted', () =>
+    expectFailure(
+      `etcds://root:${password}@127.0.0.1:${etcd!.port}`,
+      `etcds://127.0.0.1:${etcd!.port}`,
+      'TLS',
+      'TLS failed',
+    ));
+  it('rediss:// to a port that does not speak TLS', () =>
+    expectFailure(
+      `rediss://:${password}@127.0.0.1:${httpPort}`,
+      `rediss://127.0.0.1:${httpPort}`,
+      'TLS',
+      'TLS failed',
+    ));
+  it('etcds:// to a port that does not speak TLS', () =>
+    expectFailure(
+      `etcds://root:${password}@127.0.0.1:${httpPort}`,
+      `etcds://127.0.0.1:${httpPort}`,
+      'TLS',
+      'TLS failed',
+    ));
+  it.runIf(built)('rediss:// with node-redis, a certificate not trusted', async () => {
+    const error = await failureWithNodeRedis(`rediss://:${password}@127.0.0.1:${redis!.tlsPort}`);
+    expect(error.message).toContain(`store rediss://127.0.0.1:${redis!.tlsPort} failed`);
+    expect(error.failure).toBe('TLS');
+    expect(error.inspected).not.toContain(password);
   });
 });
 

@@ -4,16 +4,25 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { closeAll, Lock, registerScheme } from 'cachelock';
+import { closeAll, knownSchemes, Lock, registerScheme } from 'cachelock';
 import { storeFromUrl as redlockFromUrl } from 'cachelock/redlock';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EtcdCluster } from '../support/etcd-cluster.js';
 import { MemcachedServer } from '../support/memcached-server.js';
 import { binaryOrSkip, builtOrSkip, serverOrSkip } from '../support/reachable.js';
+import type { RedisServer } from '../support/redis-server.js';
+import { startTlsRedis, TestCertificates, TlsEtcd } from '../support/tls.js';
 import { WITHOUT_IOREDIS } from '../support/without-ioredis.js';
 
 const redisUp = await serverOrSkip('Redis', 6379);
 const postgresUp = await serverOrSkip('PostgreSQL', 5432);
 const memcachedRuns = await binaryOrSkip('memcached', 'memcached');
+const mariadbUp = await serverOrSkip('MariaDB', 3306);
+const etcdRuns = await binaryOrSkip('etcd', 'etcd');
+const tlsRuns =
+  (await binaryOrSkip('TLS', 'openssl')) &&
+  (await binaryOrSkip('Redis over TLS', 'redis-server')) &&
+  etcdRuns;
 // The children import the built package, as a user's script does.
 const built = builtOrSkip('scripts end by themselves', [
   'index.js',
@@ -22,6 +31,8 @@ const built = builtOrSkip('scripts end by themselves', [
   'postgres/index.js',
   'sqlite/index.js',
   'memcached/index.js',
+  'mysql/index.js',
+  'etcd/index.js',
   'keyv/index.js',
 ]);
 const run = randomBytes(4).toString('hex');
@@ -38,7 +49,7 @@ interface Child {
 
 const script = fileURLToPath(new URL('./fixtures/script.mjs', import.meta.url));
 
-function start(env: Record<string, string>, withoutIoredis = false): Child {
+function start(env: Record<string, string | undefined>, withoutIoredis = false): Child {
   const args = withoutIoredis ? ['--import', WITHOUT_IOREDIS, script] : [script];
   const child = spawn(process.execPath, args, {
     env: { ...process.env, ...env },
@@ -79,9 +90,16 @@ function start(env: Record<string, string>, withoutIoredis = false): Child {
   };
 }
 
-/** The child takes and releases its lock, then must exit by itself within a second. */
-async function endsByItself(cache: string, withoutIoredis = false): Promise<void> {
-  const child = start({ CACHE: cache, KEY: key('alone'), MODE: 'alone' }, withoutIoredis);
+/**
+ * The child takes and releases its lock, then must exit by itself within a second. `env` adds
+ * to its environment (`NODE_EXTRA_CA_CERTS` for a server whose CA only the child trusts).
+ */
+async function endsByItself(
+  cache: string,
+  withoutIoredis = false,
+  env: Record<string, string> = {},
+): Promise<void> {
+  const child = start({ ...env, CACHE: cache, KEY: key('alone'), MODE: 'alone' }, withoutIoredis);
   try {
     const released = await child.printed('released');
     const timeout = new Promise<'still running'>((resolve) =>
@@ -190,4 +208,82 @@ describe.runIf(built && memcachedRuns)('a script on memcached ends by itself', (
   it('memcached://', () => endsByItself(server.url));
   it('closeAll() at the end', () => closesGracefully(server.url));
   it('waits on memcached:// until granted', () => waitsUntilGranted(server.url, server.url));
+});
+
+const mysql = 'mysql://root@127.0.0.1:3306/test';
+const mariadb = 'mariadb://root@127.0.0.1:3306/test';
+
+describe.runIf(built && mariadbUp)('a script on MySQL or MariaDB ends by itself', () => {
+  // mysql:// tries mysql2 first and mariadb:// the mariadb driver first; driver= picks one.
+  it('mysql:// (mysql2)', () => endsByItself(mysql));
+  it('mariadb:// (the mariadb driver)', () => endsByItself(mariadb));
+  it('mysql:// with driver=mariadb', () => endsByItself(`${mysql}?driver=mariadb`));
+  it('mariadb:// with driver=mysql2', () => endsByItself(`${mariadb}?driver=mysql2`));
+  it('closeAll() at the end, mysql2', () => closesGracefully(mysql));
+  it('closeAll() at the end, the mariadb driver', () => closesGracefully(mariadb));
+  it('waits on mysql:// (mysql2) until granted', () => waitsUntilGranted(mysql, mysql));
+  it('waits on mariadb:// (the mariadb driver) until granted', () =>
+    waitsUntilGranted(mariadb, mariadb));
+});
+
+describe.runIf(built && etcdRuns)('a script on etcd ends by itself', () => {
+  let cluster: EtcdCluster;
+  beforeAll(async () => {
+    cluster = await EtcdCluster.start(1);
+  });
+  afterAll(() => cluster?.dispose());
+  it('etcd://', () => endsByItself(cluster.url));
+  it('closeAll() at the end', () => closesGracefully(cluster.url));
+  it('waits on etcd:// until granted', () => waitsUntilGranted(cluster.url, cluster.url));
+});
+
+describe.runIf(built && tlsRuns)('a script over TLS ends by itself', () => {
+  let certs: TestCertificates;
+  let redis: { server: RedisServer; tlsPort: number } | undefined;
+  let etcd: TlsEtcd | undefined;
+  // Only the child trusts the throwaway CA, as a user's process told so by Node.js's own
+  // NODE_EXTRA_CA_CERTS; the client libraries (ioredis, node-redis, fetch) all honour it.
+  const trusting = () => ({ NODE_EXTRA_CA_CERTS: certs.ca });
+  beforeAll(async () => {
+    certs = await TestCertificates.make();
+    redis = await startTlsRedis(certs);
+    etcd = await TlsEtcd.start(certs);
+  });
+  afterAll(async () => {
+    await redis?.server.dispose();
+    await etcd?.dispose();
+    certs?.dispose();
+  });
+  const rediss = () => `rediss://127.0.0.1:${redis!.tlsPort}`;
+  it('rediss:// with ioredis', () => endsByItself(rediss(), false, trusting()));
+  it('rediss:// with node-redis', () => endsByItself(rediss(), true, trusting()));
+  it('valkeys:// with ioredis', () =>
+    endsByItself(rediss().replace('rediss:', 'valkeys:'), false, trusting()));
+  it('valkeys:// with node-redis', () =>
+    endsByItself(rediss().replace('rediss:', 'valkeys:'), true, trusting()));
+  it('etcds://', () => endsByItself(`etcds://127.0.0.1:${etcd!.port}`, false, trusting()));
+});
+
+describe('every URL scheme has its case here', () => {
+  // Schemes whose stores open connections, each with an "ends by itself" case above. `memory:`
+  // opens none; `redlock:` is registered by this file.
+  const covered = [
+    'redis:',
+    'rediss:',
+    'valkey:',
+    'valkeys:',
+    'redlock:',
+    'postgres:',
+    'postgresql:',
+    'mysql:',
+    'mariadb:',
+    'sqlite:',
+    'memcached:',
+    'etcd:',
+    'etcds:',
+  ];
+  it('covers each scheme cachelock accepts', () => {
+    const accepted = knownSchemes().filter((scheme) => scheme !== 'memory:');
+    expect(accepted.filter((scheme) => !covered.includes(scheme))).toEqual([]);
+  });
 });

@@ -53,6 +53,26 @@ describe('a Nest app whose Keyv Redis store points at a server that is down', ()
     await app.close().catch(() => {});
   });
 
+  it('without connectTimeout, fails to start within the default 5s, saying where and why', async () => {
+    const port = await freePort();
+    const { app, outcome, ms } = await start(`redis://:${password}@127.0.0.1:${port}`, {});
+    expect(outcome.ok).toBe(false);
+    if (outcome.ok !== false) return;
+    // The default bound is 5 s: well past 1 s (so not an immediate failure) and well before
+    // the 15 s that counts as a hang.
+    expect(ms).toBeGreaterThanOrEqual(4_000);
+    expect(ms).toBeLessThan(12_000);
+    const message = outcome.error.message;
+    expect(message).toContain(`redis://:***@127.0.0.1:${port}`);
+    expect(message).toContain('did not connect within 5000 ms: connection refused');
+    expect(message).toContain('ECONNREFUSED');
+    expect(message).not.toContain(password);
+    expect(JSON.stringify(outcome.error, Object.getOwnPropertyNames(outcome.error))).not.toContain(
+      password,
+    );
+    await app.close().catch(() => {});
+  });
+
   it("with onConnectError: 'fail-locks', starts and fails each lock with a StoreError", async () => {
     const port = await freePort();
     const { app, outcome } = await start(`redis://127.0.0.1:${port}`, {
