@@ -280,7 +280,11 @@ return holds and 1 or 0
 export const SHARED_EXTEND = script(
   'extend-shared',
   `${COMMON}
-if not redis.call('ZSCORE', holders, ARGV[1]) then return 0 end
+-- Too late (the lease ran out): the prune above may have just reset data, which must expire.
+if not redis.call('ZSCORE', holders, ARGV[1]) then
+  expire()
+  return 0
+end
 redis.call('ZADD', holders, 'XX', int(now_ms + tonumber(ARGV[2])), ARGV[1])
 expire()
 return 1

@@ -568,6 +568,23 @@ describe.runIf(runs)('redis store capabilities on a throwaway server', () => {
     }
   });
 
+  it('an extension that comes after its lease ran out leaves nothing that does not expire', async () => {
+    const permits = store.capabilities.permits!;
+    const rw = store.capabilities.readersWriters!;
+    await client.flushall();
+    const owner = newOwner();
+    expect(await permits.acquire('late', owner, 100, semaphore(2))).not.toBeNull();
+    expect(await rw.acquire('late', owner, 100, writer())).not.toBeNull();
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    // Nothing else touches the keys: the failed extensions are the last word on them.
+    expect(await permits.extend('late', owner, 10_000)).toBe(false);
+    expect(await rw.extend('late', owner, 10_000)).toBe(false);
+    for (const name of await client.keys('*')) {
+      expect(await client.pttl(name), name).toBeGreaterThan(0);
+      expect(await client.pttl(name), name).toBeLessThanOrEqual(SHARED_FENCE_LINGER_MS);
+    }
+  });
+
   it('fences rise across a restart of a server that keeps nothing', async () => {
     const permits = store.capabilities.permits!;
     const first = await permits.acquire('restart', newOwner(), 10_000, semaphore(1));
