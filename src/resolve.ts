@@ -242,10 +242,17 @@ export async function closeAll(): Promise<void> {
   opened.clear();
   byUrl.clear();
   byObject = new WeakMap();
-  await Promise.allSettled(
-    stores.map(async (entry) => {
-      const store = await entry;
-      await store.close?.();
-    }),
-  );
+  // Idle connections no longer hold the process up; while their goodbyes are under way it must
+  // stay up for them, or a script's last `await closeAll()` would end unsettled.
+  const stayUp = setInterval(() => {}, 60_000);
+  try {
+    await Promise.allSettled(
+      stores.map(async (entry) => {
+        const store = await entry;
+        await store.close?.();
+      }),
+    );
+  } finally {
+    clearInterval(stayUp);
+  }
 }

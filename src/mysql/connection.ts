@@ -282,6 +282,7 @@ export function referencedWhileLent(
   socketOf: (connection: Shape) => Referable | undefined,
 ): () => void {
   const idle = new Set<Referable>();
+  const watched = new WeakSet<Referable>();
   pool.on?.('acquire', (connection: Shape) => {
     const socket = socketOf(connection);
     if (socket === undefined) return;
@@ -292,7 +293,10 @@ export function referencedWhileLent(
     const socket = socketOf(connection);
     if (socket === undefined || idle.has(socket)) return;
     idle.add(socket);
-    socket.once?.('close', () => idle.delete(socket));
+    if (!watched.has(socket)) {
+      watched.add(socket);
+      socket.once?.('close', () => idle.delete(socket));
+    }
     socket.unref?.();
   });
   return () => {

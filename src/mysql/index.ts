@@ -83,6 +83,8 @@ class MysqlStore implements LockStore {
   #sharedReady: Promise<void> | undefined;
   #sharedUsed = false;
   #closed = false;
+  #busy = 0;
+  #stayUp: ReturnType<typeof setInterval> | undefined;
   readonly capabilities: StoreCapabilities;
 
   constructor(db: Db, setup: StoreSetup) {
@@ -146,19 +148,26 @@ class MysqlStore implements LockStore {
     return lockName(this.#table, keyId(key));
   }
 
-  /** Run `operation` once the table exists; create it again if it was dropped meanwhile. */
+  /**
+   * Run `operation` once the table exists; create it again if it was dropped meanwhile. While
+   * any operation is under way the process stays up, whatever the drivers do with the sockets
+   * of idle connections (a pool opened from a URL lets them go unreferenced).
+   */
   async #run<T>(operation: () => Promise<T>): Promise<T> {
     if (this.#closed) throw new Error('cachelock/mysql: the store is closed');
-    this.#ready ??= createTable(this.#db, this.#table).catch((error) => {
-      this.#ready = undefined;
-      throw error;
-    });
-    await this.#ready;
+    if (this.#busy++ === 0) this.#stayUp = setInterval(() => {}, 60_000);
     try {
+      this.#ready ??= createTable(this.#db, this.#table).catch((error) => {
+        this.#ready = undefined;
+        throw error;
+      });
+      await this.#ready;
       return await operation();
     } catch (error) {
       if (isMissingTable(error)) this.#ready = undefined;
       throw error;
+    } finally {
+      if (--this.#busy === 0) clearInterval(this.#stayUp);
     }
   }
 
