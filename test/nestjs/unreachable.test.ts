@@ -33,6 +33,16 @@ afterEach(() => {
   configure(null);
 });
 
+/** The bootstrap error names the place (password masked) and the cause, and never the password. */
+function expectSaysWhereAndWhy(error: Error, port: number, boundMs: number): void {
+  const message = error.message;
+  expect(message).toContain(`redis://:***@127.0.0.1:${port}`);
+  expect(message).toContain(`did not connect within ${boundMs} ms: connection refused`);
+  expect(message).toContain('ECONNREFUSED');
+  expect(message).not.toContain(password);
+  expect(JSON.stringify(error, Object.getOwnPropertyNames(error))).not.toContain(password);
+}
+
 describe('a Nest app whose Keyv Redis store points at a server that is down', () => {
   it('fails to start within connectTimeout, saying where and why, without the password', async () => {
     const port = await freePort();
@@ -42,14 +52,7 @@ describe('a Nest app whose Keyv Redis store points at a server that is down', ()
     expect(outcome.ok).toBe(false);
     if (outcome.ok !== false) return;
     expect(ms).toBeLessThan(5_000);
-    const message = outcome.error.message;
-    expect(message).toContain(`redis://:***@127.0.0.1:${port}`);
-    expect(message).toContain('did not connect within 1000 ms: connection refused');
-    expect(message).toContain('ECONNREFUSED');
-    expect(message).not.toContain(password);
-    expect(JSON.stringify(outcome.error, Object.getOwnPropertyNames(outcome.error))).not.toContain(
-      password,
-    );
+    expectSaysWhereAndWhy(outcome.error, port, 1000);
     await app.close().catch(() => {});
   });
 
@@ -62,14 +65,7 @@ describe('a Nest app whose Keyv Redis store points at a server that is down', ()
     // the 15 s that counts as a hang.
     expect(ms).toBeGreaterThanOrEqual(4_000);
     expect(ms).toBeLessThan(12_000);
-    const message = outcome.error.message;
-    expect(message).toContain(`redis://:***@127.0.0.1:${port}`);
-    expect(message).toContain('did not connect within 5000 ms: connection refused');
-    expect(message).toContain('ECONNREFUSED');
-    expect(message).not.toContain(password);
-    expect(JSON.stringify(outcome.error, Object.getOwnPropertyNames(outcome.error))).not.toContain(
-      password,
-    );
+    expectSaysWhereAndWhy(outcome.error, port, 5000);
     await app.close().catch(() => {});
   });
 
