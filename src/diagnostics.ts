@@ -70,3 +70,6 @@ export function subscribe<N extends LockEventName>(
 
 /** `NODE_DEBUG=cachelock` logging. */
 export const debug = debuglog('cachelock');
+
+/** `debug.enabled`, read once: NODE_DEBUG is read when the process starts, and the getter is not free. */
+export const debugging = debug.enabled;

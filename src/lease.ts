@@ -1,5 +1,6 @@
+import { performance } from 'node:perf_hooks';
 import { type Held, lockContext } from './context.js';
-import { channels, debug, type LockEvent } from './diagnostics.js';
+import { channels, debug, debugging, type LockEvent } from './diagnostics.js';
 import { type Duration, toLeaseMs } from './duration.js';
 import { LockError, LockedError, LockLostError, LockTimeoutError, StoreError } from './errors.js';
 import type { Settings } from './options.js';
@@ -16,8 +17,35 @@ import {
   type LeaseInfo,
   type LockStore,
 } from './store.js';
-import { hasLines, hasWaiters, LINE_MS, released, WaitTimeout, waitFor } from './wait.js';
+import {
+  type Granted,
+  hasLines,
+  hasWaiters,
+  LINE_MS,
+  released,
+  type WaitOutcome,
+  type WaitRequest,
+  WaitTimeout,
+  waitFor,
+} from './wait.js';
 import { reschedule, unwatch, type Watched, watch } from './watchdog.js';
+
+const JOIN: AcquireOptions = Object.freeze({ lineMs: LINE_MS });
+const SHORTEN: AcquireOptions = Object.freeze({ mayShorten: true });
+const JOIN_SHORTEN: AcquireOptions = Object.freeze({ lineMs: LINE_MS, mayShorten: true });
+
+/**
+ * A try's options, with `mayShorten` where the lease extends itself (then it may start shorter
+ * than the ttl where the store saves so): the usual ones are constants, made once.
+ */
+function tryOptions(
+  options: AcquireOptions | undefined,
+  mayShorten: boolean,
+): AcquireOptions | undefined {
+  if (!mayShorten || options?.mayShorten) return options;
+  if (options === undefined) return SHORTEN;
+  return options.lineMs === LINE_MS ? JOIN_SHORTEN : { ...options, mayShorten };
+}
 
 /** What `Lock.inspect` and `Semaphore.inspect` report about a holder. */
 export interface Holder {
@@ -76,6 +104,20 @@ export interface LeaseBinding<G extends Acquired = Acquired> {
   handedOff?(handoff: Handoff): G;
 }
 
+/** `#acquireNow`'s answer when others in this process wait in line: join them at once. */
+const BEHIND = 2;
+
+/** One lease's wait, made once and reused: a lease waits for at most one acquisition at once. */
+interface Waiting<G extends Acquired> extends WaitRequest<G>, WaitOutcome<G, unknown> {
+  /** What the caller's promise resolves to. */
+  value: unknown;
+  quiet: boolean;
+  started: number;
+  /** `attemptNow` and `handedOff` where a wait can use them. */
+  tryNow: () => G | null;
+  handOff: ((handoff: Handoff) => G) | undefined;
+}
+
 enum State {
   Idle = 0,
   Acquiring = 1,
@@ -115,6 +157,7 @@ export class Lease<G extends Acquired = Acquired> {
   #controllerLost = false;
   #lostError: LockLostError | undefined;
   #watched: Watched | undefined;
+  #waiting: Waiting<G> | undefined;
 
   constructor(binding: LeaseBinding<G>, settings: Settings) {
     this.binding = binding;
@@ -166,21 +209,28 @@ export class Lease<G extends Acquired = Acquired> {
    */
   acquire<T>(value: T, quiet = false): Promise<T> {
     const now = this.#acquireNow();
-    return now === true
-      ? Promise.resolve(value)
-      : this.#acquire(value, quiet, now === false ? undefined : now);
+    if (now === true) return Promise.resolve(value);
+    if (now === BEHIND) return this.#waitBehind(value, quiet);
+    return this.#acquire(value, quiet, now === false ? undefined : now);
   }
 
   /**
-   * The uncontended in-memory case, taken without a promise round trip: `true` when taken, else
-   * `#acquire` does it all, from the store being opened if it is.
+   * The common cases, taken without an async layer: `true` when taken at once (a store with
+   * immediate answers, uncontended), `BEHIND` when others in this process already wait in line
+   * (then the lease joins them without trying), else `#acquire` does it all, from the store
+   * being opened if it is.
    */
-  #acquireNow(): boolean | Promise<LockStore> {
+  #acquireNow(): boolean | typeof BEHIND | Promise<LockStore> {
+    const settings = this.#settings;
     if (
-      this.#store === undefined &&
-      this.#state !== State.Acquiring &&
-      this.#settings.signal === undefined
+      this.#state === State.Held ||
+      this.#state === State.Acquiring ||
+      settings.signal !== undefined
     ) {
+      return false;
+    }
+    let store = this.#store;
+    if (store === undefined) {
       let opened: LockStore | Promise<LockStore>;
       try {
         opened = this.#open();
@@ -188,18 +238,13 @@ export class Lease<G extends Acquired = Acquired> {
         return false; // `#acquire` reports it
       }
       if (opened instanceof Promise) return opened;
+      store = opened;
+    }
+    if (settings.waitMs !== 0 && hasWaiters(store, this.binding.line)) {
+      return this.binding.check === undefined ? BEHIND : false;
     }
     const immediate = this.#immediate;
-    const settings = this.#settings;
-    if (
-      immediate === undefined ||
-      this.#state === State.Held ||
-      this.#state === State.Acquiring ||
-      settings.signal !== undefined ||
-      (settings.waitMs !== 0 && hasWaiters(immediate.of, this.binding.line))
-    ) {
-      return false;
-    }
+    if (immediate === undefined) return false;
     const owner = newOwner();
     const started = performance.now();
     let result: G | null;
@@ -214,7 +259,7 @@ export class Lease<G extends Acquired = Acquired> {
       this.#controller = undefined;
       this.#controllerLost = false;
     }
-    this.#grant(immediate.of, owner, result, started, started);
+    this.#grant(immediate.of, owner, result, started, started, undefined, started);
     return true;
   }
 
@@ -239,6 +284,7 @@ export class Lease<G extends Acquired = Acquired> {
       binding.check?.(store);
       const owner = newOwner();
       const started = performance.now();
+      const mayShorten = this.#settings.autoExtend;
       // A try that may wait joins the store's line at once where waiters keep a place there,
       // so that a release hands the key to it and nobody passes it meanwhile.
       let joined = false;
@@ -246,61 +292,139 @@ export class Lease<G extends Acquired = Acquired> {
         joined = waitMs > 0 && (binding.alwaysInLine === true || store.onRelease !== undefined);
         let result: G | null;
         try {
-          result = joined
-            ? await binding.acquire(store, owner, ttlMs, { lineMs: LINE_MS })
-            : await binding.acquire(store, owner, ttlMs);
+          result = await binding.acquire(
+            store,
+            owner,
+            ttlMs,
+            tryOptions(joined ? JOIN : undefined, mayShorten),
+          );
         } catch (error) {
           this.#abandon(store, owner);
           throw storeError(binding.key, 'acquire', error, store);
         }
         if (result !== null) {
-          this.#grant(store, owner, result, started, started);
+          this.#grant(store, owner, result, started, started, result.ttlMs);
           return value;
         }
         if (waitMs === 0)
           throw lockedError(binding.key, quiet ? null : await holder(binding, store));
       }
-      if (channels.contended.hasSubscribers)
-        channels.contended.publish({ key: binding.key, owner } satisfies LockEvent);
-      try {
-        const won = await waitFor<G>({
-          store,
-          line: binding.line,
-          owner,
-          deadline: started + waitMs,
-          signal,
-          alwaysInLine: binding.alwaysInLine,
-          joined,
-          joinedAt: started,
-          // A hand-off's claim lasts at most the place's lineMs: held on it, the lease is
-          // extended to the ttl as usual, so only where it will be or the claim is the ttl.
-          handedOff:
-            store.handoffGrants === true && (this.#settings.autoExtend || ttlMs <= LINE_MS)
-              ? binding.handedOff?.bind(binding)
-              : undefined,
-          attempt: (options) => binding.acquire(store, owner, ttlMs, options),
-          subscribe: (listener) => binding.subscribe(store, listener),
-          abandon: () => this.#abandon(store, owner),
-        });
-        this.#grant(store, owner, won.granted, won.sentAt, started, won.leaseMs);
-        return value;
-      } catch (error) {
-        if (error instanceof WaitTimeout) {
-          const refusal = quiet ? null : await holder(binding, store);
-          throw new LockTimeoutError(
-            binding.key,
-            Math.round(performance.now() - started),
-            refusal?.holder,
-            refusal?.key,
-          );
-        }
-        if (signal?.aborted && error === signal.reason) throw error;
-        throw storeError(binding.key, 'acquire', error, store);
-      }
+      // Settled by the wait itself, whose failures `#waitFailed` reports.
+      return this.#wait(value, quiet, store, owner, started, joined);
     } catch (error) {
       this.#state = State.Idle;
       throw toLockError(binding.key, 'acquire', error, this.#store, signal);
     }
+  }
+
+  /** Join the waiters of this process already in line, without trying first (`BEHIND`). */
+  #waitBehind<T>(value: T, quiet: boolean): Promise<T> {
+    if (this.#controllerLost) {
+      this.#controller = undefined;
+      this.#controllerLost = false;
+    }
+    this.#state = State.Acquiring;
+    return this.#wait(value, quiet, this.#store!, newOwner(), performance.now(), false);
+  }
+
+  /**
+   * Wait for the lease (see `wait.ts`); the promise resolves `value` once granted, or rejects
+   * as `acquire()` does. `joined`: the caller's own try, sent at `started`, joined the store's
+   * line.
+   */
+  #wait<T>(
+    value: T,
+    quiet: boolean,
+    store: LockStore,
+    owner: string,
+    started: number,
+    joined: boolean,
+  ): Promise<T> {
+    if (channels.contended.hasSubscribers)
+      channels.contended.publish({ key: this.binding.key, owner } satisfies LockEvent);
+    const settings = this.#settings;
+    const waiting = (this.#waiting ??= this.#newWaiting());
+    waiting.store = store;
+    waiting.owner = owner;
+    waiting.deadline = started + settings.waitMs;
+    waiting.signal = settings.signal;
+    waiting.joined = joined;
+    waiting.joinedAt = started;
+    waiting.value = value;
+    waiting.quiet = quiet;
+    waiting.started = started;
+    // A hand-off's claim lasts at most the place's lineMs: held on it, the lease is extended to
+    // the ttl as usual, so only where it will be or the claim is the ttl.
+    waiting.handedOff =
+      store.handoffGrants === true && (settings.autoExtend || settings.ttlMs <= LINE_MS)
+        ? waiting.handOff
+        : undefined;
+    waiting.attemptNow = this.#immediate?.of === store ? waiting.tryNow : undefined;
+    return waitFor(waiting, waiting) as Promise<T>;
+  }
+
+  #newWaiting(): Waiting<G> {
+    const binding = this.binding;
+    const { ttlMs, autoExtend: mayShorten } = this.#settings;
+    const waiting: Waiting<G> = {
+      store: undefined as unknown as LockStore,
+      line: binding.line,
+      owner: '',
+      deadline: 0,
+      signal: undefined,
+      alwaysInLine: binding.alwaysInLine,
+      value: undefined,
+      quiet: false,
+      started: 0,
+      tryNow: () => binding.acquireNow!(this.#immediate!, waiting.owner, ttlMs),
+      handOff:
+        binding.handedOff === undefined ? undefined : (handoff) => binding.handedOff!(handoff),
+      attempt: (options) =>
+        binding.acquire(waiting.store, waiting.owner, ttlMs, tryOptions(options, mayShorten)),
+      subscribe: (listener) => binding.subscribe(waiting.store, listener),
+      abandon: () => this.#abandon(waiting.store, waiting.owner),
+      leaveLine: () => {
+        waiting.abandon();
+        waiting.owner = newOwner();
+      },
+      won: (won: Granted<G>) => {
+        this.#grant(
+          waiting.store,
+          waiting.owner,
+          won.granted,
+          won.sentAt,
+          waiting.started,
+          won.leaseMs ?? won.granted.ttlMs,
+          won.answeredAt,
+        );
+        return waiting.value;
+      },
+      failed: (error) => this.#waitFailed(error, waiting),
+    };
+    return waiting;
+  }
+
+  /** How a wait that failed with `error` rejects. */
+  async #waitFailed(error: unknown, waiting: Waiting<G>): Promise<never> {
+    const key = this.binding.key;
+    const { store, quiet, started } = waiting;
+    const signal = this.#settings.signal;
+    let thrown: unknown;
+    if (error instanceof WaitTimeout) {
+      const refusal = quiet ? null : await holder(this.binding, store);
+      thrown = new LockTimeoutError(
+        key,
+        Math.round(performance.now() - started),
+        refusal?.holder,
+        refusal?.key,
+      );
+    } else if (signal?.aborted && error === signal.reason) {
+      thrown = error;
+    } else {
+      thrown = storeError(key, 'acquire', error, store);
+    }
+    this.#state = State.Idle;
+    throw toLockError(key, 'acquire', thrown, this.#store, signal);
   }
 
   /** Like `acquire()`, but resolves `false` where it would reject with `LockedError` or `LockTimeoutError`. */
@@ -335,8 +459,11 @@ export class Lease<G extends Acquired = Acquired> {
     const store = this.#store!;
     const owner = this.#owner;
     const binding = this.binding;
-    const now = performance.now();
-    const keepMs = Math.ceil(this.#grantedAt + this.#settings.holdAtLeastMs - now);
+    const holdAtLeastMs = this.#settings.holdAtLeastMs;
+    // The clock is read only where it tells something: `holdAtLeast`, or `heldMs` for a listener.
+    const now =
+      holdAtLeastMs > 0 || channels.release.hasSubscribers ? performance.now() : this.#grantedAt;
+    const keepMs = Math.ceil(this.#grantedAt + holdAtLeastMs - now);
     let answer: boolean | Promise<boolean>;
     try {
       const immediate = this.#immediate;
@@ -394,7 +521,7 @@ export class Lease<G extends Acquired = Acquired> {
         heldMs: now - this.#grantedAt,
       } satisfies LockEvent);
     }
-    if (debug.enabled) debug('released %j', binding.key);
+    if (debugging) debug('released %j', binding.key);
     return true;
   }
 
@@ -431,7 +558,8 @@ export class Lease<G extends Acquired = Acquired> {
    */
   async run<T>(current: Held, fn: (signal: AbortSignal) => T | Promise<T>): Promise<T> {
     const now = this.#acquireNow();
-    if (now !== true) await this.#acquire(undefined, false, now === false ? undefined : now);
+    if (now === BEHIND) await this.#waitBehind(undefined, false);
+    else if (now !== true) await this.#acquire(undefined, false, now === false ? undefined : now);
     let result: T;
     try {
       result = await lockContext.run(current, fn, this.signal);
@@ -470,7 +598,7 @@ export class Lease<G extends Acquired = Acquired> {
   }
 
   #abandon(store: LockStore, owner: string): void {
-    this.binding.release(store, owner).catch(() => {});
+    tried(() => this.binding.release(store, owner)).catch(() => {});
   }
 
   #grant(
@@ -480,6 +608,7 @@ export class Lease<G extends Acquired = Acquired> {
     sentAt: number,
     started: number,
     claimMs?: number,
+    answeredAt?: number,
   ): void {
     this.#setStore(store);
     this.#owner = owner;
@@ -488,7 +617,7 @@ export class Lease<G extends Acquired = Acquired> {
     this.#lostError = undefined;
     this.#lastError = undefined;
     this.#extending = false;
-    this.#grantedAt = performance.now();
+    this.#grantedAt = answeredAt ?? performance.now();
     this.#leaseMs = this.#settings.ttlMs;
     // A hand-off's claim may be shorter than the ttl: the first extension comes sooner.
     const grantedMs = Math.min(claimMs ?? this.#leaseMs, this.#leaseMs);
@@ -505,7 +634,7 @@ export class Lease<G extends Acquired = Acquired> {
         waitedMs: this.#grantedAt - started,
       } satisfies LockEvent);
     }
-    if (debug.enabled) debug('acquired %j fence=%s', this.binding.key, granted.fence);
+    if (debugging) debug('acquired %j fence=%s', this.binding.key, granted.fence);
   }
 
   #extended(sentAt: number): void {
@@ -556,7 +685,7 @@ export class Lease<G extends Acquired = Acquired> {
     watched.dueAt = this.#expiresAt; // while the extension is in flight
     const owner = this.#owner;
     const leaseMs = this.#leaseMs;
-    this.binding.extend(this.#store!, owner, leaseMs).then(
+    tried(() => this.binding.extend(this.#store!, owner, leaseMs)).then(
       (ok) => {
         if (this.#owner !== owner || this.#state !== State.Held) return;
         this.#extending = false;
@@ -567,7 +696,7 @@ export class Lease<G extends Acquired = Acquired> {
         if (this.#owner !== owner || this.#state !== State.Held) return;
         this.#extending = false;
         this.#lastError = safeError(error);
-        if (debug.enabled) debug('extending %j failed: %s', this.binding.key, this.#lastError);
+        if (debugging) debug('extending %j failed: %s', this.binding.key, this.#lastError);
         // Try again soon, well before the lease runs out.
         const left = this.#expiresAt - performance.now();
         this.#nextExtendAt = performance.now() + Math.max(10, Math.min(leaseMs / 10, left / 3));
@@ -601,7 +730,7 @@ export class Lease<G extends Acquired = Acquired> {
         error,
       } satisfies LockEvent);
     }
-    if (debug.enabled) debug('lost %j: %s', key, reason);
+    if (debugging) debug('lost %j: %s', key, reason);
     const onLost = this.#settings.onLost;
     if (onLost !== undefined) {
       try {
@@ -672,4 +801,16 @@ export function toLockError(
     (signal?.aborted && error === signal.reason)
     ? error
     : storeError(key, operation, error, store);
+}
+
+/**
+ * A store call from a timer or a clean-up, where a store that throws rather than rejects (one
+ * closed meanwhile) would throw into nobody's hands: as a rejection.
+ */
+function tried<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return call();
+  } catch (error) {
+    return Promise.reject(error);
+  }
 }

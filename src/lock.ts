@@ -273,6 +273,12 @@ class SeveralKeys implements LeaseBinding<KeysGranted> {
    * (the attempt's own give-backs of the others would wake it for nothing).
    */
   #refused: string | undefined;
+  /**
+   * The keys this lock is giving back while it does: their releases would wake it for nothing,
+   * and on a store that tells every release at once (memory) in a loop of promises that never
+   * lets the event loop run.
+   */
+  #givingBack: readonly string[] | undefined;
 
   constructor(key: string, keys: readonly string[], storeKeys: readonly string[]) {
     this.key = key;
@@ -296,7 +302,7 @@ class SeveralKeys implements LeaseBinding<KeysGranted> {
 
   /** A set the store can never take together is bad input, refused before any attempt. */
   check(store: LockStore): void {
-    this.#many(store)?.check?.(this.alsoFrees);
+    this.#many(store)?.check?.(this.alsoFrees, this.#keys);
   }
 
   /** The store's `keys` capability, when it takes this many keys in one call. */
@@ -314,8 +320,53 @@ class SeveralKeys implements LeaseBinding<KeysGranted> {
     options?: AcquireOptions,
   ): Promise<KeysGranted | null> {
     const many = this.#many(store);
-    if (many !== undefined) return many.acquire(this.alsoFrees, owner, ttlMs);
-    return this.#acquireEach(store, owner, ttlMs, options);
+    if (many === undefined) return this.#acquireEach(store, owner, ttlMs, options);
+    if (options?.lineMs === undefined) return many.acquire(this.alsoFrees, owner, ttlMs);
+    return this.#acquireInLine(store, many, owner, ttlMs, options.lineMs);
+  }
+
+  /**
+   * A waiter's try on a store that takes the set in one step. Refused, it would only ever get
+   * the set at a moment when every key happens to be free, and a key with a line of its own
+   * never is: each release hands it to the next in that line. So it then goes through the keys
+   * one at a time, as a store without the step does: it joins the line of the first key held by
+   * another, holding none of the others meanwhile (a waiter that held part of a set could wait
+   * on a holder that waits for that part). When that key comes its way, the set is tried whole
+   * again; a set is only ever granted whole, by the one step, with the lock's ttl.
+   */
+  async #acquireInLine(
+    store: LockStore,
+    many: ManyKeys,
+    owner: string,
+    ttlMs: number,
+    lineMs: number,
+  ): Promise<KeysGranted | null> {
+    const storeKeys = this.alsoFrees;
+    const whole = await many.acquire(storeKeys, owner, ttlMs);
+    if (whole !== null) return whole;
+    // Taken one at a time for no longer than a place in line, since the step then takes them.
+    if ((await this.#acquireEach(store, owner, Math.min(ttlMs, lineMs), { lineMs })) === null)
+      return null;
+    const got = await many.acquire(storeKeys, owner, ttlMs);
+    if (got === null) await this.#giveBack(store, storeKeys, owner);
+    return got;
+  }
+
+  /**
+   * Give back keys this attempt took, in one call where the store takes sets: a release per key
+   * at once would take a pooled connection each (MySQL), as many as the set has keys, in every
+   * waiting process. The releases' own wake-ups are not for this lock.
+   */
+  async #giveBack(store: LockStore, keys: readonly string[], owner: string): Promise<void> {
+    if (keys.length === 0) return;
+    const many = this.#many(store);
+    this.#givingBack = keys;
+    try {
+      if (many !== undefined) await many.release(keys, owner);
+      else await Promise.all(keys.map((one) => store.release(one, owner)));
+    } finally {
+      this.#givingBack = undefined;
+    }
   }
 
   async #acquireEach(
@@ -341,7 +392,7 @@ class SeveralKeys implements LeaseBinding<KeysGranted> {
           // A waiter may also have been handed a later key from that key's line meanwhile.
           const later = options === undefined ? [] : order.slice(order.indexOf(index) + 1);
           const give = [...taken, ...later.map((i) => storeKeys[i]!)];
-          await Promise.all(give.map((held) => store.release(held, owner)));
+          await this.#giveBack(store, give, owner);
           return null;
         }
         taken.push(one);
@@ -389,6 +440,7 @@ class SeveralKeys implements LeaseBinding<KeysGranted> {
     const atomic = this.#many(store) !== undefined;
     const stops = this.alsoFrees.map((one) =>
       store.onRelease!(one, (handoff) => {
+        if (this.#givingBack?.includes(one)) return;
         const refused = this.#refused;
         if (atomic || refused === undefined || refused === one) listener(handoff);
       }),

@@ -112,7 +112,7 @@ class Shared {
           storeKey,
           owner,
           ttlMs,
-          options?.lineMs === undefined ? request : { ...request, lineMs: options.lineMs },
+          options === undefined ? request : { ...request, ...options },
         ),
       release: (store, owner, keepMs) =>
         keepMs === undefined

@@ -98,9 +98,10 @@ export interface ManyKeys {
    * Throw a `TypeError`, naming the keys and why, when this store can never take `keys`
    * together (a Redis Cluster's keys in different slots). The core asks before a lock's first
    * attempt, so such a set is refused as bad input: never tried, retried or waited on. Absent:
-   * every set can be taken.
+   * every set can be taken. `shown[i]` is `keys[i]` as the user wrote it (without the lock's
+   * prefix), for the message.
    */
-  check?(keys: readonly string[]): void;
+  check?(keys: readonly string[], shown?: readonly string[]): void;
   /**
    * Take every key for `owner` if each is free, expired or already `owner`'s; otherwise take
    * none and resolve `null`. `fences[i]` is the fence of `keys[i]`. A set that `check` refuses
@@ -169,6 +170,8 @@ export interface SharedRequest {
    * always pass it, with or without `onRelease`, and renew it at least once a second.
    */
   lineMs?: number;
+  /** As `AcquireOptions.mayShorten`. */
+  mayShorten?: boolean;
 }
 
 /** The limit of a read/write lock: a writer weighs all of it, a reader 1. */
@@ -178,6 +181,11 @@ export const RW_LIMIT = 2 ** 30;
 export interface Acquired {
   /** Fencing token: strictly increasing per key across acquisitions, where the store has one. */
   fence?: bigint;
+  /**
+   * The lease runs this long from when the acquire was sent, shorter than asked: only where the
+   * caller allowed it (`AcquireOptions.mayShorten`). Absent: the `ttlMs` asked.
+   */
+  ttlMs?: number;
 }
 
 export interface AcquireOptions {
@@ -187,6 +195,11 @@ export interface AcquireOptions {
    * that through `onRelease`. Stores without a line ignore this.
    */
   lineMs?: number;
+  /**
+   * The caller extends its lease as it goes, so a lease shorter than `ttlMs` will do, said in
+   * `Acquired.ttlMs`, where that saves the store a trip (etcd: an idle lease's renewal).
+   */
+  mayShorten?: boolean;
 }
 
 /**

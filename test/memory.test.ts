@@ -1,6 +1,7 @@
 import { Lock, memoryStore, newOwner } from 'cachelock';
 import { runConformance } from 'cachelock/testing';
 import { describe, expect, it } from 'vitest';
+import { describePrimitives } from './support/store-primitives.js';
 
 // Each memory store is a backend of its own, shared by nothing.
 runConformance({
@@ -94,5 +95,47 @@ describe('memory store: answers at once only for itself', () => {
     expect(await one.release()).toBe(false);
     expect(one.signal.aborted).toBe(true);
     expect(await two.release()).toBe(true);
+  });
+});
+
+describe('memory store: the primitives over it', () => {
+  const store = memoryStore();
+  describePrimitives(() => [store, store]);
+});
+
+describe('memory store: release listeners', () => {
+  it('tells every listener of a key, each unsubscribing only itself, and keeps none once all left', async () => {
+    const store = memoryStore();
+    const heard: string[] = [];
+    const release = async (key: string) => {
+      const owner = newOwner();
+      expect(await store.acquire(key, owner, 1_000)).not.toBeNull();
+      expect(await store.release(key, owner)).toBe(true);
+    };
+    const stopA = store.onRelease('k', () => heard.push('a'));
+    const stopB = store.onRelease('k', () => heard.push('b'));
+    const stopOther = store.onRelease('other', () => heard.push('other'));
+    await release('k');
+    expect(heard).toEqual(['a', 'b']);
+    stopA();
+    stopA();
+    await release('k');
+    expect(heard).toEqual(['a', 'b', 'b']);
+    const stopC = store.onRelease('k', () => heard.push('c'));
+    stopB();
+    await release('k');
+    expect(heard).toEqual(['a', 'b', 'b', 'c']);
+    stopC();
+    stopB();
+    await release('k');
+    await release('other');
+    expect(heard).toEqual(['a', 'b', 'b', 'c', 'other']);
+    stopOther();
+    // A listener that unsubscribed twice does not take a later listener of its key with it.
+    const stopD = store.onRelease('k', () => heard.push('d'));
+    stopC();
+    await release('k');
+    expect(heard.at(-1)).toBe('d');
+    stopD();
   });
 });

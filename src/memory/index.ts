@@ -38,7 +38,8 @@ export class MemoryStore implements LockStore {
   readonly kind = 'memory';
   readonly atomic = true;
   readonly #leases = new Map<string, Lease>();
-  readonly #listeners = new Map<string, Set<Listener>>();
+  /** A key's listener as is when it has one (one waiter per key listens in a process), else a Set. */
+  readonly #listeners = new Map<string, Listener | Set<Listener>>();
   readonly #now: () => number;
   // One counter for every key: strictly increasing per key with nothing kept per key.
   #fence = 0n;
@@ -115,7 +116,8 @@ export class MemoryStore implements LockStore {
     }
     this.#leases.delete(key);
     const listeners = this.#listeners.get(key);
-    if (listeners !== undefined) for (const listener of [...listeners]) listener();
+    if (typeof listeners === 'function') listeners();
+    else if (listeners !== undefined) for (const listener of [...listeners]) listener();
     return true;
   }
 
@@ -141,14 +143,15 @@ export class MemoryStore implements LockStore {
   }
 
   onRelease(key: string, listener: Listener): () => void {
-    let listeners = this.#listeners.get(key);
-    if (listeners === undefined) this.#listeners.set(key, (listeners = new Set()));
-    listeners.add(listener);
+    const all = this.#listeners;
+    const listeners = all.get(key);
+    if (listeners === undefined) all.set(key, listener);
+    else if (typeof listeners === 'function') all.set(key, new Set([listeners, listener]));
+    else listeners.add(listener);
     return () => {
-      listeners.delete(listener);
-      if (listeners.size === 0 && this.#listeners.get(key) === listeners) {
-        this.#listeners.delete(key);
-      }
+      const now = all.get(key);
+      if (now === listener) all.delete(key);
+      else if (typeof now === 'object' && now.delete(listener) && now.size === 0) all.delete(key);
     };
   }
 

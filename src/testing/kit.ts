@@ -139,6 +139,8 @@ export async function promptly(attempt: () => Promise<void>, attempts = 3): Prom
  * resolves, so that calls from several callers interleave as they would across processes and a
  * slow network. Wrap a store to delay between its operations, or the client or cache under a
  * store to delay between the steps of one operation. Methods keep `target` as `this`.
+ * A store's `onRelease` stays synchronous (it returns the unsubscribe function); the wake-ups
+ * it delivers are delayed instead, as a slow network would deliver them.
  */
 export function delayCalls<T extends object>(target: T, maxMs: number): T {
   const pause = () => sleep(Math.random() * maxMs);
@@ -146,6 +148,24 @@ export function delayCalls<T extends object>(target: T, maxMs: number): T {
     get(object, name) {
       const value = Reflect.get(object, name, object) as unknown;
       if (typeof value !== 'function') return value;
+      if (name === 'onRelease') {
+        return (key: string, listener: (...a: unknown[]) => void) => {
+          let listening = true;
+          const stop = (value as (...a: unknown[]) => () => void).call(
+            object,
+            key,
+            (...told: unknown[]) => {
+              void pause().then(() => {
+                if (listening) listener(...told);
+              });
+            },
+          );
+          return () => {
+            listening = false;
+            stop();
+          };
+        };
+      }
       return async (...args: unknown[]) => {
         await pause();
         const result = await (value as (...a: unknown[]) => unknown).apply(object, args);

@@ -215,3 +215,68 @@ describe('a store that takes several keys in one step', () => {
     expect(calls).toEqual(['all 3', 'release all 3']);
   });
 });
+
+describe('a set that waits gives back what it took', () => {
+  it('in one call where the store takes sets, not a release per key at once', async () => {
+    const memory = memoryStore();
+    const many = memory.capabilities.keys!;
+    let single = 0;
+    const givenBack: string[][] = [];
+    const store: LockStore = {
+      kind: memory.kind,
+      atomic: memory.atomic,
+      acquire: (k, owner, ttlMs) => memory.acquire(k, owner, ttlMs),
+      release: (...args) => {
+        single++;
+        return memory.release(...args);
+      },
+      extend: (...args) => memory.extend(...args),
+      inspect: (...args) => memory.inspect(...args),
+      onRelease: (k, listener) => memory.onRelease(k, listener),
+      capabilities: {
+        keys: {
+          acquire: (...args) => many.acquire(...args),
+          release: (keys, ...rest) => {
+            givenBack.push([...keys]);
+            return many.release(keys, ...rest);
+          },
+          extend: (...args) => many.extend(...args),
+        },
+      },
+    };
+    const keys = ['a', 'b', 'c', 'd', 'e'].map((label) => key(label));
+    // The third key is held: the set takes the first two, finds the third held, and gives back.
+    expect(await memory.acquire(keys[2]!, 'blocker', 10_000)).not.toBeNull();
+    const lock = new Lock(keys, { cache: store, prefix: '', wait: '5s' });
+    const waiting = lock.acquire();
+    await expect.poll(() => givenBack.length, { timeout: 2_000 }).toBeGreaterThan(0);
+    expect(single).toBe(0);
+    expect(givenBack[0]).toEqual(expect.arrayContaining([keys[0], keys[1]]));
+    expect(await memory.release(keys[2]!, 'blocker')).toBe(true);
+    await waiting;
+    expect(lock.held).toBe(true);
+    await lock.release();
+  });
+});
+
+describe('a set waiting on the memory store', () => {
+  it('lets the event loop run while it waits, and is served when the held key is freed', async () => {
+    const memory = memoryStore();
+    const keys = ['a', 'b', 'c', 'd'].map((label) => key(label));
+    expect(await memory.acquire(keys[2]!, 'blocker', 10_000)).not.toBeNull();
+    const lock = new Lock(keys, { cache: memory, prefix: '', wait: '3s' });
+    const started = performance.now();
+    let timerAt: number | undefined;
+    // Giving back the keys it took woke the set itself, in a loop of promises alone: the timer
+    // that frees the held key never ran, and the wait ran out.
+    setTimeout(() => {
+      timerAt = performance.now() - started;
+      void memory.release(keys[2]!, 'blocker');
+    }, 100);
+    await lock.acquire();
+    expect(timerAt).toBeDefined();
+    expect(timerAt!).toBeLessThan(1_000);
+    expect(lock.held).toBe(true);
+    await lock.release();
+  });
+});

@@ -203,6 +203,61 @@ describe('waiting', () => {
     expect(order).toEqual([0, 1, 2, 3, 4]);
   });
 
+  it('lets a waiter behind others time out or be aborted without costing the rest their turn', async () => {
+    const cache = memoryStore();
+    const k = key();
+    const holder = await Lock.acquire(k, { cache });
+    const controller = new AbortController();
+    const reason = new Error('no longer needed');
+    const order: string[] = [];
+    const take = (name: string, options: { wait: number | string; signal?: AbortSignal }) =>
+      new Lock(k, { cache, ...options }).acquire().then(
+        async (lock) => {
+          order.push(name);
+          await sleep(5);
+          await lock.release();
+        },
+        (error) => order.push(`${name}: ${error === reason ? 'aborted' : error.code}`),
+      );
+    const first = take('first', { wait: '10s' });
+    const impatient = take('impatient', { wait: 40 });
+    const aborted = take('aborted', { wait: '10s', signal: controller.signal });
+    const last = take('last', { wait: '10s' });
+    setTimeout(() => controller.abort(reason), 10);
+    await Promise.all([impatient, aborted]);
+    expect(order.sort()).toEqual(['aborted: aborted', 'impatient: TIMEOUT']);
+    await holder.release();
+    await Promise.all([first, last]);
+    expect(order.slice(2)).toEqual(['first', 'last']);
+  });
+
+  it('hands the key from one waiter of the process to the next without waiting for a poll', async () => {
+    const cache = memoryStore();
+    const k = key();
+    let left = 400;
+    let inside = 0;
+    let most = 0;
+    const worker = async (index: number) => {
+      const lock = new Lock(k, { cache, wait: '30s' });
+      while (left > 0) {
+        await lock.acquire();
+        most = Math.max(most, ++inside);
+        left--;
+        // Half the workers hold across a tick, so the next in line is refused and then woken.
+        if (index % 2 === 1) await null;
+        inside--;
+        await lock.release();
+      }
+    };
+    const started = performance.now();
+    await Promise.all([0, 1, 2, 3].map(worker));
+    expect(most).toBe(1);
+    // A hand-off that waited for the next poll (a second apart with push wake-ups) would take
+    // minutes here.
+    expect(performance.now() - started).toBeLessThan(10_000);
+    expect(await cache.inspect(`cachelock:${k}`)).toBeNull();
+  });
+
   it('does not stampede the store: one waiter per key talks to it', async () => {
     const inner = memoryStore();
     let attempts = 0;

@@ -24,8 +24,17 @@ export function describePrimitives(stores: () => [LockStore, LockStore]): void {
         }),
       );
       expect((await Promise.all(tasks)).sort()).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
-      expect(most, 'at most 2 inside, and both permits used').toBe(2);
+      // Whether two sections overlapped depends on the machine's load; the limit does not.
+      expect(most, 'at most 2 inside').toBeLessThanOrEqual(2);
       expect((await Semaphore.inspect(key, { cache: stores()[0] })).holders).toEqual([]);
+      // Both permits can be held at once, one through each store, and a third is refused.
+      const [a, b] = stores();
+      const first = await new Semaphore(key, { permits: 2, cache: a }).tryAcquire();
+      const second = await new Semaphore(key, { permits: 2, cache: b }).tryAcquire();
+      expect(first?.held && second?.held, 'both permits held at once').toBe(true);
+      expect(await new Semaphore(key, { permits: 2, cache: a }).tryAcquire()).toBeNull();
+      expect(await first!.release()).toBe(true);
+      expect(await second!.release()).toBe(true);
     });
 
     it('readers together, a waiting writer holds back new readers, readers share its fence', async () => {
@@ -76,6 +85,40 @@ export function describePrimitives(stores: () => [LockStore, LockStore]): void {
       expect(await new Lock(k1, { cache: stores()[1] }).tryAcquire()).toBe(false);
       expect(await pair.release()).toBe(true);
       expect(await new Lock(k1, { cache: stores()[1] }).tryAcquire()).toBe(true);
+    });
+
+    it('a lock on several keys gets its turn while single-key owners keep one of them busy', async () => {
+      const [a, b] = [unique('busy'), unique('busy')];
+      let stop = false;
+      let cycles = 0;
+      // Two owners, one per store, pass `a` between them without a gap: `a` is never free.
+      const busy = stores().map(async (cache) => {
+        while (!stop) {
+          const lock = await Lock.acquire(a, { cache, wait: '20s' });
+          await sleep(5);
+          await lock.release();
+          cycles++;
+        }
+      });
+      await sleep(50);
+      try {
+        for (const cache of stores()) {
+          const asked = performance.now();
+          const both = await Lock.acquire([b, a], { cache, wait: '15s' });
+          const waited = performance.now() - asked;
+          expect(both.fences.size).toBe(2);
+          await sleep(5);
+          expect(await both.release()).toBe(true);
+          expect(waited, 'served in turn, not when a happened to be free').toBeLessThan(5_000);
+        }
+      } finally {
+        stop = true;
+        await Promise.all(busy);
+      }
+      expect(cycles, 'the single-key owners kept going').toBeGreaterThan(2);
+      // Nothing of the waits is left: both keys are free.
+      expect(await Lock.inspect(a, { cache: stores()[0] })).toBeNull();
+      expect(await Lock.inspect(b, { cache: stores()[0] })).toBeNull();
     });
   });
 }
