@@ -50,9 +50,13 @@ if ARGV[3] ~= '0' then
   local claim_ms = math.min(line_ms, tonumber(ARGV[2]))
   redis.call('ZADD', line, 'NX', fence, ARGV[1])
   redis.call('HSET', waiters, ARGV[1], string.format('%d:%d', now_ms + line_ms, claim_ms))
-  local keep = math.max(redis.call('PTTL', line), line_ms)
-  redis.call('PEXPIRE', line, keep)
-  redis.call('PEXPIRE', waiters, keep)
+  -- The line outlives every place in it, renewed a second ahead so that most joins need not.
+  local keep = redis.call('PTTL', line)
+  if keep < line_ms then
+    keep = line_ms + 1000
+    redis.call('PEXPIRE', line, keep)
+    redis.call('PEXPIRE', waiters, keep)
+  end
   -- Where the hand-off reaches this waiter's store alone (older stores leave none).
   if ARGV[4] and ARGV[4] ~= '' then
     local wake = lease .. ':v2:wake'

@@ -37,6 +37,11 @@ export function parseLease(value: string): { owner: string; fence?: bigint } {
   return { owner: value.slice(match[0].length), fence: BigInt(match[1]!) };
 }
 
+/** The owner a hand-off `<fence>:<claimMs>:<owner>` names. */
+export function handoffOwner(message: string): string {
+  return message.slice(message.indexOf(':', message.indexOf(':') + 1) + 1);
+}
+
 /** A hand-off as published on release: `<fence>:<claimMs>:<owner>`. */
 export function parseHandoff(message: string): Handoff {
   const first = message.indexOf(':');

@@ -119,9 +119,15 @@ export interface SharedKeys {
   data: string;
   /** `<holders>:line`: the waiters by arrival, a sorted set. */
   line: string;
-  /** `<holders>:places`: each waiter's `<deadlineMs>:<weight>:<limit>:<most claimMs>`. */
+  /**
+   * `<holders>:places`: each waiter's `<deadlineMs>:<weight>:<limit>:<most claimMs>`, then
+   * `:<wake channel>` when its store has one (see `LockKeys.wake`).
+   */
   places: string;
-  /** `<holders>:wake`: each waiter's store's wake channel, as `LockKeys.wake`. */
+  /**
+   * `<holders>:wake`: where earlier versions kept each waiter's wake channel; it expires with
+   * their line.
+   */
   wake: string;
   channel: string;
 }

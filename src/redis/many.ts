@@ -92,12 +92,25 @@ export function acquiredKeys(reply: unknown, count: number): AcquiredKeys | null
 
 /**
  * A Cluster runs a script only on keys of one slot: refuse a set that spans slots before
- * sending it, naming each key with its slot and what to do about it.
+ * sending it, naming each key as the user wrote it (`shown`), the name it is stored under
+ * (which is what is hashed), its slot, and what to do about it.
  */
-export function sameSlot(keys: readonly string[], leases: readonly string[]): TypeError | null {
+export function sameSlot(
+  keys: readonly string[],
+  leases: readonly string[],
+  shown?: readonly string[],
+): TypeError | null {
   const slots = leases.map(keySlot);
   if (slots.every((slot) => slot === slots[0])) return null;
-  const named = keys.map((key, i) => `${JSON.stringify(key)} (slot ${slots[i]})`).join(', ');
+  const named = keys
+    .map((key, i) => {
+      const given = shown?.[i];
+      const stored = JSON.stringify(key);
+      return given === undefined || given === key
+        ? `${stored} (slot ${slots[i]})`
+        : `${JSON.stringify(given)} (stored as ${stored}, slot ${slots[i]})`;
+    })
+    .join(', ');
   return new TypeError(
     `Redis Cluster: the keys of one lock must map to one hash slot, but they map to different slots: ${named}; ` +
       "give every key of the lock the same hash tag, e.g. '{acct}:1' and '{acct}:2'",

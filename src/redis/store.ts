@@ -16,7 +16,7 @@ import { ACQUIRE, acquired } from './acquire.js';
 import { Deadlines } from './deadlines.js';
 import type { RedisDriver } from './driver.js';
 import { EXTEND } from './extend.js';
-import { INSPECT, leaseInfo, parseHandoff } from './inspect.js';
+import { handoffOwner, INSPECT, leaseInfo, parseHandoff } from './inspect.js';
 import { leaseKey, type SharedNamespace, sharedKeys } from './keys.js';
 import { acquiredKeys, MANY_ACQUIRE, MANY_EXTEND, MANY_RELEASE, sameSlot } from './many.js';
 import { isOne, RELEASE } from './release.js';
@@ -181,10 +181,10 @@ export class RedisStore implements LockStore {
   }
 
   /** The leases of `keys`, refused up front when a Cluster could not run them in one script. */
-  private leases(keys: readonly string[]): string[] {
+  private leases(keys: readonly string[], shown?: readonly string[]): string[] {
     const leases = keys.map(leaseKey);
     if (this.cluster) {
-      const error = sameSlot(keys, leases);
+      const error = sameSlot(keys, leases, shown);
       if (error !== null) throw error;
     }
     return leases;
@@ -192,8 +192,8 @@ export class RedisStore implements LockStore {
 
   private manyKeys(): ManyKeys {
     return {
-      check: (keys) => {
-        if (this.cluster) this.leases(keys);
+      check: (keys, shown) => {
+        if (this.cluster) this.leases(keys, shown);
       },
       acquire: (keys, owner, ttlMs): Promise<AcquiredKeys | null> => {
         try {
@@ -240,9 +240,18 @@ export class RedisStore implements LockStore {
     // A freed permit goes to the first waiter in the release itself; readers and writers are
     // woken and come in by their own acquire (a reader's fence is the last write's).
     const handOver = namespace === 'permits' ? '1' : '0';
+    // The names of the keys in use, reused: a contended key is named twice per permit.
+    const known = new Map<string, string[]>();
     const names = (key: string) => {
-      const k = sharedKeys(key, namespace);
-      return [k.holders, k.data, k.line, k.places, k.wake];
+      let found = known.get(key);
+      if (found === undefined) {
+        // Per-entity keys (`once` over `sync-{userId}`) must not grow this without bound.
+        if (known.size >= 1_000) known.clear();
+        const k = sharedKeys(key, namespace);
+        found = [k.holders, k.data, k.line, k.places];
+        known.set(key, found);
+      }
+      return found;
     };
     return {
       acquire: (key, owner, ttlMs, request: SharedRequest) => {
@@ -276,17 +285,18 @@ export class RedisStore implements LockStore {
       extend: (key, owner, ttlMs) =>
         this.call(SHARED_EXTEND, names(key), [owner, String(wholeMs(ttlMs)), linger], isOne),
       inspect: (key) => this.call(SHARED_INSPECT, names(key), [], sharedLeases),
+      // The holders' name is the channel.
       onRelease: (key, listener) =>
-        this.subscriptions.listen(sharedKeys(key, namespace).channel, (message) => {
+        this.subscriptions.listen(names(key)[0]!, (message) => {
           if (message === undefined) return listener();
           // A permit handed over, '<fence>:<claimMs>:<owner>', or the first in line's name.
           if (!/^\d+:\d+:/.test(message)) {
             if (this.inLine.has(message)) listener();
             return;
           }
-          const parsed = parseHandoff(message);
-          if (!this.inLine.has(parsed.owner)) return;
-          const handoff = this.checked(parsed);
+          // Most hand-offs name someone else's waiter: known before reading the fence.
+          if (!this.inLine.has(handoffOwner(message))) return;
+          const handoff = this.checked(parseHandoff(message));
           if (handoff !== undefined) listener(handoff);
         }),
     };

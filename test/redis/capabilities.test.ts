@@ -21,6 +21,7 @@ import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { binaryOrSkip, serverOrSkip } from '../support/reachable.js';
 import { RedisServer, sleep } from '../support/redis-server.js';
+import { describePrimitives } from '../support/store-primitives.js';
 
 const reachable = await serverOrSkip('Redis', 6379);
 const runs = await binaryOrSkip('Redis store', 'redis-server');
@@ -503,6 +504,8 @@ describe.runIf(reachable)('redis store capabilities on the shared server', () =>
       });
     });
   }
+  // ioredis and node-redis on one server stand for two processes.
+  describePrimitives(() => [stores[0]![1](), stores[1]![1]()]);
 });
 
 describe.runIf(runs)('redis store capabilities on a throwaway server', () => {

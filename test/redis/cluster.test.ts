@@ -98,7 +98,8 @@ describe.runIf(runs)('redis store on a 3-master Cluster', () => {
       expect(error).toBeInstanceOf(TypeError);
       const message = (error as TypeError).message;
       for (const [i, key] of apart.entries()) {
-        expect(message).toContain(`"cachelock:${key}" (slot ${slots[i]})`);
+        // The key as written, and the name that is hashed.
+        expect(message).toContain(`"${key}" (stored as "cachelock:${key}", slot ${slots[i]})`);
       }
       expect(message).toContain("same hash tag, e.g. '{acct}:1'");
       await expect(lock.tryAcquire()).rejects.toBeInstanceOf(TypeError);

@@ -3,6 +3,7 @@ import { type RedisStore, redisStore } from 'cachelock/redis';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lockKeys, sharedKeys } from '../../src/redis/keys.js';
+import { twoTriesInTurn } from '../support/joined-behind.js';
 import { binaryOrSkip } from '../support/reachable.js';
 import { RedisServer, sleep } from '../support/redis-server.js';
 
@@ -118,6 +119,45 @@ describe.runIf(runs)('waiting on a Redis key (throwaway server)', () => {
     }
   });
 
+  it('a try that joined the line before another waiter of the process does not hold the key up', async () => {
+    const key = `cachelock:test:${process.pid}:joined-behind`;
+    const cache = new Redis(server.port, '127.0.0.1');
+    const other = new Redis(server.port, '127.0.0.1');
+    const store = redisStore(cache);
+    // The first try's answer comes late: it is first in the server's line, but the second try,
+    // answered at once, is the first waiter of the process, the one that listens and asks.
+    let late = true;
+    const slow = new Proxy(store, {
+      get(target, name) {
+        if (name === 'acquire') {
+          return async (...args: Parameters<RedisStore['acquire']>) => {
+            const delayed = late;
+            late = false;
+            const got = await target.acquire(...args);
+            if (delayed) await sleep(50);
+            return got;
+          };
+        }
+        const value = Reflect.get(target, name, target) as unknown;
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    try {
+      const holder = await Lock.acquire(key, { cache: other, ttl: '10s' });
+      const { served, afterReleaseMs } = await twoTriesInTurn(key, { cache: slow }, () =>
+        holder.release(),
+      );
+      // Handed to the first try's place, the key sat unused until its claim ran out (3 s): that
+      // waiter does not listen until its turn in the process, and the other was refused.
+      expect(afterReleaseMs).toBeLessThan(1_000);
+      expect(served).toEqual(['second', 'first']);
+    } finally {
+      await store.close();
+      cache.disconnect();
+      other.disconnect();
+    }
+  });
+
   it('without autoExtend a waiter confirms its hand-off, so that it holds the whole ttl', async () => {
     const key = `cachelock:test:${process.pid}:claim-fixed`;
     const cache = new Redis(server.port, '127.0.0.1');
@@ -144,17 +184,19 @@ describe.runIf(runs)('waiting on a Redis key (throwaway server)', () => {
     type Join = (store: RedisStore, key: string, owner: string) => Promise<unknown>;
     type Leave = (store: RedisStore, key: string, owner: string) => Promise<boolean>;
     const permits = (store: RedisStore) => store.capabilities.permits;
-    const cases: [
-      string,
-      (key: string) => { channel: string; wake: string },
-      Listen,
-      Join,
-      Join,
-      Leave,
-    ][] = [
+    /** The key's channel, its old wake hash, and the wake channel a waiter's entry names. */
+    type Names = (key: string) => {
+      channel: string;
+      wake: string;
+      wakeOf: (admin: Redis, owner: string) => Promise<string | null | undefined>;
+    };
+    const cases: [string, Names, Listen, Join, Join, Leave][] = [
       [
         'lock',
-        lockKeys,
+        (key) => {
+          const names = lockKeys(key);
+          return { ...names, wakeOf: (admin, owner) => admin.hget(names.wake, owner) };
+        },
         (store, key, listener) => store.onRelease(key, listener),
         (store, key, owner) => store.acquire(key, owner, 10_000),
         (store, key, owner) => store.acquire(key, owner, 10_000, { lineMs: 5_000 }),
@@ -162,7 +204,13 @@ describe.runIf(runs)('waiting on a Redis key (throwaway server)', () => {
       ],
       [
         'permits',
-        (key) => sharedKeys(key, 'permits'),
+        (key) => {
+          const names = sharedKeys(key, 'permits');
+          // A place ends with its store's wake channel.
+          const wakeOf = async (admin: Redis, owner: string) =>
+            /:(cachelock:wake:.*)$/.exec((await admin.hget(names.places, owner)) ?? '')?.[1];
+          return { ...names, wakeOf };
+        },
         (store, key, listener) => permits(store).onRelease!(key, listener),
         (store, key, owner) => permits(store).acquire(key, owner, 10_000, { limit: 1, weight: 1 }),
         (store, key, owner) =>
@@ -174,7 +222,7 @@ describe.runIf(runs)('waiting on a Redis key (throwaway server)', () => {
       it(`${name}: on its wake channel, and on the key's when its store listens on none`, async () => {
         // Not ASCII: the wake message names the key's channel by its length in bytes.
         const key = `cachelock:test:${process.pid}:wake:${name}:ключ✓`;
-        const { channel, wake } = namesOf(key);
+        const { channel, wake, wakeOf } = namesOf(key);
         const clients = Array.from({ length: 4 }, () => new Redis(server.port, '127.0.0.1'));
         const [holder, waiter, bystander, silent] = clients.map((c) => redisStore(c));
         const spy = new Redis(server.port, '127.0.0.1');
@@ -200,7 +248,7 @@ describe.runIf(runs)('waiting on a Redis key (throwaway server)', () => {
 
           expect(await take(holder!, key, 'h1')).not.toBeNull();
           expect(await join(waiter!, key, 'w1')).toBeNull();
-          expect(await admin.hget(wake, 'w1')).toMatch(/^cachelock:wake:/);
+          expect(await wakeOf(admin, 'w1')).toMatch(/^cachelock:wake:/);
           published.length = 0;
           expect(await leave(holder!, key, 'h1')).toBe(true);
           for (let i = 0; i < 100 && !told.some((h) => h?.owner === 'w1'); i++) await sleep(20);
