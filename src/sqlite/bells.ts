@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { lstatSync, mkdirSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -50,6 +50,11 @@ export class Bells {
     }
     const bell = randomInt(1, BELL_RANGE);
     const path = this.#pathOf(bell);
+    // A socket is bound (its file made) before it listens: in between, a peer's sweep would be
+    // refused and delete the file of a live bell, whose process then hears no ring. So it
+    // listens under a name no sweep reads, and takes its name once it listens.
+    const windows = process.platform === 'win32';
+    const binding = windows ? path : `${path}-new`;
     const server = createServer((socket) => this.#receive(socket));
     this.#server = server;
     server.on('error', () => {
@@ -59,14 +64,21 @@ export class Bells {
     try {
       const ready = () => {
         if (this.#closed || this.#server !== server) return;
-        if (this.#path === undefined && process.platform !== 'win32') {
+        if (this.#path === undefined && !windows) {
+          try {
+            renameSync(binding, path);
+          } catch {
+            // No bell: the store's waiters poll.
+            unlinkQuietly(binding);
+            return;
+          }
           leftAtExit.add(path);
           sweepStale(this.#folder, path);
         }
         this.#bell = bell;
         this.#path = path;
       };
-      server.listen(path, ready);
+      server.listen(binding, ready);
       server.unref();
       // A Unix-domain socket is bound by now; 'listening' only follows on the next tick.
       if (server.listening) ready();

@@ -61,7 +61,11 @@ export function prepareKeysRelease(db: SqliteDatabase, tables: Tables) {
     `UPDATE ${leases} SET expires_at = min(expires_at, ?)
      WHERE key = ? AND owner = ? AND expires_at > ?`,
   );
-  /** Whether `owner` held every key, and the first waiter of each key it freed. */
+  /**
+   * Whether `owner` held every key, and the first waiter of each key it freed. A key it did not
+   * hold it leaves the line of, as a single release does (a waiting set gives up, or goes on as
+   * a new owner): its place would hold the key up for everyone else until it ran out.
+   */
   return (
     keys: readonly string[],
     owner: string,
@@ -78,7 +82,8 @@ export function prepareKeysRelease(db: SqliteDatabase, tables: Tables) {
         } else {
           const row = remove.get(key, owner);
           if (row !== undefined && Number(row.expires_at) > now) held++;
-          const first = row === undefined ? undefined : line.next(key, now);
+          // Freed, or it left the line of a free key: the first waiter now is told.
+          const first = row !== undefined ? line.next(key, now) : line.left(key, owner, now);
           if (first !== undefined) next.push([key, first]);
         }
       }

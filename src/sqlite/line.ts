@@ -63,12 +63,19 @@ export function prepareLine(db: SqliteDatabase, { leases, fences, shared, shared
   const leave = db.prepare(
     `DELETE FROM ${shared} WHERE space = ${SPACE} AND key = ? AND owner = ? AND kind = 'line'`,
   );
+  const held = db.prepare(`SELECT 1 AS held FROM ${leases} WHERE key = ? AND expires_at > ?`);
   // Every space's rows that ran out, oldest first through the index on expiry (as shared.ts).
   const sweep = db.prepare(
     `DELETE FROM ${shared} WHERE (space, key, owner) IN (
        SELECT space, key, owner FROM ${shared} INDEXED BY ${sharedIndex}
        WHERE expires_at <= ? ORDER BY expires_at LIMIT 64)`,
   );
+
+  const nextOf = (key: string, now: number): NextInLine | undefined => {
+    const row = first.get(key, now);
+    if (row === undefined) return undefined;
+    return { bell: row.bell === null ? null : Number(row.bell) };
+  };
 
   return {
     /**
@@ -112,15 +119,20 @@ export function prepareLine(db: SqliteDatabase, { leases, fences, shared, shared
     },
 
     /** The first live place, to be told that the key is free. */
-    next(key: string, now: number): NextInLine | undefined {
-      const row = first.get(key, now);
-      if (row === undefined) return undefined;
-      return { bell: row.bell === null ? null : Number(row.bell) };
-    },
+    next: nextOf,
 
     /** Leave the line; whether `owner` had a place. */
     leave(key: string, owner: string): boolean {
       return Number(leave.run(key, owner).changes) > 0;
+    },
+
+    /**
+     * `owner`, who does not hold `key`, leaves its line (a waiter giving up): when it had a place
+     * and the key is free, the first live place now, to be told.
+     */
+    left(key: string, owner: string, now: number): NextInLine | undefined {
+      if (Number(leave.run(key, owner).changes) === 0) return undefined;
+      return held.get(key, now) === undefined ? nextOf(key, now) : undefined;
     },
 
     sweep(now: number): void {

@@ -30,7 +30,6 @@ export function prepareRelease(db: SqliteDatabase, tables: Tables) {
     `UPDATE ${leases} SET expires_at = min(expires_at, ?)
      WHERE key = ? AND owner = ? AND expires_at > ?`,
   );
-  const held = db.prepare(`SELECT 1 AS held FROM ${leases} WHERE key = ? AND expires_at > ?`);
 
   return (key: string, owner: string, keepMs = 0): Released => {
     const now = Date.now();
@@ -46,8 +45,6 @@ export function prepareRelease(db: SqliteDatabase, tables: Tables) {
         next: bell === undefined ? undefined : { bell: bell === 0 ? null : bell },
       };
     }
-    const left = line.leave(key, owner);
-    const free = left && held.get(key, now) === undefined;
-    return { held: false, next: free ? line.next(key, now) : undefined };
+    return { held: false, next: line.left(key, owner, now) };
   };
 }

@@ -12,9 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
-import { type LockStore, newOwner } from 'cachelock';
+import { Lock, type LockStore, newOwner } from 'cachelock';
 import { sqliteStore } from 'cachelock/sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { twoTriesInTurn } from '../support/joined-behind.js';
 
 let dir: string;
 const stores: LockStore[] = [];
@@ -114,6 +115,24 @@ describe('sqlite line of waiters for the exclusive lock', () => {
     expect(await store.acquire('b', waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
     expect(await store.release('b', waiter)).toBe(true);
     expect(await many.acquire(['a', 'b'], pair, 10_000)).not.toBeNull();
+  });
+
+  it('a release of several keys by a waiter in one of their lines leaves that line, as one key does', async () => {
+    const path = freshPath();
+    const store = open(path);
+    const many = store.capabilities!.keys!;
+    const [holder, leaver, next] = [newOwner(), newOwner(), newOwner()];
+    expect(await store.acquire('b', holder, 10_000)).not.toBeNull();
+    // A set's waiter joins the line of the key it was refused (one key at a time, with lineMs).
+    expect(await store.acquire('b', leaver, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await store.acquire('b', next, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await store.release('b', holder)).toBe(true);
+    // The set gives up (or leaves the line until its turn in its process): it held nothing.
+    expect(await many.release(['a', 'b'], leaver)).toBe(false);
+    expect(places(path).map((p) => p.owner)).toEqual([next]);
+    expect(await store.acquire('b', next, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await store.release('b', next)).toBe(true);
+    expect(places(path)).toEqual([]);
   });
 
   it("a release rings the first waiter's store on the same file, and only that one", async () => {
@@ -218,5 +237,43 @@ describe('sqlite line of waiters for the exclusive lock', () => {
     } finally {
       stop();
     }
+  });
+});
+
+describe('sqlite line of waiters, through the core', () => {
+  it('a set whose try joined a line behind another waiter of the process does not hold the key up', async () => {
+    const path = freshPath();
+    const store = open(path);
+    const other = open(path);
+    // The first set's try comes back late: its place is first in the key's line, but the second
+    // set, answered at once, is the first waiter of the process, the one that listens and asks.
+    let late = true;
+    const keys = store.capabilities!.keys!;
+    const slowKeys = {
+      ...keys,
+      release: async (...args: Parameters<typeof keys.release>) => {
+        const delayed = late;
+        late = false;
+        const released = await keys.release(...args);
+        if (delayed) await sleep(50);
+        return released;
+      },
+    };
+    const slow = new Proxy(store, {
+      get(target, name) {
+        if (name === 'capabilities') return { ...target.capabilities, keys: slowKeys };
+        const value = Reflect.get(target, name, target) as unknown;
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const holder = await new Lock(['a', 'b'], { cache: other, ttl: '10s' }).acquire();
+    const { served, afterReleaseMs } = await twoTriesInTurn(['a', 'b'], { cache: slow }, () =>
+      holder.release(),
+    );
+    // The first set's place, left in the line when it went on as a new owner, held the key for
+    // every other waiter until it ran out (3 s).
+    expect(afterReleaseMs).toBeLessThan(1_000);
+    expect(served).toEqual(['second', 'first']);
+    expect(places(path)).toEqual([]);
   });
 });
