@@ -30,7 +30,7 @@ const DEFAULT_PORT = 11211;
  * (each key lives on one), and the client itself is left untouched and is not closed.
  *
  * What memcached can and cannot promise is in the README: leases live in whole seconds (the
- * item outlives the lease by up to 2 s), a full cache may evict a held lease, a restart forgets
+ * item outlives the lease by up to 4 s), a full cache may evict a held lease, a restart forgets
  * every lease, and there are no fences (`Lock.fence` is `undefined`). A key keeps one item while
  * it is held and nothing once the item expires or is released.
  */

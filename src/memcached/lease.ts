@@ -35,11 +35,17 @@ export function decodeLease(data: Buffer | undefined): LeaseValue | undefined {
 const RELATIVE_LIMIT_S = 60 * 60 * 24 * 30;
 
 /**
- * The memcached expiry for a lease of `ms`: whole seconds rounded up, plus one. Memcached's clock
- * ticks once a second, so an item set with `T1` may vanish after only a few milliseconds; the
- * extra second makes the item outlive the lease (it lives between `ms` and `ms` + 2 s).
+ * The memcached expiry for a lease of `ms`, in whole seconds: the lease rounded up, plus three.
+ * Memcached reads its clock once a second, on a timer set a second after the last reading, so
+ * each reading comes a little later in its second than the one before (a few milliseconds; far
+ * more while the server is held up: 757 ms was seen, with commands still served meanwhile).
+ * Every few minutes a reading lands in the next second and the clock goes up by 2, and an item's
+ * expiry counts from the last reading, up to a second old: an item set with `Tn` may live only
+ * `n` - 2 seconds, less however late the next reading comes (set with `T2`, a few milliseconds).
+ * This item outlives the lease unless a reading comes a second or more late, and lives at most
+ * `ms` + 4 s.
  */
 export function expirySeconds(ms: number): number {
-  const seconds = Math.max(1, Math.ceil(ms / 1000)) + 1;
+  const seconds = Math.max(1, Math.ceil(ms / 1000)) + 3;
   return seconds <= RELATIVE_LIMIT_S ? seconds : Math.ceil(Date.now() / 1000) + seconds;
 }

@@ -3,7 +3,9 @@ import { firstLive, readLine } from './line.js';
 
 // The first in line polls back to back (one round trip after another) for this long after the
 // key last changed hands, then every millisecond or more, up to FIRST_MAX_MS while the hold goes
-// on; the second in line every millisecond (it is next); the rest every OTHERS_MS.
+// on; the second in line every millisecond (it is next); the one at position p (0 first) every
+// p milliseconds, at most OTHERS_MS: a line of short holds moves up a place every hold or so,
+// and a waiter that slept OTHERS_MS through its turn kept the free key waiting for it.
 const SPIN_MS = 3;
 const FIRST_MAX_MS = 20;
 const SECOND_MS = 1;
@@ -154,9 +156,9 @@ class Watch {
           ? since < SPIN_MS
             ? 0
             : Math.min(FIRST_MAX_MS, Math.max(1, since / 20))
-          : position === 1
-            ? SECOND_MS
-            : OTHERS_MS;
+          : position < 0
+            ? OTHERS_MS
+            : Math.min(OTHERS_MS, position * SECOND_MS);
       await this.#pause(delay);
     }
   }

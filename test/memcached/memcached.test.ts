@@ -56,11 +56,11 @@ describe('memcached keys', () => {
     expect(new Set(items).size).toBe(items.length);
   });
 
-  it('gives the item at least one second beyond the lease, in whole seconds', () => {
-    expect(expirySeconds(1)).toBe(2);
-    expect(expirySeconds(1000)).toBe(2);
-    expect(expirySeconds(1001)).toBe(3);
-    expect(expirySeconds(30_000)).toBe(31);
+  it('gives the item the lease rounded up to whole seconds, plus three', () => {
+    expect(expirySeconds(1)).toBe(4);
+    expect(expirySeconds(1000)).toBe(4);
+    expect(expirySeconds(1001)).toBe(5);
+    expect(expirySeconds(30_000)).toBe(33);
     // Past 30 days memcached reads the number as a Unix time.
     expect(expirySeconds(40 * 86_400_000)).toBeGreaterThan(Date.now() / 1000);
   });
