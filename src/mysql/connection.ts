@@ -70,7 +70,46 @@ export function isMysql2(c: unknown): boolean {
 
 /** A mariadb `Pool` or `Connection` of its promise API (the default one). */
 export function isMariadb(c: unknown): boolean {
-  return fn(c, 'query') && fn(c, 'batch') && fn(c, 'importFile') && !fn(c, 'promise');
+  return (
+    fn(c, 'query') &&
+    fn(c, 'batch') &&
+    fn(c, 'importFile') &&
+    !fn(c, 'promise') &&
+    !isMariadbCallback(c)
+  );
+}
+
+/**
+ * A mariadb `Connection` of its callback API (`mariadb/callback`), as MikroORM's knex lends:
+ * only that API has `connect(callback)`.
+ */
+export function isMariadbCallback(c: unknown): boolean {
+  return (
+    fn(c, 'query') &&
+    fn(c, 'batch') &&
+    fn(c, 'importFile') &&
+    fn(c, 'connect') &&
+    !fn(c, 'promise') &&
+    !fn(c, 'getConnection')
+  );
+}
+
+/** The promise-API members the store uses, over a mariadb callback-API connection. */
+function promisedMariadb(connection: Shape): Shape {
+  const call =
+    (method: string) =>
+    (...args: unknown[]) =>
+      new Promise((resolve, reject) =>
+        connection[method](...args, (error: Error | null, result: unknown) =>
+          error ? reject(error) : resolve(result),
+        ),
+      );
+  return {
+    query: (sql: string, values?: unknown[]) => call('query')(sql, values ?? []),
+    end: call('end'),
+    destroy: () => connection.destroy(),
+    on: (event: string, listener: (...args: unknown[]) => void) => connection.on(event, listener),
+  };
 }
 
 /** The mysql2 core object under a promise wrapper, or the object itself. */
@@ -140,6 +179,9 @@ export function wrapDb(client: unknown, end?: () => Promise<void>): Db {
     driver = 'mysql2';
   } else if (isMariadb(client)) {
     promised = client as Client;
+    driver = 'mariadb';
+  } else if (isMariadbCallback(client)) {
+    promised = promisedMariadb(client as Shape) as Client;
     driver = 'mariadb';
   } else {
     throw new TypeError(
@@ -387,7 +429,11 @@ export async function loadDriver(name: 'mysql2' | 'mariadb'): Promise<unknown> {
  */
 export async function lentDb(pool: LentPool): Promise<Db> {
   const driver = await pool.borrow((connection) =>
-    isMysql2(connection) ? 'mysql2' : isMariadb(connection) ? 'mariadb' : undefined,
+    isMysql2(connection)
+      ? 'mysql2'
+      : isMariadb(connection) || isMariadbCallback(connection)
+        ? 'mariadb'
+        : undefined,
   );
   if (driver === undefined) {
     throw new TypeError(
@@ -410,6 +456,8 @@ export function lentOpener(pool: LentPool): Opener | undefined {
   if (openOwn === undefined) return undefined;
   return async () => {
     const connection = (await openOwn()) as Shape;
-    return isMysql2(connection) ? mysql2Session(connection) : mariadbSession(connection, undefined);
+    if (isMysql2(connection)) return mysql2Session(connection);
+    const promised = isMariadbCallback(connection) ? promisedMariadb(connection) : connection;
+    return mariadbSession(promised, undefined);
   };
 }

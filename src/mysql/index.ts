@@ -100,6 +100,11 @@ class MysqlStore implements LockStore {
       await sweepLeases();
       if (this.#sharedUsed) await sweepShared(SWEEP_LIMIT);
     };
+    if (setup.listen !== false && setup.opener !== undefined) {
+      const wakeups = new Wakeups(setup.opener);
+      this.#wakeups = wakeups;
+      this.onRelease = (key, listener) => wakeups.subscribe(this.#name(key), () => listener());
+    }
     const manyAcquire = prepareManyAcquire(db, this.#table);
     const manyExtend = prepareManyExtend(db, this.#table);
     const shared = <T>(operation: () => Promise<T>) => this.#runShared(operation);
@@ -131,14 +136,9 @@ class MysqlStore implements LockStore {
             return extended;
           }),
       },
-      permits: new MysqlShared(db, this.#table, 'permits', shared),
-      readersWriters: new MysqlShared(db, this.#table, 'rw', shared),
+      permits: new MysqlShared(db, this.#table, 'permits', shared, this.#wakeups),
+      readersWriters: new MysqlShared(db, this.#table, 'rw', shared, this.#wakeups),
     };
-    if (setup.listen !== false && setup.opener !== undefined) {
-      const wakeups = new Wakeups(setup.opener);
-      this.#wakeups = wakeups;
-      this.onRelease = (key, listener) => wakeups.subscribe(this.#name(key), () => listener());
-    }
     this.#end = setup.end;
   }
 

@@ -12,6 +12,8 @@ const IDLE_MS = 2_000;
 const SLACK_MS = 5;
 const RETRY_MIN_MS = 10;
 const RETRY_MAX_MS = 1_000;
+/** The slowest back-off for waiters blocked by more leases than they have bells for. */
+const GROUP_POLL_MAX_MS = 200;
 
 // A waiter holds the name for an instant when it is rung: the holder queues behind it briefly
 // rather than failing and leaving the key without its bell.
@@ -24,6 +26,16 @@ const WAIT = 'SELECT IS_FREE_LOCK(?) AS was_free, GET_LOCK(?, ?) AS got, RELEASE
 interface Held {
   /** Each owner of this process holding the key, with the timer that ends its lease here. */
   owners: Map<string, NodeJS.Timeout>;
+}
+
+/** Waiters on a key that several may hold at once: woken by any bell of what blocked them. */
+interface Group {
+  listeners: Set<Listener>;
+  /** The bells of the leases and places that stood in the way at the last refusal. */
+  bells: Map<string, () => void>;
+  /** More stood in the way than have bells here: also ring with back-off. */
+  poll: NodeJS.Timeout | undefined;
+  pollStreak: number;
 }
 
 interface Waited {
@@ -40,7 +52,9 @@ interface Waited {
  * blocks in GET_LOCK on the same name on another session and returns as soon as the holder lets
  * go (a release, the end of its lease here, or its connection dropping). The table stays the
  * only truth: a wake-up only makes the waiter try `acquire` again, and a waiter whose wait finds
- * no holder falls back to the core's polling rather than spinning.
+ * no holder falls back to the core's polling rather than spinning. Keys that several may hold
+ * at once give each lease and each place in line a name of its own; their waiters `listen` and
+ * wait on the names of what blocked them (`blockedBy`).
  */
 export class Wakeups {
   readonly #open: Opener;
@@ -55,6 +69,7 @@ export class Wakeups {
   #holderIdle: NodeJS.Timeout | undefined;
   // Waiter side.
   readonly #waited = new Map<string, Waited>();
+  readonly #groups = new Map<string, Group>();
   readonly #idle: Session[] = [];
   readonly #inUse = new Set<Session>();
   #busy = 0;
@@ -205,6 +220,74 @@ export class Wakeups {
     if (waited !== undefined) this.#arm(name, waited);
   }
 
+  /**
+   * Listen on a key that several may hold at once (permits, readers and writers), where each
+   * lease and each place in line has a bell of its own: `listener` is called when any bell that
+   * `blockedBy` named for `group` rings, through the same waits as `subscribe`.
+   */
+  listen(group: string, listener: Listener): () => void {
+    if (this.#closed) return () => {};
+    let entry = this.#groups.get(group);
+    if (entry === undefined) {
+      entry = { listeners: new Set(), bells: new Map(), poll: undefined, pollStreak: 0 };
+      this.#groups.set(group, entry);
+    }
+    entry.listeners.add(listener);
+    const mine = entry;
+    return () => {
+      mine.listeners.delete(listener);
+      if (mine.listeners.size > 0 || this.#groups.get(group) !== mine) return;
+      this.#groups.delete(group);
+      this.#drop(mine);
+    };
+  }
+
+  /**
+   * An acquisition in `group` was refused, blocked by the leases and places whose bells are
+   * `names` (and by more, unwatched, when `partial`): wait for any of them to ring.
+   */
+  blockedBy(group: string, names: readonly string[], partial: boolean): void {
+    const entry = this.#groups.get(group);
+    if (entry === undefined || this.#closed) return;
+    const wanted = new Set(names);
+    for (const [name, off] of entry.bells) {
+      if (wanted.has(name)) continue;
+      off();
+      entry.bells.delete(name);
+    }
+    for (const name of wanted) {
+      const off = entry.bells.get(name);
+      if (off !== undefined) this.refused(name);
+      else
+        entry.bells.set(
+          name,
+          this.subscribe(name, () => this.#ringGroup(entry)),
+        );
+    }
+    // A lease without a bell here ends unheard: try again later and later, as polling would.
+    if (!partial) {
+      entry.pollStreak = 0;
+      return;
+    }
+    if (entry.poll !== undefined) return;
+    const delay = Math.min(GROUP_POLL_MAX_MS, RETRY_MIN_MS * 2 ** entry.pollStreak++);
+    entry.poll = setTimeout(() => {
+      entry.poll = undefined;
+      if (this.#groups.get(group) === entry) this.#ringGroup(entry);
+    }, delay);
+    entry.poll.unref();
+  }
+
+  #ringGroup(entry: Group): void {
+    for (const listener of [...entry.listeners]) listener();
+  }
+
+  #drop(entry: Group): void {
+    clearTimeout(entry.poll);
+    for (const off of entry.bells.values()) off();
+    entry.bells.clear();
+  }
+
   #arm(name: string, waited: Waited): void {
     if (waited.armed || waited.retry !== undefined || this.#closed) return;
     waited.armed = true;
@@ -311,6 +394,8 @@ export class Wakeups {
 
   async close(): Promise<void> {
     this.#closed = true;
+    for (const group of this.#groups.values()) this.#drop(group);
+    this.#groups.clear();
     for (const waited of this.#waited.values()) clearTimeout(waited.retry);
     this.#waited.clear();
     for (const entry of this.#held.values())

@@ -72,6 +72,22 @@ export function lockName(table: TableName, id: Buffer): string {
   return `cachelock:${table.tag}:${id.subarray(0, 16).toString('base64url')}`;
 }
 
+/**
+ * The wake-up lock of one lease or one place in line on a shared key (`id` from `sharedKeyId`):
+ * each has its own, since owners in several processes may hold one key at once.
+ */
+export function rowLockName(
+  table: TableName,
+  id: Buffer,
+  row: 'lease' | 'place',
+  owner: Buffer,
+): string {
+  return lockName(
+    table,
+    createHash('sha256').update(id).update(`\0${row}\0`).update(owner).digest(),
+  );
+}
+
 /** The most bytes an owner may have (the width of its column). */
 export const MAX_OWNER_BYTES = 1024;
 

@@ -1,7 +1,15 @@
 import type { Acquired, LeaseInfo, SharedRequest } from 'cachelock';
 import { micros, NOW_US } from './clock.js';
 import type { Db } from './connection.js';
-import { keyLabel, ownerBytes, type SharedSpace, sharedKeyId, type TableName } from './names.js';
+import type { Wakeups } from './listener.js';
+import {
+  keyLabel,
+  ownerBytes,
+  rowLockName,
+  type SharedSpace,
+  sharedKeyId,
+  type TableName,
+} from './names.js';
 
 const KEY = 0;
 const LEASE = 1;
@@ -86,6 +94,41 @@ interface Row {
 const bytes = (owner: Buffer | string): Buffer =>
   Buffer.isBuffer(owner) ? owner : Buffer.from(String(owner), 'utf8');
 
+/** The most bells a refused waiter waits on at once; past them it also polls with back-off. */
+const MAX_BELLS = 4;
+
+interface LiveRow {
+  owner: Buffer;
+  kind: number;
+  weight: number;
+  seq: bigint;
+  fence?: bigint;
+}
+
+/**
+ * What a refused acquisition waits for: the place just ahead of it (no one passes it, so
+ * nothing else matters until it goes), else the leases. Each release then wakes the head of the
+ * line only, and each grant the next in line, rather than every waiter at once.
+ */
+function blockers(live: LiveRow[], who: Buffer, mine: LiveRow | undefined, full: boolean) {
+  let ahead: LiveRow | undefined;
+  const leases: LiveRow[] = [];
+  for (const row of live) {
+    if (row.owner.equals(who)) continue;
+    if (row.kind === LEASE) leases.push(row);
+    else if (
+      (mine === undefined || row.seq < mine.seq) &&
+      (ahead === undefined || row.seq > ahead.seq)
+    ) {
+      ahead = row;
+    }
+  }
+  if (ahead !== undefined) return { rows: [ahead], partial: false };
+  // The oldest leases first: with like holds, they end first.
+  const rows = full ? leases.sort((a, b) => (a.seq < b.seq ? -1 : 1)) : [];
+  return { rows: rows.slice(0, MAX_BELLS), partial: rows.length > MAX_BELLS };
+}
+
 /**
  * Weighted leases in the shared table, one namespace per `space`. Each call is one transaction
  * that first locks the key's row (see schema.ts), so two pools or processes acquiring the same
@@ -95,17 +138,28 @@ export class MysqlShared {
   readonly #db: Db;
   readonly #space: SharedSpace;
   readonly #run: <T>(operation: () => Promise<T>) => Promise<T>;
+  readonly #table: TableName;
+  readonly #wakeups: Wakeups | undefined;
   readonly #sql;
+  /** Push wake-ups, through a bell (a named lock) per lease and per place in line. */
+  readonly onRelease?: (key: string, listener: () => void) => () => void;
 
   constructor(
     db: Db,
     table: TableName,
     space: SharedSpace,
     run: <T>(operation: () => Promise<T>) => Promise<T>,
+    wakeups?: Wakeups,
   ) {
     this.#db = db;
     this.#space = space;
     this.#run = run;
+    this.#table = table;
+    this.#wakeups = wakeups;
+    if (wakeups !== undefined) {
+      this.onRelease = (key, listener) =>
+        wakeups.listen(this.#group(sharedKeyId(space, key)), () => listener());
+    }
     this.#sql = {
       lock: lockSql(table),
       lockExisting: lockExistingSql(table),
@@ -128,21 +182,31 @@ export class MysqlShared {
     };
   }
 
+  #group(id: Buffer): string {
+    return `shared:${id.toString('base64url')}`;
+  }
+
+  #bell(id: Buffer, row: 'lease' | 'place', owner: Buffer): string {
+    return rowLockName(this.#table, id, row, owner);
+  }
+
   acquire(key: string, owner: string, ttlMs: number, request: SharedRequest) {
     const id = sharedKeyId(this.#space, key);
     const who = ownerBytes(owner);
     const label = keyLabel(key);
     const s = this.#sql;
+    // What the wake-ups hear once the transaction committed (a deadlock victim runs it again).
+    let after: (() => void) | undefined;
     return this.#run(() =>
       this.#db.transact(async (q): Promise<Acquired | null> => {
+        after = undefined;
         await q.change(s.lock, [id, label]);
         const rows = (await q.select(s.read, [id])) as unknown as Row[];
         const now = BigInt(rows[0]!.now_us);
         let keySeq = 0n;
         let lastFence: bigint | undefined;
         let expired = false;
-        const live: { owner: Buffer; kind: number; weight: number; seq: bigint; fence?: bigint }[] =
-          [];
+        const live: LiveRow[] = [];
         for (const row of rows) {
           const kind = Number(row.kind);
           if (kind === KEY) {
@@ -167,6 +231,7 @@ export class MysqlShared {
           // The holder asking again (a retry after a lost reply): same lease, same fence.
           await q.change(s.refresh, [us, id, who]);
           await q.change(s.keyRow, [0, null, us, id]);
+          after = () => this.#wakeups?.held(this.#bell(id, 'lease', who), owner, ttlMs);
           return mine.fence === undefined ? {} : { fence: mine.fence };
         }
         const next = now > keySeq ? now : keySeq + 1n;
@@ -177,14 +242,29 @@ export class MysqlShared {
             (mine === undefined || row.seq < mine.seq),
         );
         const used = live.reduce((sum, row) => (row.kind === LEASE ? sum + row.weight : sum), 0);
-        if (ahead || used + request.weight > request.limit) {
-          if (request.lineMs !== undefined) {
-            const lineUs = micros(request.lineMs);
+        const full = used + request.weight > request.limit;
+        if (ahead || full) {
+          const { lineMs } = request;
+          if (lineMs !== undefined) {
+            const lineUs = micros(lineMs);
             // Renewing keeps the place; a newcomer goes to the back.
             if (mine !== undefined) await q.change(s.refresh, [lineUs, id, who]);
             else await q.change(s.place, [id, who, String(next), lineUs, label]);
             await q.change(s.keyRow, [String(next), null, lineUs, id]);
           }
+          const blocked = blockers(live, who, mine, full);
+          after = () => {
+            const wakeups = this.#wakeups;
+            if (wakeups === undefined) return;
+            if (lineMs !== undefined) wakeups.held(this.#bell(id, 'place', who), owner, lineMs);
+            wakeups.blockedBy(
+              this.#group(id),
+              blocked.rows.map((row) =>
+                this.#bell(id, row.kind === LEASE ? 'lease' : 'place', row.owner),
+              ),
+              blocked.partial,
+            );
+          };
           return null;
         }
         const fence = request.shareFence ? lastFence : next;
@@ -199,16 +279,33 @@ export class MysqlShared {
         ]);
         const unshared = request.shareFence ? null : String(next);
         await q.change(s.keyRow, [String(next), unshared, us, id]);
+        // The lease's bell first, then the place's: those behind wake to find it held.
+        after = () => {
+          this.#wakeups?.held(this.#bell(id, 'lease', who), owner, ttlMs);
+          if (mine !== undefined) this.#wakeups?.let(this.#bell(id, 'place', who), owner);
+        };
         return fence === undefined ? {} : { fence };
       }),
-    );
+    ).then((result) => {
+      after?.();
+      return result;
+    });
   }
 
   release(key: string, owner: string, keepMs = 0): Promise<boolean> {
     const id = sharedKeyId(this.#space, key);
     const who = ownerBytes(owner);
     const s = this.#sql;
-    return this.#run(() =>
+    const wakeups = this.#wakeups;
+    // An owner that may have lost its lease or place holds no bell, whatever the outcome.
+    const ring = (kept: boolean) => {
+      if (wakeups === undefined) return;
+      const lease = this.#bell(id, 'lease', who);
+      if (kept) wakeups.held(lease, owner, keepMs);
+      else wakeups.let(lease, owner);
+      wakeups.let(this.#bell(id, 'place', who), owner);
+    };
+    const released = this.#run(() =>
       this.#db.transact(async (q) => {
         await q.select(s.lockExisting, [id]);
         if (keepMs > 0) {
@@ -219,6 +316,9 @@ export class MysqlShared {
         const [row] = (await q.select(s.mine, [id, who])) as { kind: unknown; live: unknown }[];
         if (row === undefined) return false;
         await q.change(s.leave, [id, who]);
+        // The bells ring while this transaction still holds the key's row: a waiter woken now
+        // waits for that row lock in its acquisition, and then sees the release committed.
+        ring(false);
         await q.change(s.tidy, [id]);
         const [left] = (await q.select(s.others, [id])) as { n: unknown }[];
         if (Number(left?.n) === 0 && (await q.change(s.dropKey, [id])).affectedRows === 0) {
@@ -226,6 +326,17 @@ export class MysqlShared {
         }
         return Number(row.kind) === LEASE && Number(row.live) === 1;
       }),
+    );
+    if (wakeups === undefined) return released;
+    return released.then(
+      (kept) => {
+        ring(keepMs > 0 && kept);
+        return kept;
+      },
+      (error) => {
+        ring(false);
+        throw error;
+      },
     );
   }
 
@@ -241,7 +352,12 @@ export class MysqlShared {
         await q.change(s.keyRow, [0, null, us, id]);
         return true;
       }),
-    );
+    ).then((extended) => {
+      const lease = this.#bell(id, 'lease', who);
+      if (extended) this.#wakeups?.held(lease, owner, ttlMs);
+      else this.#wakeups?.let(lease, owner);
+      return extended;
+    });
   }
 
   inspect(key: string): Promise<LeaseInfo[]> {

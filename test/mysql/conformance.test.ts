@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { LockStore } from 'cachelock';
 import { mysqlStore, storeFromUrl } from 'cachelock/mysql';
 import { runConformance } from 'cachelock/testing';
 import mariadb from 'mariadb';
@@ -17,14 +18,22 @@ describe.runIf(reachable)('mysql store on the shared server', () => {
   const promisePool = mysqlPromise.createPool({ ...settings, connectionLimit: 10 });
   const callbackPool = mysql.createPool({ ...settings, connectionLimit: 4 });
   const mariaPool = mariadb.createPool({ ...settings, connectionLimit: 10 });
-  const connections: { end(): Promise<void> | void }[] = [];
+  // A store on a single connection ends it as the case closes the store: kept to the end, the
+  // connections of every case (and peer) added up to most of the server's 151.
+  const connectionOf = new Map<LockStore, { end(): Promise<void> | void }>();
+  const closeWithConnection = async (store: LockStore) => {
+    await store.close?.();
+    const connection = connectionOf.get(store);
+    connectionOf.delete(store);
+    await connection?.end();
+  };
 
   afterAll(async () => {
     await promisePool.query(`DROP TABLE IF EXISTS \`${table}\`, \`${table}_shared\``);
     await promisePool.end();
     await new Promise((resolve) => callbackPool.end(resolve));
     await mariaPool.end();
-    for (const connection of connections) await connection.end();
+    for (const connection of connectionOf.values()) await connection.end();
   });
 
   runConformance({
@@ -45,9 +54,11 @@ describe.runIf(reachable)('mysql store on the shared server', () => {
     it,
     makeStore: async () => {
       const connection = await mysqlPromise.createConnection(settings);
-      connections.push(connection);
-      return mysqlStore(connection, { table });
+      const store = mysqlStore(connection, { table });
+      connectionOf.set(store, connection);
+      return store;
     },
+    closeStore: closeWithConnection,
   });
   runConformance({
     name: 'on a mariadb Pool',
@@ -61,9 +72,11 @@ describe.runIf(reachable)('mysql store on the shared server', () => {
     it,
     makeStore: async () => {
       const connection = await mariadb.createConnection(settings);
-      connections.push(connection);
-      return mysqlStore(connection, { table, connection: settings });
+      const store = mysqlStore(connection, { table, connection: settings });
+      connectionOf.set(store, connection);
+      return store;
     },
+    closeStore: closeWithConnection,
   });
   runConformance({
     name: 'on a mysql:// URL (the store owns its mysql2 pool)',
