@@ -1,18 +1,21 @@
 import type { Acquired } from 'cachelock';
 import { lockKeys, ownerValue } from './keys.js';
 import {
+  beforeRange,
   type Context,
   cacheKey,
   effective,
   isOwners,
+  LEASE_GONE,
   type Lease,
+  learnBefore,
   leaseSeconds,
   readTxn,
   retire,
   revokeLater,
   txnOnLease,
 } from './leases.js';
-import { type KeyValue, prefixEnd } from './transport.js';
+import { type KeyValue, prefixEnd, type TxnResult } from './transport.js';
 
 /**
  * Take the lock as etcd's Mutex does, in one transaction: put our own key under the lock's
@@ -29,12 +32,14 @@ export async function acquire(
   owner: string,
   ttlMs: number,
   lineMs: number | undefined,
+  mayShorten = false,
 ): Promise<Acquired | null> {
   const { transport } = context;
   const { prefix, mine } = lockKeys(context.namespace, key, owner);
   const id = cacheKey(mine);
   const seconds = leaseSeconds(ttlMs);
   const known = context.mine.get(id);
+  if (known?.waiting && lineMs !== undefined) known.triedAt = performance.now();
 
   if (known?.waiting && known.handed && lineMs !== undefined) {
     // A watch saw our key become the oldest; only its deletion could change that since, and
@@ -50,21 +55,29 @@ export async function acquire(
     return confirm(context, mine, owner, own, seconds);
   }
   if (known?.waiting && lineMs !== undefined) {
-    // Already in line here. While the watch has seen no deletion since our last look, nobody
-    // before us left, and a place renewed within a third of its lease needs nothing either.
+    // Already in line here. While the watch has seen no deletion since our last look, or the
+    // key before ours is still there, our turn has not come; a place renewed within a third of
+    // its lease needs nothing either, and one due for renewal needs only that.
     const deletions = context.deletions(prefix);
-    if (
-      deletions !== undefined &&
-      deletions === known.seen &&
-      performance.now() - known.renewedAt < (known.granted * 1000) / 3
-    ) {
-      return null;
+    const due = performance.now() - known.renewedAt >= (known.granted * 1000) / 3;
+    if (deletions !== undefined && (deletions === known.seen || context.behind(prefix, known))) {
+      if (!due) return null;
+      const sentAt = performance.now();
+      if ((await transport.keepAlive(known.lease)) > 0) {
+        known.renewedAt = sentAt;
+        return null;
+      }
+      context.mine.delete(id);
+      return join(context, key, owner, seconds, lineMs, mayShorten);
     }
     known.seen = deletions;
     // A read tells whether our turn came, without a write.
-    const read = await transport.txn(readTxn(prefix, mine));
+    const txn = readTxn(prefix, mine);
+    txn.success.push(beforeRange(prefix, known.createRevision));
+    const read = await transport.txn(txn);
     const holder = read.results[0]?.[0];
     const own = read.results[1]?.[0];
+    learnBefore(known, read.results[2]?.[0], deletions);
     if (own === undefined || own.lease !== known.lease) {
       // Our place lapsed (the process stalled past lineMs): start again.
       context.mine.delete(id);
@@ -81,11 +94,21 @@ export async function acquire(
     }
   }
 
-  if (lineMs !== undefined) return join(context, key, owner, seconds, lineMs);
+  if (lineMs !== undefined) return join(context, key, owner, seconds, lineMs, mayShorten);
 
-  const takenAt = performance.now();
-  const taken = await context.pool.take(context, seconds);
-  const lease = taken.lease;
+  const sentAt = performance.now();
+  // A lease that extends itself may go on a spare that still has two thirds of its TTL ahead
+  // as it is: no renewal, and the holder is told the lease it has (from that spare's renewal).
+  const spare = mayShorten ? context.pool.lasting(seconds, (seconds * 2000) / 3) : undefined;
+  const taken = spare === undefined ? await context.pool.take(context, seconds) : undefined;
+  const lease: Lease = spare ?? taken!.lease;
+  const renewedAt = spare?.renewedAt ?? sentAt;
+  const granted = (acquired: Acquired | null): Acquired | null => {
+    const claimMs = renewedAt + lease.ttl * 1000 - sentAt;
+    return acquired !== null && spare !== undefined && claimMs < ttlMs
+      ? { ...acquired, ttlMs: claimMs }
+      : acquired;
+  };
   // What becomes of the lease unless a key of ours stays on it: a spare when it surely has no
   // key, else revoked (an unanswered put may have put one there).
   let outcome: 'kept' | 'spare' | 'revoke' | 'dropped' = 'revoke';
@@ -109,18 +132,19 @@ export async function acquire(
           { range: { key: mine } },
         ],
       },
-      taken.renewed,
+      // A spare used as it is was alive unless etcd refuses the put (lease not found).
+      taken?.renewed ?? Promise.resolve(true),
     );
     if (result === 'dropped' || result === 'revoke') {
       // The spare had expired or its renewal went unanswered: what went on it goes with it.
       outcome = result;
       if (result === 'revoke') return null;
-      return acquire(context, key, owner, ttlMs, lineMs);
+      return acquire(context, key, owner, ttlMs, lineMs, mayShorten);
     }
     if (result.succeeded) {
       outcome = 'kept';
-      remember(context, id, lease, seconds, takenAt, result.revision, false);
-      return { fence: result.revision };
+      remember(context, id, lease, seconds, renewedAt, result.revision, false);
+      return granted({ fence: result.revision });
     }
     outcome = 'spare';
     const holder = result.results[0]?.[0];
@@ -128,14 +152,14 @@ export async function acquire(
     if (own !== undefined && isOwners(own, prefix, owner) && isOwners(holder, prefix, owner)) {
       // Ours already (a retry, a refresh, or a hand-off this instance did not see).
       outcome = 'revoke';
-      const confirmed = await moveOnto(context, mine, owner, own, lease, seconds, takenAt);
+      const confirmed = await moveOnto(context, mine, owner, own, lease, seconds, renewedAt);
       if (confirmed !== null) outcome = 'kept';
-      return confirmed;
+      return granted(confirmed);
     }
     // Held by another, or we are in its line (a hand-off not yet ours): refused either way.
     return null;
   } finally {
-    if (outcome === 'spare') context.pool.give(context, lease, seconds, takenAt);
+    if (outcome === 'spare') context.pool.give(context, lease, seconds, renewedAt);
     else if (outcome === 'revoke') revokeLater(context, lease.id);
   }
 }
@@ -145,6 +169,10 @@ export async function acquire(
  * see who is first. The line lease is the acquisition's own when it is no longer than lineMs
  * (then a confirm is one renewal), else a lease of lineMs, so that a waiter that dies leaves
  * the line after lineMs. First in line means ours: confirm it onto a lease of `seconds`.
+ *
+ * A spare with two thirds of its TTL still ahead goes in line as it is, without a renewal:
+ * the place lasts from that spare's last renewal, and the waiter renews it once a third of it
+ * has gone, as any place.
  */
 async function join(
   context: Context,
@@ -152,29 +180,54 @@ async function join(
   owner: string,
   seconds: number,
   lineMs: number,
+  mayShorten: boolean,
+  renew = false,
 ): Promise<Acquired | null> {
   const { transport } = context;
   const { prefix, mine } = lockKeys(context.namespace, key, owner);
   const id = cacheKey(mine);
   const lineSeconds = leaseSeconds(lineMs);
   const asked = Math.min(seconds, lineSeconds);
-  const takenAt = performance.now();
-  const lease = await context.pool.takeRenewed(context, asked);
-  let outcome: 'kept' | 'spare' | 'revoke' = 'revoke';
+  const triedAt = performance.now();
+  // The watch's count before this look: the next attempt reads again only if it moved.
+  const seen = context.deletions(prefix);
+  const { lease, renewedAt } = await context.pool.takeLasting(
+    context,
+    asked,
+    renew ? Number.POSITIVE_INFINITY : (asked * 2000) / 3,
+  );
+  let outcome: 'kept' | 'spare' | 'revoke' | 'dropped' = 'revoke';
   try {
     const oldest = {
       range: { key: prefix, rangeEnd: prefixEnd(prefix), limit: 1, oldestFirst: true },
     } as const;
-    const result = await transport.txn({
-      compare: [{ key: mine, target: 'CREATE', result: 'EQUAL', value: 0n }],
-      success: [{ put: { key: mine, value: ownerValue(owner), lease: lease.id } }, oldest],
-      failure: [oldest, { range: { key: mine } }],
-    });
+    let result: TxnResult;
+    try {
+      result = await transport.txn({
+        compare: [{ key: mine, target: 'CREATE', result: 'EQUAL', value: 0n }],
+        // The two newest keys after the put: ours, and the one before it in line.
+        success: [
+          { put: { key: mine, value: ownerValue(owner), lease: lease.id } },
+          oldest,
+          { range: { key: prefix, rangeEnd: prefixEnd(prefix), limit: 2, newestFirst: true } },
+        ],
+        failure: [oldest, { range: { key: mine } }],
+      });
+    } catch (error) {
+      // The spare ran out after all: nothing went on it.
+      if (renew || !LEASE_GONE.test(String((error as Error).message))) throw error;
+      outcome = 'dropped';
+      return await join(context, key, owner, seconds, lineMs, mayShorten, true);
+    }
     let own: KeyValue | undefined;
     let first: KeyValue | undefined;
     if (result.succeeded) {
       outcome = 'kept';
-      remember(context, id, lease, asked, takenAt, result.revision, true);
+      remember(context, id, lease, asked, renewedAt, result.revision, true);
+      const known = context.mine.get(id)!;
+      known.triedAt = triedAt;
+      known.seen = seen;
+      learnBefore(known, result.results[2]?.[1], seen);
       first = result.results[1]?.[0];
       own = {
         key: mine,
@@ -200,15 +253,25 @@ async function join(
             renewedAt: sentAt,
             createRevision: own.createRevision,
             waiting: true,
+            triedAt,
           });
         }
         return null;
       }
     }
     if (!isOwners(first, prefix, owner)) return null;
+    const claimMs = renewedAt + lease.ttl * 1000 - triedAt;
+    if (mayShorten && result.succeeded && claimMs >= lineMs / 2) {
+      // First in line at once: held on the line lease, as a hand-off grants it; the holder's
+      // first extension moves the key onto a lease of its ttl.
+      context.mine.get(id)!.handed = true;
+      return claimMs < seconds * 1000
+        ? { fence: result.revision, ttlMs: claimMs }
+        : { fence: result.revision };
+    }
     return await confirm(context, mine, owner, own, seconds);
   } finally {
-    if (outcome === 'spare') context.pool.give(context, lease, asked, takenAt);
+    if (outcome === 'spare') context.pool.give(context, lease, asked, renewedAt);
     else if (outcome === 'revoke') revokeLater(context, lease.id);
   }
 }

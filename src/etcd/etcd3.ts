@@ -172,14 +172,15 @@ export class Etcd3Transport implements Transport {
       };
     }
     if ('delete' in op) return { request_delete_range: { key: this.#key(op.delete.key) } };
-    const { key, rangeEnd, limit, oldestFirst } = op.range;
+    const { key, rangeEnd, limit, oldestFirst, newestFirst, maxCreateRevision } = op.range;
     const range: Record<string, unknown> = { key: this.#key(key) };
     if (rangeEnd !== undefined) range.range_end = this.#key(rangeEnd);
     if (limit !== undefined) range.limit = limit;
-    if (oldestFirst) {
-      range.sort_order = 'Ascend';
+    if (oldestFirst || newestFirst) {
+      range.sort_order = oldestFirst ? 'Ascend' : 'Descend';
       range.sort_target = 'Create';
     }
+    if (maxCreateRevision !== undefined) range.max_create_revision = String(maxCreateRevision);
     return { request_range: range };
   }
 

@@ -389,14 +389,15 @@ function operationJson(op: Operation): Json {
     };
   }
   if ('delete' in op) return { request_delete_range: { key: b64(op.delete.key) } };
-  const { key, rangeEnd, limit, oldestFirst } = op.range;
+  const { key, rangeEnd, limit, oldestFirst, newestFirst, maxCreateRevision } = op.range;
   const json: Json = { key: b64(key) };
   if (rangeEnd !== undefined) json.range_end = b64(rangeEnd);
   if (limit !== undefined) json.limit = limit;
-  if (oldestFirst) {
-    json.sort_order = 'ASCEND';
+  if (oldestFirst || newestFirst) {
+    json.sort_order = oldestFirst ? 'ASCEND' : 'DESCEND';
     json.sort_target = 'CREATE';
   }
+  if (maxCreateRevision !== undefined) json.max_create_revision = String(maxCreateRevision);
   return { request_range: json };
 }
 

@@ -51,6 +51,11 @@ const DEFAULT_PORT = 2379;
 export class EtcdStore implements LockStore {
   readonly kind = 'etcd';
   readonly atomic = true;
+  /**
+   * A waiter that a watch finds first in line holds on its line lease from then on, for what
+   * is left of that lease counted from its last attempt (see `Wakeups`).
+   */
+  readonly handoffGrants = true;
   onRelease?: (key: string, listener: (handoff?: Handoff) => void) => () => void;
   readonly #context: Context;
   readonly #wakeups: Wakeups | undefined;
@@ -72,6 +77,7 @@ export class EtcdStore implements LockStore {
       pool: new LeasePool(),
       deletions: (prefix) => this.#wakeups?.deletions(prefix),
       recent: (prefix) => this.#wakeups?.recent(prefix),
+      behind: (prefix, mine) => this.#wakeups?.behind(prefix, mine) ?? false,
     };
     this.#ownsTransport = ownsTransport;
     if (options.watch !== false) {
@@ -98,7 +104,7 @@ export class EtcdStore implements LockStore {
     ttlMs: number,
     options?: AcquireOptions,
   ): Promise<Acquired | null> {
-    return acquire(this.#open(), key, owner, ttlMs, options?.lineMs);
+    return acquire(this.#open(), key, owner, ttlMs, options?.lineMs, options?.mayShorten);
   }
 
   async release(key: string, owner: string, keepMs?: number): Promise<boolean> {

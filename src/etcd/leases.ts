@@ -1,5 +1,5 @@
 import { ownerOf } from './keys.js';
-import type { Deletion, KeyValue, Transport, Txn, TxnResult } from './transport.js';
+import type { Deletion, KeyValue, Operation, Transport, Txn, TxnResult } from './transport.js';
 import { prefixEnd } from './transport.js';
 
 /**
@@ -31,8 +31,19 @@ export interface Mine {
    * admitted, as its last look and the deletions seen since say; undefined when unknown.
    */
   needs?: number;
-  /** A watch saw this waiting key become the oldest: the next acquire need not read. */
+  /**
+   * A watch saw this waiting key become the oldest: the next acquire need not read, and a
+   * release deletes it as the holder's.
+   */
   handed?: boolean;
+  /** When this waiter's last attempt was sent, on `performance.now()`. */
+  triedAt?: number;
+  /**
+   * The key just before this waiter's in line (its create revision), as a read found it, and
+   * the watch's count of deletions before that read was sent: while that key stays, no other
+   * deletion can make this waiter the holder (see `Wakeups`).
+   */
+  before?: { createRevision: bigint; seen: number };
   /** The watch's count of deletions when this waiter last looked (see `Context.deletions`). */
   seen?: number;
 }
@@ -65,6 +76,11 @@ export interface Context {
    * active: while the count stands still, nothing before a waiter's key has gone.
    */
   deletions(prefix: Buffer): number | undefined;
+  /**
+   * Whether the key before `mine` in its line under `prefix` is still there, as an active watch
+   * tells (see `Mine.before`): then no deletion since has made `mine` the holder.
+   */
+  behind(prefix: Buffer, mine: Mine): boolean;
   /** The deletions an active watch on `prefix` saw (see `Wakeups.recent`). */
   recent(prefix: Buffer): { deletions: readonly Deletion[]; complete: boolean } | undefined;
 }
@@ -115,6 +131,31 @@ export function readTxn(prefix: Buffer, also?: Buffer): Txn {
   return { compare: [], success, failure: [] };
 }
 
+/** A range for the key just before the one created at `createRevision` under `prefix`. */
+export function beforeRange(prefix: Buffer, createRevision: bigint): Operation {
+  return {
+    range: {
+      key: prefix,
+      rangeEnd: prefixEnd(prefix),
+      limit: 1,
+      newestFirst: true,
+      maxCreateRevision: createRevision - 1n,
+    },
+  };
+}
+
+/** Record what a read (sent when the watch had counted `seen` deletions) found before `mine`. */
+export function learnBefore(
+  mine: Mine,
+  found: KeyValue | undefined,
+  seen: number | undefined,
+): void {
+  mine.before =
+    found === undefined || seen === undefined
+      ? undefined
+      : { createRevision: found.createRevision, seen };
+}
+
 /** Whether `kv` is the key of `owner` under `prefix`, written by cachelock. */
 export function isOwners(kv: KeyValue | undefined, prefix: Buffer, owner: string): boolean {
   return (
@@ -137,7 +178,7 @@ interface Spare extends Lease {
   renewedAt: number;
 }
 
-const LEASE_GONE = /lease not found/i;
+export const LEASE_GONE = /lease not found/i;
 
 /**
  * Run `txn`, which puts keys on a lease the pool gave (see `LeasePool.take`), beside that
@@ -157,7 +198,11 @@ export async function txnOnLease(
   try {
     [result, alive] = await Promise.all([transport.txn(txn), renewed]);
   } catch (error) {
-    if (LEASE_GONE.test(String((error as Error).message)) && !(await renewed)) return 'dropped';
+    // etcd refused the put: nothing went on the lease, whatever its renewal says.
+    if (LEASE_GONE.test(String((error as Error).message))) {
+      await renewed;
+      return 'dropped';
+    }
     throw error;
   }
   if (alive) return result;
@@ -200,6 +245,33 @@ export class LeasePool {
       return { lease: { id: spare.id, ttl: spare.ttl }, renewed };
     }
     return { lease: await grant(context, seconds), renewed: Promise.resolve(true) };
+  }
+
+  /**
+   * A lease of `seconds` with at least `leftMs` of it still ahead, counted from when it was last
+   * renewed (`renewedAt`): a spare that has that much left is used as it is, with no renewal,
+   * else one is renewed or granted now. A put on a spare that ran out all the same is refused
+   * by etcd (lease not found).
+   */
+  async takeLasting(
+    context: Context,
+    seconds: number,
+    leftMs: number,
+  ): Promise<{ lease: Lease; renewedAt: number }> {
+    const lasting = this.lasting(seconds, leftMs);
+    if (lasting !== undefined) return { lease: lasting, renewedAt: lasting.renewedAt };
+    const renewedAt = performance.now();
+    return { lease: await this.takeRenewed(context, seconds), renewedAt };
+  }
+
+  /** The spare of `seconds` last given back, if it has `leftMs` ahead as last renewed. */
+  lasting(seconds: number, leftMs: number): Spare | undefined {
+    const spares = this.#spares.get(seconds);
+    const last = spares?.at(-1);
+    if (last === undefined || last.renewedAt + last.ttl * 1000 - performance.now() < leftMs) {
+      return undefined;
+    }
+    return spares!.pop();
   }
 
   /** A lease of `seconds`, alive and renewed (or granted) just now. */

@@ -2,6 +2,7 @@ import type { AcquiredKeys, ManyKeys } from 'cachelock';
 import { lockKeys, ownerValue } from './keys.js';
 import {
   type Context,
+  cacheKey,
   effective,
   type HeldSet,
   isOwners,
@@ -182,6 +183,10 @@ export async function releaseMany(
   const known = knownSet(context, keys, owner);
   context.sets.delete(owner);
   if (keepMs !== undefined && keepMs > 0) return keepMany(context, all, owner, keepMs, known);
+  // What this instance remembers of keys the owner put one at a time (a waiting set's tries, its
+  // place in a line) goes with them: left behind, a place still counted as waiting would be the
+  // one the watch reads for, in place of the key's real waiters, for as long as the store lives.
+  for (const { mine } of all) context.mine.delete(cacheKey(mine));
   const result = await context.transport.txn({
     compare: [],
     success: [
@@ -315,8 +320,9 @@ export const MOST_KEYS = 64;
 export function manyKeys(open: () => Context): ManyKeys {
   return {
     most: MOST_KEYS,
-    acquire: (keys, owner, ttlMs) => acquireMany(open(), keys, owner, ttlMs),
-    release: (keys, owner, keepMs) => releaseMany(open(), keys, owner, keepMs),
-    extend: (keys, owner, ttlMs) => extendMany(open(), keys, owner, ttlMs),
+    // Async, so that a closed store rejects rather than throws.
+    acquire: async (keys, owner, ttlMs) => acquireMany(open(), keys, owner, ttlMs),
+    release: async (keys, owner, keepMs) => releaseMany(open(), keys, owner, keepMs),
+    extend: async (keys, owner, ttlMs) => extendMany(open(), keys, owner, ttlMs),
   };
 }

@@ -29,8 +29,13 @@ export async function release(
   const { prefix, mine } = lockKeys(context.namespace, key, owner);
   const id = cacheKey(mine);
   const known = context.mine.get(id);
-  if (known !== undefined && !known.waiting && !(keepMs !== undefined && keepMs > 0)) {
-    // This instance saw it become the holder, and a holder stays the holder until its key goes.
+  if (
+    known !== undefined &&
+    (!known.waiting || known.handed === true) &&
+    !(keepMs !== undefined && keepMs > 0)
+  ) {
+    // This instance saw it become the holder (or the oldest in line, which a hand-off grants),
+    // and a holder stays the holder until its key goes.
     context.mine.delete(id);
     const deleted = await transport.txn({
       compare: [{ key: mine, target: 'CREATE', result: 'EQUAL', value: known.createRevision }],

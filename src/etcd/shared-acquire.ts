@@ -3,6 +3,7 @@ import {
   type Context,
   cacheKey,
   effective,
+  LEASE_GONE,
   type Lease,
   leaseSeconds,
   type Mine,
@@ -26,7 +27,7 @@ import {
   type View,
   viewOf,
 } from './shared-line.js';
-import { type Compare, type Operation, prefixEnd } from './transport.js';
+import { type Compare, type Operation, prefixEnd, type TxnResult } from './transport.js';
 
 // A try that keeps finding newcomers in the line between its read and its write gives up,
 // refused as if held: others are getting in meanwhile.
@@ -54,6 +55,7 @@ export async function acquireShared(
   const seconds = leaseSeconds(ttlMs);
   const known = context.mine.get(id);
   const { lineMs } = request;
+  if (known?.waiting) known.triedAt = performance.now();
 
   if (known?.waiting && lineMs !== undefined) {
     // While the watch has seen no deletion since our last look, nobody before us left, so we
@@ -174,7 +176,8 @@ async function tryTake(
 /**
  * A waiter's first attempt, in one transaction: put our key at the end of the line if it is not
  * there yet, and read the line. The line lease is the acquisition's own when it is no longer
- * than lineMs (then a confirm is one renewal), else a lease of lineMs.
+ * than lineMs (then a confirm is one renewal), else a lease of lineMs. A spare with two thirds
+ * of its TTL ahead goes in line as it is, as for a lock's line (see `acquire.ts`).
  */
 async function join(
   context: Context,
@@ -183,22 +186,37 @@ async function join(
   seconds: number,
   request: SharedRequest,
   lineMs: number,
+  renew = false,
 ): Promise<Acquired | null> {
   const { transport } = context;
   const id = cacheKey(keys.mine);
   const asked = Math.min(seconds, leaseSeconds(lineMs));
-  const takenAt = performance.now();
-  const lease = await context.pool.takeRenewed(context, asked);
-  let outcome: 'kept' | 'spare' | 'revoke' = 'revoke';
+  const triedAt = performance.now();
+  // The watch's count before this look: the next attempt reads again only if it moved.
+  const seen = context.deletions(keys.prefix);
+  const { lease, renewedAt } = await context.pool.takeLasting(
+    context,
+    asked,
+    renew ? Number.POSITIVE_INFINITY : (asked * 2000) / 3,
+  );
+  let outcome: 'kept' | 'spare' | 'revoke' | 'dropped' = 'revoke';
   try {
-    const result = await transport.txn({
-      compare: [{ key: keys.mine, target: 'CREATE', result: 'EQUAL', value: 0n }],
-      success: [
-        { put: { key: keys.mine, value: contenderValue(request), lease: lease.id } },
-        ...readOps(keys),
-      ],
-      failure: readOps(keys),
-    });
+    let result: TxnResult;
+    try {
+      result = await transport.txn({
+        compare: [{ key: keys.mine, target: 'CREATE', result: 'EQUAL', value: 0n }],
+        success: [
+          { put: { key: keys.mine, value: contenderValue(request), lease: lease.id } },
+          ...readOps(keys),
+        ],
+        failure: readOps(keys),
+      });
+    } catch (error) {
+      // The spare ran out after all: nothing went on it.
+      if (renew || !LEASE_GONE.test(String((error as Error).message))) throw error;
+      outcome = 'dropped';
+      return await join(context, keys, owner, seconds, request, lineMs, true);
+    }
     const view = viewOf(keys, result.results, result.succeeded ? 1 : 0, result.revision);
     const at = placeOf(view.line, owner);
     const own = view.line[at];
@@ -209,10 +227,13 @@ async function join(
         keys,
         lease,
         asked,
-        takenAt,
+        renewedAt,
         own?.kv.createRevision ?? result.revision,
         true,
       );
+      const known = context.mine.get(id)!;
+      known.seen = seen;
+      known.triedAt = triedAt;
     } else {
       // Our key is there already (an earlier attempt whose reply was lost): this lease stays
       // unused, and our place is renewed where it is.
@@ -242,7 +263,7 @@ async function join(
     }
     return await confirm(context, keys, view, at, seconds, request);
   } finally {
-    if (outcome === 'spare') context.pool.give(context, lease, asked, takenAt);
+    if (outcome === 'spare') context.pool.give(context, lease, asked, renewedAt);
     else if (outcome === 'revoke') revokeLater(context, lease.id);
   }
 }
@@ -281,6 +302,8 @@ async function confirm(
   request: SharedRequest,
 ): Promise<Acquired | null> {
   const owner = view.line[at]!.owner;
+  const held = holdInLine(context, keys, view, at, seconds, request);
+  if (held !== undefined) return held;
   for (let round = 0; ; round++) {
     const confirmed = await confirmOnce(context, keys, view, at, seconds, request);
     if (confirmed !== RECORDED) return confirmed;
@@ -300,6 +323,33 @@ async function confirm(
     }
     if (holding(view.line, { owner, request }) <= at) return null;
   }
+}
+
+/**
+ * A permit admitted while waiting, for a lease that extends itself: held on its line lease as it
+ * is, with no write, for what is left of that lease counted from this attempt. Admission lasts
+ * while the key does (those before it only leave), and its first extension moves it onto a
+ * lease of the ttl. Undefined where it must confirm (a fence record to write, no room left).
+ */
+function holdInLine(
+  context: Context,
+  keys: SharedKeys,
+  view: View,
+  at: number,
+  seconds: number,
+  request: SharedRequest,
+): Acquired | undefined {
+  if (!request.mayShorten || keys.fence !== undefined || request.shareFence) return undefined;
+  const own = view.line[at]!;
+  const known = context.mine.get(cacheKey(keys.mine));
+  if (!known?.waiting || known.lease !== own.kv.lease || known.triedAt === undefined) {
+    return undefined;
+  }
+  const claimMs = known.renewedAt + known.granted * 1000 - known.triedAt;
+  if (claimMs < (known.granted * 1000) / 2) return undefined;
+  known.waiting = false;
+  const fence = own.kv.createRevision;
+  return claimMs < seconds * 1000 ? { fence, ttlMs: claimMs } : { fence };
 }
 
 /** The fence record changed since the look: look again. */

@@ -15,11 +15,12 @@ export function sharedLeases(
   wakeups: Wakeups | undefined,
 ): SharedLeases {
   const leases: SharedLeases = {
-    acquire: (key, owner, ttlMs, request) =>
+    // Async, so that a closed store rejects rather than throws.
+    acquire: async (key, owner, ttlMs, request) =>
       acquireShared(open(), space, key, owner, ttlMs, request),
-    release: (key, owner, keepMs) => releaseShared(open(), space, key, owner, keepMs),
-    extend: (key, owner, ttlMs) => extendShared(open(), space, key, owner, ttlMs),
-    inspect: (key) => inspectShared(open(), space, key),
+    release: async (key, owner, keepMs) => releaseShared(open(), space, key, owner, keepMs),
+    extend: async (key, owner, ttlMs) => extendShared(open(), space, key, owner, ttlMs),
+    inspect: async (key) => inspectShared(open(), space, key),
   };
   if (wakeups !== undefined) {
     leases.onRelease = (key, listener) => {

@@ -28,7 +28,17 @@ export interface Compare {
 
 export type Operation =
   | { put: { key: Buffer; value: Buffer; lease: string } }
-  | { range: { key: Buffer; rangeEnd?: Buffer; limit?: number; oldestFirst?: boolean } }
+  | {
+      range: {
+        key: Buffer;
+        rangeEnd?: Buffer;
+        limit?: number;
+        oldestFirst?: boolean;
+        newestFirst?: boolean;
+        /** Only keys created at or before this revision. */
+        maxCreateRevision?: bigint;
+      };
+    }
   | { delete: { key: Buffer } };
 
 export interface Txn {

@@ -1,6 +1,14 @@
 import type { Handoff } from 'cachelock';
 import { lockPrefix, ownerOf } from './keys.js';
-import { type Context, cacheKey, isOwners, readTxn } from './leases.js';
+import {
+  beforeRange,
+  type Context,
+  cacheKey,
+  isOwners,
+  learnBefore,
+  type Mine,
+  readTxn,
+} from './leases.js';
 import type { Deletion, StopWatch } from './transport.js';
 
 type Listener = (handoff?: Handoff) => void;
@@ -84,8 +92,11 @@ export class Wakeups {
           if (created.recent.length > RECENT) created.recent.shift();
           // A lingering watch only counts: nobody here waits to be told.
           if (created.listeners.size === 0) return;
-          if (look) void this.#look(prefix, created);
-          else if (worth === undefined || worth(deletion)) notify(created);
+          // A deletion that leaves the key before each of our waiters in place hands nobody
+          // here the lock: no read for it.
+          if (look) {
+            if (created.looking || !this.#stay(prefix)) void this.#look(prefix, created);
+          } else if (worth === undefined || worth(deletion)) notify(created);
         },
         onBroken: () => {
           created.ready = false;
@@ -129,10 +140,50 @@ export class Wakeups {
     };
   }
 
+  /** See `Context.behind`. */
+  behind(prefix: Buffer, mine: Mine): boolean {
+    const subscription = this.#subscriptions.get(cacheKey(prefix));
+    const before = mine.before;
+    if (!subscription?.ready || before === undefined) return false;
+    // The deletions since the read that found that key are the last `since` seen, unless the
+    // watch restarted meanwhile (which counts one and forgets the rest) or more went by.
+    const since = subscription.deletions - before.seen;
+    const { recent } = subscription;
+    if (since > recent.length) return false;
+    for (let i = recent.length - since; i < recent.length; i++) {
+      const previous = recent[i]!.previous;
+      if (previous === undefined || previous.createRevision === before.createRevision) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** Whether this store has waiters under `prefix` and each still has its key before it. */
+  #stay(prefix: Buffer): boolean {
+    const head = cacheKey(prefix);
+    let waiters = 0;
+    for (const [id, mine] of this.#context.mine) {
+      if (!mine.waiting || !id.startsWith(head)) continue;
+      if (mine.handed || !this.behind(prefix, mine)) return false;
+      waiters++;
+    }
+    return waiters > 0;
+  }
+
   /** See `Context.deletions`. */
   deletions(prefix: Buffer): number | undefined {
     const subscription = this.#subscriptions.get(cacheKey(prefix));
     return subscription?.ready ? subscription.deletions : undefined;
+  }
+
+  /** This store's first waiter in line under `prefix` not yet handed the lock. */
+  #waiter(prefix: Buffer): Mine | undefined {
+    const head = cacheKey(prefix);
+    for (const [id, mine] of this.#context.mine) {
+      if (mine.waiting && !mine.handed && id.startsWith(head)) return mine;
+    }
+    return undefined;
   }
 
   async #look(prefix: Buffer, subscription: Subscription): Promise<void> {
@@ -147,7 +198,14 @@ export class Wakeups {
         const seen = subscription.ready ? subscription.deletions : undefined;
         let handoff: Handoff | undefined;
         try {
-          const holder = (await this.#context.transport.txn(readTxn(prefix))).results[0]?.[0];
+          const readAt = performance.now();
+          // Our waiter here, if any: the read also finds the key before it in line.
+          const waiter = this.#waiter(prefix);
+          const txn = readTxn(prefix);
+          if (waiter !== undefined) txn.success.push(beforeRange(prefix, waiter.createRevision));
+          const read = await this.#context.transport.txn(txn);
+          const holder = read.results[0]?.[0];
+          if (waiter !== undefined) learnBefore(waiter, read.results[1]?.[0], seen);
           if (holder !== undefined) {
             const owner = ownerOf(holder.value);
             handoff = isOwners(holder, prefix, owner)
@@ -155,7 +213,17 @@ export class Wakeups {
               : { owner: '' };
             // One of this store's waiters: its confirming acquire can skip reading this again.
             const mine = this.#context.mine.get(cacheKey(holder.key));
-            if (mine?.waiting && mine.createRevision === holder.createRevision) mine.handed = true;
+            if (mine?.waiting && mine.createRevision === holder.createRevision) {
+              mine.handed = true;
+              // Its key is the oldest and nobody can get before it, so it holds while its line
+              // lease lives: at least until the lease's last renewal plus its TTL. Counted from
+              // its last attempt, that is the claim, unless an attempt went out after this read.
+              const { triedAt } = mine;
+              if (triedAt !== undefined && triedAt <= readAt && mine.granted > 0) {
+                const claimMs = mine.renewedAt + mine.granted * 1000 - triedAt;
+                if (claimMs > 0) handoff.ttlMs = claimMs;
+              }
+            }
             // This read is as good as each of our other waiters' own: still not their turn.
             const head = prefix.toString('latin1');
             for (const [id, waiter] of this.#context.mine) {

@@ -129,7 +129,10 @@ describe.runIf(installed)('etcd: several keys, permits, readers and writers', ()
     expect(await keysUnder('x/')).toEqual([]);
     await single.release();
     await waited;
-    expect(both.fences.get('x')).toBe(both.fences.get('y'));
+    // Each key's fence is its key's create revision: y's from its place in y's line, which
+    // came after the single lock's, x's when the set was taken.
+    expect(both.fences.get('y')! > single.fence!).toBe(true);
+    expect(both.fences.get('x')! >= both.fences.get('y')!).toBe(true);
     expect(await new Lock('x', { cache }).tryAcquire()).toBe(false);
     await both.release();
   });
