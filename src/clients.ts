@@ -1,3 +1,5 @@
+import { resolve } from 'node:path';
+
 /**
  * Recognises what `cache` accepts by its shape, without importing any client library: the
  * clients each backend wraps, and the query builders and ORMs that hold one of those clients
@@ -55,17 +57,33 @@ export function isLentPool(value: unknown): value is LentPool {
   return typeof value === 'object' && value !== null && (value as LentPool)[LENT_POOL] === true;
 }
 
-/** What `cache` was recognised as. */
-export interface Recognised {
+/** A client a backend wraps, and that backend's entry point. */
+export interface BackendClient {
   /** The entry point that wraps it. */
   entry: string;
+  /** What that entry point's `storeFromClient` gets: a client, or a `LentPool`. */
+  client: object;
+}
+
+/**
+ * The file of an ORM's SQLite database, which cachelock opens on a connection of its own (a
+ * `sqlite:` URL), since a lock's statements on the ORM's own `Database` would join its
+ * transactions.
+ */
+export interface BackendFile {
+  url: URL;
+}
+
+/** What `cache` was recognised as. */
+export interface Recognised {
   /** What it is, in the user's words: `'pg Pool or Client'`, `'knex (pg)'`. */
   name: string;
   /**
-   * What that entry point's `storeFromClient` gets: the client itself, the client an ORM holds,
-   * or a `LentPool`. Read only when the store is made: an ORM may connect late (TypeORM).
+   * The client itself, the client an ORM holds, or a `LentPool`, with the entry point that
+   * wraps it. Read only when the store is made, and it may resolve later: an ORM may connect
+   * late (TypeORM) or hand over its client only asynchronously (MikroORM 7).
    */
-  client(): object;
+  backend(): BackendClient | BackendFile | Promise<BackendClient | BackendFile>;
   /** One store per key: the client itself, or the pool an ORM holds (shared by its wrappers). */
   key(): object;
 }
@@ -100,8 +118,15 @@ const recognisers: Recogniser[] = [
     // Drizzle keeps the client it was given (or made from a URL) as `$client`.
     name: 'Drizzle',
     matches: (c) => '$client' in c && fn(c, 'select') && fn(c, 'transaction'),
-    inner: (c, option) =>
-      held(option, 'Drizzle', c.$client, 'a node-postgres, better-sqlite3 or mysql2 client'),
+    inner: (c, option) => {
+      const { name, backend } = held(
+        option,
+        'Drizzle',
+        c.$client,
+        'a node-postgres, better-sqlite3 or mysql2 client',
+      );
+      return { name, backend: () => backend, key: () => backend.client };
+    },
   },
   {
     name: 'Kysely',
@@ -126,11 +151,14 @@ const recognisers: Recogniser[] = [
     inner: (c, option) => typeOrm(option, c),
   },
   {
+    // The MikroORM instance (`em`), an EntityManager (`getDriver`), a driver (`getPlatform`), a
+    // connection: v6's runs on knex (`getKnex`), v7's hands over its client (`getNativeClient`).
     name: 'MikroORM',
     matches: (c) =>
       fn(c.em, 'getConnection') ||
       (fn(c, 'getConnection') && (fn(c, 'getDriver') || fn(c, 'getPlatform'))) ||
-      fn(c, 'getKnex'),
+      fn(c, 'getKnex') ||
+      (fn(c, 'getNativeClient') && fn(c, 'getPlatform')),
     inner: (c, option) => mikroOrm(option, c),
   },
   {
@@ -212,45 +240,79 @@ export function recogniseClient(value: object, option = 'cache'): Recognised | u
   for (const recogniser of recognisers) {
     if (!recogniser.matches(value as Shape)) continue;
     if (recogniser.inner) return recogniser.inner(value as Shape, option);
-    return {
-      entry: recogniser.entry as string,
-      name: recogniser.name,
-      client: () => value,
-      key: () => value,
-    };
+    const backend = { entry: recogniser.entry as string, client: value };
+    return { name: recogniser.name, backend: () => backend, key: () => value };
   }
   return undefined;
 }
 
-/** The client an ORM holds, which must itself be one a backend wraps. */
-function held(option: string, orm: string, client: unknown, expected: string): Recognised {
+/**
+ * The client an ORM holds, which must itself be one a SQL backend wraps (not another ORM), and
+ * what the ORM is called for it: `'Drizzle (pg Pool or Client)'`.
+ */
+function held(
+  option: string,
+  orm: string,
+  client: unknown,
+  expected: string,
+): { name: string; backend: BackendClient } {
   const found =
-    typeof client === 'object' && client !== null ? recogniseClient(client, option) : undefined;
+    typeof client === 'object' && client !== null
+      ? recognisers.find((recogniser) => recogniser.entry && recogniser.matches(client))
+      : undefined;
   if (
-    found === undefined ||
+    found?.entry === undefined ||
     found.entry === 'cachelock/redis' ||
     found.entry === 'cachelock/keyv'
   ) {
     refuse(option, `${orm} holds no client cachelock knows (it knows ${expected})`);
   }
-  return { ...found, name: `${orm} (${found.name})` };
+  return {
+    name: `${orm} (${found.name})`,
+    backend: { entry: found.entry, client: client as object },
+  };
+}
+
+/**
+ * An ORM that keeps its transactions open across awaits on its one better-sqlite3 `Database`
+ * (TypeORM, MikroORM 7): a lock's statements there would join whatever transaction is open, and
+ * its rollback would undo a release, an extension or a grant. cachelock opens the same file on
+ * a connection of its own instead, through the same library (two copies of SQLite in one
+ * process do not see each other's locks); an in-memory database, which no other connection can
+ * open, is refused.
+ */
+function ownConnection(option: string, orm: string, database: unknown): BackendFile {
+  const { name, memory, pragma } = (database ?? {}) as Shape;
+  if (memory === true || typeof name !== 'string' || name === '' || name === ':memory:') {
+    refuse(
+      option,
+      `${orm} runs on an in-memory SQLite database, which no other connection can open; give it a file, or pass 'memory:' for locks within this process`,
+    );
+  }
+  const path = resolve(name);
+  const url = new URL(`sqlite:${path.split('/').map(encodeURIComponent).join('/')}`);
+  url.searchParams.set('driver', typeof pragma === 'function' ? 'better-sqlite3' : 'node:sqlite');
+  return { url };
 }
 
 function lent(name: string, dialect: SqlDialect, pool: () => LentPool, key: object): Recognised {
   let made: LentPool | undefined;
   return {
-    entry: ENTRY[dialect],
     name,
-    client: () => (made ??= pool()),
+    backend: () => ({ entry: ENTRY[dialect], client: (made ??= pool()) }),
     key: () => key,
   };
 }
 
-/** knex's driver names for the databases cachelock has a backend for. */
+/**
+ * knex's driver names for the databases cachelock has a backend for; `mariadb` is the knex
+ * dialect MikroORM's MariaDB driver brings (the mariadb package's callback API).
+ */
 const KNEX_DRIVERS: Record<string, SqlDialect> = {
   pg: 'postgres',
   'better-sqlite3': 'sqlite',
   mysql2: 'mysql',
+  mariadb: 'mysql',
 };
 
 function knexPool(option: string, knex: Shape, orm = 'knex'): Recognised {
@@ -266,7 +328,7 @@ function knexPool(option: string, knex: Shape, orm = 'knex'): Recognised {
   if (dialect === undefined) {
     refuse(
       option,
-      `${orm} with the ${JSON.stringify(driver)} driver: cachelock runs on knex with pg, better-sqlite3 or mysql2`,
+      `${orm} with the ${JSON.stringify(driver)} driver: cachelock runs on knex with pg, better-sqlite3, mysql2 or (under MikroORM) mariadb`,
     );
   }
   const pool = (): LentPool => ({
@@ -290,17 +352,44 @@ function knexPool(option: string, knex: Shape, orm = 'knex'): Recognised {
 
 function mikroOrm(option: string, value: Shape): Recognised {
   // MikroORM, its EntityManager (and forks), its driver, or the driver's connection.
-  const connection = fn(value, 'getKnex')
-    ? value
-    : fn(value.em, 'getConnection')
-      ? value.em.getConnection('write')
-      : value.getConnection('write');
+  const connection: Shape =
+    fn(value, 'getKnex') || fn(value, 'getNativeClient')
+      ? value
+      : fn(value.em, 'getConnection')
+        ? value.em.getConnection('write')
+        : value.getConnection('write');
   if (fn(connection, 'getKnex')) return knexPool(option, connection.getKnex(), 'MikroORM');
-  // MikroORM 7 runs on Kysely, which keeps its pool private.
-  return refuse(
-    option,
-    'this MikroORM connection lends no pool that cachelock can borrow from (MikroORM 7 keeps it inside Kysely); pass a pg Pool, a better-sqlite3 Database or the database URL itself',
-  );
+  // MikroORM 7 runs on Kysely, which keeps its pool private; the connection hands over the
+  // driver's own client (pg Pool, mysql2 pool) once it has connected.
+  const given = connection.options?.driverOptions ?? connection.config?.get?.('driverOptions');
+  if (fn(given, 'createDriver') || fn(given, 'selectFrom')) {
+    refuse(
+      option,
+      'this MikroORM runs on a Kysely instance or dialect given as driverOptions, which keeps its pool private; pass the pg Pool or mysql2 pool you gave that dialect instead (on SQLite, the file itself: sqlite:/path/to/file)',
+    );
+  }
+  if (!fn(connection, 'getNativeClient')) {
+    refuse(
+      option,
+      'this MikroORM connection lends no pool that cachelock can borrow from (it has neither getKnex() nor getNativeClient()); pass a pg Pool, a mysql2 pool, a better-sqlite3 Database or the database URL itself',
+    );
+  }
+  return {
+    name: 'MikroORM',
+    backend: async () => {
+      const { backend } = held(
+        option,
+        'MikroORM',
+        await connection.getNativeClient(),
+        'the pg Pool and mysql2 pool its connection resolves',
+      );
+      return backend.entry === ENTRY.sqlite
+        ? ownConnection(option, 'MikroORM 7', backend.client)
+        : backend;
+    },
+    // The forks of an EntityManager, its MikroORM and its driver share this connection.
+    key: () => connection,
+  };
 }
 
 /** TypeORM driver types, and where each keeps its client. */
@@ -332,13 +421,12 @@ function typeOrm(option: string, source: Shape): Recognised {
     );
   }
   return {
-    entry: ENTRY[dialect],
     name: `TypeORM DataSource (${type})`,
-    client: () => {
-      const client = inner();
-      held(option, 'TypeORM DataSource', client, 'pg, mysql2, mariadb and better-sqlite3');
-      return client;
-    },
+    backend: () =>
+      dialect === 'sqlite'
+        ? ownConnection(option, 'TypeORM DataSource', inner())
+        : held(option, 'TypeORM DataSource', inner(), 'pg, mysql2, mariadb and better-sqlite3')
+            .backend,
     key: () => (source.isInitialized === false ? source : inner()),
   };
 }

@@ -1,4 +1,4 @@
-import { isLentPool, recogniseClient } from './clients.js';
+import { isLentPool, type Recognised, recogniseClient } from './clients.js';
 import { showValue } from './duration.js';
 import { defaultMemoryStore, memoryStore } from './memory/index.js';
 import { missingCacheMethods, type PlainCache, PlainCacheStore } from './plain/index.js';
@@ -90,21 +90,7 @@ export function storeFor(cache: unknown, option = 'cache'): LockStore | Promise<
       byObject.set(object, shared);
       return shared;
     }
-    const client = recognised.client();
-    // An ORM's pool keeps its settings (password, URL) where the ORM put them.
-    rememberClientSecrets(isLentPool(client) ? { options: client.settings } : client);
-    const pending = loadBackend(recognised.entry).then((backend) =>
-      backend.storeFromClient(client),
-    );
-    const where = clientLocation(
-      isLentPool(client) ? (client.settings ?? {}) : client,
-      recognised.entry,
-    );
-    pending.then((store) => {
-      // A store may know better where its client is (one found behind a Keyv, say).
-      const location = where ?? (store as { location?: unknown }).location;
-      if (typeof location === 'string') locations.set(store, location);
-    }, noop);
+    const pending = openRecognised(recognised, key);
     remember(byObject, key, pending);
     if (key !== object) remember(byObject, object, pending);
     return pending;
@@ -112,6 +98,37 @@ export function storeFor(cache: unknown, option = 'cache'): LockStore | Promise<
   checkCache('cache', object);
   const store = new PlainCacheStore(object as PlainCache);
   byObject.set(object, store);
+  return store;
+}
+
+/**
+ * The store for a recognised client or ORM. The one place where what an ORM holds is awaited:
+ * an ORM may hand over its client only once it has connected (MikroORM 7).
+ */
+async function openRecognised(recognised: Recognised, key: object): Promise<LockStore> {
+  // closeAll() may start afresh meanwhile: this store then belongs to the stores it closes.
+  const stores = byObject;
+  const held = await recognised.backend();
+  if ('url' in held) {
+    const store = await openUrl(held.url);
+    locations.set(store, whereIs(held.url));
+    return store;
+  }
+  const { entry, client } = held;
+  // Known only now, the client an ORM holds shares the store of that client passed itself.
+  const shared = client !== key && !isLentPool(client);
+  const known = shared ? stores.get(client) : undefined;
+  if (known !== undefined) return known;
+  // An ORM's pool keeps its settings (password, URL) where the ORM put them.
+  rememberClientSecrets(isLentPool(client) ? { options: client.settings } : client);
+  const backend = await loadBackend(entry);
+  const store = await backend.storeFromClient(client);
+  // A store may know better where its client is (one found behind a Keyv, say).
+  const location =
+    clientLocation(isLentPool(client) ? (client.settings ?? {}) : client, entry) ??
+    (store as { location?: unknown }).location;
+  if (typeof location === 'string') locations.set(store, location);
+  if (shared && !stores.has(client)) stores.set(client, store);
   return store;
 }
 
@@ -246,9 +263,13 @@ export async function closeAll(): Promise<void> {
   // stay up for them, or a script's last `await closeAll()` would end unsettled.
   const stayUp = setInterval(() => {}, 60_000);
   try {
+    // An ORM and the client it holds may have opened one store by two promises: close it once.
+    const closing = new Set<LockStore>();
     await Promise.allSettled(
       stores.map(async (entry) => {
         const store = await entry;
+        if (closing.has(store)) return;
+        closing.add(store);
         await store.close?.();
       }),
     );

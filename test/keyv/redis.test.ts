@@ -1,13 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import KeyvRedis from '@keyv/redis';
 import { createCache } from 'cache-manager';
-import { closeAll, Lock, LockedError, StoreError } from 'cachelock';
+import { closeAll, Lock, LockedError, type LockStore, newOwner, StoreError } from 'cachelock';
 import { keyvStore, storeFromClient } from 'cachelock/keyv';
 import { lockKeys } from 'cachelock/redis';
 import { runConformance } from 'cachelock/testing';
+import { Redis } from 'ioredis';
 import Keyv from 'keyv';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { freePort, serverOrSkip } from '../support/reachable.js';
+import { describePrimitives } from '../support/store-primitives.js';
 
 const reachable = await serverOrSkip('Redis', 6379);
 const url = 'redis://127.0.0.1:6379';
@@ -100,6 +102,42 @@ describe.runIf(reachable)('keyv + @keyv/redis on the shared Redis', () => {
     const lock = new Lock('down', { cache: keyv });
     await expect(lock.acquire()).rejects.toBeInstanceOf(StoreError);
     expect(lock.held).toBe(false);
+  });
+
+  it('passes the Redis store through whole: hand-offs that grant, several keys, permits, readers and writers', async () => {
+    const store = await keyvStore(redisKeyv());
+    expect(store.replaysWakeups).toBe(true);
+    expect(store.handoffGrants).toBe(true);
+    expect(Object.keys(store.capabilities ?? {}).sort()).toEqual([
+      'keys',
+      'permits',
+      'readersWriters',
+    ]);
+    // Under the namespace, as the exclusive keys are.
+    const client = new Redis(6379, '127.0.0.1');
+    try {
+      const owner = newOwner();
+      expect(
+        await store.capabilities!.permits!.acquire('render', owner, 10_000, {
+          limit: 2,
+          weight: 1,
+        }),
+      ).not.toBeNull();
+      const names = await client.keys(`*${run}:render*`);
+      expect(names.length).toBeGreaterThan(0);
+      expect(await store.capabilities!.permits!.release('render', owner)).toBe(true);
+      expect(await client.keys(`*${run}:render*`)).toEqual([]);
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  describe('the primitives over two Keyvs', () => {
+    const stores: LockStore[] = [];
+    beforeAll(async () => {
+      for (let i = 0; i < 2; i++) stores.push(await keyvStore(redisKeyv()));
+    });
+    describePrimitives(() => [stores[0]!, stores[1]!]);
   });
 
   runConformance({

@@ -1,5 +1,7 @@
 import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
+import { MikroORM as MariaDbMikroORM } from '@mikro-orm/mariadb';
+import { MikroORM as MySqlMikroORM } from '@mikro-orm/mysql';
 import { closeAll, Lock } from 'cachelock';
 import { drizzle } from 'drizzle-orm/mysql2';
 import knex from 'knex';
@@ -26,6 +28,25 @@ interface App {
 type Mysql2Pool = { _allConnections: { length: number }; _freeConnections: { length: number } };
 const mysql2InUse = (pool: Mysql2Pool) => () =>
   pool._allConnections.length - pool._freeConnections.length;
+
+type KnexPool = { numUsed(): number };
+
+const mikroOrmOptions = {
+  clientUrl: URL_,
+  entities: [],
+  discovery: { warnWhenNoEntities: false },
+  pool: { min: 0, max: 2 },
+};
+
+/** MikroORM 6 on its knex: the app's EntityManager (a fork) as the cache. */
+function mikroOrmApp(orm: {
+  em: { fork(): object; getConnection(): object };
+  close(): Promise<void>;
+}): App {
+  const connection = orm.em.getConnection() as { getKnex(): { client: { pool: KnexPool } } };
+  const pool = connection.getKnex().client.pool;
+  return { cache: orm.em.fork(), inUse: () => pool.numUsed(), end: () => orm.close() };
+}
 
 function sequelizeApp(sequelize: Sequelize): App {
   const pool = (sequelize.connectionManager as unknown as { pool: { using: number } }).pool;
@@ -64,6 +85,10 @@ const apps: Record<string, () => Promise<App>> = {
         pool: { min: 0, max: 2 },
       }),
     ),
+  'MikroORM (@mikro-orm/mysql, mysql2)': async () =>
+    mikroOrmApp(await MySqlMikroORM.init(mikroOrmOptions)),
+  'MikroORM (@mikro-orm/mariadb, mariadb)': async () =>
+    mikroOrmApp(await MariaDbMikroORM.init(mikroOrmOptions)),
 };
 
 describe.runIf(reachable)('an ORM as the cache, on MariaDB', () => {

@@ -101,7 +101,7 @@ describe('ORMs whose connection cannot serve locks are refused, saying what to p
     // CockroachDB speaks PostgreSQL's protocol through pg, but has no LISTEN.
     const db = knex({ client: 'cockroachdb', connection: {} });
     expect(() => new Lock('k', { cache: db })).toThrow(
-      /^cache: knex with the "cockroachdb" driver: cachelock runs on knex with pg, better-sqlite3 or mysql2$/,
+      /^cache: knex with the "cockroachdb" driver: cachelock runs on knex with pg, better-sqlite3, mysql2 or \(under MikroORM\) mariadb$/,
     );
     return db.destroy();
   });

@@ -19,6 +19,8 @@ interface App {
   database(): Database.Database;
   /** Connections of the app's pool checked out now (0 where it has no pool). */
   inUse(): number;
+  /** cachelock opens the file on a connection of its own (the ORM's transactions span awaits). */
+  ownConnection?: boolean;
   end(): Promise<void>;
 }
 
@@ -57,6 +59,7 @@ const apps: Record<string, MakeApp> = {
       cache: source,
       database: () => sqlite,
       inUse: () => 0,
+      ownConnection: true,
       end: () => source.destroy(),
     };
   },
@@ -98,8 +101,11 @@ describe('an ORM as the cache, on SQLite (better-sqlite3)', () => {
         .prepare('SELECT owner FROM cachelock_locks WHERE key = ?')
         .get('cachelock:report') as { owner: string } | undefined;
       expect(row?.owner).toBeTypeOf('string');
-      // No connection of cachelock's own: one would have switched the file to WAL.
-      expect(a.database().pragma('journal_mode', { simple: true })).toBe('delete');
+      // No connection of cachelock's own (one would have switched the file to WAL), except
+      // where the ORM keeps transactions open on its one connection, which a lock would join.
+      expect(a.database().pragma('journal_mode', { simple: true })).toBe(
+        a.ownConnection ? 'wal' : 'delete',
+      );
       expect(a.inUse()).toBe(0);
       expect(await new Lock('report', { cache: b.cache }).tryAcquire()).toBe(false);
 
@@ -119,6 +125,52 @@ describe('an ORM as the cache, on SQLite (better-sqlite3)', () => {
       expect(b.inUse()).toBe(0);
     });
   }
+
+  it('TypeORM: a transaction the app rolls back takes neither a grant nor a release with it', async () => {
+    const file = join(dir, 'typeorm-trx.db');
+    const source = new DataSource({ type: 'better-sqlite3', database: file });
+    await source.initialize();
+    ending.push({
+      cache: source,
+      database: () => null as never,
+      inUse: () => 0,
+      end: () => source.destroy(),
+    });
+    const rollback = new Error('roll back');
+    const granted = new Lock('granted-in-trx', { cache: source, ttl: '20s', autoExtend: false });
+    const released = new Lock('released-in-trx', { cache: source, ttl: '20s', autoExtend: false });
+    await released.acquire();
+    await expect(
+      source.transaction(async (manager) => {
+        await manager.query('SELECT 1');
+        // TypeORM keeps this transaction open on its one Database across these awaits.
+        await granted.acquire();
+        expect(await released.release()).toBe(true);
+        throw rollback;
+      }),
+    ).rejects.toBe(rollback);
+    // Both outcomes stand: the lock's statements never joined the app's transaction.
+    const other = new Database(file);
+    try {
+      expect(await new Lock('granted-in-trx', { cache: other }).tryAcquire()).toBe(false);
+      expect(await new Lock('released-in-trx', { cache: other }).tryAcquire()).toBe(true);
+    } finally {
+      other.close();
+    }
+    expect(await granted.release()).toBe(true);
+  });
+
+  it('TypeORM on an in-memory database is refused, naming what to pass', async () => {
+    const source = new DataSource({ type: 'better-sqlite3', database: ':memory:' });
+    await source.initialize();
+    try {
+      await expect(new Lock('in-memory', { cache: source }).acquire()).rejects.toThrow(
+        /^cache: TypeORM DataSource runs on an in-memory SQLite database, which no other connection can open; give it a file, or pass 'memory:'/,
+      );
+    } finally {
+      await source.destroy();
+    }
+  });
 
   it('knex: a lock waits for a transaction on the only connection instead of joining it', async () => {
     const db = knex({ client: 'better-sqlite3', connection: { filename: join(dir, 'trx.db') } });

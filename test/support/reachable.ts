@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,6 +72,30 @@ export function builtOrSkip(name: string, entries: string[]): boolean {
   const missing = entries.filter((entry) => !existsSync(join(packageRoot, 'dist', entry)));
   if (missing.length === 0) return true;
   const message = `dist/${missing.join(', dist/')} missing: run \`npm run build\` (npm test does)`;
+  if (process.env.CI === 'true') throw new Error(`${message} (CI=true: ${name} tests must run)`);
+  console.warn(`\n!!! SKIPPING ${name} tests: ${message} !!!\n`);
+  return false;
+}
+
+/**
+ * Whether a fixture package under test/ (its own package.json and lockfile, for a library that
+ * cannot sit in the root lockfile) has its pinned dependencies installed, as `.ci/run` installs
+ * them. Under CI=true a missing or stale install fails the suite; elsewhere the suite is skipped
+ * with a loud warning.
+ */
+export function fixtureOrSkip(name: string, dir: string): boolean {
+  const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as {
+    dependencies: Record<string, string>;
+  };
+  const stale = Object.entries(manifest.dependencies).filter(([dependency, version]) => {
+    const installed = join(dir, 'node_modules', dependency, 'package.json');
+    return (
+      !existsSync(installed) || JSON.parse(readFileSync(installed, 'utf8')).version !== version
+    );
+  });
+  if (stale.length === 0) return true;
+  const relative = dir.startsWith(packageRoot) ? dir.slice(packageRoot.length) : dir;
+  const message = `${stale.map(([dependency, version]) => `${dependency}@${version}`).join(', ')} not installed in ${relative}: run \`npm ci --prefix ${relative}\` (.ci/run does)`;
   if (process.env.CI === 'true') throw new Error(`${message} (CI=true: ${name} tests must run)`);
   console.warn(`\n!!! SKIPPING ${name} tests: ${message} !!!\n`);
   return false;
