@@ -240,6 +240,11 @@ export const backends: Backend[] = [
     push: true,
     ttlMs: 800,
     nemeses: ['terminate-backends', 'restart-server', 'pause-holder', 'cut'],
+    // Waiters of permits and readers/writers are pushed too: their longest poll is 1 s.
+    workloads: [
+      ['semaphore', 'kill-holder'],
+      ['rw', 'terminate-backends'],
+    ],
     possible: onADatabase,
     async start() {
       const server = await startMariadbServer();
@@ -298,8 +303,9 @@ export const backends: Backend[] = [
     fences: false,
     push: false,
     ttlMs: 600,
-    // memcached's clock ticks in whole seconds: the item lives the ttl rounded up, plus one.
-    leaseMs: (ttlMs) => Math.ceil(ttlMs / 1_000) * 1_000 + 1_000,
+    // memcached's clock ticks in whole seconds: the item lives the ttl rounded up, plus three
+    // (src/memcached/lease.ts).
+    leaseMs: (ttlMs) => (Math.ceil(ttlMs / 1_000) + 3) * 1_000,
     nemeses: ['restart-server', 'pause-holder', 'stall'],
     possible: onAServer,
     limits: { 'restart-server': forgetsOnRestart('memcached', false) },

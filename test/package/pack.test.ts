@@ -20,11 +20,13 @@ const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as
  * The gzipped tarball may not grow past this without a reason (it was 462 kB with source maps,
  * 177 kB without; 274 kB with the MySQL and etcd entry points, about 40 kB of code each in ESM
  * and CommonJS, and several keys, permits and readers/writers; 307 kB with etcd's permits and
- * readers/writers and the SQLite and Memcached lines and wake-ups).
+ * readers/writers and the SQLite and Memcached lines and wake-ups; 333 kB with MySQL's wake-ups
+ * for permits and readers/writers, etcd's hand-offs and spare leases, MikroORM 7 and the
+ * rewritten waiter).
  */
-const PACKED_BUDGET = 330_000;
-/** Nor the files in it, unpacked (1.23 MB then). */
-const UNPACKED_BUDGET = 1_350_000;
+const PACKED_BUDGET = 350_000;
+/** Nor the files in it, unpacked (1.32 MB then). */
+const UNPACKED_BUDGET = 1_400_000;
 
 /** One value export per entry point, to prove its types are the real ones and not `any`. */
 const probe: Record<string, string> = {
