@@ -7,7 +7,6 @@
 //   node bench/etcd.mjs   (BENCH_ROUNDS, BENCH_PAIRS, BENCH_CONTENDED_MS tune it;
 //                          BENCH_ONLY=uncontended,contended,manyKeys,semaphore picks sections)
 
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Semaphore as InProcessSemaphore } from 'async-mutex';
 import { Lock, Semaphore } from 'cachelock';
@@ -20,7 +19,17 @@ import {
   isWorker,
   workerMain,
 } from './contention.mjs';
-import { fmt, interleave, interleaveStats, median, perCall, ratio, table } from './lib.mjs';
+import {
+  fmt,
+  inProcessSemaphore,
+  interleaveStats,
+  median,
+  perCall,
+  permitTaker,
+  ratio,
+  semaphoreRound,
+  table,
+} from './lib.mjs';
 import { startEtcd } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -61,6 +70,82 @@ class LockService {
 
 const baseOf = (url) => `http://${new URL(url).host}`;
 
+// What etcd did, from its /metrics: requests as the gRPC server received them (the gateway's
+// included, since it calls the gRPC server; the lock service's own KV calls are in-process and
+// show only in the mvcc and raft counters), raft writes (proposals committed), and the mvcc and
+// lease operations behind them.
+const COUNTERS = {
+  writes: 'etcd_server_proposals_committed_total',
+  puts: 'etcd_mvcc_put_total',
+  deletes: 'etcd_mvcc_delete_total',
+  grants: 'etcd_debugging_lease_granted_total',
+  revokes: 'etcd_debugging_lease_revoked_total',
+  renewals: 'etcd_debugging_lease_renewed_total',
+};
+const REQUESTS = /^grpc_server_msg_received_total\{grpc_method="(\w+)"/;
+
+async function etcdCounts(base) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const counts = { requests: 0, by: {} };
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const [name, value] = line.split(' ');
+    const method = REQUESTS.exec(name)?.[1];
+    if (method !== undefined) {
+      counts.requests += Number(value);
+      counts.by[method] = (counts.by[method] ?? 0) + Number(value);
+    }
+    for (const [what, metric] of Object.entries(COUNTERS)) {
+      if (name === metric) counts[what] = Number(value);
+    }
+  }
+  return counts;
+}
+
+/** The counts between two snapshots, per section. */
+function perSection(before, after, sections) {
+  const out = { by: {} };
+  for (const what of ['requests', ...Object.keys(COUNTERS)]) {
+    out[what] = ((after[what] ?? 0) - (before[what] ?? 0)) / sections;
+  }
+  for (const [method, value] of Object.entries(after.by)) {
+    const n = (value - (before.by[method] ?? 0)) / sections;
+    if (n > 0.005) out.by[method] = n;
+  }
+  return out;
+}
+
+/** Per case, the median of each count over the rounds. */
+function countsTable(names, samples) {
+  const mid = (name, what) => median(samples.get(name).map((s) => s[what]));
+  return table(
+    [
+      'case',
+      'requests',
+      'raft writes',
+      'puts',
+      'deletes',
+      'grants',
+      'revokes',
+      'keep-alives',
+      'requests by method',
+    ],
+    names.map((name) => {
+      const methods = new Set(samples.get(name).flatMap((s) => Object.keys(s.by)));
+      const by = [...methods]
+        .map((m) => `${m} ${fmt(median(samples.get(name).map((s) => s.by[m] ?? 0)))}`)
+        .join(', ');
+      return [
+        name,
+        ...['requests', 'writes', 'puts', 'deletes', 'grants', 'revokes', 'renewals'].map((w) =>
+          fmt(mid(name, w)),
+        ),
+        by,
+      ];
+    }),
+  );
+}
+
 const only = process.env.BENCH_ONLY?.split(',');
 const wanted = (section) => !only || only.includes(section);
 
@@ -77,14 +162,7 @@ async function main() {
   console.log(`etcd at ${url} (one member), ${ROUNDS} rounds interleaved, medians\n`);
   try {
     if (wanted('uncontended')) await uncontended(setup);
-    if (wanted('contended')) {
-      await contendedTable({
-        script: fileURLToPath(import.meta.url),
-        contenders: ['etcd lock service', 'cachelock (watches)'],
-        rounds: ROUNDS,
-        configFor: (name, n) => ({ url, name, key: `bench:${run}:contended:${n}` }),
-      });
-    }
+    if (wanted('contended')) await contended(setup);
     if (wanted('manyKeys')) await manyKeys(setup);
     if (wanted('semaphore')) await semaphore(setup);
   } finally {
@@ -96,7 +174,7 @@ async function main() {
   }
 }
 
-async function uncontended({ service, sharedLease, store, viaEtcd3, run }) {
+async function uncontended({ url, service, sharedLease, store, client, viaEtcd3, run }) {
   const { newOwner } = await import('cachelock');
   {
     const variants = {
@@ -122,8 +200,18 @@ async function uncontended({ service, sharedLease, store, viaEtcd3, run }) {
         if (!(await viaEtcd3.acquire(key, owner, TTL_S * 1000))) throw new Error('acquire');
         if (!(await viaEtcd3.release(key, owner))) throw new Error('release');
       },
+      "etcd3's Lock (grant + put, revoke): acquire + release": async (i) => {
+        const lock = client.lock(`bench:${run}:etcd3lock:${i}`).ttl(TTL_S);
+        await lock.acquire();
+        await lock.release();
+      },
       'Lock (JSON gateway): acquire + release': async (i) => {
         const lock = new Lock(`bench:${run}:lock:${i}`, { cache: store, ttl: `${TTL_S}s` });
+        await lock.acquire();
+        await lock.release();
+      },
+      'Lock (etcd3 client): acquire + release': async (i) => {
+        const lock = new Lock(`bench:${run}:lock3:${i}`, { cache: viaEtcd3, ttl: `${TTL_S}s` });
         await lock.acquire();
         await lock.release();
       },
@@ -131,21 +219,85 @@ async function uncontended({ service, sharedLease, store, viaEtcd3, run }) {
     const cases = Object.entries(variants).map(([name, pair]) => ({ name, pair }));
     let counter = 0;
     for (const c of cases) for (let i = 0; i < 50; i++) await c.pair(-i - 1);
-    const results = await interleave(cases, ROUNDS, (c) => perCall(() => c.pair(counter++), PAIRS));
+    const counts = new Map(cases.map((c) => [c.name, []]));
+    const results = await interleaveStats(cases, ROUNDS, async (c) => {
+      const before = await etcdCounts(baseOf(url));
+      const cpuBefore = process.cpuUsage();
+      const value = await perCall(() => c.pair(counter++), PAIRS);
+      const cpu = process.cpuUsage(cpuBefore);
+      counts.get(c.name).push(perSection(before, await etcdCounts(baseOf(url)), PAIRS));
+      return { value, cpuUs: (cpu.user + cpu.system) / PAIRS };
+    });
     const base = results.get(cases[0].name);
     console.log('### Uncontended acquire+release, one process\n');
     console.log(
       table(
-        ['case', 'us per acquire+release', 'vs lock service on one lease'],
+        [
+          'case',
+          'us per acquire+release',
+          'vs lock service on one lease (range)',
+          'client CPU us per pair',
+        ],
         cases.map((c) => [
           c.name,
-          fmt(results.get(c.name), 1),
-          `${fmt(results.get(c.name) / base)}x`,
+          fmt(results.get(c.name).median, 1),
+          ratio(results.get(c.name), base),
+          fmt(results.get(c.name).cpuUs, 1),
         ]),
+      ),
+    );
+    console.log('\netcd per acquire+release (medians of rounds):\n');
+    console.log(
+      countsTable(
+        cases.map((c) => c.name),
+        counts,
       ),
     );
     console.log('');
   }
+}
+
+const CONTENDERS = ['etcd lock service', 'cachelock (JSON gateway)', 'cachelock (etcd3 client)'];
+
+/** 4 processes on one key; per round, the sections, the workers' CPU and etcd's counts. */
+async function contended({ url, run }) {
+  const rounds = new Map(CONTENDERS.map((name) => [name, []]));
+  const counts = new Map(CONTENDERS.map((name) => [name, []]));
+  const { cpu } = await contendedTable({
+    script: fileURLToPath(import.meta.url),
+    contenders: CONTENDERS,
+    rounds: ROUNDS,
+    configFor: (name, n) => ({ url, name, key: `bench:${run}:contended:${n}` }),
+    aroundFor: (name) => {
+      let before;
+      return {
+        before: async () => {
+          before = await etcdCounts(baseOf(url));
+        },
+        after: async (reports) => {
+          const sections = reports.reduce((sum, r) => sum + r.sections, 0);
+          rounds.get(name).push(sections / (CONTENDED_MS / 1000));
+          counts.get(name).push(perSection(before, await etcdCounts(baseOf(url)), sections));
+        },
+      };
+    },
+  });
+  const anchor = { values: rounds.get(CONTENDERS[0]) };
+  console.log('Against the lock service, round by round:\n');
+  console.log(
+    table(
+      ['library', 'sections/s', 'vs lock service (range)', 'CPU us per section (all workers)'],
+      CONTENDERS.map((name) => [
+        name,
+        fmt(median(rounds.get(name)), 0),
+        ratio({ values: rounds.get(name) }, anchor),
+        fmt(median(cpu.get(name)), 0),
+      ]),
+    ),
+  );
+  console.log('\netcd per section (medians of rounds):\n');
+  console.log(countsTable(CONTENDERS, counts));
+  console.log('');
 }
 
 /** The store with its exclusive lock only: `Lock([...])` then takes the keys one at a time. */
@@ -225,16 +377,7 @@ async function semaphore({ url, client, run }) {
   const contenders = [
     {
       name: `async-mutex Semaphore(${PERMITS}) in one process (the limit)`,
-      open: () => {
-        const shared = new InProcessSemaphore(PERMITS);
-        return {
-          takers: Array.from({ length: SEM_WORKERS }, () => async () => {
-            const [, release] = await shared.acquire();
-            return release;
-          }),
-          close: async () => {},
-        };
-      },
+      open: () => inProcessSemaphore(InProcessSemaphore, PERMITS, SEM_WORKERS),
     },
     ...[
       ['JSON gateway', () => storeFromUrl(new URL(url))],
@@ -252,10 +395,7 @@ async function semaphore({ url, client, run }) {
               ttl: `${TTL_S}s`,
               wait: '30s',
             });
-            return async () => {
-              const permit = await semaphore.acquire();
-              return () => permit.release();
-            };
+            return permitTaker(semaphore);
           }),
           close: () => Promise.all(stores.map((store) => store.close())),
         };
@@ -263,34 +403,22 @@ async function semaphore({ url, client, run }) {
     })),
   ];
   const worst = new Map(contenders.map((c) => [c.name, []]));
+  const counts = new Map(contenders.map((c) => [c.name, []]));
   const rates = await interleaveStats(contenders, ROUNDS, async (contender) => {
     const { takers, close } = contender.open();
     // Watches and spare leases set up before the clock starts.
     for (const take of takers) await (await take())();
-    let sections = 0;
-    let worstWait = 0;
-    let inside = 0;
-    const cpuBefore = process.cpuUsage();
-    const stopAt = performance.now() + CONTENDED_MS;
-    await Promise.all(
-      takers.map(async (take) => {
-        while (performance.now() < stopAt) {
-          const asked = performance.now();
-          const release = await take();
-          worstWait = Math.max(worstWait, performance.now() - asked);
-          if (++inside > PERMITS) throw new Error(`${contender.name}: too many holders`);
-          await sleep(1);
-          inside--;
-          await release();
-          sections++;
-          await sleep(Math.random() * 2);
-        }
-      }),
+    const before = await etcdCounts(baseOf(url));
+    const { sections, worstWait, cpuUs } = await semaphoreRound(
+      contender.name,
+      takers,
+      PERMITS,
+      CONTENDED_MS,
     );
-    const cpu = process.cpuUsage(cpuBefore);
+    counts.get(contender.name).push(perSection(before, await etcdCounts(baseOf(url)), sections));
     await close();
     worst.get(contender.name).push(worstWait);
-    return { value: sections / (CONTENDED_MS / 1000), cpuUs: (cpu.user + cpu.system) / sections };
+    return { value: sections / (CONTENDED_MS / 1000), cpuUs };
   });
   const limit = rates.get(contenders[0].name);
   console.log(
@@ -314,6 +442,13 @@ async function semaphore({ url, client, run }) {
       ]),
     ),
   );
+  console.log('\netcd per section (medians of rounds; the in-process limit makes none):\n');
+  console.log(
+    countsTable(
+      contenders.slice(1).map((c) => c.name),
+      counts,
+    ),
+  );
   console.log('');
 }
 
@@ -334,10 +469,15 @@ if (isWorker()) {
         close: () => service.revoke(lease),
       };
     }
-    const store = storeFromUrl(new URL(url));
+    const client =
+      name === 'cachelock (etcd3 client)' ? new Etcd3({ hosts: baseOf(url) }) : undefined;
+    const store = client ? etcdStore(client) : storeFromUrl(new URL(url));
     return {
       withLock: cachelockWithLock(Lock, key, { cache: store, ttl: `${TTL_S}s` }),
-      close: () => store.close(),
+      close: async () => {
+        await store.close();
+        client?.close();
+      },
     };
   });
 } else {

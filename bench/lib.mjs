@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 // Small helpers shared by the benchmarks: interleaved rounds, medians, a markdown table.
 
 export const median = (values) => {
@@ -75,3 +76,53 @@ export function table(headers, rows) {
 
 export const fmt = (value, digits = 2) =>
   Number.isFinite(value) ? value.toFixed(digits) : String(value);
+
+/**
+ * One round of the semaphore case: each of `takers` (`() => Promise<release>`) loops for `ms`,
+ * holding 1 ms and pausing 0-2 ms between sections, checking that at most `permits` are inside.
+ * Returns the sections, the worst wait (ms) and this process's CPU time per section (us).
+ */
+export async function semaphoreRound(name, takers, permits, ms) {
+  let sections = 0;
+  let worstWait = 0;
+  let inside = 0;
+  const cpuBefore = process.cpuUsage();
+  const stopAt = performance.now() + ms;
+  await Promise.all(
+    takers.map(async (take) => {
+      while (performance.now() < stopAt) {
+        const asked = performance.now();
+        const release = await take();
+        worstWait = Math.max(worstWait, performance.now() - asked);
+        if (++inside > permits) throw new Error(`${name}: too many holders`);
+        await sleep(1);
+        inside--;
+        await release();
+        sections++;
+        await sleep(Math.random() * 2);
+      }
+    }),
+  );
+  const cpu = process.cpuUsage(cpuBefore);
+  return { sections, worstWait, cpuUs: (cpu.user + cpu.system) / sections };
+}
+
+/** The semaphore case's in-process limit: `workers` takers of one async-mutex `Semaphore`. */
+export function inProcessSemaphore(Semaphore, permits, workers) {
+  const shared = new Semaphore(permits);
+  return {
+    takers: Array.from({ length: workers }, () => async () => {
+      const [, release] = await shared.acquire();
+      return release;
+    }),
+    close: async () => {},
+  };
+}
+
+/** A taker for `semaphoreRound`: a permit of `semaphore`, and the function that releases it. */
+export function permitTaker(semaphore) {
+  return async () => {
+    const permit = await semaphore.acquire();
+    return () => permit.release();
+  };
+}

@@ -1,8 +1,10 @@
 // Memcached: the library against the floor (the raw commands without it), and 4 processes
-// contending on one key. Uses the BUILT package (`npm run build` first) and its own memcached
-// on a free loopback port, or MEMCACHED_URL. Prints a markdown table.
+// contending on one key beside the store-free floors (contention.mjs). Uses the BUILT package
+// (`npm run build` first) and its own memcached on a free loopback port, or MEMCACHED_URL.
+// Prints markdown tables.
 //
-//   node bench/memcached.mjs   (BENCH_ROUNDS, BENCH_PAIRS, BENCH_CONTENDED_MS tune it)
+//   node bench/memcached.mjs   (BENCH_ROUNDS, BENCH_PAIRS, BENCH_CONTENDED_MS tune it;
+//                               BENCH_ONLY=uncontended or BENCH_ONLY=contended runs one section)
 
 import { once } from 'node:events';
 import { Socket } from 'node:net';
@@ -15,6 +17,8 @@ import { startMemcached } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 500);
+const only = process.env.BENCH_ONLY?.split(',');
+const wanted = (section) => only === undefined || only.includes(section);
 
 /** The floor: a lock with nothing but memcached's own commands, add then delete, on one socket. */
 class RawMemcached {
@@ -93,35 +97,41 @@ async function main() {
         await lock.release();
       },
     };
-    const cases = Object.entries(variants).map(([name, pair]) => ({ name, pair }));
-    let counter = 0;
-    for (const c of cases) for (let i = 0; i < 500; i++) await c.pair(-i - 1);
-    const results = await interleave(cases, ROUNDS, (c) => perCall(() => c.pair(counter++), PAIRS));
-    const floor = results.get(cases[0].name);
     console.log(`memcached at ${url}, ${ROUNDS} rounds interleaved, medians\n`);
-    console.log('### Uncontended acquire+release, one process\n');
-    console.log(
-      table(
-        ['case', 'us per acquire+release', 'vs floor'],
-        cases.map((c) => [
-          c.name,
-          fmt(results.get(c.name), 1),
-          `${fmt(results.get(c.name) / floor)}x`,
-        ]),
-      ),
-    );
-    console.log('');
-    await contendedTable({
-      script: fileURLToPath(import.meta.url),
-      contenders: ['cachelock'],
-      rounds: ROUNDS,
-      configFor: (_name, n) => ({ url, key: `bench:${run}:contended:${n}` }),
-    });
+    if (wanted('uncontended')) await uncontended(variants);
+    if (wanted('contended'))
+      await contendedTable({
+        script: fileURLToPath(import.meta.url),
+        contenders: ['cachelock'],
+        rounds: ROUNDS,
+        floors: true,
+        configFor: (_name, n) => ({ url, key: `bench:${run}:contended:${n}` }),
+      });
   } finally {
     raw.close();
     await store.close();
     own?.stop();
   }
+}
+
+async function uncontended(variants) {
+  const cases = Object.entries(variants).map(([name, pair]) => ({ name, pair }));
+  let counter = 0;
+  for (const c of cases) for (let i = 0; i < 500; i++) await c.pair(-i - 1);
+  const results = await interleave(cases, ROUNDS, (c) => perCall(() => c.pair(counter++), PAIRS));
+  const floor = results.get(cases[0].name);
+  console.log('### Uncontended acquire+release, one process\n');
+  console.log(
+    table(
+      ['case', 'us per acquire+release', 'vs floor'],
+      cases.map((c) => [
+        c.name,
+        fmt(results.get(c.name), 1),
+        `${fmt(results.get(c.name) / floor)}x`,
+      ]),
+    ),
+  );
+  console.log('');
 }
 
 if (isWorker()) {

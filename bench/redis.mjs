@@ -11,7 +11,17 @@ import { Semaphore as PeerSemaphore, Mutex as SemaphoreMutex } from 'redis-semap
 
 const { closeAll, Lock, newOwner } = cachelock;
 
-import { fmt, interleave, interleaveStats, median, perCall, ratio, table } from './lib.mjs';
+import {
+  fmt,
+  interleave,
+  interleaveStats,
+  median,
+  perCall,
+  permitTaker,
+  ratio,
+  semaphoreRound,
+  table,
+} from './lib.mjs';
 import { startRedis } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -600,10 +610,7 @@ function cachelockSemaphore() {
           ttl: TTL,
           wait: '30s',
         });
-        return async () => {
-          const permit = await semaphore.acquire();
-          return () => permit.release();
-        };
+        return permitTaker(semaphore);
       },
     };
   }
@@ -656,32 +663,17 @@ async function semaphore() {
     const acquires = clients.map((client) => contender.take(client, key));
     // Connections up and scripts loaded before the clock starts, for both alike.
     for (const acquire of acquires) await (await acquire())();
-    let sections = 0;
-    let worstWait = 0;
-    let inside = 0;
     const before = await serverCost(admin);
-    const cpuBefore = process.cpuUsage();
-    const stopAt = performance.now() + CONTENDED_MS;
-    await Promise.all(
-      acquires.map(async (acquire) => {
-        while (performance.now() < stopAt) {
-          const asked = performance.now();
-          const release = await acquire();
-          worstWait = Math.max(worstWait, performance.now() - asked);
-          if (++inside > PERMITS) throw new Error(`${contender.name}: too many holders`);
-          await sleep(1);
-          inside--;
-          await release();
-          sections++;
-          await sleep(Math.random() * 2);
-        }
-      }),
+    const { sections, worstWait, cpuUs } = await semaphoreRound(
+      contender.name,
+      acquires,
+      PERMITS,
+      CONTENDED_MS,
     );
-    const cpu = process.cpuUsage(cpuBefore);
     server.get(contender.name).push(costSince(before, await serverCost(admin), sections));
     for (const c of clients) c.disconnect();
     worst.get(contender.name).push(worstWait);
-    return { value: sections / (CONTENDED_MS / 1000), cpuUs: (cpu.user + cpu.system) / sections };
+    return { value: sections / (CONTENDED_MS / 1000), cpuUs };
   });
   admin.disconnect();
   const peer = rates.get(contendersOf[1].name);

@@ -14,7 +14,7 @@ const all = readdirSync(here)
   .filter(
     (file) =>
       file.endsWith('.mjs') &&
-      !['run.mjs', 'lib.mjs', 'contention.mjs', 'servers.mjs'].includes(file),
+      !['run.mjs', 'lib.mjs', 'contention.mjs', 'floor.mjs', 'servers.mjs'].includes(file),
   )
   .map((file) => file.replace(/\.mjs$/, ''));
 const chosen = wanted.length > 0 ? all.filter((name) => wanted.includes(name)) : all;

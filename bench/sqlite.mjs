@@ -1,6 +1,7 @@
 // SQLite: cachelock against the floor (the store's own statements issued raw through
 // better-sqlite3, no library) and proper-lockfile (the file-lock peer), then 4 processes
-// contending on one key. Needs the built package (npm run build).
+// contending on one key beside the store-free floors (contention.mjs). Needs the built package
+// (npm run build). BENCH_ONLY=uncontended or BENCH_ONLY=contended runs one section.
 import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 2_000);
 const TTL = 10_000;
 const contenders = ['cachelock', 'proper-lockfile (retry 1-10 ms)'];
+const only = process.env.BENCH_ONLY?.split(',');
+const wanted = (section) => only === undefined || only.includes(section);
 
 if (isWorker()) await workerMain(makeLock);
 else await main();
@@ -29,8 +32,8 @@ async function main() {
     console.log(
       `SQLite ${version} via better-sqlite3 (WAL, synchronous=NORMAL), file in ${tmpdir()}, ${ROUNDS} rounds interleaved, medians\n`,
     );
-    await uncontended(dir);
-    await contended(dir);
+    if (wanted('uncontended')) await uncontended(dir);
+    if (wanted('contended')) await contended(dir);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -126,6 +129,7 @@ async function contended(dir) {
     script: fileURLToPath(import.meta.url),
     contenders,
     rounds: ROUNDS,
+    floors: true,
     configFor: (library, run) => {
       const path = join(dir, `contended-${run}.sqlite`);
       closeSync(openSync(path, 'a'));
