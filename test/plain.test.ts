@@ -7,6 +7,12 @@ import { forceRelease } from '../src/cli/release.js';
 interface MapCacheOptions {
   /** Keep every value until it is deleted, as some custom caches do. */
   ignoresTtl?: boolean;
+  /**
+   * Count the ttl in whole seconds, rounded down: what a cache on memcached does at worst, whose
+   * once-a-second clock can skip a second.
+   */
+  wholeSeconds?: boolean;
+  now?: () => number;
 }
 
 /**
@@ -14,15 +20,20 @@ interface MapCacheOptions {
  * add, compareAndSet and compareAndDelete, each checking and writing in one synchronous step
  * (atomic for everyone sharing this Map).
  */
-function mapCache({ ignoresTtl = false }: MapCacheOptions = {}): Required<PlainCache> {
+function mapCache({
+  ignoresTtl = false,
+  wholeSeconds = false,
+  now = Date.now,
+}: MapCacheOptions = {}): Required<PlainCache> {
   const entries = new Map<string, { value: unknown; expiresAt: number }>();
   const live = (key: string) => {
     const entry = entries.get(key);
-    if (entry && !ignoresTtl && entry.expiresAt <= Date.now()) entries.delete(key);
+    if (entry && !ignoresTtl && entry.expiresAt <= now()) entries.delete(key);
     return entries.get(key);
   };
   const put = (key: string, value: unknown, ttlMs: number) => {
-    entries.set(key, { value, expiresAt: Date.now() + ttlMs });
+    const keptMs = wholeSeconds ? Math.floor(ttlMs / 1_000) * 1_000 : ttlMs;
+    entries.set(key, { value, expiresAt: now() + keptMs });
   };
   return {
     get: async (key) => live(key)?.value,
@@ -125,6 +136,47 @@ describe('plain-cache adapter: two processes over one cache', () => {
     const cache = without(mapCache(), 'compareAndSet', 'compareAndDelete');
     expect(await race(cache, 200)).toEqual({ doubles: 0, nobody: 200 });
   }, 60_000);
+});
+
+describe('plain-cache adapter: a cache that drops values early', () => {
+  it('keeps a live lease over a cache that counts whole seconds, with a ttl a few seconds longer than the lease', async () => {
+    let t = 1_000_000;
+    const now = () => t;
+    const cache = mapCache({ wholeSeconds: true, now });
+    const [first, second] = [0, 1].map(() => plainCacheStore(cache, { now }));
+    const k = key('early');
+    expect(await first!.acquire(k, 'h:1:a:1', 1_500)).not.toBeNull();
+    // The cache would have dropped a value given 1.5 s after one second.
+    t += 1_200;
+    expect(await second!.acquire(k, 'h:2:b:1', 1_500)).toBeNull();
+    expect(await first!.extend(k, 'h:1:a:1', 1_500)).toBe(true);
+    t += 1_200;
+    expect(await second!.acquire(k, 'h:2:b:1', 1_500)).toBeNull();
+    // Over by the value's own expiry: the next holder takes it, and its release leaves nothing.
+    t += 400;
+    expect(await second!.acquire(k, 'h:2:b:1', 1_500)).not.toBeNull();
+    expect(await second!.release(k, 'h:2:b:1')).toBe(true);
+    expect(await cache.get(k)).toBeUndefined();
+  });
+
+  it('gives a cache with add alone the ttl as is: its expiry is the one that frees the key', async () => {
+    const ttls: number[] = [];
+    const inner = without(mapCache(), 'compareAndSet', 'compareAndDelete');
+    const cache = {
+      ...inner,
+      add: (k: string, v: string, ttlMs: number) => {
+        ttls.push(ttlMs);
+        return inner.add(k, v, ttlMs);
+      },
+    };
+    const store = plainCacheStore(cache);
+    const k = key('add-only');
+    expect(await store.acquire(k, 'h:1:a:1', 1_500)).not.toBeNull();
+    expect(ttls).toEqual([1_500]);
+    await store.release(k, 'h:1:a:1');
+    // Its warning (a cache with add alone) is emitted on the next tick: here, not in a later test.
+    await new Promise((resolve) => setImmediate(resolve));
+  });
 });
 
 describe('plain-cache adapter: what it says about itself', () => {

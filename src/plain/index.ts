@@ -44,6 +44,17 @@ const ATTEMPTS = 3;
  */
 export const UNKNOWN_OWNER = '';
 
+/**
+ * How long the cache is asked to keep a lease's value when the expiry inside the value decides:
+ * its ttl rounded up to whole seconds, plus three, so that the cache's own expiry only clears
+ * what is left behind. A cache that counts whole seconds (a Keyv or cache-manager on memcached,
+ * whose clock skips a second now and then) would otherwise drop a live lease early, and another
+ * holder take the key.
+ */
+function paddedTtlMs(ttlMs: number): number {
+  return Math.ceil(ttlMs / 1_000) * 1_000 + 3_000;
+}
+
 const warned = new WeakSet<object>();
 // Per cache object, so that every adapter over one cache in this process waits its turn.
 const queuesByCache = new WeakMap<object, Map<string, Promise<unknown>>>();
@@ -74,6 +85,8 @@ export class PlainCacheStore implements LockStore {
   readonly #canAdd: boolean;
   readonly #canCompareAndSet: boolean;
   readonly #canCompareAndDelete: boolean;
+  /** The ttl the cache is given for a lease of `ttlMs`. */
+  readonly #cacheTtl: (ttlMs: number) => number;
 
   constructor(cache: PlainCache, options: PlainCacheStoreOptions = {}) {
     const missing = missingCacheMethods(cache);
@@ -89,6 +102,11 @@ export class PlainCacheStore implements LockStore {
     this.#canCompareAndSet = typeof cache.compareAndSet === 'function';
     this.#canCompareAndDelete = typeof cache.compareAndDelete === 'function';
     this.atomic = this.#canAdd && this.#canCompareAndSet && this.#canCompareAndDelete;
+    // With `add` alone the cache's expiry is the only one that frees a key, so it is the ttl as is.
+    this.#cacheTtl =
+      this.#canAdd && !this.#canCompareAndSet && !this.#canCompareAndDelete
+        ? (ttlMs) => ttlMs
+        : paddedTtlMs;
     let queues = queuesByCache.get(cache);
     if (queues === undefined) queuesByCache.set(cache, (queues = new Map()));
     this.#queues = queues;
@@ -99,15 +117,15 @@ export class PlainCacheStore implements LockStore {
     return this.#serial(key, async () => {
       const value = encode(owner, this.#now() + ttlMs);
       // The common case, a free key, in one round trip.
-      if (this.#canAdd && (await this.#cache.add!(key, value, ttlMs))) return {};
+      if (this.#canAdd && (await this.#cache.add!(key, value, this.#cacheTtl(ttlMs)))) return {};
       for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
         const found = await this.#read(key);
         if (found.kind === 'free') {
           if (!this.#canAdd) {
-            await this.#cache.set(key, value, ttlMs);
+            await this.#cache.set(key, value, this.#cacheTtl(ttlMs));
             return {};
           }
-          if (await this.#cache.add!(key, value, ttlMs)) return {};
+          if (await this.#cache.add!(key, value, this.#cacheTtl(ttlMs))) return {};
           continue;
         }
         if (found.kind === 'foreign') return null;
@@ -115,11 +133,12 @@ export class PlainCacheStore implements LockStore {
         // Our own lease to refresh, or an expired one to take over: only against the value read,
         // so that two processes taking over one expired lease cannot both succeed.
         if (this.#canCompareAndSet) {
-          if (await this.#cache.compareAndSet!(key, found.raw, value, ttlMs)) return {};
+          if (await this.#cache.compareAndSet!(key, found.raw, value, this.#cacheTtl(ttlMs)))
+            return {};
           continue;
         }
         if (found.owner === owner || !this.#canAdd) {
-          await this.#cache.set(key, value, ttlMs);
+          await this.#cache.set(key, value, this.#cacheTtl(ttlMs));
           return {};
         }
         if (this.#canCompareAndDelete) {
@@ -184,9 +203,9 @@ export class PlainCacheStore implements LockStore {
   /** Replace `raw` with `value`: atomically with compareAndSet, else after the caller's read. */
   async #setIfStill(key: string, raw: unknown, value: string, ttlMs: number): Promise<boolean> {
     if (this.#canCompareAndSet) {
-      return Boolean(await this.#cache.compareAndSet!(key, raw, value, ttlMs));
+      return Boolean(await this.#cache.compareAndSet!(key, raw, value, this.#cacheTtl(ttlMs)));
     }
-    await this.#cache.set(key, value, ttlMs);
+    await this.#cache.set(key, value, this.#cacheTtl(ttlMs));
     return true;
   }
 
