@@ -159,6 +159,24 @@ describe('plain-cache adapter: a cache that drops values early', () => {
     expect(await cache.get(k)).toBeUndefined();
   });
 
+  it('never asks the cache to keep a value past what a timer counts, unless the lease is longer', async () => {
+    const ttls: number[] = [];
+    const inner = mapCache();
+    const cache = {
+      ...inner,
+      add: (k: string, v: string, ttlMs: number) => {
+        ttls.push(ttlMs);
+        return inner.add(k, v, ttlMs);
+      },
+    };
+    const store = plainCacheStore(cache);
+    const k = key('long');
+    expect(await store.acquire(k, 'h:1:a:1', 2 ** 31 - 2_000)).not.toBeNull();
+    expect(await store.release(k, 'h:1:a:1')).toBe(true);
+    expect(await store.acquire(k, 'h:1:a:2', 1_200)).not.toBeNull();
+    expect(ttls).toEqual([2 ** 31 - 1, 5_000]);
+  });
+
   it('gives a cache with add alone the ttl as is: its expiry is the one that frees the key', async () => {
     const ttls: number[] = [];
     const inner = without(mapCache(), 'compareAndSet', 'compareAndDelete');

@@ -176,7 +176,9 @@ class RetryingStore implements LockStore {
   }
 
   async release(key: string, owner: string, keepMs?: number) {
-    return (await this.#ready()).release(key, owner, keepMs);
+    // Never opened: nothing was taken here, and giving up an owner must not open the cache.
+    if (this.#store === undefined) return false;
+    return this.#store.release(key, owner, keepMs);
   }
 
   async extend(key: string, owner: string, ttlMs: number) {

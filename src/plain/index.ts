@@ -52,8 +52,11 @@ export const UNKNOWN_OWNER = '';
  * holder take the key.
  */
 function paddedTtlMs(ttlMs: number): number {
-  return Math.ceil(ttlMs / 1_000) * 1_000 + 3_000;
+  // Not past what a timer can count (caches that expire values with setTimeout), unless the ttl is.
+  return Math.min(Math.ceil(ttlMs / 1_000) * 1_000 + 3_000, Math.max(ttlMs, MAX_TIMER_MS));
 }
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const warned = new WeakSet<object>();
 // Per cache object, so that every adapter over one cache in this process waits its turn.
