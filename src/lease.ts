@@ -31,7 +31,7 @@ import {
 import { reschedule, unwatch, type Watched, watch } from './watchdog.js';
 
 const JOIN: AcquireOptions = Object.freeze({ lineMs: LINE_MS });
-/** When a failed abandon is tried again, one after another: within a place's claim (LINE_MS). */
+/** The waits before a failed abandon is tried again, one after another, within LINE_MS. */
 const ABANDON_RETRY_MS = [50, 200, 750, 1_500];
 const SHORTEN: AcquireOptions = Object.freeze({ mayShorten: true });
 const JOIN_SHORTEN: AcquireOptions = Object.freeze({ lineMs: LINE_MS, mayShorten: true });
@@ -602,14 +602,16 @@ export class Lease<G extends Acquired = Acquired> {
   /**
    * Let go of whatever `owner` may hold or claim, its lease or its place in the store's line.
    * A place left behind holds up everyone behind it until its claim runs out, so a release that
-   * fails (the connection it went out on had just dropped) is tried again a few times, within
-   * the claim, on timers that keep no process up.
+   * fails at once (the connection it went out on had just dropped) is tried again a few times
+   * within the claim, on timers that keep no process up. Past the claim there is no place left
+   * to free, and a store that takes that long to fail is not retried into: each try under way
+   * would keep a script up.
    */
-  #abandon(store: LockStore, owner: string, attempt = 0): void {
+  #abandon(store: LockStore, owner: string, attempt = 0, since = performance.now()): void {
     tried(() => this.binding.release(store, owner)).catch(() => {
       const delay = ABANDON_RETRY_MS[attempt];
-      if (delay === undefined) return;
-      setTimeout(() => this.#abandon(store, owner, attempt + 1), delay).unref();
+      if (delay === undefined || performance.now() - since + delay > LINE_MS) return;
+      setTimeout(() => this.#abandon(store, owner, attempt + 1, since), delay).unref();
     });
   }
 

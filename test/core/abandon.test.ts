@@ -31,6 +31,7 @@ function droppingStore(): LockStore & { releases: number } {
 
 afterEach(() => {
   vi.useRealTimers();
+  vi.restoreAllMocks();
 });
 
 describe('an acquisition that failed without an answer', () => {
@@ -62,5 +63,27 @@ describe('an acquisition that failed without an answer', () => {
     expect(store.releases).toBe(5);
     await vi.advanceTimersByTimeAsync(60_000);
     expect(store.releases).toBe(5);
+  });
+
+  it("does not try again a release that took longer than a place's claim to fail", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    // The clock the core reads, moved on by the fake timers' time.
+    let offset = 0;
+    const realNow = performance.now.bind(performance);
+    vi.spyOn(performance, 'now').mockImplementation(() => realNow() + offset);
+    const store = droppingStore();
+    // A server that never answers: the release fails on the store's own timeout, 3.5 s later.
+    store.release = () => {
+      store.releases++;
+      return new Promise((_, reject) =>
+        setTimeout(() => {
+          offset += 3_500;
+          reject(new Error('timed out'));
+        }, 3_500),
+      );
+    };
+    await expect(Lock.acquire('k', { cache: store, ttl: '1m' })).rejects.toBeInstanceOf(StoreError);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(store.releases).toBe(1);
   });
 });
