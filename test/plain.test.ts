@@ -138,6 +138,19 @@ describe('plain-cache adapter: two processes over one cache', () => {
   }, 60_000);
 });
 
+/** `cache`, with the ttl of each `add` it is asked for written down in `ttls`. */
+function recordingAdd<C extends Pick<Required<PlainCache>, 'add'>>(inner: C) {
+  const ttls: number[] = [];
+  const cache = {
+    ...inner,
+    add: (k: string, v: string, ttlMs: number) => {
+      ttls.push(ttlMs);
+      return inner.add(k, v, ttlMs);
+    },
+  };
+  return { cache, ttls };
+}
+
 describe('plain-cache adapter: a cache that drops values early', () => {
   it('keeps a live lease over a cache that counts whole seconds, with a ttl a few seconds longer than the lease', async () => {
     let t = 1_000_000;
@@ -160,15 +173,7 @@ describe('plain-cache adapter: a cache that drops values early', () => {
   });
 
   it('never asks the cache to keep a value past what a timer counts, unless the lease is longer', async () => {
-    const ttls: number[] = [];
-    const inner = mapCache();
-    const cache = {
-      ...inner,
-      add: (k: string, v: string, ttlMs: number) => {
-        ttls.push(ttlMs);
-        return inner.add(k, v, ttlMs);
-      },
-    };
+    const { cache, ttls } = recordingAdd(mapCache());
     const store = plainCacheStore(cache);
     const k = key('long');
     expect(await store.acquire(k, 'h:1:a:1', 2 ** 31 - 2_000)).not.toBeNull();
@@ -178,15 +183,7 @@ describe('plain-cache adapter: a cache that drops values early', () => {
   });
 
   it('gives a cache with add alone the ttl as is: its expiry is the one that frees the key', async () => {
-    const ttls: number[] = [];
-    const inner = without(mapCache(), 'compareAndSet', 'compareAndDelete');
-    const cache = {
-      ...inner,
-      add: (k: string, v: string, ttlMs: number) => {
-        ttls.push(ttlMs);
-        return inner.add(k, v, ttlMs);
-      },
-    };
+    const { cache, ttls } = recordingAdd(without(mapCache(), 'compareAndSet', 'compareAndDelete'));
     const store = plainCacheStore(cache);
     const k = key('add-only');
     expect(await store.acquire(k, 'h:1:a:1', 1_500)).not.toBeNull();
