@@ -44,6 +44,9 @@ const ATTEMPTS = 3;
  */
 export const UNKNOWN_OWNER = '';
 
+/** The longest a timer counts, in ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
  * How long the cache is asked to keep a lease's value when the expiry inside the value decides:
  * its ttl rounded up to whole seconds, plus three, so that the cache's own expiry only clears
@@ -55,8 +58,6 @@ function paddedTtlMs(ttlMs: number): number {
   // Not past what a timer can count (caches that expire values with setTimeout), unless the ttl is.
   return Math.min(Math.ceil(ttlMs / 1_000) * 1_000 + 3_000, Math.max(ttlMs, MAX_TIMER_MS));
 }
-
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const warned = new WeakSet<object>();
 // Per cache object, so that every adapter over one cache in this process waits its turn.
