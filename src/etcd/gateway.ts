@@ -19,9 +19,12 @@ import { prefixEnd, type StopWatch } from './transport.js';
  * `node:http` for watches), so that `cachelock/etcd` needs no client library and no gRPC stack.
  *
  * Every request carries `hasleader`: a member cut off from its cluster answers at once that it
- * has no leader (and ends watches) instead of hanging, and the client moves on to the next
- * endpoint. A request that got no reply at all (refused, closed before a reply) goes to the
- * next endpoint straight away; one that timed out is not repeated: the caller decides.
+ * has no leader (and ends watches) instead of hanging. etcd checks this before it looks at the
+ * request, so a refused request did nothing and is asked again: of the next endpoint straight
+ * away, and once every endpoint has refused, after a pause (an election is under way), for as
+ * long as one request may take. A request that got no reply at all (refused, closed before a
+ * reply) goes to the next endpoint straight away; one that timed out is not repeated: the
+ * caller decides.
  */
 
 export interface Endpoint {
@@ -58,6 +61,10 @@ interface WatchConnection {
 }
 
 const NOT_FOUND = 5;
+const UNAVAILABLE = 14;
+const NO_LEADER = /no leader/;
+// The pause after every endpoint said it has no leader, doubling up to the last.
+const NO_LEADER_PAUSE_MS = [50, 100, 200, 400];
 const UNAUTHENTICATED = 16;
 const INVALID_TOKEN = /invalid auth token/;
 // How long a broken watch waits before it tries the next endpoint.
@@ -118,8 +125,28 @@ export class GatewayTransport implements Transport {
     return this.#token;
   }
 
-  /** POST to the current endpoint; on a connection that never carried the request, the next. */
+  /** POST, asked again while the members answer that they have no leader (see above). */
   async #post(path: string, body: Json, authenticated = true): Promise<Json> {
+    const started = Date.now();
+    for (let refused = 1; ; refused++) {
+      try {
+        return await this.#postOnce(path, body, authenticated);
+      } catch (error) {
+        if (!(error instanceof EtcdError && error.code === UNAVAILABLE)) throw error;
+        if (!NO_LEADER.test(error.message)) throw error;
+        const round = Math.floor(refused / this.#endpoints.length);
+        const pause =
+          refused % this.#endpoints.length === 0
+            ? NO_LEADER_PAUSE_MS[Math.min(round, NO_LEADER_PAUSE_MS.length) - 1]!
+            : 0;
+        if (Date.now() - started + pause >= this.#options.timeoutMs) throw error;
+        if (pause > 0) await new Promise((resolve) => setTimeout(resolve, pause));
+      }
+    }
+  }
+
+  /** POST to the current endpoint; on a connection that never carried the request, the next. */
+  async #postOnce(path: string, body: Json, authenticated: boolean): Promise<Json> {
     if (this.#closed) throw new EtcdError('etcd: the store is closed', undefined);
     let lastError: unknown;
     for (let tried = 0; tried < this.#endpoints.length; tried++) {

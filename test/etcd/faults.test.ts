@@ -192,6 +192,34 @@ describe.runIf(installed)('etcd store under faults (throwaway 3-member cluster)'
     }
   });
 
+  it('a request made while the cluster has no leader waits for the election instead of failing', async () => {
+    const alone = ((await cluster.leader()) + 1) % cluster.members.length;
+    const others = [...cluster.members.keys()].filter((index) => index !== alone);
+    // Only the member that stays up, so that every answer is its "no leader".
+    const store = storeFromUrl(
+      new URL(`etcd://127.0.0.1:${cluster.members[alone]!.clientPort}?timeout=5000`),
+    );
+    stores.push(store);
+    for (const index of others) cluster.pause(index);
+    try {
+      const deadline = Date.now() + 10_000;
+      while ((await cluster.status(alone)) !== undefined && Date.now() < deadline) await sleep(50);
+      expect(await cluster.status(alone)).toBeUndefined();
+      const owner = newOwner();
+      const asked = Date.now();
+      const acquired = store.acquire('leaderless', owner, 5_000);
+      await sleep(800);
+      for (const index of others) cluster.resume(index);
+      const lease = await acquired;
+      expect(lease?.fence).toBeTypeOf('bigint');
+      expect(Date.now() - asked).toBeGreaterThanOrEqual(800);
+      expect(await store.release('leaderless', owner)).toBe(true);
+    } finally {
+      for (const index of others) cluster.resume(index);
+      await cluster.waitHealthy();
+    }
+  });
+
   it("a paused holder's late write is refused by a fence-checking resource", async () => {
     const store = open();
     const resource = new FencedResource();
