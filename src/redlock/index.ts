@@ -27,6 +27,8 @@ export function redlockStore(
 
 /** Clients seen ready, so that a later `connecting` is known to be a reconnection. */
 const seenReady = new WeakSet<object>();
+/** node-redis clients already listened to: one listener each, however many stores share one. */
+const listened = new WeakSet<object>();
 
 /**
  * Whether a command sent to `client` now would be answered soon. A client that lost its server
@@ -54,7 +56,10 @@ function availability(client: any, library: ClientLibrary): () => string | undef
   // node-redis is open from `connect()` on; open and not ready is connecting, for the first
   // time (answered as soon as the server is) or again. A closed client rejects at once by itself.
   if (client.isReady === true) seenReady.add(client);
-  client.on?.('ready', () => seenReady.add(client));
+  if (!listened.has(client)) {
+    listened.add(client);
+    client.on?.('ready', () => seenReady.add(client));
+  }
   return () => {
     if (client.isReady === true) {
       seenReady.add(client);

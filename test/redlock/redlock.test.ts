@@ -38,6 +38,13 @@ describe.runIf(runs)('redlock over 3 throwaway servers', () => {
     makeStore: () => redlockStore([clients[0]!, clients[1]!, nodeRedis]),
   });
 
+  it('stores made over one node-redis client add no listener to it after the first', async () => {
+    redlockStore([clients[0]!, clients[1]!, nodeRedis]);
+    const listeners = nodeRedis.listenerCount('ready');
+    for (let i = 0; i < 20; i++) redlockStore([clients[0]!, clients[1]!, nodeRedis]);
+    expect(nodeRedis.listenerCount('ready')).toBe(listeners);
+  });
+
   it('has no fence and needs a majority', async () => {
     const store = redlockStore(clients);
     expect(store.quorum).toBe(2);
