@@ -13,9 +13,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Mutex } from 'async-mutex';
 import { FLOOR_DIRECT, FLOOR_SERVER, floorLock, floorServer } from './floor.mjs';
-import { fmt, interleave, median, table } from './lib.mjs';
+import { asyncMutex, fmt, interleave, median, table } from './lib.mjs';
 
 export const WORKERS = Number(process.env.BENCH_WORKERS ?? 4);
 export const CONTENDED_MS = Number(process.env.BENCH_CONTENDED_MS ?? 2_000);
@@ -86,7 +85,7 @@ export function handovers(reports) {
 
 /** The same loop in this process on an in-memory mutex: the ceiling. */
 function inProcessLimit() {
-  const mutex = new Mutex();
+  const mutex = new asyncMutex.Mutex();
   return Promise.all(
     Array.from({ length: WORKERS }, () => contend((fn) => mutex.runExclusive(fn))),
   );

@@ -8,7 +8,6 @@
 //                          BENCH_ONLY=uncontended,contended,manyKeys,semaphore picks sections)
 
 import { fileURLToPath } from 'node:url';
-import { Semaphore as InProcessSemaphore } from 'async-mutex';
 import { Lock, Semaphore } from 'cachelock';
 import { etcdStore, storeFromUrl } from 'cachelock/etcd';
 import { Etcd3 } from 'etcd3';
@@ -377,7 +376,7 @@ async function semaphore({ url, client, run }) {
   const contenders = [
     {
       name: `async-mutex Semaphore(${PERMITS}) in one process (the limit)`,
-      open: () => inProcessSemaphore(InProcessSemaphore, PERMITS, SEM_WORKERS),
+      open: () => inProcessSemaphore(PERMITS, SEM_WORKERS),
     },
     ...[
       ['JSON gateway', () => storeFromUrl(new URL(url))],

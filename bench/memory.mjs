@@ -1,12 +1,9 @@
 // The in-memory store through the public Lock API against async-mutex, the in-process floor.
-import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import * as current from 'cachelock';
-import { fmt, interleaveStats, perCall, ratio, table } from './lib.mjs';
+import { asyncMutex, fmt, interleaveStats, perCall, ratio, table } from './lib.mjs';
 
-// async-mutex's CommonJS build (lib/index.js) is about 3x faster than its ESM build
-// (index.mjs) on Node.js 20-24: the anchor is measured through its fastest build.
-const { Mutex } = createRequire(import.meta.url)('async-mutex');
+const { Mutex } = asyncMutex;
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 100_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);

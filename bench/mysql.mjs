@@ -11,7 +11,6 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Semaphore as InProcessSemaphore } from 'async-mutex';
 import { Lock, Semaphore } from 'cachelock';
 import { mysqlStore } from 'cachelock/mysql';
 import mysql from 'mysql2/promise';
@@ -122,7 +121,7 @@ async function semaphore(url) {
   const contenders = [
     {
       name: SEM_LIMIT,
-      open: () => inProcessSemaphore(InProcessSemaphore, PERMITS, SEM_WORKERS),
+      open: () => inProcessSemaphore(PERMITS, SEM_WORKERS),
     },
   ];
   for (const [suffix, makeStore] of await builds()) {

@@ -3,7 +3,6 @@
 // built package (npm run build) and `redis-server` on the PATH.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redlock } from '@sesamecare-oss/redlock';
-import { Mutex as AsyncMutex } from 'async-mutex';
 import * as cachelock from 'cachelock';
 import { redisStore } from 'cachelock/redis';
 import { Redis } from 'ioredis';
@@ -12,6 +11,7 @@ import { Semaphore as PeerSemaphore, Mutex as SemaphoreMutex } from 'redis-semap
 const { closeAll, Lock, newOwner } = cachelock;
 
 import {
+  asyncMutex,
   fmt,
   interleave,
   interleaveStats,
@@ -206,7 +206,7 @@ const contenders = [
   {
     name: 'async-mutex (in-process limit)',
     async setup() {
-      const mutex = new AsyncMutex();
+      const mutex = new asyncMutex.Mutex();
       return {
         workers: Array.from({ length: WORKERS }, () => (fn) => mutex.runExclusive(fn)),
         close() {},
