@@ -125,30 +125,30 @@ export class GatewayTransport implements Transport {
     return this.#token;
   }
 
-  /** POST, asked again while the members answer that they have no leader (see above). */
+  /** POST, asked again while every member answers that it has no leader (see above). */
   async #post(path: string, body: Json, authenticated = true): Promise<Json> {
     const started = Date.now();
-    for (let refused = 1; ; refused++) {
+    for (let round = 0; ; round++) {
       try {
-        return await this.#postOnce(path, body, authenticated);
+        return await this.#postRound(path, body, authenticated);
       } catch (error) {
-        if (!(error instanceof EtcdError && error.code === UNAVAILABLE)) throw error;
-        if (!NO_LEADER.test(error.message)) throw error;
-        const round = Math.floor(refused / this.#endpoints.length);
-        const pause =
-          refused % this.#endpoints.length === 0
-            ? NO_LEADER_PAUSE_MS[Math.min(round, NO_LEADER_PAUSE_MS.length) - 1]!
-            : 0;
-        if (Date.now() - started + pause >= this.#options.timeoutMs) throw error;
-        if (pause > 0) await new Promise((resolve) => setTimeout(resolve, pause));
+        const pause = NO_LEADER_PAUSE_MS[Math.min(round, NO_LEADER_PAUSE_MS.length - 1)]!;
+        if (!noLeader(error) || Date.now() - started + pause >= this.#options.timeoutMs) {
+          throw error;
+        }
+        await new Promise((resolve) => setTimeout(resolve, pause));
       }
     }
   }
 
-  /** POST to the current endpoint; on a connection that never carried the request, the next. */
-  async #postOnce(path: string, body: Json, authenticated: boolean): Promise<Json> {
+  /**
+   * POST to the current endpoint; on a connection that never carried the request, or a member
+   * that refused it for want of a leader, the next.
+   */
+  async #postRound(path: string, body: Json, authenticated: boolean): Promise<Json> {
     if (this.#closed) throw new EtcdError('etcd: the store is closed', undefined);
     let lastError: unknown;
+    let refused: EtcdError | undefined;
     for (let tried = 0; tried < this.#endpoints.length; tried++) {
       const index = this.#current;
       const endpoint = this.#endpoints[index]!;
@@ -197,10 +197,14 @@ export class GatewayTransport implements Transport {
         }
         // A member without a leader, or one that timed out: the next call goes elsewhere.
         if (code !== NOT_FOUND) this.#next(index);
-        throw new EtcdError(`etcd at ${hostPort(endpoint)}: ${path}: ${message}`, code);
+        const error = new EtcdError(`etcd at ${hostPort(endpoint)}: ${path}: ${message}`, code);
+        if (!noLeader(error)) throw error;
+        refused = error;
+        continue;
       }
       return reply;
     }
+    if (refused !== undefined) throw refused;
     throw new EtcdError(
       `etcd: no endpoint could be reached (${this.#endpoints.map(hostPort).join(', ')}): ${(lastError as Error)?.message}`,
       undefined,
@@ -374,6 +378,11 @@ function hostPort({ host, port }: Endpoint): string {
 // change nothing, a second grant leaves a lease that expires unused, and a second revoke
 // reports a release as not held (false), never the reverse. A timeout is not repeated here:
 // the member may be slow rather than gone, and the caller decides.
+/** A member's answer that it has no leader: etcd refused the request before reading it. */
+function noLeader(error: unknown): boolean {
+  return error instanceof EtcdError && error.code === UNAVAILABLE && NO_LEADER.test(error.message);
+}
+
 function noReply(error: unknown): boolean {
   const cause = (error as { cause?: { code?: string } }).cause;
   return (

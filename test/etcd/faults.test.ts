@@ -38,8 +38,10 @@ class FencedResource {
 describe.runIf(installed)('etcd store under faults (throwaway 3-member cluster)', () => {
   let cluster: EtcdCluster;
   const stores: LockStore[] = [];
-  const open = (url = cluster.url) => {
-    const store = storeFromUrl(new URL(`${url}${url.includes('?') ? '&' : '?'}timeout=1000`));
+  const open = (url = cluster.url, timeoutMs = 1_000) => {
+    const store = storeFromUrl(
+      new URL(`${url}${url.includes('?') ? '&' : '?'}timeout=${timeoutMs}`),
+    );
     stores.push(store);
     return store;
   };
@@ -196,10 +198,7 @@ describe.runIf(installed)('etcd store under faults (throwaway 3-member cluster)'
     const alone = ((await cluster.leader()) + 1) % cluster.members.length;
     const others = [...cluster.members.keys()].filter((index) => index !== alone);
     // Only the member that stays up, so that every answer is its "no leader".
-    const store = storeFromUrl(
-      new URL(`etcd://127.0.0.1:${cluster.members[alone]!.clientPort}?timeout=5000`),
-    );
-    stores.push(store);
+    const store = open(`etcd://127.0.0.1:${cluster.members[alone]!.clientPort}`, 5_000);
     for (const index of others) cluster.pause(index);
     try {
       const deadline = Date.now() + 10_000;
