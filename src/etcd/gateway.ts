@@ -372,17 +372,17 @@ function hostPort({ host, port }: Endpoint): string {
   return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
+/** A member's answer that it has no leader: etcd refused the request before reading it. */
+function noLeader(error: unknown): boolean {
+  return error instanceof EtcdError && error.code === UNAVAILABLE && NO_LEADER.test(error.message);
+}
+
 // Refused, or closed before any byte of a reply: try the next member. The request may have
 // reached etcd in the second case, but every request the store sends may be repeated: its
 // transactions are conditional and confirm what an earlier attempt did, keep-alives and reads
 // change nothing, a second grant leaves a lease that expires unused, and a second revoke
 // reports a release as not held (false), never the reverse. A timeout is not repeated here:
 // the member may be slow rather than gone, and the caller decides.
-/** A member's answer that it has no leader: etcd refused the request before reading it. */
-function noLeader(error: unknown): boolean {
-  return error instanceof EtcdError && error.code === UNAVAILABLE && NO_LEADER.test(error.message);
-}
-
 function noReply(error: unknown): boolean {
   const cause = (error as { cause?: { code?: string } }).cause;
   return (
