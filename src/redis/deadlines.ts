@@ -19,25 +19,38 @@ export class Deadlines {
 
   constructor(private readonly timeoutMs: number) {}
 
-  /** `convert(reply)` once `operation` resolves, or its error, or a rejection past the deadline. */
-  run<T>(operation: Promise<unknown>, convert: (reply: unknown) => T): Promise<T> {
+  /**
+   * `convert(reply)` once `operation` resolves, or its error, or a rejection past the deadline.
+   * A failure that `again` answers with another operation is replaced by it, within the same
+   * deadline, once; none is tried past the deadline.
+   */
+  run<T>(
+    operation: Promise<unknown>,
+    convert: (reply: unknown) => T,
+    again?: (error: unknown) => Promise<unknown> | undefined,
+  ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const entry: Pending = { deadline: performance.now() + this.timeoutMs, reject, done: false };
       this.push(entry);
-      operation.then(
-        (reply) => {
-          entry.done = true;
-          try {
-            resolve(convert(reply));
-          } catch (error) {
-            reject(error);
-          }
-        },
-        (error) => {
-          entry.done = true;
+      const settle = (reply: unknown) => {
+        entry.done = true;
+        try {
+          resolve(convert(reply));
+        } catch (error) {
           reject(error);
-        },
-      );
+        }
+      };
+      const fail = (error: unknown) => {
+        const next = entry.done ? undefined : again?.(error);
+        again = undefined;
+        if (next !== undefined) {
+          next.then(settle, fail);
+          return;
+        }
+        entry.done = true;
+        reject(error);
+      };
+      operation.then(settle, fail);
     });
   }
 

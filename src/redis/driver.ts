@@ -2,18 +2,23 @@ import { keepAlive } from './keepalive.js';
 import type { Script } from './script.js';
 
 /**
- * The little a store needs from a Redis client, whichever library made it: run a script by SHA
- * (falling back to its text when the server does not know it, as after a restart or a failover)
- * and open a subscriber connection.
+ * The little a store needs from a Redis client, whichever library made it: send a script by
+ * SHA or by text, and open a subscriber connection.
  */
 export interface RedisDriver {
   /** `'ioredis'`, `'ioredis-cluster'`, `'node-redis'`, `'node-redis-cluster'`. */
   readonly library: ClientLibrary;
   /**
-   * Run a script on one key, or on several of one hash slot (every script here touches one
-   * slot, named by its keys).
+   * Send a script on one key, or on several of one hash slot (every script here touches one
+   * slot, named by its keys): by its SHA (EVALSHA), or by its text (EVAL) with `byText`.
+   * `runScript` falls back from the one to the other.
    */
-  run(script: Script, keys: string | readonly string[], args: string[]): Promise<unknown>;
+  send(
+    script: Script,
+    keys: string | readonly string[],
+    args: string[],
+    byText?: boolean,
+  ): Promise<unknown>;
   /** A new connection for SUBSCRIBE, a duplicate of the client. */
   openSubscriber(): Subscriber;
   /** End the client (only for clients the store opened itself). */
@@ -99,7 +104,22 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-const isNoScript = (error: unknown) => error instanceof Error && /^NOSCRIPT\b/.test(error.message);
+/** The server does not know a script's SHA (after a restart or a failover): send its text. */
+export const isNoScript = (error: unknown): boolean =>
+  error instanceof Error && /^NOSCRIPT\b/.test(error.message);
+
+/** Run `script` by its SHA, and by its text when the server does not know the SHA. */
+export function runScript(
+  driver: RedisDriver,
+  script: Script,
+  keys: string | readonly string[],
+  args: string[],
+): Promise<unknown> {
+  return driver.send(script, keys, args).catch((error) => {
+    if (!isNoScript(error)) throw error;
+    return driver.send(script, keys, args, true);
+  });
+}
 
 export function driverFor(client: unknown, library: ClientLibrary): RedisDriver {
   return library.startsWith('ioredis')
@@ -110,12 +130,11 @@ export function driverFor(client: unknown, library: ClientLibrary): RedisDriver 
 function ioredisDriver(client: IoredisLike, library: ClientLibrary): RedisDriver {
   return {
     library,
-    run(script, keys, args) {
+    send(script, keys, args, byText) {
       const names = typeof keys === 'string' ? [keys] : keys;
-      return client.evalsha(script.sha, names.length, ...names, ...args).catch((error) => {
-        if (!isNoScript(error)) throw error;
-        return client.eval(script.text, names.length, ...names, ...args);
-      });
+      return byText
+        ? client.eval(script.text, names.length, ...names, ...args)
+        : client.evalsha(script.sha, names.length, ...names, ...args);
     },
     openSubscriber() {
       const connection = client.duplicate();
@@ -154,17 +173,16 @@ function ioredisDriver(client: IoredisLike, library: ClientLibrary): RedisDriver
 
 function nodeRedisDriver(client: NodeRedisLike, library: ClientLibrary): RedisDriver {
   const cluster = library === 'node-redis-cluster';
-  const send = (key: string, command: string[]) =>
-    cluster ? client.sendCommand(key, false, command) : client.sendCommand(command);
+  const command = (key: string, words: string[]) =>
+    cluster ? client.sendCommand(key, false, words) : client.sendCommand(words);
   return {
     library,
-    run(script, keys, args) {
+    send(script, keys, args, byText) {
       const names = typeof keys === 'string' ? [keys] : keys;
       const count = String(names.length);
-      return send(names[0]!, ['EVALSHA', script.sha, count, ...names, ...args]).catch((error) => {
-        if (!isNoScript(error)) throw error;
-        return send(names[0]!, ['EVAL', script.text, count, ...names, ...args]);
-      });
+      return byText
+        ? command(names[0]!, ['EVAL', script.text, count, ...names, ...args])
+        : command(names[0]!, ['EVALSHA', script.sha, count, ...names, ...args]);
     },
     openSubscriber() {
       const connection = client.duplicate();

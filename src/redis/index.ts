@@ -42,7 +42,7 @@ export function storeFromClient(client: unknown): LockStore {
 }
 
 /** @internal For `cachelock/redlock`: drive any supported client, open one for a URL. */
-export { driverFor, type RedisDriver } from './driver.js';
+export { driverFor, type RedisDriver, runScript } from './driver.js';
 /** @internal */
 export { openClient, openRedisClient } from './open.js';
 /** @internal */

@@ -23,7 +23,7 @@ export function ownedDriver(
   return {
     library: driver.library,
     busy: () => hold.busy(),
-    run(script, key, args) {
+    send(script, key, args, byText) {
       // node-redis stops reconnecting while nothing waits (see openRedisClient): connect again.
       if (nodeRedis !== undefined && !nodeRedis.isOpen) nodeRedis.connect().catch(() => {});
       const release = hold();
@@ -36,7 +36,7 @@ export function ownedDriver(
         release();
       };
       try {
-        return failing(driver.run(script, key, args)).finally(done);
+        return failing(driver.send(script, key, args, byText)).finally(done);
       } catch (error) {
         done();
         throw error;

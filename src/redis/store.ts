@@ -14,7 +14,7 @@ import {
 } from 'cachelock';
 import { ACQUIRE, acquired } from './acquire.js';
 import { Deadlines } from './deadlines.js';
-import type { RedisDriver } from './driver.js';
+import { isNoScript, type RedisDriver } from './driver.js';
 import { EXTEND } from './extend.js';
 import { handoffOwner, INSPECT, leaseInfo, parseHandoff } from './inspect.js';
 import { leaseKey, type SharedNamespace, sharedKeys } from './keys.js';
@@ -146,7 +146,11 @@ export class RedisStore implements LockStore {
     convert: (reply: unknown) => T,
   ): Promise<T> {
     if (this.closed) return Promise.reject(new Error('the Redis store was closed'));
-    return this.deadlines.run(this.driver.run(script, lease, args), convert);
+    const driver = this.driver;
+    // The fallback to the script's text inside the deadline's own promise: one layer, not two.
+    return this.deadlines.run(driver.send(script, lease, args), convert, (error) =>
+      isNoScript(error) ? driver.send(script, lease, args, true) : undefined,
+    );
   }
 
   /** A waiter was refused at `at` (server time, us). */

@@ -1,5 +1,5 @@
 import { type Acquired, type Duration, type LeaseInfo, type LockStore, toMs } from 'cachelock';
-import { leaseKey, type RedisDriver, type Script } from 'cachelock/redis';
+import { leaseKey, type RedisDriver, runScript, type Script } from 'cachelock/redis';
 import { ACQUIRE, EXTEND, INSPECT, RELEASE } from './scripts.js';
 
 export interface RedlockStoreOptions {
@@ -217,7 +217,7 @@ export class RedlockStore implements LockStore {
     const run = () => {
       const reason = server.unavailable();
       if (reason !== undefined) throw new Error(reason);
-      return server.driver.run(script, name, args);
+      return runScript(server.driver, script, name, args);
     };
     const queue = this.unsettled[index]!;
     const before = queue.get(name);

@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest';
  * A server in memory that runs the Redlock scripts one after another, as a Redis connection
  * does, and that a test can stall (its commands wait, in order), slow down, or take down (its
  * client reports it is not connected). A script it does not know yet (after a restart) runs
- * as the driver runs it then: NOSCRIPT comes back, and the script's text goes out behind
- * whatever was sent in the meantime.
+ * as a server does: NOSCRIPT comes back to its SHA, and it learns the script from its text,
+ * which goes out behind whatever was sent in the meantime.
  */
 class FakeServer implements RedisDriver {
   readonly library = 'ioredis' as const;
@@ -20,13 +20,14 @@ class FakeServer implements RedisDriver {
   private open: () => void = () => {};
   private last: Promise<unknown> = Promise.resolve();
 
-  run(script: Script, key: string, args: string[]): Promise<unknown> {
-    if (this.unknownScripts.has(script.name)) {
-      return this.next(() => this.unknownScripts.delete(script.name)).then(() =>
-        this.next(() => this.exec(script.name, key, args)),
-      );
-    }
-    return this.next(() => this.exec(script.name, key, args));
+  send(script: Script, key: string, args: string[], byText = false): Promise<unknown> {
+    return this.next(() => {
+      if (byText) this.unknownScripts.delete(script.name);
+      else if (this.unknownScripts.has(script.name)) {
+        throw new Error('NOSCRIPT No matching script. Please use EVAL.');
+      }
+      return this.exec(script.name, key, args);
+    });
   }
 
   private next(command: () => unknown): Promise<unknown> {
