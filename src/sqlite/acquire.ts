@@ -1,6 +1,6 @@
 import type { Acquired } from 'cachelock';
 import type { SqliteDatabase } from './driver.js';
-import { prepareLine, type Waiting } from './line.js';
+import { prepareLine, prepareTake, type Waiting } from './line.js';
 import { rollbackQuietly, type Tables } from './schema.js';
 
 /** How many acquisitions of one store go by between two sweeps (the first one sweeps). */
@@ -16,6 +16,7 @@ export const SWEEP_LIMIT = 64;
 export function prepareAcquire(db: SqliteDatabase, tables: Tables) {
   const { leases, fences, shared } = tables;
   const line = prepareLine(db, tables);
+  const take = prepareTake(db, tables);
   const begin = db.prepare('BEGIN IMMEDIATE');
   const commit = db.prepare('COMMIT');
   // The lease, and whether the key has a line at all (then line.mayTake looks closer).
@@ -26,14 +27,6 @@ export function prepareAcquire(db: SqliteDatabase, tables: Tables) {
   );
   const refresh = db.prepare(
     `UPDATE ${leases} SET expires_at = ? WHERE key = ? RETURNING CAST(fence AS TEXT) AS fence`,
-  );
-  // Above the last fence, and at least the wall clock in microseconds: should the file be lost
-  // (a tmpfs emptied by a reboot, a deleted folder), a new one still counts from above the old.
-  const nextFence = db.prepare(`UPDATE ${fences} SET value = max(value + 1, ?) WHERE id = 1`);
-  const take = db.prepare(
-    `INSERT OR REPLACE INTO ${leases} (key, owner, expires_at, fence)
-     VALUES (?, ?, ?, (SELECT value FROM ${fences} WHERE id = 1))
-     RETURNING CAST(fence AS TEXT) AS fence`,
   );
   // A sweep walks the table in key order, a bounded window at a time, from where the last one
   // stopped, and deletes the expired rows in it; at the end it starts over. Walking the primary
@@ -71,30 +64,30 @@ export function prepareAcquire(db: SqliteDatabase, tables: Tables) {
       }
       const expiresAt = Math.ceil(now + ttlMs);
       const current = read.get(key, key);
-      let row: Record<string, unknown> | undefined;
+      let fence: bigint;
       if (current && current.owner !== null && Number(current.expires_at) > now) {
         if (current.owner !== owner) {
           if (wait !== undefined) {
-            line.join(key, owner, now, wait);
+            line.join(key, owner, now, wait, Math.min(wait.lineMs, ttlMs));
             wait.heldUntil?.(Number(current.expires_at));
           }
           commit.run();
           return null;
         }
-        // The holder asking again (a retry after a lost reply): same acquisition, same fence.
-        row = refresh.get(expiresAt, key);
+        // The holder asking again (a retry after a lost reply, or a waiter the key was handed
+        // to): same acquisition, same fence.
+        fence = BigInt(String(refresh.get(expiresAt, key)?.fence));
       } else {
         // Free, but an earlier place in line than the caller's is still live: its turn first.
         if (Number(current?.queued) === 1 && !line.mayTake(key, owner, now)) {
-          if (wait !== undefined) line.join(key, owner, now, wait);
+          if (wait !== undefined) line.join(key, owner, now, wait, Math.min(wait.lineMs, ttlMs));
           commit.run();
           return null;
         }
-        nextFence.run(BigInt(Math.floor(now)) * 1000n);
-        row = take.get(key, owner, expiresAt);
+        fence = take(key, owner, now, expiresAt);
       }
       commit.run();
-      return { fence: BigInt(String(row?.fence)) };
+      return { fence };
     } catch (error) {
       rollbackQuietly(db);
       throw error;

@@ -3,14 +3,16 @@ import { lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, unlinkSync } 
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import type { Handoff } from 'cachelock';
 
 /**
  * Wake-ups between the processes that share one database file, without a server: each store
  * that has a waiter listens on a socket of its own (a Unix-domain socket in a per-user, per-file
  * folder; a named pipe on Windows) whose number, its bell, rides in the waiter's place in line.
- * A release rings the bell of the first live place with the key's name. A bell that is gone (its
- * process died) only refuses the connection: the ring is lost and that place expires, as it
- * would without bells. A file the processes reach under different users, or on a network file
+ * A release rings the bell of the first live place with the key's name, and the hand-off when
+ * it handed the key to that place: a line `"<key>"`, or `["<key>","<owner>","<fence>",<claimMs>]`
+ * (JSON). A bell that is gone (its process died) only refuses the connection: the ring is lost
+ * and that place expires, as it would without bells. A file the processes reach under different users, or on a network file
  * system shared between machines, just gets no rings: the waiters' polling still finds the key.
  */
 
@@ -21,7 +23,7 @@ const IDLE_MS = 10_000;
 
 export class Bells {
   readonly #folder: string;
-  readonly #onRing: (key: string) => void;
+  readonly #onRing: (key: string, handoff?: Handoff) => void;
   #server: Server | undefined;
   #bell: number | undefined;
   #path: string | undefined;
@@ -31,7 +33,7 @@ export class Bells {
   readonly #peers = new Map<number, Socket>();
 
   /** `file` names the database (its device and inode), so that every path to it finds one folder. */
-  constructor(file: string, onRing: (key: string) => void) {
+  constructor(file: string, onRing: (key: string, handoff?: Handoff) => void) {
     this.#folder = process.platform === 'win32' ? `cachelock-${file}` : bellFolder(file);
     this.#onRing = onRing;
   }
@@ -87,10 +89,10 @@ export class Bells {
     }
   }
 
-  /** Tell the store with `bell` that `key` was freed; ours is told directly. */
-  ring(bell: number, key: string): void {
+  /** Tell the store with `bell` that `key` was freed, or handed over; ours is told directly. */
+  ring(bell: number, key: string, handoff?: Handoff): void {
     if (bell === this.#bell) {
-      queueMicrotask(() => this.#onRing(key));
+      queueMicrotask(() => this.#onRing(key, handoff));
       return;
     }
     if (this.#closed) return;
@@ -108,7 +110,9 @@ export class Bells {
       // Replies are never sent: reading only notices the end.
       made.resume();
     }
-    peer.write(`${JSON.stringify(key)}\n`);
+    const told =
+      handoff === undefined ? key : [key, handoff.owner, String(handoff.fence), handoff.ttlMs ?? 0];
+    peer.write(`${JSON.stringify(told)}\n`);
   }
 
   close(): void {
@@ -150,18 +154,31 @@ export class Bells {
       for (let end = pending.indexOf('\n'); end >= 0; end = pending.indexOf('\n')) {
         const line = pending.slice(0, end);
         pending = pending.slice(end + 1);
-        let key: unknown;
+        let told: unknown;
         try {
-          key = JSON.parse(line);
+          told = JSON.parse(line);
         } catch {
           continue;
         }
-        if (typeof key === 'string') this.#onRing(key);
+        if (typeof told === 'string') this.#onRing(told);
+        else if (Array.isArray(told) && typeof told[0] === 'string') {
+          // A hand-off; one this version cannot read still wakes the key's waiters.
+          this.#onRing(told[0], handoffOf(told));
+        }
       }
       // Lines are short: a peer that sends a long one without an end is not a store.
       if (pending.length > 65_536) socket.destroy();
     });
   }
+}
+
+/** The hand-off in a ring's `[key, owner, fence, claimMs]`, or undefined for anything else. */
+function handoffOf(told: unknown[]): Handoff | undefined {
+  const [, owner, fence, ttlMs] = told;
+  if (told.length !== 4 || typeof owner !== 'string') return undefined;
+  if (typeof fence !== 'string' || !/^\d{1,30}$/.test(fence)) return undefined;
+  if (typeof ttlMs !== 'number' || !(ttlMs > 0)) return undefined;
+  return { owner, fence: BigInt(fence), ttlMs };
 }
 
 // The sockets of stores never closed go when the process exits normally; after a crash a

@@ -6,6 +6,7 @@ import {
   type AcquiredKeys,
   type AcquireOptions,
   type Duration,
+  type Handoff,
   isLentPool,
   type LeaseInfo,
   type LentPool,
@@ -92,6 +93,13 @@ interface Operations {
 class SqliteStore implements LockStore {
   readonly kind = 'sqlite';
   readonly atomic = true;
+  /**
+   * A release hands the key to the first waiter in line in its own transaction (a lease for the
+   * place's claim), and its ring says so; none is told to a waiter that was refused after it.
+   */
+  readonly handoffGrants = true;
+  /** A ring that came while nobody listened for its key is told to the next listener. */
+  readonly replaysWakeups = true;
   readonly #source: string | SqliteDatabase | LentPool<SqliteDatabase>;
   readonly #options: SqliteStoreOptions;
   readonly #busyTimeoutMs: number;
@@ -104,9 +112,18 @@ class SqliteStore implements LockStore {
   #closed = false;
   /** Wake-ups between the processes sharing the file; undefined in memory or until opened. */
   #bells: Bells | undefined;
-  readonly #listeners = new Map<string, Set<() => void>>();
+  readonly #listeners = new Map<string, Set<(handoff?: Handoff) => void>>();
   /** Per key listened for, a wake-up when the lease a waiter was refused by runs out. */
   readonly #expiries = new Map<string, { at: number; timer: NodeJS.Timeout }>();
+  /** Each waiter's last refusal: the fence counter as it read it. */
+  readonly #refusedAt = new Map<string, bigint>();
+  /**
+   * Per key, its last rings (at most `RECENT_RINGS`, newest last), told again to a listener that
+   * subscribes within `RECENT_MS` of one: a waiter between its refusal and its subscription
+   * misses none (as Redis replays its channel's last wake-ups). A refusal whose place has no
+   * bell yet counts as one, so that its waiter tries again as soon as it listens.
+   */
+  readonly #recent = new Map<string, { at: number; handoff: Handoff | undefined }[]>();
 
   constructor(
     source: string | SqliteDatabase | LentPool<SqliteDatabase>,
@@ -181,7 +198,7 @@ class SqliteStore implements LockStore {
       busyTimeoutMs: this.#busyTimeoutMs,
       ownsDatabase: owns,
     });
-    this.#bells ??= bellsFor(db, (key) => this.#heard(key));
+    this.#bells ??= bellsFor(db, (key, handoff) => this.#heard(key, handoff));
     if (this.#listeners.size > 0) this.#bells?.open();
     const shared = prepareShared(db, this.#tables);
     return {
@@ -227,35 +244,64 @@ class SqliteStore implements LockStore {
     options?: AcquireOptions,
   ): Promise<Acquired | null> {
     const lineMs = options?.lineMs;
-    return this.#run((ops) =>
-      ops.acquire(
-        key,
-        owner,
-        ttlMs,
-        lineMs === undefined
-          ? undefined
-          : { lineMs, bell: this.#bells?.bell, heldUntil: (at) => this.#wakeAt(key, at) },
-      ),
-    );
+    const granted = await this.#run((ops) => {
+      if (lineMs === undefined) return ops.acquire(key, owner, ttlMs);
+      // Listening before the place is taken, so that the place carries the bell.
+      this.#bells?.open();
+      const bell = this.#bells?.bell;
+      return ops.acquire(key, owner, ttlMs, {
+        lineMs,
+        bell,
+        heldUntil: (at) => this.#wakeAt(key, at),
+        refused: (counter) => {
+          this.#refused(owner, counter);
+          // No bell rings for this place: the waiter tries again as soon as it listens.
+          if (bell === undefined) this.#remember(key, undefined);
+        },
+      });
+    });
+    if (granted !== null) this.#refusedAt.delete(owner);
+    return granted;
   }
 
   async release(key: string, owner: string, keepMs?: number): Promise<boolean> {
+    this.#refusedAt.delete(owner);
     const { held, next } = await this.#run((ops) => ops.release(key, owner, keepMs));
     if (next !== undefined) this.#ring(key, next);
     return held;
+  }
+
+  /** A waiter was refused when the fence counter stood at `counter`. */
+  #refused(owner: string, counter: bigint): void {
+    // Owners that left without a word go, the oldest first, once there are many.
+    if (this.#refusedAt.size >= 10_000) {
+      this.#refusedAt.delete(this.#refusedAt.keys().next().value as string);
+    }
+    this.#refusedAt.delete(owner);
+    this.#refusedAt.set(owner, counter);
   }
 
   /**
    * Wake-ups for `key`: a release rings the process of the first waiter in line (one that joined
    * with `lineMs`), which calls its listeners for the key.
    */
-  onRelease(key: string, listener: () => void): () => void {
+  onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
     let listeners = this.#listeners.get(key);
     if (listeners === undefined) this.#listeners.set(key, (listeners = new Set()));
     // A fresh function per subscription, so that one listener subscribed twice is two.
-    const call = () => listener();
+    const call = (handoff?: Handoff) => listener(handoff);
     listeners.add(call);
     this.#bells?.open();
+    const since = Date.now() - RECENT_MS;
+    const missed = this.#recent.get(key)?.filter((ring) => ring.at > since);
+    if (missed !== undefined && missed.length > 0) {
+      // Told after `onRelease` returns, as the contract asks.
+      queueMicrotask(() => {
+        for (const ring of missed) {
+          if (this.#listeners.get(key)?.has(call)) this.#tell(call, ring.handoff);
+        }
+      });
+    }
     return () => {
       const now = this.#listeners.get(key);
       if (now === undefined) return;
@@ -272,7 +318,8 @@ class SqliteStore implements LockStore {
    * when the lease they were refused by ends (an extended lease only brings one early try).
    */
   #wakeAt(key: string, at: number): void {
-    if (!this.#listeners.has(key) || this.#expiries.get(key)?.at === at) return;
+    // Set before the waiter listens too: it is refused first, and only then subscribes.
+    if (this.#expiries.get(key)?.at === at) return;
     clearTimeout(this.#expiries.get(key)?.timer);
     const timer = setTimeout(
       () => {
@@ -285,16 +332,52 @@ class SqliteStore implements LockStore {
     this.#expiries.set(key, { at, timer });
   }
 
-  #ring(key: string, next: NextInLine): void {
-    if (next.bell !== null) this.#bells?.ring(next.bell, key);
+  #ring(key: string, { bell, handoff }: NextInLine): void {
+    if (bell !== null) this.#bells?.ring(bell, key, handoff);
     // Without bells (a database in memory) a waiter can only be in this process.
-    else if (this.#bells?.bell === undefined) queueMicrotask(() => this.#heard(key));
+    else if (this.#bells?.bell === undefined) queueMicrotask(() => this.#heard(key, handoff));
   }
 
-  #heard(key: string): void {
+  #heard(key: string, handoff?: Handoff): void {
+    this.#remember(key, handoff);
     const listeners = this.#listeners.get(key);
     if (listeners === undefined) return;
-    for (const listener of [...listeners]) listener();
+    for (const listener of [...listeners]) this.#tell(listener, handoff);
+  }
+
+  #tell(listener: (handoff?: Handoff) => void, handoff: Handoff | undefined): void {
+    if (handoff === undefined) {
+      listener();
+      return;
+    }
+    const told = this.#checked(handoff);
+    if (told !== undefined) listener(told);
+  }
+
+  #remember(key: string, handoff: Handoff | undefined): void {
+    let rings = this.#recent.get(key);
+    if (rings === undefined) {
+      // The keys rung longest ago go first, once there are many.
+      if (this.#recent.size >= RECENT_KEYS) {
+        this.#recent.delete(this.#recent.keys().next().value as string);
+      }
+      this.#recent.set(key, (rings = []));
+    }
+    rings.push({ at: Date.now(), handoff });
+    if (rings.length > RECENT_RINGS) rings.shift();
+  }
+
+  /**
+   * A hand-off made before its waiter's last refusal (a ring that came late) is void:
+   * `undefined`. One whose waiter's refusal this store has no record of is only news (no claim
+   * `ttlMs`), so that the waiter confirms it with an acquire rather than holding on it.
+   */
+  #checked(handoff: Handoff): Handoff | undefined {
+    const refused = this.#refusedAt.get(handoff.owner);
+    if (refused === undefined || handoff.fence === undefined) {
+      return { owner: handoff.owner, fence: handoff.fence };
+    }
+    return handoff.fence > refused ? handoff : undefined;
   }
 
   async extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
@@ -311,12 +394,18 @@ class SqliteStore implements LockStore {
     await this.#ready?.catch(() => undefined);
     this.#bells?.close();
     this.#listeners.clear();
+    this.#recent.clear();
     for (const { timer } of this.#expiries.values()) clearTimeout(timer);
     this.#expiries.clear();
     if (typeof this.#source === 'string') this.#db?.close();
     this.#db = undefined;
   }
 }
+
+/** How long, and how many of, a key's last rings are told to a listener that comes after them. */
+const RECENT_MS = 1_000;
+const RECENT_RINGS = 4;
+const RECENT_KEYS = 1_000;
 
 /**
  * A store in the SQLite file at `pathOrDatabase` (created with its missing folders on first use,
@@ -343,7 +432,10 @@ export function sqliteStore(
  * Bells for the file `db` has open as its main database, named after its device and inode so
  * that every path to it finds the same folder; undefined for a database in memory.
  */
-function bellsFor(db: SqliteDatabase, onRing: (key: string) => void): Bells | undefined {
+function bellsFor(
+  db: SqliteDatabase,
+  onRing: (key: string, handoff?: Handoff) => void,
+): Bells | undefined {
   try {
     const main = db.prepare("SELECT file FROM pragma_database_list WHERE name = 'main'").get();
     const file = typeof main?.file === 'string' ? main.file : '';

@@ -1,6 +1,6 @@
 import type { AcquiredKeys } from 'cachelock';
 import type { SqliteDatabase } from './driver.js';
-import { type NextInLine, prepareLine } from './line.js';
+import { type NextInLine, prepareLine, prepareTake } from './line.js';
 import { immediate, type Tables } from './schema.js';
 
 // Several keys of the exclusive table, all or none, each call one `BEGIN IMMEDIATE` transaction:
@@ -8,18 +8,13 @@ import { immediate, type Tables } from './schema.js';
 // avoid deadlocks. The statements are acquire.ts's, release.ts's and extend.ts's, for each key.
 
 export function prepareKeysAcquire(db: SqliteDatabase, tables: Tables) {
-  const { leases, fences } = tables;
+  const { leases } = tables;
   const transaction = immediate(db);
   const line = prepareLine(db, tables);
+  const take = prepareTake(db, tables);
   const read = db.prepare(`SELECT owner, expires_at FROM ${leases} WHERE key = ?`);
   const refresh = db.prepare(
     `UPDATE ${leases} SET expires_at = ? WHERE key = ? RETURNING CAST(fence AS TEXT) AS fence`,
-  );
-  const nextFence = db.prepare(`UPDATE ${fences} SET value = max(value + 1, ?) WHERE id = 1`);
-  const take = db.prepare(
-    `INSERT OR REPLACE INTO ${leases} (key, owner, expires_at, fence)
-     VALUES (?, ?, ?, (SELECT value FROM ${fences} WHERE id = 1))
-     RETURNING CAST(fence AS TEXT) AS fence`,
   );
   return (keys: readonly string[], owner: string, ttlMs: number): AcquiredKeys | null =>
     transaction(() => {
@@ -37,14 +32,12 @@ export function prepareKeysAcquire(db: SqliteDatabase, tables: Tables) {
       const fences = new Map<string, bigint>();
       unique.forEach((key, i) => {
         const row = current[i];
-        let taken: Record<string, unknown> | undefined;
-        if (row && Number(row.expires_at) > now) {
-          taken = refresh.get(expiresAt, key);
-        } else {
-          nextFence.run(BigInt(Math.floor(now)) * 1000n);
-          taken = take.get(key, owner, expiresAt);
-        }
-        fences.set(key, BigInt(String(taken?.fence)));
+        fences.set(
+          key,
+          row && Number(row.expires_at) > now
+            ? BigInt(String(refresh.get(expiresAt, key)?.fence))
+            : take(key, owner, now, expiresAt),
+        );
       });
       return { fences: keys.map((key) => fences.get(key)) };
     });
@@ -82,7 +75,9 @@ export function prepareKeysRelease(db: SqliteDatabase, tables: Tables) {
         } else {
           const row = remove.get(key, owner);
           if (row !== undefined && Number(row.expires_at) > now) held++;
-          // Freed, or it left the line of a free key: the first waiter now is told.
+          // Freed (past any place of its own), or it left the line of a free key: the first
+          // waiter now takes it, or is told.
+          if (row !== undefined) line.leave(key, owner);
           const first = row !== undefined ? line.next(key, now) : line.left(key, owner, now);
           if (first !== undefined) next.push([key, first]);
         }
