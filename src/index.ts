@@ -51,6 +51,8 @@ export {
   type LeaseInfo,
   type LockStore,
   type ManyKeys,
+  /** @internal For the stores that hand a key over: which hand-offs are void. */
+  Refusals,
   RW_LIMIT,
   type SharedLeases,
   type SharedRequest,

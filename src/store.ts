@@ -245,6 +245,46 @@ export function isLockStore(value: unknown): value is LockStore {
 }
 
 /**
+ * For a store with `handoffGrants`: each waiter's last refusal, as a point in the store's own
+ * order (the server's time, a fence counter) that its hand-offs' fences share, so that a
+ * hand-off made before that refusal (a message that came late) is never told as a grant.
+ * Owners that left without a word go, the oldest first, once there are `limit`.
+ */
+export class Refusals {
+  readonly #at = new Map<string, bigint>();
+  readonly #limit: number;
+
+  constructor(limit = 10_000) {
+    this.#limit = limit;
+  }
+
+  /** `owner` was refused at `at`. */
+  refused(owner: string, at: bigint): void {
+    if (this.#at.size >= this.#limit) this.#at.delete(this.#at.keys().next().value as string);
+    this.#at.delete(owner);
+    this.#at.set(owner, at);
+  }
+
+  /** `owner` was granted or let go: nothing is void for it any more. */
+  forget(owner: string): void {
+    this.#at.delete(owner);
+  }
+
+  /**
+   * A hand-off made before its waiter's last refusal is void: `undefined`. One whose waiter's
+   * refusal is not on record is only news (no claim `ttlMs`), so that the waiter confirms it
+   * with an acquire rather than holding on it.
+   */
+  checked(handoff: Handoff): Handoff | undefined {
+    const refused = this.#at.get(handoff.owner);
+    if (refused === undefined || handoff.fence === undefined) {
+      return { owner: handoff.owner, fence: handoff.fence };
+    }
+    return handoff.fence > refused ? handoff : undefined;
+  }
+}
+
+/**
  * Undo an acquire whose outcome is unknown (it failed or timed out here, but the store may
  * still grant it, as a stalled server does once it runs again), so that the key is not held
  * for a whole lease by an owner nobody answers to. Releasing is owner-checked, so this never

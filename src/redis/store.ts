@@ -7,6 +7,7 @@ import {
   type LeaseInfo,
   type LockStore,
   type ManyKeys,
+  Refusals,
   type SharedLeases,
   type SharedRequest,
   type StoreCapabilities,
@@ -64,7 +65,7 @@ export class RedisStore implements LockStore {
    */
   private readonly inLine = new Set<string>();
   /** Each waiter's last refusal in a line, on the server's clock (us). */
-  private readonly refusedAt = new Map<string, bigint>();
+  private readonly refusedAt = new Refusals();
 
   constructor(
     private readonly driver: RedisDriver,
@@ -97,14 +98,14 @@ export class RedisStore implements LockStore {
     const args = [owner, String(wholeMs(ttlMs)), String(lineMs)];
     if (lineMs > 0) args.push(this.subscriptions.wakeChannel());
     return this.call(ACQUIRE, leaseKey(key), args, (reply) => {
-      const got = acquired(reply, (at) => this.refused(owner, at));
-      if (got !== null) this.refusedAt.delete(owner);
+      const got = acquired(reply, (at) => this.refusedAt.refused(owner, at));
+      if (got !== null) this.refusedAt.forget(owner);
       return got;
     });
   }
 
   release(key: string, owner: string, keepMs = 0): Promise<boolean> {
-    this.refusedAt.delete(owner);
+    this.refusedAt.forget(owner);
     const lease = leaseKey(key);
     const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
     return this.call(RELEASE, lease, [owner, keep], (reply) => {
@@ -125,7 +126,7 @@ export class RedisStore implements LockStore {
   onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
     return this.subscriptions.listen(leaseKey(key), (message) => {
       if (!message) return listener(undefined);
-      const handoff = this.checked(parseHandoff(message));
+      const handoff = this.refusedAt.checked(parseHandoff(message));
       if (handoff !== undefined) listener(handoff);
     });
   }
@@ -151,29 +152,6 @@ export class RedisStore implements LockStore {
     return this.deadlines.run(driver.send(script, lease, args), convert, (error) =>
       isNoScript(error) ? driver.send(script, lease, args, true) : undefined,
     );
-  }
-
-  /** A waiter was refused at `at` (server time, us). */
-  private refused(owner: string, at: bigint): void {
-    // Owners that left without a word go, the oldest first, once there are many.
-    if (this.refusedAt.size >= 10_000) {
-      this.refusedAt.delete(this.refusedAt.keys().next().value as string);
-    }
-    this.refusedAt.delete(owner);
-    this.refusedAt.set(owner, at);
-  }
-
-  /**
-   * A hand-off made before its waiter's last refusal (a message that came late) is void:
-   * `undefined`. One whose waiter's refusal this store has no record of is only news (no claim
-   * `ttlMs`), so that the waiter confirms it with an acquire rather than holding on it.
-   */
-  private checked(handoff: Handoff): Handoff | undefined {
-    const refused = this.refusedAt.get(handoff.owner);
-    if (refused === undefined || handoff.fence === undefined) {
-      return { owner: handoff.owner, fence: handoff.fence };
-    }
-    return handoff.fence > refused ? handoff : undefined;
   }
 
   /** Note a waiter; owners that left without a word go once there are many. */
@@ -272,17 +250,17 @@ export class RedisStore implements LockStore {
         // In the set before sending, so that a wake-up racing the reply is not missed.
         if (request.lineMs) this.waiting(owner);
         return this.call(SHARED_ACQUIRE, names(key), args, (reply) => {
-          const got = acquiredShared(reply, (at) => this.refused(owner, at));
+          const got = acquiredShared(reply, (at) => this.refusedAt.refused(owner, at));
           if (got !== null) {
             this.inLine.delete(owner);
-            this.refusedAt.delete(owner);
+            this.refusedAt.forget(owner);
           }
           return got;
         });
       },
       release: (key, owner, keepMs = 0) => {
         this.inLine.delete(owner);
-        this.refusedAt.delete(owner);
+        this.refusedAt.forget(owner);
         const keep = keepMs > 0 ? String(wholeMs(keepMs)) : '0';
         return this.call(SHARED_RELEASE, names(key), [owner, keep, handOver, linger], isOne);
       },
@@ -300,7 +278,7 @@ export class RedisStore implements LockStore {
           }
           // Most hand-offs name someone else's waiter: known before reading the fence.
           if (!this.inLine.has(handoffOwner(message))) return;
-          const handoff = this.checked(parseHandoff(message));
+          const handoff = this.refusedAt.checked(parseHandoff(message));
           if (handoff !== undefined) listener(handoff);
         }),
     };

@@ -68,7 +68,7 @@ export function prepareAcquire(db: SqliteDatabase, tables: Tables) {
       if (current && current.owner !== null && Number(current.expires_at) > now) {
         if (current.owner !== owner) {
           if (wait !== undefined) {
-            line.join(key, owner, now, wait, Math.min(wait.lineMs, ttlMs));
+            line.join(key, owner, now, wait, ttlMs);
             wait.heldUntil?.(Number(current.expires_at));
           }
           commit.run();
@@ -80,7 +80,7 @@ export function prepareAcquire(db: SqliteDatabase, tables: Tables) {
       } else {
         // Free, but an earlier place in line than the caller's is still live: its turn first.
         if (Number(current?.queued) === 1 && !line.mayTake(key, owner, now)) {
-          if (wait !== undefined) line.join(key, owner, now, wait, Math.min(wait.lineMs, ttlMs));
+          if (wait !== undefined) line.join(key, owner, now, wait, ttlMs);
           commit.run();
           return null;
         }

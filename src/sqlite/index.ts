@@ -11,6 +11,7 @@ import {
   type LeaseInfo,
   type LentPool,
   type LockStore,
+  Refusals,
   type SharedLeases,
   type StoreCapabilities,
   toMs,
@@ -116,7 +117,7 @@ class SqliteStore implements LockStore {
   /** Per key listened for, a wake-up when the lease a waiter was refused by runs out. */
   readonly #expiries = new Map<string, { at: number; timer: NodeJS.Timeout }>();
   /** Each waiter's last refusal: the fence counter as it read it. */
-  readonly #refusedAt = new Map<string, bigint>();
+  readonly #refusedAt = new Refusals();
   /**
    * Per key, its last rings (at most `RECENT_RINGS`, newest last), told again to a listener that
    * subscribes within `RECENT_MS` of one: a waiter between its refusal and its subscription
@@ -254,31 +255,21 @@ class SqliteStore implements LockStore {
         bell,
         heldUntil: (at) => this.#wakeAt(key, at),
         refused: (counter) => {
-          this.#refused(owner, counter);
+          this.#refusedAt.refused(owner, counter);
           // No bell rings for this place: the waiter tries again as soon as it listens.
           if (bell === undefined) this.#remember(key, undefined);
         },
       });
     });
-    if (granted !== null) this.#refusedAt.delete(owner);
+    if (granted !== null) this.#refusedAt.forget(owner);
     return granted;
   }
 
   async release(key: string, owner: string, keepMs?: number): Promise<boolean> {
-    this.#refusedAt.delete(owner);
+    this.#refusedAt.forget(owner);
     const { held, next } = await this.#run((ops) => ops.release(key, owner, keepMs));
     if (next !== undefined) this.#ring(key, next);
     return held;
-  }
-
-  /** A waiter was refused when the fence counter stood at `counter`. */
-  #refused(owner: string, counter: bigint): void {
-    // Owners that left without a word go, the oldest first, once there are many.
-    if (this.#refusedAt.size >= 10_000) {
-      this.#refusedAt.delete(this.#refusedAt.keys().next().value as string);
-    }
-    this.#refusedAt.delete(owner);
-    this.#refusedAt.set(owner, counter);
   }
 
   /**
@@ -350,7 +341,7 @@ class SqliteStore implements LockStore {
       listener();
       return;
     }
-    const told = this.#checked(handoff);
+    const told = this.#refusedAt.checked(handoff);
     if (told !== undefined) listener(told);
   }
 
@@ -365,19 +356,6 @@ class SqliteStore implements LockStore {
     }
     rings.push({ at: Date.now(), handoff });
     if (rings.length > RECENT_RINGS) rings.shift();
-  }
-
-  /**
-   * A hand-off made before its waiter's last refusal (a ring that came late) is void:
-   * `undefined`. One whose waiter's refusal this store has no record of is only news (no claim
-   * `ttlMs`), so that the waiter confirms it with an acquire rather than holding on it.
-   */
-  #checked(handoff: Handoff): Handoff | undefined {
-    const refused = this.#refusedAt.get(handoff.owner);
-    if (refused === undefined || handoff.fence === undefined) {
-      return { owner: handoff.owner, fence: handoff.fence };
-    }
-    return handoff.fence > refused ? handoff : undefined;
   }
 
   async extend(key: string, owner: string, ttlMs: number): Promise<boolean> {

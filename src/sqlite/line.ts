@@ -153,17 +153,22 @@ export function prepareLine(db: SqliteDatabase, tables: Tables) {
 
     /**
      * Join the line, or keep the place held and push its end to `lineMs` from now; a key handed
-     * over to the place is a lease of `claimMs`. The caller is refused: it is told so.
+     * over to the place is a lease of its claim, the caller's `ttlMs` up to `lineMs`. The caller
+     * is refused: it is told so, with the fence counter.
      */
-    join(key: string, owner: string, now: number, wait: Waiting, claimMs: number): void {
+    join(key: string, owner: string, now: number, wait: Waiting, ttlMs: number): void {
       const until = Math.ceil(now + wait.lineMs);
       const ring = wait.bell ?? null;
-      const claim = Math.max(1, Math.ceil(claimMs));
-      if (Number(renew.run(until, ring, claim, key, owner, now).changes) === 0) {
-        const seq = BigInt(String(nextSeq.get(BigInt(Math.floor(now)) * 1000n)?.value));
-        join.run(key, owner, claim, until, ring, seq);
+      const claim = Math.max(1, Math.ceil(Math.min(wait.lineMs, ttlMs)));
+      let at: bigint;
+      if (Number(renew.run(until, ring, claim, key, owner, now).changes) > 0) {
+        at = BigInt(String(counter.get()?.value));
+      } else {
+        // A new place's order is the counter's next value: the counter as the refusal read it.
+        at = BigInt(String(nextSeq.get(BigInt(Math.floor(now)) * 1000n)?.value));
+        join.run(key, owner, claim, until, ring, at);
       }
-      wait.refused?.(BigInt(String(counter.get()?.value)));
+      wait.refused?.(at);
     },
 
     /** The key is free: the first live place takes it, or is told (see `handOff`). */
