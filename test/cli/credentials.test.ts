@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../support/reachable.js';
+import { closedPort } from '../support/reachable.js';
 import { RedisServer } from '../support/redis-server.js';
 import { assertBuilt, cachelock, uniqueKey } from './bin.js';
 
@@ -26,7 +26,7 @@ describe('the command never prints a cache password', () => {
   });
 
   it('a cache where nothing listens', async () => {
-    const port = await freePort();
+    const port = await closedPort();
     const result = await cachelock([
       'status',
       uniqueKey('pw'),

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../support/reachable.js';
+import { closedPort } from '../support/reachable.js';
 import { assertBuilt, BIN, cachelock, sq, tempDir, uniqueKey } from './bin.js';
 
 const manifest = JSON.parse(
@@ -49,10 +49,10 @@ describe('bad use never runs the command', () => {
   const marker = join(dir, 'marker');
   const env = { CACHELOCK_DB: join(dir, 'locks.sqlite'), CACHELOCK_URL: '' };
   const command = ['sh', '-c', `touch ${sq(marker)}`];
-  let closedPort: number;
+  let nowhere: number;
 
   beforeAll(async () => {
-    closedPort = await freePort();
+    nowhere = await closedPort();
   });
 
   const usage: [string, (key: string) => string[], NodeJS.ProcessEnv?][] = [
@@ -115,12 +115,12 @@ describe('bad use never runs the command', () => {
   it.each([
     [
       'run',
-      (key: string) => ['run', key, '--cache', `redis://127.0.0.1:${closedPort}`, '--', ...command],
+      (key: string) => ['run', key, '--cache', `redis://127.0.0.1:${nowhere}`, '--', ...command],
     ],
-    ['status', (key: string) => ['status', key, '--cache', `redis://127.0.0.1:${closedPort}`]],
+    ['status', (key: string) => ['status', key, '--cache', `redis://127.0.0.1:${nowhere}`]],
     [
       'release',
-      (key: string) => ['release', key, '--force', '--cache', `redis://127.0.0.1:${closedPort}`],
+      (key: string) => ['release', key, '--force', '--cache', `redis://127.0.0.1:${nowhere}`],
     ],
     [
       'run on PostgreSQL',
@@ -128,7 +128,7 @@ describe('bad use never runs the command', () => {
         'run',
         key,
         '--cache',
-        `postgres://postgres@127.0.0.1:${closedPort}/test`,
+        `postgres://postgres@127.0.0.1:${nowhere}/test`,
         '--',
         ...command,
       ],
@@ -136,7 +136,7 @@ describe('bad use never runs the command', () => {
   ])('%s on an unreachable cache exits 69', async (_, args) => {
     const result = await cachelock(args(uniqueKey('down')), env);
     expect(result.code).toBe(69);
-    expect(result.stderr).toContain(`127.0.0.1:${closedPort}`);
+    expect(result.stderr).toContain(`127.0.0.1:${nowhere}`);
     expect(result.stderr).toContain('unavailable');
     expect(existsSync(marker)).toBe(false);
   });

@@ -15,7 +15,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../support/reachable.js';
+import { closedPort } from '../support/reachable.js';
 import { RedisServer } from '../support/redis-server.js';
 
 // Distinctive, so that finding it anywhere means it leaked.
@@ -144,7 +144,7 @@ describe('a malformed cache URL with a password', () => {
 
 describe('a PostgreSQL URL with a password, where nothing listens', () => {
   it('StoreError names scheme, host and port, and nothing holds the password', async () => {
-    const port = await freePort();
+    const port = await closedPort();
     const cache = `postgres://postgres:${PASSWORD}@127.0.0.1:${port}/test`;
     const error = await Lock.acquire(key(), { cache }).catch((e) => e);
     expect(error).toBeInstanceOf(StoreError);
@@ -153,7 +153,7 @@ describe('a PostgreSQL URL with a password, where nothing listens', () => {
   });
 
   it('the same through a pg Pool given as the cache', async () => {
-    const port = await freePort();
+    const port = await closedPort();
     const pool = new pg.Pool({ host: '127.0.0.1', port, user: 'postgres', password: PASSWORD });
     try {
       const error = await Lock.acquire(key(), { cache: pool }).catch((e) => e);

@@ -8,7 +8,7 @@ import { runConformance } from 'cachelock/testing';
 import { Redis } from 'ioredis';
 import Keyv from 'keyv';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { freePort, serverOrSkip } from '../support/reachable.js';
+import { closedPort, serverOrSkip } from '../support/reachable.js';
 import { describePrimitives } from '../support/store-primitives.js';
 
 const reachable = await serverOrSkip('Redis', 6379);
@@ -91,7 +91,7 @@ describe.runIf(reachable)('keyv + @keyv/redis on the shared Redis', () => {
   });
 
   it('surfaces an unreachable Redis as a StoreError, never as held', async () => {
-    const port = await freePort();
+    const port = await closedPort();
     const keyv = new Keyv({
       store: new KeyvRedis({
         url: `redis://127.0.0.1:${port}`,

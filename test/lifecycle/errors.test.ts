@@ -15,7 +15,7 @@ import Keyv from 'keyv';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type PostgresServer, startPostgresServer } from '../support/postgres-server.js';
-import { binaryOrSkip, builtOrSkip, freePort, serverOrSkip } from '../support/reachable.js';
+import { binaryOrSkip, builtOrSkip, closedPort, serverOrSkip } from '../support/reachable.js';
 import { RedisServer } from '../support/redis-server.js';
 import { startTlsRedis, TestCertificates, TlsEtcd } from '../support/tls.js';
 import { WITHOUT_IOREDIS } from '../support/without-ioredis.js';
@@ -44,7 +44,7 @@ let refused: number;
 
 beforeAll(async () => {
   registerScheme('redlock', redlockFromUrl);
-  refused = await freePort();
+  refused = await closedPort();
   blackhole = createServer((socket) => {
     sockets.add(socket);
     socket.on('error', () => {});

@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { memcachedKeys } from '../../src/memcached/keys.js';
 import { expirySeconds } from '../../src/memcached/lease.js';
 import { MemcachedServer } from '../support/memcached-server.js';
-import { binaryOrSkip, freePort } from '../support/reachable.js';
+import { binaryOrSkip, closedPort, freePort } from '../support/reachable.js';
 
 const installed = await binaryOrSkip('memcached', 'memcached');
 const run = randomBytes(4).toString('hex');
@@ -262,7 +262,7 @@ describe.runIf(installed)('memcached store when the server fails', () => {
   });
 
   it('nothing listening rejects at once', async () => {
-    const port = await freePort();
+    const port = await closedPort();
     const store = memcachedStore(`memcached://127.0.0.1:${port}`);
     closers.push(() => store.close?.());
     await expect(store.acquire(key('refused'), newOwner(), 1000)).rejects.toThrow(/ECONNREFUSED/);

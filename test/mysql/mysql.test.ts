@@ -5,7 +5,7 @@ import mariadb from 'mariadb';
 import mysql from 'mysql2';
 import mysqlPromise from 'mysql2/promise';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort, serverOrSkip } from '../support/reachable.js';
+import { closedPort, serverOrSkip } from '../support/reachable.js';
 
 const reachable = await serverOrSkip('MariaDB', 3306);
 const settings = { host: '127.0.0.1', port: 3306, user: 'root', database: 'test' };
@@ -67,7 +67,7 @@ describe.runIf(reachable)('mysql store', () => {
   });
 
   it('rejects, never grants, when the server cannot be reached', async () => {
-    const port = await freePort();
+    const port = await closedPort();
     for (const driver of ['mysql2', 'mariadb']) {
       const store = await storeFromUrl(
         new URL(`mysql://root@127.0.0.1:${port}/test?driver=${driver}`),

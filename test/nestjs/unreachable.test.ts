@@ -5,7 +5,7 @@ import { Test } from '@nestjs/testing';
 import { configure, StoreError } from 'cachelock';
 import { CachelockModule, type CachelockModuleOptions, CachelockService } from 'cachelock/nestjs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { freePort } from '../support/reachable.js';
+import { closedPort } from '../support/reachable.js';
 
 const password = 'n3st-s3cret-pw';
 
@@ -45,7 +45,7 @@ function expectSaysWhereAndWhy(error: Error, port: number, boundMs: number): voi
 
 describe('a Nest app whose Keyv Redis store points at a server that is down', () => {
   it('fails to start within connectTimeout, saying where and why, without the password', async () => {
-    const port = await freePort();
+    const port = await closedPort();
     const { app, outcome, ms } = await start(`redis://:${password}@127.0.0.1:${port}`, {
       connectTimeout: '1s',
     });
@@ -57,7 +57,7 @@ describe('a Nest app whose Keyv Redis store points at a server that is down', ()
   });
 
   it('without connectTimeout, fails to start within the default 5s, saying where and why', async () => {
-    const port = await freePort();
+    const port = await closedPort();
     const { app, outcome, ms } = await start(`redis://:${password}@127.0.0.1:${port}`, {});
     expect(outcome.ok).toBe(false);
     if (outcome.ok !== false) return;
@@ -70,7 +70,7 @@ describe('a Nest app whose Keyv Redis store points at a server that is down', ()
   });
 
   it("with onConnectError: 'fail-locks', starts and fails each lock with a StoreError", async () => {
-    const port = await freePort();
+    const port = await closedPort();
     const { app, outcome } = await start(`redis://127.0.0.1:${port}`, {
       connectTimeout: '500ms',
       onConnectError: 'fail-locks',
@@ -86,7 +86,7 @@ describe('a Nest app whose Keyv Redis store points at a server that is down', ()
   });
 
   it('refuses an onConnectError it does not know, naming it', async () => {
-    const port = await freePort();
+    const port = await closedPort();
     const { app, outcome } = await start(`redis://127.0.0.1:${port}`, {
       onConnectError: 'ignore' as never,
     });

@@ -8,7 +8,7 @@ import { lockKeys, redisStore } from 'cachelock/redis';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundleChild } from '../support/bundle.js';
-import { binaryOrSkip, freePort } from '../support/reachable.js';
+import { binaryOrSkip, closedPort } from '../support/reachable.js';
 import { RedisServer, sleep } from '../support/redis-server.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
 import { writeWithFence } from './fixtures/resource.js';
@@ -255,7 +255,7 @@ describe.runIf(runs)('redis faults, on throwaway servers', () => {
   });
 
   it('a server that is not there: acquire rejects with StoreError within a bounded time', async () => {
-    const port = await freePort();
+    const port = await closedPort();
     const started = Date.now();
     await expect(
       Lock.acquire(key('absent'), { cache: `redis://127.0.0.1:${port}` }),

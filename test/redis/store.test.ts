@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseWake } from '../../src/redis/keys.js';
-import { binaryOrSkip, freePort } from '../support/reachable.js';
+import { binaryOrSkip, closedPort } from '../support/reachable.js';
 import { RedisServer, sleep } from '../support/redis-server.js';
 
 const runs = await binaryOrSkip('Redis store', 'redis-server');
@@ -147,7 +147,7 @@ describe.runIf(runs)('redis store on a throwaway server', () => {
       // The waiter's store subscribes on a port where no server listens, so no message can
       // reach it: what it hears comes from the reply to the release made on the other store.
       const deaf = new Redis(server.port, '127.0.0.1');
-      const nowhere = await freePort();
+      const nowhere = await closedPort();
       deaf.duplicate = () => {
         const sub = new Redis(nowhere, '127.0.0.1', { maxRetriesPerRequest: 0 });
         sub.on('error', () => {});
@@ -511,7 +511,7 @@ describe.runIf(runs)('redis store on a throwaway server', () => {
     });
 
     it('rejects within a bounded time when no server is there', async () => {
-      const port = await freePort();
+      const port = await closedPort();
       const s = await storeFromUrl(new URL(`redis://127.0.0.1:${port}`));
       const started = Date.now();
       await expect(s.acquire(key('absent'), newOwner(), 10_000)).rejects.toThrow();

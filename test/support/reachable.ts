@@ -49,6 +49,39 @@ export async function binaryOrSkip(name: string, binary: string): Promise<boolea
   }
 }
 
+/**
+ * A loopback port where nothing listens and nothing will: a connection to it is refused.
+ *
+ * A port from `freePort()` is only free when asked. The kernel hands the same range out again,
+ * to servers other test files start and to outgoing connections, so a test that holds on to it
+ * can find something there later. A port below 1024 is outside that range: no test binds one,
+ * and connecting to it needs no privilege. The first of 1023 down to 1000 that refuses is taken
+ * (lower ones include ports that `fetch` will not connect to at all, such as 1).
+ */
+export async function closedPort(): Promise<number> {
+  closed ??= findClosedPort();
+  return closed;
+}
+let closed: Promise<number> | undefined;
+
+async function findClosedPort(): Promise<number> {
+  const { connect } = await import('node:net');
+  for (let port = 1023; port >= 1000; port--) {
+    const refused = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host: '127.0.0.1', port, timeout: 500 });
+      const done = (result: boolean) => {
+        socket.destroy();
+        resolve(result);
+      };
+      socket.once('connect', () => done(false));
+      socket.once('timeout', () => done(false));
+      socket.once('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED'));
+    });
+    if (refused) return port;
+  }
+  throw new Error('no loopback port from 1000 to 1023 refuses connections');
+}
+
 /** A free TCP port on loopback. */
 export async function freePort(): Promise<number> {
   const { createServer } = await import('node:net');
