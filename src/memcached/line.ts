@@ -3,15 +3,19 @@ import { expirySeconds } from './lease.js';
 
 /**
  * A lock's line of waiters, one item beside its lease: a line per place, `<expiresAtMs> <owner>`,
- * first come first. It is changed only under compare-and-swap, so two waiters joining at once
- * cannot drop each other. A place lasts `lineMs` from its waiter's last renewal, judged by the
- * clock of whoever reads the line (memcached only counts whole seconds): a client whose clock
- * is far off misjudges places, which costs fairness, never exclusion, as the lease decides who
- * holds the key. The item lives as long as its last place and goes when the line empties.
+ * first come first, and `\t<bell>` after the owner when the waiter's store has a bell (see
+ * src/local/bells.ts) that a release on its machine can ring. Earlier versions read and keep
+ * such a place as one of an owner they do not know, so they still wait behind it. The line is
+ * changed only under compare-and-swap, so two waiters joining at once cannot drop each other.
+ * A place lasts `lineMs` from its waiter's last renewal, judged by the clock of whoever reads
+ * the line (memcached only counts whole seconds): a client whose clock is far off misjudges
+ * places, which costs fairness, never exclusion, as the lease decides who holds the key. The
+ * item lives as long as its last place and goes when the line empties.
  */
 export interface Place {
   owner: string;
   expiresAt: number;
+  bell?: number;
 }
 
 export interface LineState {
@@ -33,8 +37,13 @@ export function readLine(reply: MetaReply): LineState {
     const space = entry.indexOf(' ');
     if (space < 0) continue;
     const expiresAt = Number(entry.slice(0, space));
-    const owner = entry.slice(space + 1);
-    if (Number.isFinite(expiresAt) && owner !== '') places.push({ owner, expiresAt });
+    let owner = entry.slice(space + 1);
+    const tab = owner.lastIndexOf('\t');
+    const bell =
+      tab >= 0 && /^\d{1,15}$/.test(owner.slice(tab + 1)) ? Number(owner.slice(tab + 1)) : 0;
+    if (bell > 0) owner = owner.slice(0, tab);
+    if (!Number.isFinite(expiresAt) || owner === '') continue;
+    places.push(bell > 0 ? { owner, expiresAt, bell } : { owner, expiresAt });
   }
   return { places, cas: flagValue(reply, 'c') };
 }
@@ -46,8 +55,9 @@ export function firstLive(line: LineState, now: number): Place | undefined {
 
 /**
  * Take a place at the end of the line for `lineMs`, or push the end of `owner`'s own place; a
- * place with more than half its term left is kept as it is (waiters renew at least once a
- * second), so that polling writes nothing. `line` is the state read with the attempt.
+ * place with more than half its term left and the same bell is kept as it is (waiters renew at
+ * least once a second), so that polling writes nothing. `line` is the state read with the
+ * attempt; `bell` is the waiter's store's, if it has one.
  */
 export async function joinLine(
   connection: MetaConnection,
@@ -55,19 +65,23 @@ export async function joinLine(
   owner: string,
   lineMs: number,
   line: LineState,
+  bell: number | undefined,
 ): Promise<void> {
-  // A place is one line of text: an owner with a line break cannot have one (it polls).
-  if (owner.includes('\n')) return;
+  // A place is one line of text, and a tab ends its owner: an owner with either cannot have one
+  // (it polls).
+  if (owner.includes('\n') || owner.includes('\t')) return;
   let state = line;
   for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
     const now = Date.now();
     const mine = state.places.find((place) => place.owner === owner);
-    if (mine !== undefined && mine.expiresAt - now > lineMs / 2) return;
+    if (mine !== undefined && mine.expiresAt - now > lineMs / 2 && mine.bell === bell) return;
     const until = Math.ceil(now + lineMs);
     const places = state.places.filter((place) => place.expiresAt > now);
     const index = places.findIndex((place) => place.owner === owner);
-    if (index >= 0) places[index] = { owner, expiresAt: until };
-    else places.push({ owner, expiresAt: until });
+    const place: Place =
+      bell === undefined ? { owner, expiresAt: until } : { owner, expiresAt: until, bell };
+    if (index >= 0) places[index] = place;
+    else places.push(place);
     if (await writeLine(connection, name, places, state.cas, now)) return;
     state = await fetchLine(connection, name);
   }
@@ -114,7 +128,9 @@ async function writeLine(
     throw unexpected('delete', reply!);
   }
   const data = Buffer.from(
-    places.map((place) => `${place.expiresAt} ${place.owner}`).join('\n'),
+    places
+      .map((place) => `${place.expiresAt} ${place.owner}${place.bell ? `\t${place.bell}` : ''}`)
+      .join('\n'),
     'utf8',
   );
   const last = Math.max(...places.map((place) => place.expiresAt));

@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import type { Acquired, AcquireOptions, LeaseInfo, LockStore } from 'cachelock';
+import { Bells } from '../local/bells.js';
 import { flagValue, MemcachedError, type MetaConnection, type MetaReply } from './connection.js';
 import { memcachedKeys } from './keys.js';
 import { decodeLease, encodeLease, expirySeconds, type LeaseValue } from './lease.js';
@@ -40,12 +42,24 @@ export const UNKNOWN_OWNER = '';
 export class MemcachedStore implements LockStore {
   readonly kind = 'memcached';
   readonly atomic = true;
+  /**
+   * A new listener is told at once, by its watch's first poll, of a key that was freed for it
+   * before it listened: a waiter whose first try joined the line need not try again.
+   */
+  readonly replaysWakeups = true;
   private readonly connections: MetaConnection[];
   private readonly written = new Map<string, Written>();
+  /** The places of holders still being taken out of their lines, by `<line>\n<owner>`. */
+  private readonly leaving = new Map<string, Promise<void>>();
   /** Per line item, when this store last saw someone in it (ms since the epoch). */
   private readonly lined = new Map<string, number>();
   /** The owners of this store waiting in lines, and the short polls that watch for them. */
   private readonly watches: Watches;
+  /**
+   * Wake-ups from releases in other processes of this machine that use the same servers: made
+   * when this store first waits or releases, listening only once it waits.
+   */
+  private bells: Bells | undefined;
 
   constructor(connections: MetaConnection[]) {
     if (connections.length === 0) throw new TypeError('memcachedStore: no memcached server given');
@@ -96,15 +110,26 @@ export class MemcachedStore implements LockStore {
           if (undone!.status !== 'HD' && undone!.status !== 'EX' && undone!.status !== 'NF') {
             throw unexpected('delete', undone!);
           }
+          // The waiter whose turn it is may have tried while this add stood, and been refused:
+          // it is told the key is free again.
+          if (undone!.status === 'HD' && first.bell !== undefined) {
+            this.bellsOf().ring(first.bell, key);
+          }
           if (lineMs !== undefined) await this.join(connection, lineName, owner, lineMs, line);
           return null;
         }
         this.remember(name, { owner, cas, fence: undefined });
         if (line.places.some((place) => place.owner === owner)) {
-          // Not awaited: the key is ours, so the place only holds back others a moment longer,
-          // and a release sent after it on this connection reaches memcached after it. A failure
-          // leaves the place to run out.
-          leaveLine(connection, lineName, owner, line).catch(() => {});
+          // Not awaited: the key is ours, so the place only holds back others a moment longer.
+          // The release waits for it, so that the waiter it wakes does not find this place
+          // first (the leave takes more than one round trip when others join meanwhile). A
+          // failure leaves the place to run out.
+          const id = `${lineName}\n${owner}`;
+          const leaving = leaveLine(connection, lineName, owner, line).catch(() => {});
+          this.leaving.set(id, leaving);
+          void leaving.then(() => {
+            if (this.leaving.get(id) === leaving) this.leaving.delete(id);
+          });
         }
         this.watches.served(lineName, owner);
         return {};
@@ -136,6 +161,8 @@ export class MemcachedStore implements LockStore {
     if (owner === UNKNOWN_OWNER) return this.releaseUnknown(connection, lease);
     // A waiter giving up leaves the line (a holder has no place: taking the key removed it).
     if (this.watches.served(line, owner)) await leaveLine(connection, line, owner);
+    const leaving = this.leaving.get(`${line}\n${owner}`);
+    if (leaving !== undefined) await leaving;
     return this.whileOwned(connection, lease, owner, async (written) => {
       if (keepMs > 0) {
         const value = { owner, expiresAt: Date.now() + keepMs, fence: written.fence };
@@ -143,8 +170,20 @@ export class MemcachedStore implements LockStore {
         const stored = await this.compareAndSet(connection, lease, written.cas, value, seconds);
         return stored === undefined ? 'changed' : 'done';
       }
-      const [reply] = await connection.send([{ line: `md ${lease} C${written.cas}` }]);
-      if (reply!.status === 'HD') return 'done';
+      // The line is read in the delete's round trip: its first waiter (not this owner, whose own
+      // place may still be on its way out) is rung, if its store has a bell on this machine.
+      const [reply, waiting] = await connection.send([
+        { line: `md ${lease} C${written.cas}` },
+        { line: `mg ${line} v` },
+      ]);
+      if (reply!.status === 'HD') {
+        const now = Date.now();
+        const next = readLine(waiting!).places.find(
+          (place) => place.expiresAt > now && place.owner !== owner,
+        );
+        if (next?.bell !== undefined) this.bellsOf().ring(next.bell, key);
+        return 'done';
+      }
       if (reply!.status === 'EX' || reply!.status === 'NF') return 'changed';
       throw unexpected('delete', reply!);
     }).finally(() => {
@@ -214,10 +253,25 @@ export class MemcachedStore implements LockStore {
   ): Promise<void> {
     // Noted before the write, so that the watch starts even if the reply is slow.
     this.watches.waiting(lineName, owner);
-    await joinLine(connection, lineName, owner, lineMs, line);
+    const bells = this.bellsOf();
+    bells.open();
+    await joinLine(connection, lineName, owner, lineMs, line, bells.bell);
+  }
+
+  /** This store's bells, made on first use; named after its servers. */
+  private bellsOf(): Bells {
+    if (this.bells === undefined) {
+      const servers = this.connections.map((c) => c.address).sort();
+      const shared = createHash('sha256').update(servers.join(' ')).digest('hex').slice(0, 16);
+      this.bells = new Bells(`memcached-${shared}`, (key) =>
+        this.watches.rung(memcachedKeys(key).line),
+      );
+    }
+    return this.bells;
   }
 
   async close(): Promise<void> {
+    this.bells?.close();
     this.watches.close();
     for (const connection of this.connections) connection.close();
     this.written.clear();

@@ -1,4 +1,6 @@
+import { hostname } from 'node:os';
 import type { MetaConnection } from './connection.js';
+import { decodeLease } from './lease.js';
 import { firstLive, readLine } from './line.js';
 
 // The first in line polls back to back (one round trip after another) for this long after the
@@ -15,6 +17,14 @@ const FAILED_MS = 200;
 // Told that the key is free, a waiter tries at once; if the key stays free, tell it again after
 // this long (its attempt may have met a place that has since run out).
 const RETELL_MS = 50;
+// Once a release has rung this store's bell for the key, every place polls this seldom while the
+// holder is on this machine: its release rings the first place's bell, and the poll is left to
+// find leases that ran out and rings that never came. A holder elsewhere (its owner names
+// another host) is polled for on the schedule above, and so is the key after a poll found it
+// free before a ring came, until the next ring.
+const BELLED_MS = 50;
+// Lines remembered as rung, at most; past it the memory starts afresh (polls are fast again).
+const MAX_BELLED = 10_000;
 
 /**
  * The short polls behind `MemcachedStore.onRelease`: one watch per key with listeners, which
@@ -25,6 +35,8 @@ export class Watches {
   /** Per line item, this store's owners that have a place in it. */
   readonly #owners = new Map<string, Set<string>>();
   readonly #watches = new Map<string, Watch>();
+  /** The lines whose last wake-up came from a ring (see BELLED_MS), kept across waits. */
+  readonly #belled = new Set<string>();
   #closed = false;
 
   constructor(connectionFor: (name: string) => MetaConnection) {
@@ -51,6 +63,21 @@ export class Watches {
     return this.#owners.get(line);
   }
 
+  /** A release rang this store's bell for the key of line `line`: its listeners try now. */
+  rung(line: string): void {
+    this.belled(line, true);
+    this.#watches.get(line)?.rung();
+  }
+
+  /** Whether rings wake the waiters of `line`; with `now`, say so. */
+  belled(line: string, now?: boolean): boolean {
+    if (now === true) {
+      if (this.#belled.size >= MAX_BELLED) this.#belled.clear();
+      this.#belled.add(line);
+    } else if (now === false) this.#belled.delete(line);
+    return this.#belled.has(line);
+  }
+
   listen(lease: string, line: string, listener: () => void): () => void {
     let watch = this.#watches.get(line);
     if (watch === undefined) {
@@ -59,6 +86,8 @@ export class Watches {
     }
     const call = () => listener();
     watch.listeners.add(call);
+    // A running watch polls again now: a new listener hears at once of a key that was freed
+    // for it before it listened (the store's replaysWakeups), as a new watch's first poll tells.
     if (!this.#closed) watch.start();
     const stopping = watch;
     return () => {
@@ -79,6 +108,7 @@ export class Watches {
     for (const watch of this.#watches.values()) watch.kick();
     this.#watches.clear();
     this.#owners.clear();
+    this.#belled.clear();
   }
 }
 
@@ -86,6 +116,8 @@ class Watch {
   readonly listeners = new Set<() => void>();
   #running = false;
   #wake: (() => void) | undefined;
+  /** When a ring last told the listeners, on `performance.now()`. */
+  #rungAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly watches: Watches,
@@ -99,8 +131,17 @@ class Watch {
     this.#wake?.();
   }
 
+  /** A ring said the key is free: tell the listeners, which a poll then need not do. */
+  rung(): void {
+    this.#rungAt = performance.now();
+    for (const listener of [...this.listeners]) listener();
+  }
+
   start(): void {
-    if (this.#running) return;
+    if (this.#running) {
+      this.kick();
+      return;
+    }
     this.#running = true;
     this.#run()
       .catch(() => {})
@@ -114,22 +155,27 @@ class Watch {
     let firstOwner: string | undefined;
     let changedAt = performance.now();
     let toldAt = Number.NEGATIVE_INFINITY;
+    // The first poll of the watch, or the first since an owner joined the line.
+    let firstPoll = true;
     while (this.listeners.size > 0 && !this.watches.closed) {
       const owners = this.watches.ownersIn(this.line);
       if (owners === undefined) {
         await this.#pause(Number.POSITIVE_INFINITY);
         changedAt = performance.now();
+        firstPoll = true;
         continue;
       }
       let free: boolean;
       let position: number;
       let first: string | undefined;
+      let local = false;
       try {
         const [lease, waiting] = await this.connection.send([
-          { line: `mg ${this.lease}` },
+          { line: `mg ${this.lease} v` },
           { line: `mg ${this.line} v` },
         ]);
         free = lease!.status === 'EN';
+        local = !free && isLocal(decodeLease(lease!.value)?.owner);
         const live = readLine(waiting!);
         const now = Date.now();
         first = firstLive(live, now)?.owner;
@@ -142,7 +188,12 @@ class Watch {
       }
       const now = performance.now();
       if (free !== wasFree || first !== firstOwner) changedAt = now;
-      if (free && (first === undefined || position === 0)) {
+      const rung = now - this.#rungAt < RETELL_MS;
+      if (free && (first === undefined || position === 0) && !rung) {
+        // Found by a later poll, not told by a ring: the holder may be on another machine. (The
+        // first poll of a wait finds a key freed before this waiter's place was written, which
+        // no release could ring for.)
+        if (!firstPoll) this.watches.belled(this.line, false);
         if (!wasFree || now - toldAt >= RETELL_MS) {
           toldAt = now;
           for (const listener of [...this.listeners]) listener();
@@ -151,35 +202,47 @@ class Watch {
       wasFree = free;
       firstOwner = first;
       const since = now - changedAt;
+      // Few polls only while a holder on this machine, which rings, has the key.
       const delay =
-        position === 0
-          ? since < SPIN_MS
-            ? 0
-            : Math.min(FIRST_MAX_MS, Math.max(1, since / 20))
-          : position < 0
-            ? OTHERS_MS
-            : Math.min(OTHERS_MS, position * SECOND_MS);
-      await this.#pause(delay);
+        local && this.watches.belled(this.line)
+          ? BELLED_MS
+          : position === 0
+            ? since < SPIN_MS
+              ? 0
+              : Math.min(FIRST_MAX_MS, Math.max(1, since / 20))
+            : position < 0
+              ? OTHERS_MS
+              : Math.min(OTHERS_MS, position * SECOND_MS);
+      firstPoll = await this.#pause(delay);
     }
   }
 
-  #pause(ms: number): Promise<void> {
+  /** Resolves true when a kick ended the pause, false when it ran out. */
+  #pause(ms: number): Promise<boolean> {
     return new Promise((resolve) => {
       let timer: NodeJS.Timeout | undefined;
       let immediate: NodeJS.Immediate | undefined;
-      const done = () => {
+      const done = (kicked: boolean) => {
         if (timer !== undefined) clearTimeout(timer);
         if (immediate !== undefined) clearImmediate(immediate);
         this.#wake = undefined;
-        resolve();
+        resolve(kicked);
       };
-      this.#wake = done;
-      if (ms === 0) immediate = setImmediate(done);
+      this.#wake = () => done(true);
+      if (ms === 0) immediate = setImmediate(() => done(false));
       else if (ms !== Number.POSITIVE_INFINITY) {
-        timer = setTimeout(done, ms);
+        timer = setTimeout(() => done(false), ms);
         // A watch must not keep the process alive: the waiter it serves has its own timers.
         timer.unref();
       }
     });
   }
+}
+
+/** Owners are `host:pid:random:counter` (cachelock's `newOwner`). */
+const localPrefix = `${hostname()}:`;
+
+/** Whether `owner` was made on this machine, so that its release rings bells here. */
+function isLocal(owner: string | undefined): boolean {
+  return owner?.startsWith(localPrefix) === true;
 }

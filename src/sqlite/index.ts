@@ -16,8 +16,8 @@ import {
   type StoreCapabilities,
   toMs,
 } from 'cachelock';
+import { Bells } from '../local/bells.js';
 import { prepareAcquire } from './acquire.js';
-import { Bells } from './bells.js';
 import {
   isSqliteDatabase,
   openDatabase,
@@ -85,7 +85,7 @@ interface Operations {
  *
  * Waiters for a key take places in a line in the file and are served first come, first served:
  * a free key goes to the first live place. A release wakes that waiter's process through its
- * bell (see bells.ts), so it need not wait for a poll; polling remains for what no bell tells
+ * bell (see src/local/bells.ts), so it need not wait for a poll; polling remains for what no bell tells
  * (an expired lease, a file shared between users or machines).
  *
  * Operations are synchronous SQLite calls: one waiting for another process's write lock blocks

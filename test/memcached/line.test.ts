@@ -1,4 +1,8 @@
-import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type LockStore, newOwner } from 'cachelock';
 import { memcachedStore } from 'cachelock/memcached';
@@ -23,15 +27,16 @@ describe.runIf(installed)('memcached line of waiters', () => {
     stores.push(store);
     return store;
   };
-  /** The owners with a place in `k`'s line, read straight from the cache. */
-  const places = async (k: string): Promise<string[]> => {
+  /** The places in `k`'s line as written in the cache: `<expiresAt> <owner>[\t<bell>]`. */
+  const entries = async (k: string): Promise<string[]> => {
     const { value } = await client.get(memcachedKeys(k).line);
-    if (value === null) return [];
-    return value
-      .toString('utf8')
-      .split('\n')
-      .map((entry) => entry.slice(entry.indexOf(' ') + 1));
+    return value === null ? [] : value.toString('utf8').split('\n');
   };
+  /** The owners with a place in `k`'s line. */
+  const places = async (k: string): Promise<string[]> =>
+    (await entries(k)).map((entry) => entry.slice(entry.indexOf(' ') + 1).split('\t')[0]!);
+  /** Memcached's count of item reads so far. */
+  const reads = () => server.stat('cmd_get');
 
   beforeAll(async () => {
     server = await MemcachedServer.start();
@@ -106,6 +111,171 @@ describe.runIf(installed)('memcached line of waiters', () => {
     } finally {
       stop();
     }
+  });
+
+  it("a waiter's place carries its store's bell; a release by another store rings it, and then it polls seldom", async () => {
+    const [releaser, waiting] = [open(), open()];
+    const k = key('bell');
+    const [holder, waiter] = [newOwner(), newOwner()];
+    let heard = 0;
+    let heardAt = 0;
+    const stop = waiting.onRelease!(k, () => {
+      heard++;
+      heardAt = performance.now();
+    });
+    try {
+      const toldAfter: number[] = [];
+      for (let round = 0; round < 5; round++) {
+        expect(await releaser.acquire(k, holder, 10_000)).not.toBeNull();
+        expect(await waiting.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+        expect(await entries(k)).toEqual([
+          expect.stringMatching(new RegExp(`^\\d+ ${waiter}\t\\d+$`)),
+        ]);
+        if (round === 4) {
+          // Held for a second: once rung, the waiter's watch reads the key about every 50 ms
+          // (two reads each), where it read back to back, then every few ms, before.
+          const before = await reads();
+          await sleep(1_000);
+          expect((await reads()) - before).toBeLessThan(60);
+        }
+        const wasHeard = heard;
+        expect(await releaser.release(k, holder)).toBe(true);
+        const released = performance.now();
+        while (heard === wasHeard && performance.now() - released < 5_000) await sleep(0);
+        expect(heard).toBeGreaterThan(wasHeard);
+        toldAfter.push(Math.max(0, heardAt - released));
+        expect(await waiting.acquire(k, waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
+        expect(await waiting.release(k, waiter)).toBe(true);
+      }
+      // Told by the ring, not by a poll that comes every 50 ms.
+      toldAfter.sort((a, b) => a - b);
+      expect(toldAfter[2]).toBeLessThan(15);
+    } finally {
+      stop();
+    }
+  });
+
+  it('a holder on another machine is polled for at the fast pace, though rings woke the line before', async () => {
+    const [local, waiting] = [open(), open()];
+    // A store whose bells are in another folder rings no one here, as one on another machine.
+    // Its bells are made, in the folder of the TMPDIR of the moment, when it first waits.
+    const elsewhere = mkdtempSync(join(tmpdir(), 'cl-far-'));
+    const tmp = process.env.TMPDIR;
+    const far = open();
+    const k = key('far');
+    const farOwner = () => `far-host:1:${randomBytes(4).toString('hex')}:1`;
+    const [setup, farWaiter] = [newOwner(), farOwner()];
+    expect(await local.acquire(k, setup, 10_000)).not.toBeNull();
+    process.env.TMPDIR = elsewhere;
+    try {
+      expect(await far.acquire(k, farWaiter, 10_000, { lineMs: 10_000 })).toBeNull();
+    } finally {
+      if (tmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = tmp;
+    }
+    expect(await far.release(k, farWaiter)).toBe(false); // leaves the line
+    expect(await local.release(k, setup)).toBe(true);
+    let heard = 0;
+    let heardAt = 0;
+    const stop = waiting.onRelease!(k, () => {
+      heard++;
+      heardAt = performance.now();
+    });
+    try {
+      const toldAfter: number[] = [];
+      for (let round = 0; round < 12; round++) {
+        // Turn about: a holder on this machine, whose release rings, then one elsewhere.
+        const near = round % 2 === 0;
+        const holder = near ? newOwner() : farOwner();
+        const by = near ? local : far;
+        const waiter = newOwner();
+        expect(await by.acquire(k, holder, 10_000)).not.toBeNull();
+        expect(await waiting.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+        // Holds of 110 to 190 ms: not in step with a poll every 50 ms.
+        await sleep(110 + 7 * round);
+        const wasHeard = heard;
+        expect(await by.release(k, holder)).toBe(true);
+        const released = performance.now();
+        while (heard === wasHeard && performance.now() - released < 5_000) await sleep(0);
+        expect(heard).toBeGreaterThan(wasHeard);
+        if (!near) toldAfter.push(Math.max(0, heardAt - released));
+        expect(await waiting.acquire(k, waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
+        expect(await waiting.release(k, waiter)).toBe(true);
+      }
+      // A poll every 10 ms at most (past 100 ms into a hold), not every 50 ms.
+      toldAfter.sort((a, b) => a - b);
+      expect(toldAfter[Math.floor(toldAfter.length / 2)]).toBeLessThan(15);
+    } finally {
+      stop();
+      await far.close?.();
+      rmSync(elsewhere, { recursive: true, force: true });
+    }
+  });
+
+  it('a ring to a bell whose process died removes its socket file', async () => {
+    const store = open();
+    const k = key('dead-bell');
+    const uid = process.getuid?.() ?? 'user';
+    const shared = createHash('sha256')
+      .update(`127.0.0.1:${server.port}`)
+      .digest('hex')
+      .slice(0, 16);
+    const folder = join(tmpdir(), `cachelock-${uid}`, `memcached-${shared}`);
+    // A waiter's store makes the folder (0700) when it first waits.
+    const [holder, waiter] = [newOwner(), newOwner()];
+    expect(await store.acquire(k, holder, 10_000)).not.toBeNull();
+    expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await store.release(k, holder)).toBe(true);
+    expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await store.release(k, waiter)).toBe(true);
+    // A process that listened on a bell and was killed leaves its socket behind.
+    const bell = 123_456_789;
+    const path = join(folder, `${bell.toString(36)}.s`);
+    const child = spawn(process.execPath, [
+      '-e',
+      `require('node:net').createServer().listen(${JSON.stringify(path)}, () => console.log('up'))`,
+    ]);
+    await new Promise((resolve) => child.stdout.once('data', resolve));
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('exit', resolve));
+    expect(existsSync(path)).toBe(true);
+    const [next, dead] = [newOwner(), newOwner()];
+    expect(await store.acquire(k, next, 10_000)).not.toBeNull();
+    await client.set(memcachedKeys(k).line, `${Date.now() + 10_000} ${dead}\t${bell}`, {
+      expires: 30,
+    });
+    expect(await store.release(k, next)).toBe(true);
+    await vi.waitFor(() => expect(existsSync(path)).toBe(false));
+  });
+
+  it('an owner with a tab (which ends an owner in a place) takes no place and is still served', async () => {
+    const store = open();
+    const k = key('tab');
+    const [holder, tabbed] = [newOwner(), `${newOwner()}\t42`];
+    expect(await store.acquire(k, holder, 10_000)).not.toBeNull();
+    expect(await store.acquire(k, tabbed, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await entries(k)).toEqual([]);
+    expect(await store.release(k, holder)).toBe(true);
+    expect(await store.acquire(k, tabbed, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await store.inspect(k)).toMatchObject({ owner: tabbed });
+    expect(await store.release(k, tabbed)).toBe(true);
+  });
+
+  it('a place written by an earlier version (no bell) is read, kept and served as before', async () => {
+    const store = open();
+    const k = key('old-place');
+    const [holder, old, waiter] = [newOwner(), newOwner(), newOwner()];
+    expect(await store.acquire(k, holder, 10_000)).not.toBeNull();
+    await client.set(memcachedKeys(k).line, `${Date.now() + 10_000} ${old}`, { expires: 30 });
+    expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await entries(k)).toEqual([
+      expect.stringMatching(new RegExp(`^\\d+ ${old}$`)),
+      expect.stringMatching(new RegExp(`^\\d+ ${waiter}\t\\d+$`)),
+    ]);
+    expect(await store.release(k, holder)).toBe(true);
+    expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await store.acquire(k, old, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await store.release(k, old)).toBe(true);
   });
 });
 

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { canConnect, freePort } from './reachable.js';
 
 /**
@@ -38,6 +39,25 @@ export class MemcachedServer {
       if (Date.now() > deadline) throw new Error(`memcached on ${this.port} did not start`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+  }
+
+  /** One of the server's `stats` counters, such as `cmd_get`, over a connection of its own. */
+  stat(name: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(this.port, '127.0.0.1');
+      let text = '';
+      socket.setEncoding('latin1');
+      socket.on('error', reject);
+      socket.on('connect', () => socket.write('stats\r\n'));
+      socket.on('data', (chunk: string) => {
+        text += chunk;
+        if (!text.endsWith('END\r\n')) return;
+        socket.destroy();
+        const value = new RegExp(`^STAT ${name} (\\d+)\r$`, 'm').exec(text)?.[1];
+        if (value === undefined) reject(new Error(`memcached has no stat ${name}`));
+        else resolve(Number(value));
+      });
+    });
   }
 
   /** SIGKILL: the server and everything in it vanish at once, as in a crash. */

@@ -61,4 +61,29 @@ export const wakeupCases: ConformanceCase[] = [
       }
     },
   },
+  {
+    name: 'replaysWakeups (where declared): a waiter that listens only after the release it waited for is told of it',
+    async run({ store, key, owner, longMs, patienceMs }) {
+      if (store.replaysWakeups !== true || typeof store.onRelease !== 'function') return;
+      const k = key('replay');
+      const a = owner();
+      assert.ok(await store.acquire(k, a, longMs));
+      const waiter = owner();
+      assert.equal(await store.acquire(k, waiter, longMs, { lineMs: longMs }), null);
+      assert.equal(await store.release(k, a), true);
+      // Listening after the release: the core's waiter then sleeps until told, without a try.
+      let heard = 0;
+      const stop = store.onRelease(k, () => heard++);
+      try {
+        await eventually('the late listener is told of the release', patienceMs, async () => {
+          return heard > 0;
+        });
+        // Handed the key (where the store hands it over) or free for it: the waiter takes it.
+        assert.ok(await store.acquire(k, waiter, longMs, { lineMs: longMs }));
+        assert.equal(await store.release(k, waiter), true);
+      } finally {
+        stop();
+      }
+    },
+  },
 ];

@@ -6,16 +6,16 @@ import { dirname, join } from 'node:path';
 import type { Handoff } from 'cachelock';
 
 /**
- * Wake-ups between the processes that share one database file, without a server: each store
- * that has a waiter listens on a socket of its own (a Unix-domain socket in a per-user, per-file
- * folder; a named pipe on Windows) whose number, its bell, rides in the waiter's place in line.
+ * Wake-ups between the processes of one machine that share a store (one SQLite file, one set of
+ * memcached servers), without a server of their own: each store that has a waiter listens on a
+ * socket of its own (a Unix-domain socket in a per-user folder named after what the stores
+ * share; a named pipe on Windows) whose number, its bell, rides in the waiter's place in line.
  * A release rings the bell of the first live place with the key's name, and the hand-off when
  * it handed the key to that place: a line `"<key>"`, or `["<key>","<owner>","<fence>",<claimMs>]`
- * (JSON). A bell that is gone (its process died) only refuses the connection: the ring is lost
- * and that place expires, as it would without bells. A file the processes reach under different users, or on a network file
- * system shared between machines, just gets no rings: the waiters' polling still finds the key.
+ * (JSON). A bell that is gone (its process died, or it is on another machine) only refuses the
+ * connection: the ring is lost and that waiter's polling finds the key, as it would without
+ * bells. Stores reached under different users, or from another machine, just get no rings.
  */
-
 /** Bells are whole numbers below 2^48: exact in a JavaScript number and in SQLite. */
 const BELL_RANGE = 2 ** 48;
 // A connection to a peer's bell is kept this long after its last ring, for the next ones.
@@ -32,9 +32,12 @@ export class Bells {
   #unusable = false;
   readonly #peers = new Map<number, Socket>();
 
-  /** `file` names the database (its device and inode), so that every path to it finds one folder. */
-  constructor(file: string, onRing: (key: string, handoff?: Handoff) => void) {
-    this.#folder = process.platform === 'win32' ? `cachelock-${file}` : bellFolder(file);
+  /**
+   * `shared` names what the stores share, as a file name: every store that names it alike (a
+   * database by its device and inode, so that every path to it finds one folder) rings alike.
+   */
+  constructor(shared: string, onRing: (key: string, handoff?: Handoff) => void) {
+    this.#folder = process.platform === 'win32' ? `cachelock-${shared}` : bellFolder(shared);
     this.#onRing = onRing;
   }
 
@@ -46,9 +49,19 @@ export class Bells {
   /** Start listening, once; a failure leaves the store without bells. */
   open(): void {
     if (this.#server !== undefined || this.#closed || this.#unusable) return;
-    if (process.platform !== 'win32' && !ownFolder(this.#folder)) {
-      this.#unusable = true;
-      return;
+    if (process.platform !== 'win32') {
+      let own: boolean;
+      try {
+        own = ownFolder(this.#folder);
+      } catch {
+        // The folder went away in between (another store closed its last bell): no bell now,
+        // the next wait tries again.
+        return;
+      }
+      if (!own) {
+        this.#unusable = true;
+        return;
+      }
     }
     const bell = randomInt(1, BELL_RANGE);
     const path = this.#pathOf(bell);
@@ -98,12 +111,18 @@ export class Bells {
     if (this.#closed) return;
     let peer = this.#peers.get(bell);
     if (peer === undefined || peer.destroyed) {
-      peer = createConnection(this.#pathOf(bell));
+      const path = this.#pathOf(bell);
+      peer = createConnection(path);
       const made = peer;
       this.#peers.set(bell, made);
       made.unref();
       made.setTimeout(IDLE_MS, () => made.destroy());
-      made.on('error', () => made.destroy());
+      made.on('error', (error: NodeJS.ErrnoException) => {
+        // Nobody listens there: its process died without closing (a socket takes its name only
+        // once it listens, see open).
+        if (error.code === 'ECONNREFUSED' && process.platform !== 'win32') unlinkQuietly(path);
+        made.destroy();
+      });
       made.on('close', () => {
         if (this.#peers.get(bell) === made) this.#peers.delete(bell);
       });
@@ -243,7 +262,7 @@ function ownFolder(folder: string): boolean {
   return true;
 }
 
-function bellFolder(file: string): string {
+function bellFolder(shared: string): string {
   const user = process.getuid?.() ?? 'user';
-  return join(tmpdir(), `cachelock-${user}`, file);
+  return join(tmpdir(), `cachelock-${user}`, shared);
 }
