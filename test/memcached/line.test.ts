@@ -37,6 +37,24 @@ describe.runIf(installed)('memcached line of waiters', () => {
     (await entries(k)).map((entry) => entry.slice(entry.indexOf(' ') + 1).split('\t')[0]!);
   /** Memcached's count of item reads so far. */
   const reads = () => server.stat('cmd_get');
+  /** A listener on `store` for `k`: `toldAfter(release)` is how long after it the listener heard. */
+  const listenTo = (store: LockStore, k: string) => {
+    let heard = 0;
+    let heardAt = 0;
+    const stop = store.onRelease!(k, () => {
+      heard++;
+      heardAt = performance.now();
+    });
+    const toldAfter = async (release: () => Promise<boolean>): Promise<number> => {
+      const wasHeard = heard;
+      expect(await release()).toBe(true);
+      const released = performance.now();
+      while (heard === wasHeard && performance.now() - released < 5_000) await sleep(0);
+      expect(heard).toBeGreaterThan(wasHeard);
+      return Math.max(0, heardAt - released);
+    };
+    return { stop, toldAfter };
+  };
 
   beforeAll(async () => {
     server = await MemcachedServer.start();
@@ -117,12 +135,7 @@ describe.runIf(installed)('memcached line of waiters', () => {
     const [releaser, waiting] = [open(), open()];
     const k = key('bell');
     const [holder, waiter] = [newOwner(), newOwner()];
-    let heard = 0;
-    let heardAt = 0;
-    const stop = waiting.onRelease!(k, () => {
-      heard++;
-      heardAt = performance.now();
-    });
+    const { stop, toldAfter: told } = listenTo(waiting, k);
     try {
       const toldAfter: number[] = [];
       for (let round = 0; round < 5; round++) {
@@ -138,12 +151,7 @@ describe.runIf(installed)('memcached line of waiters', () => {
           await sleep(1_000);
           expect((await reads()) - before).toBeLessThan(60);
         }
-        const wasHeard = heard;
-        expect(await releaser.release(k, holder)).toBe(true);
-        const released = performance.now();
-        while (heard === wasHeard && performance.now() - released < 5_000) await sleep(0);
-        expect(heard).toBeGreaterThan(wasHeard);
-        toldAfter.push(Math.max(0, heardAt - released));
+        toldAfter.push(await told(() => releaser.release(k, holder)));
         expect(await waiting.acquire(k, waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
         expect(await waiting.release(k, waiter)).toBe(true);
       }
@@ -175,12 +183,7 @@ describe.runIf(installed)('memcached line of waiters', () => {
     }
     expect(await far.release(k, farWaiter)).toBe(false); // leaves the line
     expect(await local.release(k, setup)).toBe(true);
-    let heard = 0;
-    let heardAt = 0;
-    const stop = waiting.onRelease!(k, () => {
-      heard++;
-      heardAt = performance.now();
-    });
+    const { stop, toldAfter: told } = listenTo(waiting, k);
     try {
       const toldAfter: number[] = [];
       for (let round = 0; round < 12; round++) {
@@ -193,12 +196,8 @@ describe.runIf(installed)('memcached line of waiters', () => {
         expect(await waiting.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
         // Holds of 110 to 190 ms: not in step with a poll every 50 ms.
         await sleep(110 + 7 * round);
-        const wasHeard = heard;
-        expect(await by.release(k, holder)).toBe(true);
-        const released = performance.now();
-        while (heard === wasHeard && performance.now() - released < 5_000) await sleep(0);
-        expect(heard).toBeGreaterThan(wasHeard);
-        if (!near) toldAfter.push(Math.max(0, heardAt - released));
+        const after = await told(() => by.release(k, holder));
+        if (!near) toldAfter.push(after);
         expect(await waiting.acquire(k, waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
         expect(await waiting.release(k, waiter)).toBe(true);
       }
