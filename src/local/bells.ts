@@ -119,8 +119,8 @@ export class Bells {
       made.setTimeout(IDLE_MS, () => made.destroy());
       made.on('error', (error: NodeJS.ErrnoException) => {
         // Nobody listens there: its process died without closing (a socket takes its name only
-        // once it listens, see open). On Linux only: elsewhere a full backlog refuses too.
-        if (error.code === 'ECONNREFUSED' && process.platform === 'linux') unlinkQuietly(path);
+        // once it listens, see open).
+        if (error.code === 'ECONNREFUSED' && process.platform !== 'win32') unlinkQuietly(path);
         made.destroy();
       });
       made.on('close', () => {
