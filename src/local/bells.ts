@@ -16,6 +16,7 @@ import type { Handoff } from 'cachelock';
  * connection: the ring is lost and that waiter's polling finds the key, as it would without
  * bells. Stores reached under different users, or from another machine, just get no rings.
  */
+
 /** Bells are whole numbers below 2^48: exact in a JavaScript number and in SQLite. */
 const BELL_RANGE = 2 ** 48;
 // A connection to a peer's bell is kept this long after its last ring, for the next ones.
@@ -118,9 +119,7 @@ export class Bells {
       made.unref();
       made.setTimeout(IDLE_MS, () => made.destroy());
       made.on('error', (error: NodeJS.ErrnoException) => {
-        // Nobody listens there: its process died without closing (a socket takes its name only
-        // once it listens, see open).
-        if (error.code === 'ECONNREFUSED' && process.platform !== 'win32') unlinkQuietly(path);
+        if (process.platform !== 'win32') unlinkIfRefused(path, error);
         made.destroy();
       });
       made.on('close', () => {
@@ -228,10 +227,18 @@ function sweepStale(folder: string, own: string): void {
     probe.unref();
     probe.on('connect', () => probe.destroy());
     probe.on('error', (error: NodeJS.ErrnoException) => {
-      if (error.code === 'ECONNREFUSED') unlinkQuietly(path);
+      unlinkIfRefused(path, error);
       probe.destroy();
     });
   }
+}
+
+/**
+ * A connection to a bell's socket was refused: nobody listens there, its process died without
+ * closing (a socket takes its name only once it listens, see `open`), so the file goes.
+ */
+function unlinkIfRefused(path: string, error: NodeJS.ErrnoException): void {
+  if (error.code === 'ECONNREFUSED') unlinkQuietly(path);
 }
 
 function unlinkQuietly(path: string): void {

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { parseOwner } from 'cachelock';
 import type { MetaConnection } from './connection.js';
 import { decodeLease } from './lease.js';
 import { firstLive, readLine } from './line.js';
@@ -65,17 +66,19 @@ export class Watches {
 
   /** A release rang this store's bell for the key of line `line`: its listeners try now. */
   rung(line: string): void {
-    this.belled(line, true);
+    if (this.#belled.size >= MAX_BELLED) this.#belled.clear();
+    this.#belled.add(line);
     this.#watches.get(line)?.rung();
   }
 
-  /** Whether rings wake the waiters of `line`; with `now`, say so. */
-  belled(line: string, now?: boolean): boolean {
-    if (now === true) {
-      if (this.#belled.size >= MAX_BELLED) this.#belled.clear();
-      this.#belled.add(line);
-    } else if (now === false) this.#belled.delete(line);
+  /** Whether rings wake the waiters of `line` (see BELLED_MS). */
+  isBelled(line: string): boolean {
     return this.#belled.has(line);
+  }
+
+  /** A poll found `line`'s key free before a ring came: poll on the fast schedule again. */
+  unbell(line: string): void {
+    this.#belled.delete(line);
   }
 
   listen(lease: string, line: string, listener: () => void): () => void {
@@ -193,7 +196,7 @@ class Watch {
         // Found by a later poll, not told by a ring: the holder may be on another machine. (The
         // first poll of a wait finds a key freed before this waiter's place was written, which
         // no release could ring for.)
-        if (!firstPoll) this.watches.belled(this.line, false);
+        if (!firstPoll) this.watches.unbell(this.line);
         if (!wasFree || now - toldAt >= RETELL_MS) {
           toldAt = now;
           for (const listener of [...this.listeners]) listener();
@@ -204,7 +207,7 @@ class Watch {
       const since = now - changedAt;
       // Few polls only while a holder on this machine, which rings, has the key.
       const delay =
-        local && this.watches.belled(this.line)
+        local && this.watches.isBelled(this.line)
           ? BELLED_MS
           : position === 0
             ? since < SPIN_MS
@@ -239,10 +242,9 @@ class Watch {
   }
 }
 
-/** Owners are `host:pid:random:counter` (cachelock's `newOwner`). */
-const localPrefix = `${hostname()}:`;
+const thisHost = hostname();
 
 /** Whether `owner` was made on this machine, so that its release rings bells here. */
 function isLocal(owner: string | undefined): boolean {
-  return owner?.startsWith(localPrefix) === true;
+  return owner !== undefined && parseOwner(owner).host === thisHost;
 }

@@ -85,8 +85,8 @@ interface Operations {
  *
  * Waiters for a key take places in a line in the file and are served first come, first served:
  * a free key goes to the first live place. A release wakes that waiter's process through its
- * bell (see src/local/bells.ts), so it need not wait for a poll; polling remains for what no bell tells
- * (an expired lease, a file shared between users or machines).
+ * bell (see src/local/bells.ts), so it need not wait for a poll; polling remains for what no
+ * bell tells (an expired lease, a file shared between users or machines).
  *
  * Operations are synchronous SQLite calls: one waiting for another process's write lock blocks
  * the event loop for up to `busyTimeout` (transactions here last microseconds, so it rarely does).
