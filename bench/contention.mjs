@@ -8,6 +8,8 @@
 // BENCH_WORKERS (4), BENCH_CONTENDED_MS (2000) and BENCH_WAIT_LIMIT_MS (20000: a wait longer than
 // this gives up, or counts as given up where the lock cannot give up) tune it; for the long
 // 5-process case: BENCH_WORKERS=5 BENCH_CONTENDED_MS=30000 BENCH_ROUNDS=1 BENCH_ONLY=contended.
+// BENCH_WORKER_ARGS gives the workers Node.js flags, space-separated (`--cpu-prof
+// --cpu-prof-dir=/tmp/prof` profiles each one; NODE_OPTIONS does not take those).
 import { fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -99,7 +101,7 @@ function inProcessLimit() {
 async function runWorkers(script, config, around) {
   const children = Array.from({ length: WORKERS }, (_, index) =>
     fork(script, ['worker', JSON.stringify(config), String(index)], {
-      execArgv: [],
+      execArgv: process.env.BENCH_WORKER_ARGS?.split(' ').filter(Boolean) ?? [],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     }),
   );

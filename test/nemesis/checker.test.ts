@@ -96,6 +96,19 @@ describe('nemesis checker', () => {
     expect(kinds(history)).toEqual(['stale write']);
   });
 
+  it("spans a stale write from the writer's read to its write, for the excerpt of a failure", () => {
+    const history: HistoryEvent[] = [
+      ...section(1, 0, 100),
+      { type: 'read', t: t(10), worker: 1, acquisition: 0, version: 0 },
+      { type: 'write', t: t(99), worker: 1, acquisition: 0, accepted: true, stale: true },
+      stop(200),
+    ];
+    const [violation] = check(history, { ...options, fences: false });
+    expect(violation?.kind).toBe('stale write');
+    expect(violation?.span).toEqual({ from: t(10), to: t(99) });
+    expect(violation?.text).toContain('after its read at +0.010s');
+  });
+
   it('finds a lost wake-up: nobody held the key for longer than a lease, a poll and 200 ms', () => {
     const history = [...section(1, 0, 100, 1), ...section(2, 1_200, 1_300, 2), stop(1_400)];
     const violations = check(history, options);

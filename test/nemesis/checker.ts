@@ -30,6 +30,8 @@ export type HistoryEvent =
   | { type: 'lost'; t: bigint; worker: number; acquisition: number; reason: string }
   /** `release()` was called at `t`; `ok` is what it resolved to (`null`: it rejected). */
   | { type: 'released'; t: bigint; worker: number; acquisition: number; ok: boolean | null }
+  /** The resource answered a worker's read with the value's `version`. */
+  | { type: 'read'; t: bigint; worker: number; acquisition: number; version: number }
   /** The resource's verdict on a write; `stale`: another write landed since the writer read. */
   | {
       type: 'write';
@@ -95,6 +97,8 @@ export type ViolationKind =
 export interface Violation {
   kind: ViolationKind;
   text: string;
+  /** The stretch of the history that shows it, where one can be told (CLOCK_MONOTONIC ns). */
+  span?: { from: bigint; to: bigint };
 }
 
 /** One acquisition as the history shows it. */
@@ -122,10 +126,13 @@ export function check(events: HistoryEvent[], options: CheckOptions): Violation[
   const describe = (a: Acquisition) =>
     `worker ${a.worker}${a.fence === undefined ? '' : ` (fence ${a.fence})`}`;
   const violations: Violation[] = [];
+  // When each acquisition read the resource: a stale write's story starts there.
+  const reads = new Map<string, bigint>();
+  for (const e of sorted) if (e.type === 'read') reads.set(`${e.worker}/${e.acquisition}`, e.t);
   const workload = options.workload ?? 'lock';
   if (workload !== 'lock') {
     violations.push(...shared(acquisitions, options, at, describe));
-    for (const e of sorted) violations.push(...sideEffects(e, at));
+    for (const e of sorted) violations.push(...sideEffects(e, at, reads));
     violations.push(...liveness(sorted, acquisitions, options, at));
     return violations;
   }
@@ -142,6 +149,7 @@ export function check(events: HistoryEvent[], options: CheckOptions): Violation[
       violations.push({
         kind: 'overlap',
         text: `${describe(latest)} believed it held the key until ${at(latest.belief!.to)}, but ${describe(a)} believed so from ${at(a.belief!.from)} (${ms(latest.belief!.to - a.belief!.from).toFixed(1)} ms together)`,
+        span: { from: latest.belief!.from, to: latest.belief!.to },
       });
     }
     if (latest === undefined || a.belief!.to > latest.belief!.to) latest = a;
@@ -163,19 +171,25 @@ export function check(events: HistoryEvent[], options: CheckOptions): Violation[
     }
   }
 
-  for (const e of sorted) violations.push(...sideEffects(e, at));
+  for (const e of sorted) violations.push(...sideEffects(e, at, reads));
 
   violations.push(...liveness(sorted, acquisitions, options, at));
   return violations;
 }
 
 /** Stale writes, crashes and hangs: the same in every workload. */
-function sideEffects(e: HistoryEvent, at: (t: bigint) => string): Violation[] {
+function sideEffects(
+  e: HistoryEvent,
+  at: (t: bigint) => string,
+  reads: Map<string, bigint>,
+): Violation[] {
   const violations: Violation[] = [];
   if (e.type === 'write' && e.accepted && e.stale) {
+    const read = reads.get(`${e.worker}/${e.acquisition}`);
     violations.push({
       kind: 'stale write',
-      text: `the resource accepted a write by worker ${e.worker}${e.fence === undefined ? ' (no fence)' : ` (fence ${e.fence})`} at ${at(e.t)} although another write landed after its read`,
+      text: `the resource accepted a write by worker ${e.worker}${e.fence === undefined ? ' (no fence)' : ` (fence ${e.fence})`} at ${at(e.t)} although another write landed after its read${read === undefined ? '' : ` at ${at(read)}`}`,
+      span: { from: read ?? e.t, to: e.t },
     });
   }
   if (e.type === 'exit' && !e.killed && (e.code !== 0 || e.signal !== null)) {
@@ -336,7 +350,7 @@ function collect(sorted: HistoryEvent[]): Acquisition[] {
   const lastSeen = new Map<string, bigint>();
   const requested = new Map<string, bigint>();
   for (const e of sorted) {
-    if (!('acquisition' in e) || e.type === 'write') continue;
+    if (!('acquisition' in e) || e.type === 'write' || e.type === 'read') continue;
     const key = id(e.worker, e.acquisition);
     if (e.type === 'requested') {
       requested.set(key, e.t);

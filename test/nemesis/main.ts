@@ -1,13 +1,16 @@
 /**
  * `npm run nemesis -- [--backend redis] [--nemesis pause] [--duration 10m] [--workers 5]
- *   [--workload lock|semaphore|rw]` (the workload: one lock, a semaphore of 2, readers/writers)
+ *   [--workload lock|semaphore|rw] [--keep DIR]` (the workload: one lock, a semaphore of 2,
+ *   readers/writers; DIR: where each case with a violation leaves its whole history)
  * Without --backend, every backend; without --nemesis, each backend's CI set. Both repeat. Prints the
  * summary table and every violation; exits 1 when a violation is not a documented limit.
  */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Backend, backendNamed, backends } from './backends.js';
 import type { NemesisName } from './nemeses.js';
-import { type CaseResult, describeViolations, runCase, summary } from './runner.js';
+import { type CaseResult, describeViolations, runCase, summary, writeHistory } from './runner.js';
 
 const { values } = parseArgs({
   options: {
@@ -16,6 +19,7 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '6s' },
     workers: { type: 'string' },
     workload: { type: 'string', default: 'lock' },
+    keep: { type: 'string' },
   },
 });
 
@@ -78,6 +82,12 @@ for (const backend of chosen) {
 console.log(`\n${summary(results)}\n`);
 for (const result of results.filter((r) => r.violations.length + r.limited.length > 0)) {
   console.log(describeViolations(result));
+  if (values.keep !== undefined && result.violations.length > 0) {
+    mkdirSync(values.keep, { recursive: true });
+    const file = join(values.keep, `${result.backend}-${result.nemesis}-${Date.now()}.jsonl`);
+    writeHistory(result, file);
+    console.log(`  history: ${file}`);
+  }
 }
 console.log(`\nwall time ${((performance.now() - started) / 1_000).toFixed(0)} s`);
 process.exitCode = results.some((r) => r.violations.length > 0) ? 1 : 0;

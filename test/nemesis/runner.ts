@@ -184,7 +184,15 @@ export async function runCase(options: CaseOptions): Promise<CaseResult> {
           worker.since = performance.now();
         } else if (message.kind === 'read') {
           const fence = message.fence === undefined ? undefined : BigInt(message.fence);
-          reply(child, { id: message.id, ...resource.read(fence) });
+          const read = resource.read(fence);
+          events.push({
+            type: 'read',
+            t: process.hrtime.bigint(),
+            worker: id,
+            acquisition: Number(message.acquisition),
+            version: read.version,
+          });
+          reply(child, { id: message.id, ...read });
         } else if (message.kind === 'write') {
           const fence = message.fence === undefined ? undefined : BigInt(message.fence);
           const verdict = resource.write(fence, Number(message.value), Number(message.version));
@@ -384,5 +392,49 @@ export function describeViolations(result: CaseResult, perKind = 3): string {
     lines.push(`  within a documented limit (${result.limit.why}):`);
     list(result.limited, ' (limit)');
   }
+  const shown = result.violations.find((v) => v.span !== undefined);
+  if (shown?.span !== undefined) {
+    lines.push(`  the history around the first ${shown.kind}:`, ...excerpt(result, shown.span));
+  }
   return `${result.backend} / ${result.nemesis}:\n${lines.join('\n')}`;
+}
+
+/**
+ * The events of `span` (and a little before it), a line each, at most `limit` of them: enough
+ * to read who did what in a failure's output, where the whole history is not kept.
+ */
+function excerpt(result: CaseResult, span: { from: bigint; to: bigint }, limit = 80): string[] {
+  const sorted = [...result.history].sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
+  const origin = sorted[0]?.t ?? 0n;
+  const from = span.from - 20_000_000n;
+  const inside = sorted.filter((e) => e.t >= from && e.t <= span.to + 1_000_000n);
+  const shown =
+    inside.length > limit ? [...inside.slice(0, limit / 2), ...inside.slice(-limit / 2)] : inside;
+  return shown.map((e) => {
+    const { type, t, ...rest } = e;
+    const fields = Object.entries(rest)
+      .filter(([name]) => name !== 'output')
+      .map(
+        ([name, value]) =>
+          `${name}=${typeof value === 'bigint' && name === 'end' ? `+${(Number(value - origin) / 1e6).toFixed(1)}ms` : String(value)}`,
+      );
+    return `    +${(Number(t - origin) / 1e6).toFixed(1)}ms ${type} ${fields.join(' ')}`;
+  });
+}
+
+/**
+ * Write a case's whole history to `file`, one event a line in time order, times in ms from
+ * the first event: what to read when a violation's one line is not enough.
+ */
+export function writeHistory(result: CaseResult, file: string): void {
+  const sorted = [...result.history].sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
+  const origin = sorted[0]?.t ?? 0n;
+  const ms = (t: bigint) => Number(t - origin) / 1e6;
+  const lines = sorted.map((e) =>
+    JSON.stringify(
+      { ...e, t: ms(e.t), ...(e.type === 'fault' ? { end: ms(e.end) } : {}) },
+      (_, v) => (typeof v === 'bigint' ? String(v) : v),
+    ),
+  );
+  writeFileSync(file, `${lines.join('\n')}\n`);
 }

@@ -1,9 +1,18 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mariadbBinaries } from '../support/mariadb-server.js';
 import { binaryOrSkip, builtOrSkip } from '../support/reachable.js';
 import { backends, type Deployment } from './backends.js';
 import { nemeses } from './nemeses.js';
-import { type CaseResult, canStepClocks, describeViolations, runCase, summary } from './runner.js';
+import {
+  type CaseResult,
+  canStepClocks,
+  describeViolations,
+  runCase,
+  summary,
+  writeHistory,
+} from './runner.js';
 
 // Each backend with its most telling nemeses for a few seconds each (at least five leases);
 // `npm run nemesis` runs them for longer.
@@ -38,6 +47,22 @@ if (!clocks) {
 }
 
 const results: CaseResult[] = [];
+/** Print what a case found; keep the whole history of one that failed, to read afterwards. */
+function report(result: CaseResult): void {
+  if (result.violations.length + result.limited.length === 0) return;
+  console.log(describeViolations(result));
+  if (result.violations.length > 0) {
+    const file = join(
+      tmpdir(),
+      `cachelock-nemesis-${result.backend}-${result.nemesis}-${Date.now()}.jsonl`.replaceAll(
+        ' ',
+        '-',
+      ),
+    );
+    writeHistory(result, file);
+    console.log(`  the whole history: ${file}`);
+  }
+}
 afterAll(() => {
   if (results.length > 0) console.log(`\nnemesis summary\n${summary(results)}\n`);
 });
@@ -63,9 +88,7 @@ for (const backend of backends) {
           durationMs: durationMs(leaseMs),
         });
         results.push(result);
-        if (result.violations.length + result.limited.length > 0) {
-          console.log(describeViolations(result));
-        }
+        report(result);
         expect(result.locks).toBeGreaterThan(0);
         expect(result.violations.map((v) => `${v.kind}: ${v.text}`)).toEqual([]);
       });
@@ -83,9 +106,7 @@ for (const backend of backends) {
           durationMs: Math.max(4_000, 5 * leaseMs),
         });
         results.push(result);
-        if (result.violations.length + result.limited.length > 0) {
-          console.log(describeViolations(result));
-        }
+        report(result);
         expect(result.locks).toBeGreaterThan(0);
         expect(result.violations.map((v) => `${v.kind}: ${v.text}`)).toEqual([]);
       });

@@ -183,7 +183,9 @@ while (!stopping) {
   };
 
   if (believes('granted')) {
-    const read = writes ? await ask({ kind: 'read', fence: lock.fence?.toString() }) : undefined;
+    const read = writes
+      ? await ask({ kind: 'read', acquisition: a, fence: lock.fence?.toString() })
+      : undefined;
     // A few short awaits, some longer than a third of the lease, so that autoExtend runs.
     let holding = believes('read');
     for (let step = Math.floor(Math.random() * 4); holding && step >= 0; step--) {
