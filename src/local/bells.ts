@@ -119,7 +119,7 @@ export class Bells {
       made.unref();
       made.setTimeout(IDLE_MS, () => made.destroy());
       made.on('error', (error: NodeJS.ErrnoException) => {
-        if (process.platform !== 'win32') unlinkIfRefused(path, error);
+        unlinkIfRefused(path, error);
         made.destroy();
       });
       made.on('close', () => {
@@ -235,10 +235,11 @@ function sweepStale(folder: string, own: string): void {
 
 /**
  * A connection to a bell's socket was refused: nobody listens there, its process died without
- * closing (a socket takes its name only once it listens, see `open`), so the file goes.
+ * closing (a socket takes its name only once it listens, see `open`), so the file goes. On Linux
+ * only: on macOS and the BSDs a live socket whose backlog is full refuses too.
  */
 function unlinkIfRefused(path: string, error: NodeJS.ErrnoException): void {
-  if (error.code === 'ECONNREFUSED') unlinkQuietly(path);
+  if (error.code === 'ECONNREFUSED' && process.platform === 'linux') unlinkQuietly(path);
 }
 
 function unlinkQuietly(path: string): void {

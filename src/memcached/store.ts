@@ -4,7 +4,7 @@ import { Bells } from '../local/bells.js';
 import { flagValue, MemcachedError, type MetaConnection, type MetaReply } from './connection.js';
 import { memcachedKeys } from './keys.js';
 import { decodeLease, encodeLease, expirySeconds, type LeaseValue } from './lease.js';
-import { firstLive, joinLine, type LineState, leaveLine, readLine } from './line.js';
+import { fetchLine, firstLive, joinLine, type LineState, leaveLine, readLine } from './line.js';
 import { Watches } from './watch.js';
 
 /** The item this store last wrote for a key: release and extend compare against its CAS. */
@@ -152,6 +152,10 @@ export class MemcachedStore implements LockStore {
       this.remember(name, { owner, cas: stored, fence: lease.fence });
       return lease.fence === undefined ? {} : { fence: lease.fence };
     }
+    // The key kept changing hands under the tries: a waiter still takes its place.
+    if (lineMs !== undefined) {
+      await this.join(connection, lineName, owner, lineMs, await fetchLine(connection, lineName));
+    }
     return null;
   }
 
@@ -170,17 +174,20 @@ export class MemcachedStore implements LockStore {
         const stored = await this.compareAndSet(connection, lease, written.cas, value, seconds);
         return stored === undefined ? 'changed' : 'done';
       }
-      // The line is read in the delete's round trip: its first waiter (not this owner, whose own
-      // place may still be on its way out) is rung, if its store has a bell on this machine.
+      // The line is read in the delete's round trip: its first waiter (not this owner) is rung,
+      // if its store has a bell on this machine. This owner's own place, still there if its
+      // leave failed, goes first: the waiter rung would find it ahead of itself.
       const [reply, waiting] = await connection.send([
         { line: `md ${lease} C${written.cas}` },
-        { line: `mg ${line} v` },
+        { line: `mg ${line} v c` },
       ]);
       if (reply!.status === 'HD') {
+        const state = readLine(waiting!);
+        if (state.places.some((place) => place.owner === owner)) {
+          await leaveLine(connection, line, owner, state).catch(() => {});
+        }
         const now = Date.now();
-        const next = readLine(waiting!).places.find(
-          (place) => place.expiresAt > now && place.owner !== owner,
-        );
+        const next = state.places.find((place) => place.expiresAt > now && place.owner !== owner);
         if (next?.bell !== undefined) this.bellsOf().ring(next.bell, key);
         return 'done';
       }

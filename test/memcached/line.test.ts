@@ -211,6 +211,32 @@ describe.runIf(installed)('memcached line of waiters', () => {
     }
   });
 
+  it('a holder whose place is still in line (its leave failed) takes it out as it releases, so the waiter it rings is first', async () => {
+    const [first, second] = [open(), open()];
+    const k = key('stale-place');
+    const [holder, w1, w2] = [newOwner(), newOwner(), newOwner()];
+    expect(await first.acquire(k, holder, 10_000)).not.toBeNull();
+    expect(await first.acquire(k, w1, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await second.acquire(k, w2, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await first.release(k, holder)).toBe(true);
+    expect(await first.acquire(k, w1, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    await vi.waitFor(async () => expect(await places(k)).toEqual([w2]));
+    // As if w1's leave had failed: its place is back at the head of the line.
+    const [w2Entry] = await entries(k);
+    await client.set(memcachedKeys(k).line, `${Date.now() + 10_000} ${w1}\n${w2Entry}`, {
+      expires: 30,
+    });
+    const { stop, toldAfter } = listenTo(second, k);
+    try {
+      await toldAfter(() => first.release(k, w1));
+      expect(await places(k)).toEqual([w2]);
+      expect(await second.acquire(k, w2, 10_000, { lineMs: 10_000 })).not.toBeNull();
+      expect(await second.release(k, w2)).toBe(true);
+    } finally {
+      stop();
+    }
+  });
+
   it('a ring to a bell whose process died removes its socket file', async () => {
     const store = open();
     const k = key('dead-bell');
