@@ -265,6 +265,11 @@ export class Refusals {
     this.#at.set(owner, at);
   }
 
+  /** Whether a refusal of `owner` is on record (the oldest are forgotten past the limit). */
+  has(owner: string): boolean {
+    return this.#at.has(owner);
+  }
+
   /** `owner` was granted or let go: nothing is void for it any more. */
   forget(owner: string): void {
     this.#at.delete(owner);

@@ -53,7 +53,8 @@ export function prepareAcquire(db: SqliteDatabase, tables: Tables) {
 
   return (key: string, owner: string, ttlMs: number, wait?: Waiting): Acquired | null => {
     // A waiter's poll usually finds the key held: seen without the write lock, it costs nobody.
-    if (wait !== undefined && line.refusedAtAGlance(key, owner, Date.now(), wait)) return null;
+    // A first try has no place yet, which the glance would find only to send it on to the lock.
+    if (wait?.placed && line.refusedAtAGlance(key, owner, Date.now(), wait)) return null;
     begin.run();
     try {
       // Read the clock only once the write lock is ours: waiting for it may have taken a while.

@@ -253,6 +253,7 @@ class SqliteStore implements LockStore {
       return ops.acquire(key, owner, ttlMs, {
         lineMs,
         bell,
+        placed: this.#refusedAt.has(owner),
         heldUntil: (at) => this.#wakeAt(key, at),
         refused: (counter) => {
           this.#refusedAt.refused(owner, counter);

@@ -6,6 +6,11 @@ import type { Tables } from './schema.js';
 export interface Waiting {
   lineMs: number;
   bell: number | undefined;
+  /**
+   * Whether this owner was refused before and so may have a place: only then can a glance
+   * (`refusedAtAGlance`) settle its try, and a first try goes straight to the write lock.
+   */
+  placed: boolean;
   /** Told when the key is held, until when (ms since the epoch): no release may come. */
   heldUntil?: (expiresAt: number) => void;
   /**
