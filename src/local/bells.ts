@@ -208,6 +208,11 @@ process.once('exit', () => {
 
 /** How many sockets one store checks when it opens its bell. */
 const SWEEP_LIMIT = 64;
+/**
+ * A socket still under its listening name (`-new`) this long after it was made belongs to a
+ * process that died between listening and taking its name, which takes a moment.
+ */
+const NEW_STALE_MS = 60_000;
 
 /**
  * Delete the sockets of processes that died without closing (a refused connection means nobody
@@ -216,13 +221,23 @@ const SWEEP_LIMIT = 64;
 function sweepStale(folder: string, own: string): void {
   let names: string[];
   try {
-    names = readdirSync(folder).filter((name) => name.endsWith('.s'));
+    names = readdirSync(folder).filter((name) => name.endsWith('.s') || name.endsWith('.s-new'));
   } catch {
     return;
   }
   for (const name of names.slice(0, SWEEP_LIMIT)) {
     const path = join(folder, name);
     if (path === own) continue;
+    if (name.endsWith('-new')) {
+      // Not probed: a socket not yet listening refuses as a dead one does.
+      try {
+        const stats = lstatSync(path);
+        if (stats.isSocket() && Date.now() - stats.mtimeMs > NEW_STALE_MS) unlinkQuietly(path);
+      } catch {
+        // Gone meanwhile.
+      }
+      continue;
+    }
     const probe = createConnection(path);
     probe.unref();
     probe.on('connect', () => probe.destroy());
