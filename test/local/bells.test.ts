@@ -1,21 +1,10 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { Bells } from '../../src/local/bells.js';
-
-/** A socket file left by a process killed while it listened there. */
-async function deadSocket(path: string): Promise<void> {
-  const child = spawn(process.execPath, [
-    '-e',
-    `require('node:net').createServer().listen(${JSON.stringify(path)}, () => console.log('up'))`,
-  ]);
-  await new Promise((resolve) => child.stdout.once('data', resolve));
-  child.kill('SIGKILL');
-  await new Promise((resolve) => child.once('exit', resolve));
-}
+import { deadSocket } from '../support/dead-socket.js';
 
 describe.runIf(process.platform === 'linux')('bells between the processes of one machine', () => {
   it('a bell that opens removes sockets left dead, under their name or still under -new', async () => {

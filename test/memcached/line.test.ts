@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +9,7 @@ import memjs from 'memjs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { memcachedKeys } from '../../src/memcached/keys.js';
 import { runFairness } from '../harness/fairness.js';
+import { deadSocket } from '../support/dead-socket.js';
 import { MemcachedServer } from '../support/memcached-server.js';
 import { binaryOrSkip, builtOrSkip } from '../support/reachable.js';
 
@@ -256,13 +256,7 @@ describe.runIf(installed)('memcached line of waiters', () => {
     // A process that listened on a bell and was killed leaves its socket behind.
     const bell = 123_456_789;
     const path = join(folder, `${bell.toString(36)}.s`);
-    const child = spawn(process.execPath, [
-      '-e',
-      `require('node:net').createServer().listen(${JSON.stringify(path)}, () => console.log('up'))`,
-    ]);
-    await new Promise((resolve) => child.stdout.once('data', resolve));
-    child.kill('SIGKILL');
-    await new Promise((resolve) => child.once('exit', resolve));
+    await deadSocket(path);
     expect(existsSync(path)).toBe(true);
     const [next, dead] = [newOwner(), newOwner()];
     expect(await store.acquire(k, next, 10_000)).not.toBeNull();
