@@ -260,8 +260,10 @@ export class Refusals {
 
   /** `owner` was refused at `at`. */
   refused(owner: string, at: bigint): void {
-    if (this.#at.size >= this.#limit) this.#at.delete(this.#at.keys().next().value as string);
-    this.#at.delete(owner);
+    // A known owner moves to the end; only a new one, past the limit, makes the oldest go.
+    if (!this.#at.delete(owner) && this.#at.size >= this.#limit) {
+      this.#at.delete(this.#at.keys().next().value as string);
+    }
     this.#at.set(owner, at);
   }
 

@@ -84,8 +84,10 @@ export class Bells {
           try {
             renameSync(binding, path);
           } catch {
-            // No bell: the store's waiters poll.
+            // No bell this time (the store's waiters poll); the next wait tries again.
             unlinkQuietly(binding);
+            this.#server = undefined;
+            server.close();
             return;
           }
           leftAtExit.add(path);

@@ -87,21 +87,29 @@ export async function joinLine(
   }
 }
 
-/** Leave the line (a waiter served, or giving up); places that ran out go too. */
+/**
+ * Leave the line (a waiter served, or giving up); places that ran out go too. Resolves whether
+ * the place is gone; `attempts` bounds the compare-and-swaps (each failed one reads the line
+ * again).
+ */
 export async function leaveLine(
   connection: MetaConnection,
   name: string,
   owner: string,
   line?: LineState,
-): Promise<void> {
+  attempts = CAS_ATTEMPTS,
+): Promise<boolean> {
   let state = line ?? (await fetchLine(connection, name));
-  for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
-    if (state.cas === undefined || !state.places.some((place) => place.owner === owner)) return;
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    if (state.cas === undefined || !state.places.some((place) => place.owner === owner)) {
+      return true;
+    }
     const now = Date.now();
     const places = state.places.filter((place) => place.owner !== owner && place.expiresAt > now);
-    if (await writeLine(connection, name, places, state.cas, now)) return;
-    state = await fetchLine(connection, name);
+    if (await writeLine(connection, name, places, state.cas, now)) return true;
+    if (attempt + 1 < attempts) state = await fetchLine(connection, name);
   }
+  return false;
 }
 
 export async function fetchLine(connection: MetaConnection, name: string): Promise<LineState> {

@@ -125,7 +125,10 @@ export class MemcachedStore implements LockStore {
           // first (the leave takes more than one round trip when others join meanwhile). A
           // failure leaves the place to run out.
           const id = `${lineName}\n${owner}`;
-          const leaving = leaveLine(connection, lineName, owner, line).catch(() => {});
+          const leaving = leaveLine(connection, lineName, owner, line).then(
+            () => {},
+            () => {},
+          );
           this.leaving.set(id, leaving);
           void leaving.then(() => {
             if (this.leaving.get(id) === leaving) this.leaving.delete(id);
@@ -183,10 +186,14 @@ export class MemcachedStore implements LockStore {
       ]);
       if (reply!.status === 'HD') {
         const state = readLine(waiting!);
-        if (state.places.some((place) => place.owner === owner)) {
-          await leaveLine(connection, line, owner, state).catch(() => {});
-        }
         const now = Date.now();
+        // One try with the line just read, so that a busy line does not hold up the ring; if
+        // it fails the leave goes on meanwhile (the rung waiter may give the key back to the
+        // place once, and its watch finds the key free when the place is gone).
+        if (state.places.some((place) => place.owner === owner && place.expiresAt > now)) {
+          const left = await leaveLine(connection, line, owner, state, 1).catch(() => false);
+          if (!left) void leaveLine(connection, line, owner).catch(() => {});
+        }
         const next = state.places.find((place) => place.expiresAt > now && place.owner !== owner);
         if (next?.bell !== undefined) this.bellsOf().ring(next.bell, key);
         return 'done';
