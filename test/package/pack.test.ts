@@ -22,11 +22,12 @@ const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as
  * and CommonJS, and several keys, permits and readers/writers; 307 kB with etcd's permits and
  * readers/writers and the SQLite and Memcached lines and wake-ups; 333 kB with MySQL's wake-ups
  * for permits and readers/writers, etcd's hand-offs and spare leases, MikroORM 7 and the
- * rewritten waiter).
+ * rewritten waiter; 350 kB with the Memcached bells and their clean-ups, and the changelog
+ * that says so).
  */
-const PACKED_BUDGET = 350_000;
-/** Nor the files in it, unpacked (1.32 MB then). */
-const UNPACKED_BUDGET = 1_400_000;
+const PACKED_BUDGET = 360_000;
+/** Nor the files in it, unpacked (1.32 MB, then 1.38 MB). */
+const UNPACKED_BUDGET = 1_450_000;
 
 /** One value export per entry point, to prove its types are the real ones and not `any`. */
 const probe: Record<string, string> = {
