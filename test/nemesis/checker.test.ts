@@ -129,6 +129,42 @@ describe('nemesis checker', () => {
     expect(kinds([...section(1, 0, 100, 1), stop(1_500)])).toEqual(['liveness']);
   });
 
+  it('lets a free key wait for the place of a worker killed in line, for lineMs', () => {
+    const kill = (worker: number, ms: number): HistoryEvent[] => [
+      {
+        type: 'fault',
+        t: t(ms - 1),
+        end: t(ms + 100),
+        nemesis: 'kill-holder',
+        target: `worker ${worker}`,
+      },
+      { type: 'exit', t: t(ms), worker, code: null, signal: 'SIGKILL', killed: true, output: '' },
+    ];
+    const waiting: HistoryEvent = { type: 'requested', t: t(150), worker: 3, acquisition: 1 };
+    // Worker 3 asked and was killed before its grant: its place may keep the key 3 s.
+    const history = [
+      ...section(1, 0, 100, 1),
+      waiting,
+      ...kill(3, 200),
+      ...section(2, 3_900, 4_000, 2),
+      stop(4_100),
+    ];
+    expect(kinds(history)).toEqual(['liveness']);
+    expect(kinds(history, { ...options, lineMs: 3_000 })).toEqual([]);
+    // Killed holding the key (granted after it asked), it leaves no place: the bound stands.
+    const holding: HistoryEvent[] = [
+      waiting,
+      { type: 'granted', t: t(160), worker: 3, acquisition: 1, fence: 2n },
+      { type: 'check', t: t(170), worker: 3, acquisition: 1, held: true, aborted: false },
+      ...kill(3, 200),
+      ...section(2, 3_900, 4_000, 3),
+      stop(4_100),
+    ];
+    expect(kinds([...section(1, 0, 100, 1), ...holding], { ...options, lineMs: 3_000 })).toEqual([
+      'liveness',
+    ]);
+  });
+
   it('finds a crash and a worker that did not exit by itself, but not a worker it killed', () => {
     const exit = (worker: number, code: number | null, killed: boolean): HistoryEvent => ({
       type: 'exit',

@@ -77,6 +77,11 @@ export interface CheckOptions {
   /** Whether the backend promises fences that only rise. */
   fences: boolean;
   /**
+   * How long a waiter's place in a store's line outlives its last try (3 s, LINE_MS in
+   * src/wait.ts): a waiter killed in line may keep the key for itself that long.
+   */
+  lineMs?: number;
+  /**
    * What the workers take: one lock (default), a semaphore of `permits`, or a read/write lock.
    */
   workload?: 'lock' | 'semaphore' | 'rw';
@@ -296,9 +301,23 @@ function shared(
   return violations;
 }
 
+/** When each worker that was killed while it waited for the key (asked, not granted) died. */
+function killedWaiting(sorted: HistoryEvent[]): bigint[] {
+  const waiting = new Map<number, boolean>();
+  const kills: bigint[] = [];
+  for (const e of sorted) {
+    if (e.type === 'requested') waiting.set(e.worker, true);
+    else if (e.type === 'granted') waiting.set(e.worker, false);
+    else if (e.type === 'exit' && e.killed && waiting.get(e.worker) === true) kills.push(e.t);
+  }
+  return kills;
+}
+
 /**
  * A lost wake-up: nobody held the key for longer than a lease, a poll and 200 ms, counted from
- * whichever is later, the moment the last holder let go or the end of the last fault.
+ * whichever is later, the moment the last holder let go or the end of the last fault. A worker
+ * killed while it waited leaves its place in the store's line: while that place is first, a free
+ * key waits for it, so the kill counts as a fault for `lineMs` after it.
  */
 function liveness(
   sorted: HistoryEvent[],
@@ -307,9 +326,14 @@ function liveness(
   at: (t: bigint) => string,
 ): Violation[] {
   const boundMs = options.leaseMs + options.pollMs + 200;
-  const faults = sorted.filter(
+  const faults: { t: bigint; end: bigint }[] = sorted.filter(
     (e): e is Extract<HistoryEvent, { type: 'fault' }> => e.type === 'fault' && !e.tolerated,
   );
+  if (options.lineMs !== undefined) {
+    const lineNs = BigInt(Math.round(options.lineMs * 1e6));
+    for (const t of killedWaiting(sorted)) faults.push({ t, end: t + lineNs });
+    faults.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
+  }
   const stop = sorted.find((e) => e.type === 'stop')?.t;
   const spans = acquisitions
     .map((a) => ({ from: a.grantedAt, to: a.endedAt! }))

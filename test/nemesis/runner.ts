@@ -4,6 +4,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LINE_MS } from '../../src/wait.js';
 import type { Backend, Deployment, Limit } from './backends.js';
 import { check, type HistoryEvent, type Violation } from './checker.js';
 import { type Arena, type NemesisName, nemeses, type Target } from './nemeses.js';
@@ -263,6 +264,7 @@ export async function runCase(options: CaseOptions): Promise<CaseResult> {
   const found = check(events, {
     leaseMs,
     pollMs,
+    lineMs: LINE_MS,
     fences: backend.fences,
     workload,
     permits: SEMAPHORE_PERMITS,
