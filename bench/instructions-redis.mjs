@@ -13,19 +13,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { withFencedFloor } from './redis-floors.mjs';
 
 const IN_FLIGHT = 256;
 const WARM_PER_KEY = 100;
 const TTL = 10_000;
-const FENCED_ACQUIRE = `local now = redis.call('TIME')
-local fence = now[1] .. string.sub('00000' .. now[2], -6)
-if redis.call('SET', KEYS[1], fence .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2]) then return fence end
-return false`;
-const FENCED_RELEASE = `local value = redis.call('GET', KEYS[1])
-if value and string.sub(value, -#ARGV[1] - 1) == ':' .. ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0`;
 const CASES = {
   'fenced floor (TIME + SET NX PX in a script + compare-and-delete)': 'fenced',
   'the Redis store, called directly': 'store',
@@ -40,8 +32,7 @@ async function worker(variant, port, sync, pairs) {
   const { Lock } = await import('cachelock');
   const { redisStore } = await import('cachelock/redis');
   const client = new Redis(Number(port), '127.0.0.1', { enableAutoPipelining: true });
-  client.defineCommand('fencedAcquire', { numberOfKeys: 1, lua: FENCED_ACQUIRE });
-  client.defineCommand('fencedRelease', { numberOfKeys: 1, lua: FENCED_RELEASE });
+  withFencedFloor(client);
   const store = redisStore(client);
   let n = 0;
   const pair = {

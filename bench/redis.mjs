@@ -22,6 +22,7 @@ import {
   semaphoreRound,
   table,
 } from './lib.mjs';
+import { withFencedFloor, withFloor } from './redis-floors.mjs';
 import { startRedis } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
@@ -55,30 +56,6 @@ const costSince = (before, after, n) => ({
   scripts: (after.scripts - before.scripts) / n,
   cpuUs: (after.cpuUs - before.cpuUs) / n,
 });
-
-const RELEASE_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`;
-function withFloor(client) {
-  client.defineCommand('floorRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
-  return client;
-}
-
-// The least a lock with a fence costs here: the fence (the server's clock in microseconds, as
-// cachelock's) must be read where the key is set, so the acquire is a script too.
-const FENCED_ACQUIRE_LUA = `local now = redis.call('TIME')
-local fence = now[1] .. string.sub('00000' .. now[2], -6)
-if redis.call('SET', KEYS[1], fence .. ':' .. ARGV[1], 'NX', 'PX', ARGV[2]) then return fence end
-return false`;
-const FENCED_RELEASE_LUA = `local value = redis.call('GET', KEYS[1])
-if value and string.sub(value, -#ARGV[1] - 1) == ':' .. ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0`;
-function withFencedFloor(client) {
-  client.defineCommand('fencedAcquire', { numberOfKeys: 1, lua: FENCED_ACQUIRE_LUA });
-  client.defineCommand('fencedRelease', { numberOfKeys: 1, lua: FENCED_RELEASE_LUA });
-  return client;
-}
 
 // Each library's uncontended acquire+release of `key` on `client`.
 const libraries = [
