@@ -3,7 +3,9 @@
 // same loop in one process on async-mutex. A benchmark file calls `contendedTable` from its main
 // process and `workerMain` when it is started as a worker. With `floors`, the table also has the
 // least that strict first-come-first-served order between processes costs on this machine, with
-// no store at all: a token passed in arrival order over Unix-domain sockets (see floor.mjs).
+// no store at all: a token passed in arrival order over Unix-domain sockets (see floor.mjs). With
+// `floors: 'write'` as well the floor that writes to the store once per hand-over (FLOOR_WRITE),
+// whose write the benchmark's worker gives as the second argument of `workerMain`.
 //
 // BENCH_WORKERS (4), BENCH_CONTENDED_MS (2000) and BENCH_WAIT_LIMIT_MS (20000: a wait longer than
 // this gives up, or counts as given up where the lock cannot give up) tune it; for the long
@@ -15,14 +17,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FLOOR_DIRECT, FLOOR_SERVER, floorLock, floorServer } from './floor.mjs';
+import { FLOOR_DIRECT, FLOOR_SERVER, FLOOR_WRITE, floorLock, floorServer } from './floor.mjs';
 import { asyncMutex, fmt, interleave, median, table } from './lib.mjs';
 
 export const WORKERS = Number(process.env.BENCH_WORKERS ?? 4);
 export const CONTENDED_MS = Number(process.env.BENCH_CONTENDED_MS ?? 2_000);
 export const WAIT_LIMIT_MS = Number(process.env.BENCH_WAIT_LIMIT_MS ?? 20_000);
 export const LIMIT = 'async-mutex (in-process limit)';
-export { FLOOR_DIRECT, FLOOR_SERVER };
+export { FLOOR_DIRECT, FLOOR_SERVER, FLOOR_WRITE };
 
 /** Milliseconds on the system's monotonic clock, the same in every process of the machine. */
 const clock = () => Number(process.hrtime.bigint()) / 1e6;
@@ -125,12 +127,15 @@ async function runWorkers(script, config, around) {
   return done;
 }
 
-/** A floor's round: its lock server in this process, the workers of `script` around it. */
-async function floorRound(script, direct) {
+/**
+ * A floor's round: its lock server in this process, the workers of `script` around it; `write`,
+ * the store's config for FLOOR_WRITE.
+ */
+async function floorRound(script, direct, write) {
   const dir = mkdtempSync(join(tmpdir(), 'cachelock-bench-floor-'));
   const server = await floorServer(dir, direct);
   try {
-    return await runWorkers(script, { floor: { dir } });
+    return await runWorkers(script, { floor: { dir, write } });
   } finally {
     server.close();
     rmSync(dir, { recursive: true, force: true });
@@ -139,13 +144,19 @@ async function floorRound(script, direct) {
 
 /**
  * In a worker: `makeLock(config)` resolves `{ withLock, close }`; this runs the loop when the
- * main process says go and sends back the report.
+ * main process says go and sends back the report. `makeWrite(config)`, for FLOOR_WRITE, resolves
+ * `{ write(next), close }`: one write to the store recording `next` (an index) as the holder.
  */
-export async function workerMain(makeLock) {
+export async function workerMain(makeLock, makeWrite) {
   const config = JSON.parse(process.argv[3]);
   const index = Number(process.argv[4]);
+  let closeWrite;
+  let write;
+  if (config.floor?.write !== undefined) {
+    ({ write, close: closeWrite } = await makeWrite(config.floor.write));
+  }
   const { withLock, close } = config.floor
-    ? await floorLock({ ...config.floor, index })
+    ? await floorLock({ dir: config.floor.dir, index, write })
     : await makeLock(config);
   process.send('ready');
   await new Promise((resolve) => process.once('message', resolve));
@@ -153,6 +164,7 @@ export async function workerMain(makeLock) {
   process.send(report);
   await new Promise((resolve) => process.once('message', resolve));
   await close?.();
+  await closeWrite?.();
   process.disconnect();
 }
 
@@ -168,13 +180,18 @@ const quantile = (sorted, q) =>
     : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
 
 /**
- * Measure every contender (plus the in-process limit, and with `floors` the two store-free
- * floors) in interleaved rounds and print the tables. `configFor(name, run)` gives each round's
+ * Measure every contender (plus the in-process limit, with `floors` the two store-free floors,
+ * and with `floors: 'write'` the floor that writes to the store) in interleaved rounds and print the tables. `configFor(name, run)` gives each round's
  * worker config; `aroundFor(name)`, optional, the hooks of `runWorkers` for that contender's
  * rounds.
  */
 export async function contendedTable({ script, contenders, rounds, configFor, aroundFor, floors }) {
-  const names = [LIMIT, ...(floors ? [FLOOR_DIRECT, FLOOR_SERVER] : []), ...contenders];
+  const names = [
+    LIMIT,
+    ...(floors ? [FLOOR_DIRECT, FLOOR_SERVER] : []),
+    ...(floors === 'write' ? [FLOOR_WRITE] : []),
+    ...contenders,
+  ];
   const per = () => new Map(names.map((name) => [name, []]));
   const worst = per();
   const cpu = per();
@@ -193,7 +210,9 @@ export async function contendedTable({ script, contenders, rounds, configFor, ar
           ? await inProcessLimit()
           : name === FLOOR_DIRECT || name === FLOOR_SERVER
             ? await floorRound(script, name === FLOOR_DIRECT)
-            : await runWorkers(script, configFor(name, ++run), aroundFor?.(name));
+            : name === FLOOR_WRITE
+              ? await floorRound(script, true, configFor(name, ++run))
+              : await runWorkers(script, configFor(name, ++run), aroundFor?.(name));
       worst.get(name).push(Math.max(...reports.map((r) => r.worstWaitMs)));
       const sections = reports.reduce((sum, r) => sum + r.sections, 0);
       cpu.get(name).push(reports.reduce((sum, r) => sum + r.cpuUs, 0) / sections);

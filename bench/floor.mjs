@@ -15,11 +15,18 @@
 //
 // Turns number the grants, so a message about an earlier turn (the server named a next waiter
 // while its holder was releasing through the server) is recognised and dropped.
+//
+// With `write` (FLOOR_WRITE), the holder first waits for one write to the store (its own
+// connection, the backend's cheapest command that records a holder), then hands on directly: the
+// least a lock whose arbiter is that store can cost, since the store must know of the new holder
+// before it acts, and the new holder must then hear of it. A store that is the arbiter pays at
+// least this one write and one hop between two holders.
 import { createConnection, createServer } from 'node:net';
 import { join } from 'node:path';
 
 export const FLOOR_DIRECT = 'floor: FIFO token, handed on directly (1 hop)';
 export const FLOOR_SERVER = 'floor: FIFO lock server in the main process (2 hops)';
+export const FLOOR_WRITE = 'floor: one store write, then handed on directly (1 write + 1 hop)';
 
 /** Calls `onLine(words)` for each newline-ended message on `socket`. */
 function lines(socket, onLine) {
@@ -101,8 +108,11 @@ export function floorServer(dir, direct) {
   });
 }
 
-/** In worker `index`: `{ withLock, close }` on the server in `dir`. */
-export async function floorLock({ dir, index }) {
+/**
+ * In worker `index`: `{ withLock, close }` on the server in `dir`; `write`, if given, is awaited
+ * before each hand-over, with the index of the next holder (-1: not known yet).
+ */
+export async function floorLock({ dir, index, write }) {
   const peers = new Map();
   let turn = 0;
   let holding = false;
@@ -146,7 +156,8 @@ export async function floorLock({ dir, index }) {
     }
     return socket;
   };
-  const release = () => {
+  const release = async () => {
+    if (write !== undefined) await write(next);
     holding = false;
     if (next >= 0) {
       peer(next).write(`T ${turn + 1}\n`);
@@ -164,7 +175,7 @@ export async function floorLock({ dir, index }) {
       try {
         await fn();
       } finally {
-        release();
+        await release();
       }
     },
     close: () => {

@@ -104,7 +104,7 @@ async function main() {
         script: fileURLToPath(import.meta.url),
         contenders: ['cachelock'],
         rounds: ROUNDS,
-        floors: true,
+        floors: 'write',
         configFor: (_name, n) => ({ url, key: `bench:${run}:contended:${n}` }),
       });
   } finally {
@@ -135,13 +135,28 @@ async function uncontended(variants) {
 }
 
 if (isWorker()) {
-  await workerMain(async ({ url, key }) => {
-    const store = memcachedStore(url);
-    return {
-      withLock: cachelockWithLock(Lock, key, { cache: store, ttl: '10s' }),
-      close: () => store.close(),
-    };
-  });
+  await workerMain(
+    async ({ url, key }) => {
+      const store = memcachedStore(url);
+      return {
+        withLock: cachelockWithLock(Lock, key, { cache: store, ttl: '10s' }),
+        close: () => store.close(),
+      };
+    },
+    // The write floor's one command per hand-over: a set naming the next holder.
+    async ({ url, key }) => {
+      const raw = new RawMemcached(Number(new URL(url).port || 11211));
+      await raw.connect();
+      return {
+        write: async (next) => {
+          const value = `holder ${next}`;
+          const [stored] = await raw.command(`ms ${key} ${value.length} T10\r\n${value}\r\n`);
+          if (!stored.startsWith('HD')) throw new Error(`set: ${stored}`);
+        },
+        close: () => raw.close(),
+      };
+    },
+  );
 } else {
   await main();
 }

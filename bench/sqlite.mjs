@@ -20,7 +20,7 @@ const contenders = ['cachelock', 'proper-lockfile (retry 1-10 ms)'];
 const only = process.env.BENCH_ONLY?.split(',');
 const wanted = (section) => only === undefined || only.includes(section);
 
-if (isWorker()) await workerMain(makeLock);
+if (isWorker()) await workerMain(makeLock, makeWrite);
 else await main();
 
 async function main() {
@@ -129,13 +129,30 @@ async function contended(dir) {
     script: fileURLToPath(import.meta.url),
     contenders,
     rounds: ROUNDS,
-    floors: true,
+    floors: 'write',
     configFor: (library, run) => {
       const path = join(dir, `contended-${run}.sqlite`);
       closeSync(openSync(path, 'a'));
       return { library, path, key: `contended:${run}` };
     },
   });
+}
+
+/** The write floor's one statement per hand-over: a row naming the next holder, committed. */
+async function makeWrite({ path, key }) {
+  const db = new Database(path);
+  db.exec('PRAGMA busy_timeout = 5000');
+  db.pragma('journal_mode = WAL');
+  db.exec('PRAGMA synchronous = NORMAL');
+  db.exec(`CREATE TABLE IF NOT EXISTS floor (key TEXT PRIMARY KEY NOT NULL, owner TEXT NOT NULL,
+    expires_at INTEGER NOT NULL) WITHOUT ROWID`);
+  const set = db.prepare('INSERT OR REPLACE INTO floor (key, owner, expires_at) VALUES (?, ?, ?)');
+  return {
+    write: async (next) => {
+      set.run(key, `holder ${next}`, Date.now() + TTL);
+    },
+    close: () => db.close(),
+  };
 }
 
 async function makeLock({ library, path, key }) {
