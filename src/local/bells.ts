@@ -32,6 +32,10 @@ export class Bells {
   /** The folder is not safe to listen in: this store has no bell (its waiters poll). */
   #unusable = false;
   readonly #peers = new Map<number, Socket>();
+  /** Per connection not yet made, what to call if it is refused (see `ring`). */
+  readonly #unsent = new Map<Socket, ((dead: boolean) => void)[]>();
+  /** The connections of peers ringing this bell, closed with it. */
+  readonly #accepted = new Set<Socket>();
 
   /**
    * `shared` names what the stores share, as a file name: every store that names it alike (a
@@ -105,8 +109,15 @@ export class Bells {
     }
   }
 
-  /** Tell the store with `bell` that `key` was freed, or handed over; ours is told directly. */
-  ring(bell: number, key: string, handoff?: Handoff): void {
+  /**
+   * Tell the store with `bell` that `key` was freed, or handed over; ours is told directly.
+   * `lost` is called when the ring surely never reached it: `dead` when the bell's socket is
+   * there and nobody listens (its process died, or closed the store; on Linux only), else (no such
+   * socket in this store's folder: the bell's store rings in another, another user's or its
+   * servers named otherwise) it may live. A ring on a connection that had been made may be lost
+   * without a word.
+   */
+  ring(bell: number, key: string, handoff?: Handoff, lost?: (dead: boolean) => void): void {
     if (bell === this.#bell) {
       queueMicrotask(() => this.#onRing(key, handoff));
       return;
@@ -120,9 +131,18 @@ export class Bells {
       this.#peers.set(bell, made);
       made.unref();
       made.setTimeout(IDLE_MS, () => made.destroy());
+      made.once('connect', () => this.#unsent.delete(made));
       made.on('error', (error: NodeJS.ErrnoException) => {
         unlinkIfRefused(path, error);
+        const unsent = this.#unsent.get(made);
+        this.#unsent.delete(made);
         made.destroy();
+        // Refused before it connected: nothing written on it was read.
+        if (unsent !== undefined && (error.code === 'ECONNREFUSED' || error.code === 'ENOENT')) {
+          // On macOS and the BSDs a live socket whose backlog is full refuses too.
+          const dead = error.code === 'ECONNREFUSED' && process.platform === 'linux';
+          for (const call of unsent) call(dead);
+        }
       });
       made.on('close', () => {
         if (this.#peers.get(bell) === made) this.#peers.delete(bell);
@@ -133,6 +153,11 @@ export class Bells {
     const told =
       handoff === undefined ? key : [key, handoff.owner, String(handoff.fence), handoff.ttlMs ?? 0];
     peer.write(`${JSON.stringify(told)}\n`);
+    if (lost !== undefined && peer.connecting) {
+      let unsent = this.#unsent.get(peer);
+      if (unsent === undefined) this.#unsent.set(peer, (unsent = []));
+      unsent.push(lost);
+    }
   }
 
   close(): void {
@@ -140,6 +165,10 @@ export class Bells {
     this.#closed = true;
     for (const peer of this.#peers.values()) peer.destroy();
     this.#peers.clear();
+    this.#unsent.clear();
+    // A peer's rings after this fail rather than land unread.
+    for (const socket of this.#accepted) socket.destroy();
+    this.#accepted.clear();
     this.#server?.close();
     this.#server = undefined;
     if (this.#path !== undefined && process.platform !== 'win32') {
@@ -164,6 +193,8 @@ export class Bells {
 
   #receive(socket: Socket): void {
     let pending = '';
+    this.#accepted.add(socket);
+    socket.on('close', () => this.#accepted.delete(socket));
     // A releaser keeps its connection open for its next rings: that must not keep this
     // process alive once it waits for nothing.
     socket.unref();

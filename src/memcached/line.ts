@@ -3,9 +3,12 @@ import { expirySeconds } from './lease.js';
 
 /**
  * A lock's line of waiters, one item beside its lease: a line per place, `<expiresAtMs> <owner>`,
- * first come first, and `\t<bell>` after the owner when the waiter's store has a bell (see
- * src/local/bells.ts) that a release on its machine can ring. Earlier versions read and keep
- * such a place as one of an owner they do not know, so they still wait behind it. The line is
+ * first come first, and after the owner, when the waiter's store has a bell (see
+ * src/local/bells.ts) that a release on its machine can ring, `\t<claimMs>\t<bell>`: the claim
+ * is how long a lease handed to the waiter lasts before it extends it (see `MemcachedStore`).
+ * Earlier versions read the bell alone (`\t<bell>`), and such a place is still read here, with
+ * no claim; they read and keep a place with a claim as one of an owner they do not know
+ * (`<owner>\t<claimMs>`), so they still wait behind it and ring its bell. The line is
  * changed only under compare-and-swap, so two waiters joining at once cannot drop each other.
  * A place lasts `lineMs` from its waiter's last renewal, judged by the clock of whoever reads
  * the line (memcached only counts whole seconds): a client whose clock is far off misjudges
@@ -16,6 +19,8 @@ export interface Place {
   owner: string;
   expiresAt: number;
   bell?: number;
+  /** How long a lease handed to this place lasts (ms); only beside a bell. */
+  claim?: number;
 }
 
 export interface LineState {
@@ -23,6 +28,8 @@ export interface LineState {
   /** The item's CAS, undefined when there is no line item. */
   cas: string | undefined;
 }
+
+const NUMBER = /^\d{1,15}$/;
 
 // Past this many failed compare-and-swaps a waiter stops trying to join or leave for this
 // attempt: it polls without a place, and the next attempt tries again.
@@ -38,12 +45,25 @@ export function readLine(reply: MetaReply): LineState {
     if (space < 0) continue;
     const expiresAt = Number(entry.slice(0, space));
     let owner = entry.slice(space + 1);
-    const tab = owner.lastIndexOf('\t');
-    const bell =
-      tab >= 0 && /^\d{1,15}$/.test(owner.slice(tab + 1)) ? Number(owner.slice(tab + 1)) : 0;
-    if (bell > 0) owner = owner.slice(0, tab);
+    let bell = 0;
+    let claim = 0;
+    let tab = owner.lastIndexOf('\t');
+    if (tab >= 0 && NUMBER.test(owner.slice(tab + 1))) {
+      bell = Number(owner.slice(tab + 1));
+      owner = owner.slice(0, tab);
+      tab = owner.lastIndexOf('\t');
+      if (tab >= 0 && NUMBER.test(owner.slice(tab + 1))) {
+        claim = Number(owner.slice(tab + 1));
+        owner = owner.slice(0, tab);
+      }
+    }
     if (!Number.isFinite(expiresAt) || owner === '') continue;
-    places.push(bell > 0 ? { owner, expiresAt, bell } : { owner, expiresAt });
+    const place: Place = { owner, expiresAt };
+    if (bell > 0) {
+      place.bell = bell;
+      if (claim > 0) place.claim = claim;
+    }
+    places.push(place);
   }
   return { places, cas: flagValue(reply, 'c') };
 }
@@ -55,9 +75,10 @@ export function firstLive(line: LineState, now: number): Place | undefined {
 
 /**
  * Take a place at the end of the line for `lineMs`, or push the end of `owner`'s own place; a
- * place with more than half its term left and the same bell is kept as it is (waiters renew at
- * least once a second), so that polling writes nothing. `line` is the state read with the
- * attempt; `bell` is the waiter's store's, if it has one.
+ * place with more than half its term left, the same bell and the same claim is kept as it is
+ * (waiters renew at least once a second), so that polling writes nothing. `line` is the state
+ * read with the attempt; `bell` is the waiter's store's, if it has one, and `claim` how long a
+ * lease handed to the place lasts.
  */
 export async function joinLine(
   connection: MetaConnection,
@@ -66,6 +87,7 @@ export async function joinLine(
   lineMs: number,
   line: LineState,
   bell: number | undefined,
+  claim: number,
 ): Promise<void> {
   // A place is one line of text, and a tab ends its owner: an owner with either cannot have one
   // (it polls).
@@ -74,12 +96,19 @@ export async function joinLine(
   for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
     const now = Date.now();
     const mine = state.places.find((place) => place.owner === owner);
-    if (mine !== undefined && mine.expiresAt - now > lineMs / 2 && mine.bell === bell) return;
+    if (
+      mine !== undefined &&
+      mine.expiresAt - now > lineMs / 2 &&
+      mine.bell === bell &&
+      (bell === undefined || mine.claim === claim)
+    ) {
+      return;
+    }
     const until = Math.ceil(now + lineMs);
     const places = state.places.filter((place) => place.expiresAt > now);
     const index = places.findIndex((place) => place.owner === owner);
     const place: Place =
-      bell === undefined ? { owner, expiresAt: until } : { owner, expiresAt: until, bell };
+      bell === undefined ? { owner, expiresAt: until } : { owner, expiresAt: until, bell, claim };
     if (index >= 0) places[index] = place;
     else places.push(place);
     if (await writeLine(connection, name, places, state.cas, now)) return;
@@ -136,9 +165,7 @@ async function writeLine(
     throw unexpected('delete', reply!);
   }
   const data = Buffer.from(
-    places
-      .map((place) => `${place.expiresAt} ${place.owner}${place.bell ? `\t${place.bell}` : ''}`)
-      .join('\n'),
+    places.map((place) => `${place.expiresAt} ${place.owner}${placeTail(place)}`).join('\n'),
     'utf8',
   );
   const last = Math.max(...places.map((place) => place.expiresAt));
@@ -149,6 +176,12 @@ async function writeLine(
   if (reply!.status === 'HD') return true;
   if (reply!.status === 'NS' || reply!.status === 'EX' || reply!.status === 'NF') return false;
   throw unexpected('store', reply!);
+}
+
+/** What follows a place's owner: its claim and bell, or its bell alone, or nothing. */
+function placeTail({ bell, claim }: Place): string {
+  if (!bell) return '';
+  return claim ? `\t${claim}\t${bell}` : `\t${bell}`;
 }
 
 function unexpected(operation: string, reply: MetaReply): MemcachedError {

@@ -1,11 +1,26 @@
 import { createHash } from 'node:crypto';
-import type { Acquired, AcquireOptions, LeaseInfo, LockStore } from 'cachelock';
+import {
+  type Acquired,
+  type AcquireOptions,
+  type Handoff,
+  type LeaseInfo,
+  type LockStore,
+  Refusals,
+} from 'cachelock';
 import { Bells } from '../local/bells.js';
 import { flagValue, MemcachedError, type MetaConnection, type MetaReply } from './connection.js';
 import { memcachedKeys } from './keys.js';
 import { decodeLease, encodeLease, expirySeconds, type LeaseValue } from './lease.js';
-import { fetchLine, firstLive, joinLine, type LineState, leaveLine, readLine } from './line.js';
-import { Watches } from './watch.js';
+import {
+  fetchLine,
+  firstLive,
+  joinLine,
+  type LineState,
+  leaveLine,
+  type Place,
+  readLine,
+} from './line.js';
+import { isLocal, Watches } from './watch.js';
 
 /** The item this store last wrote for a key: release and extend compare against its CAS. */
 interface Written {
@@ -34,6 +49,12 @@ export const UNKNOWN_OWNER = '';
  * item's CAS value, so they act only on the item the owner wrote. Expiry is memcached's own, in
  * whole seconds (see `expirySeconds`).
  *
+ * A release hands the key to the first waiter in line when that waiter's process is on this
+ * machine and the releaser already knows it from a read of the line (see `handOff`): a lease for
+ * the waiter's claim, written under the releaser's CAS, and a ring that tells it so, which is its
+ * grant (`handoffGrants`). The hand-over then costs one round trip and a ring, where a release and
+ * the waiter's own acquire cost two.
+ *
  * It gives no fence. Nothing in memcached survives an eviction and a restart but the clocks:
  * memcached's own counts whole seconds and starts afresh, a second or two off, at each restart,
  * and the clients' clocks differ from one machine to the next. A count anchored to either could
@@ -47,12 +68,31 @@ export class MemcachedStore implements LockStore {
    * before it listened: a waiter whose first try joined the line need not try again.
    */
   readonly replaysWakeups = true;
+  /**
+   * A ring that names a waiter of this store as handed the key is its grant, unless it was sent
+   * before that waiter's last refused `acquire` was answered: the rings go between processes of
+   * one machine, which share its monotonic clock, so a hand-off sent after the refusal's reply
+   * was written after the read that refused it.
+   */
+  readonly handoffGrants = true;
   private readonly connections: MetaConnection[];
   private readonly written = new Map<string, Written>();
   /** The places of holders still being taken out of their lines, by `<line>\n<owner>`. */
   private readonly leaving = new Map<string, Promise<void>>();
   /** Per line item, when this store last saw someone in it (ms since the epoch). */
   private readonly lined = new Map<string, number>();
+  /** Per line item with someone in it, the places as this store last read them. */
+  private readonly seen = new Map<string, Place[]>();
+  /** Each waiter's last refusal, on the machine's monotonic clock (ns): see `handoffGrants`. */
+  private readonly refusedAt = new Refusals();
+  /**
+   * The owners released here, by `<line>\n<owner>` (done, or given up): a hand-off to one (its
+   * place outlived it, or it gave up meanwhile) is released too. An owner that joins the line
+   * again or takes the key (a lock on several keys keeps its owner) is taken off.
+   */
+  private readonly ended = new Set<string>();
+  /** Bells a ring could not find (another folder: another user, or the servers named alike). */
+  private readonly unreachable = new Set<number>();
   /** The owners of this store waiting in lines, and the short polls that watch for them. */
   private readonly watches: Watches;
   /**
@@ -73,6 +113,21 @@ export class MemcachedStore implements LockStore {
     ttlMs: number,
     options?: AcquireOptions,
   ): Promise<Acquired | null> {
+    const answered = { at: 0n };
+    const acquired = await this.tryAcquire(key, owner, ttlMs, options, answered);
+    if (acquired === null) this.refusedAt.refused(owner, answered.at);
+    else this.refusedAt.forget(owner);
+    return acquired;
+  }
+
+  /** `acquire`; `answered.at` is when the last reply that read the key came (see `refusedAt`). */
+  private async tryAcquire(
+    key: string,
+    owner: string,
+    ttlMs: number,
+    options: AcquireOptions | undefined,
+    answered: { at: bigint },
+  ): Promise<Acquired | null> {
     const { lease: name, line: lineName } = memcachedKeys(key);
     const connection = this.connectionFor(name);
     const lineMs = options?.lineMs;
@@ -83,6 +138,7 @@ export class MemcachedStore implements LockStore {
         { line: `mg ${name} v` },
         { line: `mg ${lineName} v c` },
       ]);
+      answered.at = process.hrtime.bigint();
       const first = firstLive(this.note(lineName, readLine(waiting!)), Date.now());
       if (current!.status === 'VA' && decodeLease(current!.value)?.owner !== owner) return null;
       if (first !== undefined && first.owner !== owner) return null;
@@ -99,6 +155,9 @@ export class MemcachedStore implements LockStore {
         { line: `mg ${name} v c` },
         { line: `mg ${lineName} v c` },
       ]);
+      // On the machine's monotonic clock, after the reply: a hand-off sent later than this was
+      // written after these reads.
+      answered.at = process.hrtime.bigint();
       const line = this.note(lineName, readLine(waiting!));
       const first = firstLive(line, Date.now());
       if (added!.status === 'HD') {
@@ -115,26 +174,13 @@ export class MemcachedStore implements LockStore {
           if (undone!.status === 'HD' && first.bell !== undefined) {
             this.bellsOf().ring(first.bell, key);
           }
-          if (lineMs !== undefined) await this.join(connection, lineName, owner, lineMs, line);
+          if (lineMs !== undefined) {
+            await this.join(connection, lineName, owner, lineMs, line, ttlMs);
+          }
           return null;
         }
         this.remember(name, { owner, cas, fence: undefined });
-        if (line.places.some((place) => place.owner === owner)) {
-          // Not awaited: the key is ours, so the place only holds back others a moment longer.
-          // The release waits for it, so that the waiter it wakes does not find this place
-          // first (the leave takes more than one round trip when others join meanwhile). A
-          // failure leaves the place to run out.
-          const id = `${lineName}\n${owner}`;
-          const leaving = leaveLine(connection, lineName, owner, line).then(
-            () => {},
-            () => {},
-          );
-          this.leaving.set(id, leaving);
-          void leaving.then(() => {
-            if (this.leaving.get(id) === leaving) this.leaving.delete(id);
-          });
-        }
-        this.watches.served(lineName, owner);
+        this.taken(connection, lineName, owner, line);
         return {};
       }
       if (added!.status !== 'NS') throw unexpected('add', added!);
@@ -143,7 +189,9 @@ export class MemcachedStore implements LockStore {
       // A value that is not a lease of ours (another program's) is held by an unknown owner.
       const holder = decodeLease(current!.value);
       if (holder?.owner !== owner) {
-        if (lineMs !== undefined) await this.join(connection, lineName, owner, lineMs, line);
+        if (lineMs !== undefined) {
+          await this.join(connection, lineName, owner, lineMs, line, ttlMs);
+        }
         return null;
       }
       // The owner already holds it (a retry after a lost reply): refresh it, keep what it had.
@@ -153,11 +201,14 @@ export class MemcachedStore implements LockStore {
       const stored = await this.compareAndSet(connection, name, cas, lease, seconds);
       if (stored === undefined) continue;
       this.remember(name, { owner, cas: stored, fence: lease.fence });
+      // A hand-off taken up this way leaves the waiter's place behind, as a new lease does.
+      this.taken(connection, lineName, owner, line);
       return lease.fence === undefined ? {} : { fence: lease.fence };
     }
     // The key kept changing hands under the tries: a waiter still takes its place.
     if (lineMs !== undefined) {
-      await this.join(connection, lineName, owner, lineMs, await fetchLine(connection, lineName));
+      const line = await fetchLine(connection, lineName);
+      await this.join(connection, lineName, owner, lineMs, line, ttlMs);
     }
     return null;
   }
@@ -166,6 +217,9 @@ export class MemcachedStore implements LockStore {
     const { lease, line } = memcachedKeys(key);
     const connection = this.connectionFor(lease);
     if (owner === UNKNOWN_OWNER) return this.releaseUnknown(connection, lease);
+    this.refusedAt.forget(owner);
+    if (this.ended.size >= MAX_REMEMBERED) this.ended.clear();
+    this.ended.add(`${line}\n${owner}`);
     // A waiter giving up leaves the line (a holder has no place: taking the key removed it).
     if (this.watches.served(line, owner)) await leaveLine(connection, line, owner);
     const leaving = this.leaving.get(`${line}\n${owner}`);
@@ -177,6 +231,8 @@ export class MemcachedStore implements LockStore {
         const stored = await this.compareAndSet(connection, lease, written.cas, value, seconds);
         return stored === undefined ? 'changed' : 'done';
       }
+      const next = this.nextToHandOff(line, owner);
+      if (next !== undefined) return this.handOff(connection, key, owner, written, next);
       // The line is read in the delete's round trip: its first waiter (not this owner) is rung,
       // if its store has a bell on this machine. This owner's own place, still there if its
       // leave failed, goes first: the waiter rung would find it ahead of itself.
@@ -194,6 +250,7 @@ export class MemcachedStore implements LockStore {
           const left = await leaveLine(connection, line, owner, state, 1).catch(() => false);
           if (!left) void leaveLine(connection, line, owner).catch(() => {});
         }
+        this.note(line, state);
         const next = state.places.find((place) => place.expiresAt > now && place.owner !== owner);
         if (next?.bell !== undefined) this.bellsOf().ring(next.bell, key);
         return 'done';
@@ -203,6 +260,163 @@ export class MemcachedStore implements LockStore {
     }).finally(() => {
       if (this.written.get(lease)?.owner === owner) this.written.delete(lease);
     });
+  }
+
+  /**
+   * The waiter a release by `owner` hands the key to: the first live place in the line as this
+   * store last read it, if its store has a bell on this machine (so that the ring reaches it) and
+   * its place a claim.
+   */
+  private nextToHandOff(line: string, owner: string): Place | undefined {
+    const places = this.seen.get(line);
+    if (places === undefined) return undefined;
+    const now = Date.now();
+    const next = places.find((place) => place.expiresAt > now && place.owner !== owner);
+    if (next?.bell === undefined || next.claim === undefined || !isLocal(next.owner)) {
+      return undefined;
+    }
+    return this.unreachable.has(next.bell) ? undefined : next;
+  }
+
+  /**
+   * Release by handing the key to `next`: its lease for its claim in place of `owner`'s, under
+   * the CAS `owner` wrote, and the line read in the same round trip. When `next` is still first,
+   * its bell is rung with the hand-off. Otherwise (it left, or its place ran out, since the line
+   * was last read) the hand-off is taken back under its own CAS and the first live place is rung
+   * as after a delete. A waiter that gives up leaves the line before it releases, so either this
+   * read finds its place gone, or its release finds the lease its own and deletes it.
+   */
+  private async handOff(
+    connection: MetaConnection,
+    key: string,
+    owner: string,
+    written: Written,
+    next: Place,
+  ): Promise<'done' | 'changed'> {
+    const { lease, line } = memcachedKeys(key);
+    const claim = next.claim!;
+    const data = encodeLease({
+      owner: next.owner,
+      expiresAt: Date.now() + claim,
+      fence: undefined,
+    });
+    const sentAt = process.hrtime.bigint();
+    const [handed, waiting] = await connection.send([
+      { line: `ms ${lease} ${data.length} T${expirySeconds(claim)} C${written.cas} c`, data },
+      { line: `mg ${line} v c` },
+    ]);
+    if (handed!.status === 'EX' || handed!.status === 'NF') return 'changed';
+    const cas = handed!.status === 'HD' ? flagValue(handed!, 'c') : undefined;
+    if (cas === undefined) throw unexpected('hand-off', handed!);
+    const state = this.note(line, readLine(waiting!));
+    const now = Date.now();
+    if (state.places.some((place) => place.owner === owner && place.expiresAt > now)) {
+      void leaveLine(connection, line, owner, state).catch(() => {});
+    }
+    const first = state.places.find((place) => place.expiresAt > now && place.owner !== owner);
+    if (first?.owner === next.owner) {
+      const handoff = { owner: next.owner, fence: sentAt, ttlMs: claim };
+      this.bellsOf().ring(next.bell!, key, handoff, (dead) => {
+        if (!dead) {
+          if (this.unreachable.size >= MAX_REMEMBERED) this.unreachable.clear();
+          this.unreachable.add(next.bell!);
+        }
+        void this.takeBack(connection, key, cas, next.owner, dead).catch(() => {});
+      });
+      return 'done';
+    }
+    const [undone] = await connection.send([{ line: `md ${lease} C${cas}` }]);
+    if (undone!.status === 'HD') {
+      if (first?.bell !== undefined) this.bellsOf().ring(first.bell, key);
+    } else if (undone!.status !== 'EX' && undone!.status !== 'NF') {
+      // EX: the waiter took it up meanwhile (its poll found it its own); NF: it gave it up.
+      throw unexpected('delete', undone!);
+    }
+    return 'done';
+  }
+
+  /**
+   * A hand-off's ring found nobody at the waiter's bell: the lease handed to it goes, under the
+   * CAS it was written with (unless the waiter took it up meanwhile, its poll having found it).
+   * Where the bell's socket is there but nobody listens (`dead`: its process died), the place
+   * goes too and the next live place is rung; where there is no socket at all (the waiter's
+   * store rings in another folder), the waiter is first still, and its poll finds the key.
+   */
+  private async takeBack(
+    connection: MetaConnection,
+    key: string,
+    cas: string,
+    owner: string,
+    dead: boolean,
+  ): Promise<void> {
+    const { lease, line } = memcachedKeys(key);
+    const [undone, waiting] = await connection.send([
+      { line: `md ${lease} C${cas}` },
+      { line: `mg ${line} v c` },
+    ]);
+    if (undone!.status !== 'HD' || !dead) return;
+    const state = this.note(line, readLine(waiting!));
+    await leaveLine(connection, line, owner, state);
+    const now = Date.now();
+    const next = state.places.find((place) => place.expiresAt > now && place.owner !== owner);
+    if (next?.bell !== undefined) this.bellsOf().ring(next.bell, key);
+  }
+
+  /**
+   * A ring for `key`: a release freed it, or handed it to `handoff.owner`. A hand-off to a waiter
+   * of this store that listens, sent after its last refusal, is its grant: the waiter is served,
+   * and this store reads the lease's CAS (for the release) and the line (for the next hand-off)
+   * and takes the waiter's place out, while the waiter holds. Any other hand-off is news, which
+   * the waiter confirms with an acquire; a waiter not yet listening hears of it from its watch's
+   * first poll, which finds the key its own. A hand-off to an owner already released here is
+   * released at once, so that it does not keep the key from the others for its claim.
+   */
+  private heard(key: string, handoff: Handoff | undefined): void {
+    const { lease, line } = memcachedKeys(key);
+    if (handoff === undefined) {
+      this.watches.rung(line);
+      return;
+    }
+    const { owner, ttlMs } = handoff;
+    if (this.ended.has(`${line}\n${owner}`) && this.written.get(lease)?.owner !== owner) {
+      // Handed to an owner released here (it gave up meanwhile, or was done and its place
+      // outlived it): nobody would take the key up, so it goes on to the next in line.
+      void this.release(key, owner).catch(() => {});
+      return;
+    }
+    if (!this.watches.hasListeners(line)) return;
+    const checked = this.refusedAt.checked(handoff);
+    if (checked?.ttlMs === undefined || !this.watches.served(line, owner)) {
+      this.watches.rung(line, { owner });
+      return;
+    }
+    this.refusedAt.forget(owner);
+    const connection = this.connectionFor(lease);
+    const id = `${line}\n${owner}`;
+    const settling = (async () => {
+      // After the waiter has been told (below) and has gone on: this is off its path.
+      await new Promise((resolve) => setImmediate(resolve));
+      const [current, waiting] = await connection.send([
+        { line: `mg ${lease} v c` },
+        { line: `mg ${line} v c` },
+      ]);
+      const state = this.note(line, readLine(waiting!));
+      const cas = flagValue(current!, 'c');
+      // A grant the waiter did not hold on (it came too late) may have been lost to another
+      // since, and the waiter be in line again: its place stays.
+      if (current!.status !== 'VA' || cas === undefined) return;
+      if (decodeLease(current!.value)?.owner !== owner) return;
+      this.remember(lease, { owner, cas, fence: undefined });
+      // Not awaited by the release, which reads the line again and leaves a place still there.
+      if (state.places.some((place) => place.owner === owner)) {
+        void leaveLine(connection, line, owner, state).catch(() => {});
+      }
+    })().catch(() => {});
+    this.leaving.set(id, settling);
+    void settling.then(() => {
+      if (this.leaving.get(id) === settling) this.leaving.delete(id);
+    });
+    this.watches.rung(line, { owner, ttlMs });
   }
 
   async extend(key: string, owner: string, ttlMs: number): Promise<boolean> {
@@ -243,17 +457,43 @@ export class MemcachedStore implements LockStore {
    * until their turn comes. Memcached cannot push, so this is as prompt as it gets without
    * every waiter hammering the server.
    */
-  onRelease(key: string, listener: () => void): () => void {
+  onRelease(key: string, listener: (handoff?: Handoff) => void): () => void {
     const { lease, line } = memcachedKeys(key);
     return this.watches.listen(lease, line, listener);
   }
 
-  /** Remember whether `lineName` had anyone in it; returns `line`. */
+  /**
+   * `owner` took the key: its place in the line read with the attempt goes, and its watch stops.
+   * Not awaited: the key is ours, so the place only holds back others a moment longer. The
+   * release waits for it, so that the waiter it wakes does not find this place first (the leave
+   * takes more than one round trip when others join meanwhile). A failure leaves the place to
+   * run out.
+   */
+  private taken(connection: MetaConnection, lineName: string, owner: string, line: LineState) {
+    this.watches.served(lineName, owner);
+    this.ended.delete(`${lineName}\n${owner}`);
+    if (!line.places.some((place) => place.owner === owner)) return;
+    const id = `${lineName}\n${owner}`;
+    const leaving = leaveLine(connection, lineName, owner, line).then(
+      () => {},
+      () => {},
+    );
+    this.leaving.set(id, leaving);
+    void leaving.then(() => {
+      if (this.leaving.get(id) === leaving) this.leaving.delete(id);
+    });
+  }
+
+  /** Remember whether `lineName` had anyone in it, and who; returns `line`. */
   private note(lineName: string, line: LineState): LineState {
-    if (line.places.length === 0) this.lined.delete(lineName);
-    else {
+    if (line.places.length === 0) {
+      this.lined.delete(lineName);
+      this.seen.delete(lineName);
+    } else {
       if (this.lined.size >= MAX_REMEMBERED) this.lined.clear();
+      if (this.seen.size >= MAX_REMEMBERED) this.seen.clear();
       this.lined.set(lineName, Date.now());
+      this.seen.set(lineName, line.places);
     }
     return line;
   }
@@ -264,12 +504,16 @@ export class MemcachedStore implements LockStore {
     owner: string,
     lineMs: number,
     line: ReturnType<typeof readLine>,
+    ttlMs: number,
   ): Promise<void> {
     // Noted before the write, so that the watch starts even if the reply is slow.
     this.watches.waiting(lineName, owner);
+    this.ended.delete(`${lineName}\n${owner}`);
     const bells = this.bellsOf();
     bells.open();
-    await joinLine(connection, lineName, owner, lineMs, line, bells.bell);
+    // A lease handed to the place lasts the ttl, at most the place's own term.
+    const claim = Math.max(1, Math.ceil(Math.min(lineMs, ttlMs)));
+    await joinLine(connection, lineName, owner, lineMs, line, bells.bell, claim);
   }
 
   /** This store's bells, made on first use; named after its servers. */
@@ -277,9 +521,7 @@ export class MemcachedStore implements LockStore {
     if (this.bells === undefined) {
       const servers = this.connections.map((c) => c.address).sort();
       const shared = createHash('sha256').update(servers.join(' ')).digest('hex').slice(0, 16);
-      this.bells = new Bells(`memcached-${shared}`, (key) =>
-        this.watches.rung(memcachedKeys(key).line),
-      );
+      this.bells = new Bells(`memcached-${shared}`, (key, handoff) => this.heard(key, handoff));
     }
     return this.bells;
   }

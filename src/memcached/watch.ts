@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { parseOwner } from 'cachelock';
+import { type Handoff, parseOwner } from 'cachelock';
 import type { MetaConnection } from './connection.js';
 import { decodeLease } from './lease.js';
 import { firstLive, readLine } from './line.js';
@@ -60,15 +60,28 @@ export class Watches {
     return true;
   }
 
+  /** Whether `owner` waits in the line `line`. */
+  isWaiting(line: string, owner: string): boolean {
+    return this.#owners.get(line)?.has(owner) === true;
+  }
+
   ownersIn(line: string): Set<string> | undefined {
     return this.#owners.get(line);
   }
 
-  /** A release rang this store's bell for the key of line `line`: its listeners try now. */
-  rung(line: string): void {
+  /**
+   * A release rang this store's bell for the key of line `line`: its listeners try now, or with
+   * `handoff` are told who was handed the key.
+   */
+  rung(line: string, handoff?: Handoff): void {
     if (this.#belled.size >= MAX_BELLED) this.#belled.clear();
     this.#belled.add(line);
-    this.#watches.get(line)?.rung();
+    this.#watches.get(line)?.rung(handoff);
+  }
+
+  /** Whether anyone listens for the key of line `line`. */
+  hasListeners(line: string): boolean {
+    return (this.#watches.get(line)?.listeners.size ?? 0) > 0;
   }
 
   /** Whether rings wake the waiters of `line` (see BELLED_MS). */
@@ -81,13 +94,13 @@ export class Watches {
     this.#belled.delete(line);
   }
 
-  listen(lease: string, line: string, listener: () => void): () => void {
+  listen(lease: string, line: string, listener: (handoff?: Handoff) => void): () => void {
     let watch = this.#watches.get(line);
     if (watch === undefined) {
       watch = new Watch(this, this.#connectionFor(lease), lease, line);
       this.#watches.set(line, watch);
     }
-    const call = () => listener();
+    const call = (handoff?: Handoff) => listener(handoff);
     watch.listeners.add(call);
     // A running watch polls again now: a new listener hears at once of a key that was freed
     // for it before it listened (the store's replaysWakeups), as a new watch's first poll tells.
@@ -116,7 +129,7 @@ export class Watches {
 }
 
 class Watch {
-  readonly listeners = new Set<() => void>();
+  readonly listeners = new Set<(handoff?: Handoff) => void>();
   #running = false;
   #wake: (() => void) | undefined;
   /** When a ring last told the listeners, on `performance.now()`. */
@@ -134,10 +147,10 @@ class Watch {
     this.#wake?.();
   }
 
-  /** A ring said the key is free: tell the listeners, which a poll then need not do. */
-  rung(): void {
+  /** A ring said the key is free, or handed over: tell the listeners, so a poll need not. */
+  rung(handoff?: Handoff): void {
     this.#rungAt = performance.now();
-    for (const listener of [...this.listeners]) listener();
+    for (const listener of [...this.listeners]) listener(handoff);
   }
 
   start(): void {
@@ -172,13 +185,15 @@ class Watch {
       let position: number;
       let first: string | undefined;
       let local = false;
+      let holder: string | undefined;
       try {
         const [lease, waiting] = await this.connection.send([
           { line: `mg ${this.lease} v` },
           { line: `mg ${this.line} v` },
         ]);
         free = lease!.status === 'EN';
-        local = !free && isLocal(decodeLease(lease!.value)?.owner);
+        holder = free ? undefined : decodeLease(lease!.value)?.owner;
+        local = isLocal(holder);
         const live = readLine(waiting!);
         const now = Date.now();
         first = firstLive(live, now)?.owner;
@@ -201,6 +216,11 @@ class Watch {
           toldAt = now;
           for (const listener of [...this.listeners]) listener();
         }
+      }
+      if (holder !== undefined && owners.has(holder) && !rung && now - toldAt >= RETELL_MS) {
+        // Handed to a waiter of this store without a ring that reached it: it confirms.
+        toldAt = now;
+        for (const listener of [...this.listeners]) listener({ owner: holder });
       }
       wasFree = free;
       firstOwner = first;
@@ -245,6 +265,6 @@ class Watch {
 const thisHost = hostname();
 
 /** Whether `owner` was made on this machine, so that its release rings bells here. */
-function isLocal(owner: string | undefined): boolean {
+export function isLocal(owner: string | undefined): boolean {
   return owner !== undefined && parseOwner(owner).host === thisHost;
 }

@@ -3,12 +3,14 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type LockStore, newOwner } from 'cachelock';
+import { type Handoff, Lock, type LockStore, newOwner } from 'cachelock';
 import { memcachedStore } from 'cachelock/memcached';
 import memjs from 'memjs';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { Bells } from '../../src/local/bells.js';
 import { memcachedKeys } from '../../src/memcached/keys.js';
 import { runFairness } from '../harness/fairness.js';
+import { countingTries } from '../support/counted.js';
 import { deadSocket } from '../support/dead-socket.js';
 import { MemcachedServer } from '../support/memcached-server.js';
 import { binaryOrSkip, builtOrSkip } from '../support/reachable.js';
@@ -67,14 +69,15 @@ describe.runIf(installed)('memcached line of waiters', () => {
   });
 
   it('a freed key goes to the first live place: a newcomer and a later waiter are refused', async () => {
-    const store = open();
+    const [store, other] = [open(), open()];
     const k = key('order');
     const [holder, first, second, newcomer] = [newOwner(), newOwner(), newOwner(), newOwner()];
-    expect(await store.acquire(k, holder, 10_000)).not.toBeNull();
+    // The holder's store has not read the line since the waiters joined: it frees the key.
+    expect(await other.acquire(k, holder, 10_000)).not.toBeNull();
     expect(await store.acquire(k, first, 10_000, { lineMs: 10_000 })).toBeNull();
     expect(await store.acquire(k, second, 10_000, { lineMs: 10_000 })).toBeNull();
     expect(await places(k)).toEqual([first, second]);
-    expect(await store.release(k, holder)).toBe(true);
+    expect(await other.release(k, holder)).toBe(true);
     expect(await store.acquire(k, newcomer, 10_000)).toBeNull();
     expect(await store.acquire(k, holder, 10_000)).toBeNull();
     expect(await store.acquire(k, second, 10_000, { lineMs: 10_000 })).toBeNull();
@@ -83,23 +86,28 @@ describe.runIf(installed)('memcached line of waiters', () => {
     expect(await store.acquire(k, first, 10_000, { lineMs: 10_000 })).not.toBeNull();
     // The served waiter leaves the line without waiting for the reply.
     await vi.waitFor(async () => expect(await places(k)).toEqual([second]));
+    // Its store read the line as it took the key: its release hands the key to the next place.
     expect(await store.release(k, first)).toBe(true);
+    expect((await store.inspect(k))?.owner).toBe(second);
+    expect(await store.acquire(k, newcomer, 10_000)).toBeNull();
+    // The waiter handed the key takes it up (its store was not listening) and leaves the line.
     expect(await store.acquire(k, second, 10_000)).not.toBeNull();
     expect(await store.release(k, second)).toBe(true);
     // The last place served takes the line item with it.
-    expect(await places(k)).toEqual([]);
+    await vi.waitFor(async () => expect(await places(k)).toEqual([]));
+    expect(await store.inspect(k)).toBeNull();
     expect(await store.acquire(k, newcomer, 10_000)).not.toBeNull();
   });
 
   it('a waiter that leaves, or whose place runs out, no longer holds up the line', async () => {
-    const store = open();
+    const [store, other] = [open(), open()];
     const k = key('leave');
     const [holder, leaver, lapser, next] = [newOwner(), newOwner(), newOwner(), newOwner()];
-    expect(await store.acquire(k, holder, 10_000)).not.toBeNull();
+    expect(await other.acquire(k, holder, 10_000)).not.toBeNull();
     expect(await store.acquire(k, leaver, 10_000, { lineMs: 10_000 })).toBeNull();
     expect(await store.acquire(k, lapser, 10_000, { lineMs: 300 })).toBeNull();
     expect(await store.acquire(k, next, 10_000, { lineMs: 10_000 })).toBeNull();
-    expect(await store.release(k, holder)).toBe(true);
+    expect(await other.release(k, holder)).toBe(true);
     expect(await store.release(k, leaver)).toBe(false);
     expect(await places(k)).toEqual([lapser, next]);
     expect(await store.acquire(k, next, 10_000, { lineMs: 10_000 })).toBeNull();
@@ -107,6 +115,218 @@ describe.runIf(installed)('memcached line of waiters', () => {
     expect(await store.acquire(k, next, 10_000, { lineMs: 10_000 })).not.toBeNull();
     expect(await store.release(k, next)).toBe(true);
     expect(await places(k)).toEqual([]);
+  });
+
+  it('a release hands the key to the first live place it read: a lease for its claim, taken up at once', async () => {
+    const [releaser, waiting] = [open(), open()];
+    const k = key('hand-off');
+    const [holder, taker, waiter] = [newOwner(), newOwner(), newOwner()];
+    expect(await releaser.acquire(k, holder, 10_000)).not.toBeNull();
+    expect(await waiting.acquire(k, taker, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await waiting.acquire(k, waiter, 2_000, { lineMs: 10_000 })).toBeNull();
+    // The places carry their claims: the ttl, at most the place's term.
+    expect(await entries(k)).toEqual([
+      expect.stringMatching(new RegExp(`^\\d+ ${taker}\t10000\t\\d+$`)),
+      expect.stringMatching(new RegExp(`^\\d+ ${waiter}\t2000\t\\d+$`)),
+    ]);
+    // The holder takes it again after a renewal's read; its store reads the line as it does.
+    expect(await releaser.release(k, holder)).toBe(true);
+    expect(await waiting.acquire(k, taker, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await releaser.acquire(k, holder, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await waiting.release(k, taker)).toBe(true);
+    // `waiter` was first: the release gave it the key, for its 2 s claim.
+    const handed = await waiting.inspect(k);
+    expect(handed?.owner).toBe(waiter);
+    expect(handed!.ttlMs).toBeGreaterThan(1_000);
+    expect(handed!.ttlMs).toBeLessThanOrEqual(2_000);
+    // Nobody else gets it, the one it was handed to does, and its place goes.
+    expect(await releaser.acquire(k, holder, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await waiting.acquire(k, waiter, 2_000, { lineMs: 10_000 })).not.toBeNull();
+    await vi.waitFor(async () => expect(await places(k)).toEqual([holder]));
+    expect(await waiting.release(k, waiter)).toBe(true);
+  });
+
+  it('a hand-off to a place whose waiter left is taken back, and the next place gets the key', async () => {
+    const [releaser, waiting] = [open(), open()];
+    const k = key('hand-back');
+    const [holder, leaver, next] = [newOwner(), newOwner(), newOwner()];
+    expect(await releaser.acquire(k, holder, 10_000)).not.toBeNull();
+    expect(await waiting.acquire(k, leaver, 10_000, { lineMs: 10_000 })).toBeNull();
+    // `releaser` reads the line [leaver] as `next` joins behind it.
+    expect(await releaser.acquire(k, next, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await places(k)).toEqual([leaver, next]);
+    // `leaver` gives up: it leaves the line, and holds nothing to release.
+    expect(await waiting.release(k, leaver)).toBe(false);
+    expect(await places(k)).toEqual([next]);
+    // The release hands the key to `leaver` (one compare-and-swap), reads the line in the same
+    // round trip, finds that place gone, and takes the hand-off back.
+    const swaps = await server.stat('cas_hits');
+    expect(await releaser.release(k, holder)).toBe(true);
+    expect((await server.stat('cas_hits')) - swaps).toBe(1);
+    expect(await releaser.inspect(k)).toBeNull();
+    expect(await waiting.acquire(k, leaver, 10_000)).toBeNull();
+    expect(await releaser.acquire(k, next, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await releaser.release(k, next)).toBe(true);
+  });
+
+  it('a lock waiting in another store holds on the hand-off, without a try of its own', async () => {
+    const [releaser, waiting] = [open(), open()];
+    const k = key('grant');
+    // The waiting store, its tries counted.
+    const { store: counted, tries } = countingTries(waiting);
+    const [holder, later] = [newOwner(), newOwner()];
+    expect(await releaser.acquire(k, holder, 10_000)).not.toBeNull();
+    const waiter = new Lock(k, { cache: counted, ttl: '10s', wait: '5s', prefix: '' });
+    const acquired = waiter.acquire();
+    await vi.waitFor(async () => expect(await places(k)).toHaveLength(1));
+    const [waiterOwner] = await places(k);
+    const triesInLine = tries();
+    // The releasing store reads the line (a waiter of its own joins behind), so it hands over.
+    expect(await releaser.acquire(k, later, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await releaser.release(k, holder)).toBe(true);
+    await acquired;
+    expect(tries()).toBe(triesInLine);
+    expect((await releaser.inspect(k))?.owner).toBe(waiterOwner);
+    await vi.waitFor(async () => expect(await places(k)).toEqual([later]));
+    await waiter.release();
+    expect(await releaser.acquire(k, later, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await releaser.release(k, later)).toBe(true);
+  });
+
+  /** A ringer of `store`'s bells (its bell is the last field of its place in `k`'s line). */
+  const ringerOf = async (k: string) => {
+    const servers = [new URL(server.url).host].sort();
+    const shared = createHash('sha256').update(servers.join(' ')).digest('hex').slice(0, 16);
+    const ringer = new Bells(`memcached-${shared}`, () => {});
+    const [entry] = await entries(k);
+    const bell = Number(entry!.slice(entry!.lastIndexOf('\t') + 1));
+    return {
+      ring: (handoff: Handoff) => ringer.ring(bell, k, handoff),
+      close: () => ringer.close(),
+    };
+  };
+
+  it('a hand-off sent before its waiter was last refused is news, one sent after it a grant', async () => {
+    const store = open();
+    const k = key('order');
+    const [holder, waiter] = [newOwner(), newOwner()];
+    const heard: (Handoff | undefined)[] = [];
+    const stop = store.onRelease!(k, (handoff) => heard.push(handoff));
+    expect(await store.acquire(k, holder, 10_000)).not.toBeNull();
+    const before = process.hrtime.bigint();
+    expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+    const ringer = await ringerOf(k);
+    try {
+      // As a ring that waited in a paused process: made before the refusal was answered.
+      ringer.ring({ owner: waiter, fence: before, ttlMs: 5_000 });
+      await vi.waitFor(() => expect(heard).toHaveLength(1));
+      expect(heard[0]).toEqual({ owner: waiter });
+      ringer.ring({ owner: waiter, fence: process.hrtime.bigint(), ttlMs: 5_000 });
+      await vi.waitFor(() => expect(heard).toHaveLength(2));
+      // The order rides in the ring's fence, and is never told as one.
+      expect(heard[1]).toEqual({ owner: waiter, ttlMs: 5_000 });
+    } finally {
+      ringer.close();
+      stop();
+    }
+    expect(await store.release(k, holder)).toBe(true);
+  });
+
+  it('a hand-off to a waiter that gave up meanwhile is released, and the key goes on', async () => {
+    const store = open();
+    const k = key('gone');
+    const [holder, leaver, waiter] = [newOwner(), newOwner(), newOwner()];
+    const stop = store.onRelease!(k, () => {});
+    expect(await store.acquire(k, holder, 10_000)).not.toBeNull();
+    expect(await store.acquire(k, leaver, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+    const ringer = await ringerOf(k);
+    try {
+      // `leaver` gives up; a release elsewhere had just handed it the key, and its ring comes now.
+      expect(await store.release(k, leaver)).toBe(false);
+      const lease = `${Date.now() + 5_000} - ${leaver}`;
+      await client.set(memcachedKeys(k).lease, lease, { expires: 10 });
+      ringer.ring({ owner: leaver, fence: process.hrtime.bigint(), ttlMs: 5_000 });
+      await vi.waitFor(async () => expect((await store.inspect(k))?.owner).not.toBe(leaver));
+    } finally {
+      ringer.close();
+      stop();
+    }
+    expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await store.release(k, waiter)).toBe(true);
+  });
+
+  it('a hand-off to an owner that released another key (a lock on several keys) is its grant', async () => {
+    const store = open();
+    const [a, b] = [key('several-a'), key('several-b')];
+    const [holder, several] = [newOwner(), newOwner()];
+    const heard: (Handoff | undefined)[] = [];
+    const stop = store.onRelease!(b, (handoff) => heard.push(handoff));
+    // Taken and given back on `a`, refused on `b`: the owner waits in b's line.
+    expect(await store.acquire(a, several, 10_000)).not.toBeNull();
+    expect(await store.acquire(b, holder, 10_000)).not.toBeNull();
+    expect(await store.release(a, several)).toBe(true);
+    expect(await store.acquire(b, several, 10_000, { lineMs: 10_000 })).toBeNull();
+    const ringer = await ringerOf(b);
+    try {
+      const lease = `${Date.now() + 5_000} - ${several}`;
+      await client.set(memcachedKeys(b).lease, lease, { expires: 10 });
+      ringer.ring({ owner: several, fence: process.hrtime.bigint(), ttlMs: 5_000 });
+      await vi.waitFor(() => expect(heard).toContainEqual({ owner: several, ttlMs: 5_000 }));
+      await sleep(50);
+      expect((await store.inspect(b))?.owner).toBe(several);
+    } finally {
+      ringer.close();
+      stop();
+    }
+    expect(await store.release(b, several)).toBe(true);
+  });
+
+  it("a hand-off whose waiter's bell is not in this store's folder is taken back, and the waiter keeps its place", async () => {
+    const [releaser, waiting] = [open(), open()];
+    const k = key('elsewhere');
+    const [holder, far, other] = [newOwner(), newOwner(), newOwner()];
+    expect(await releaser.acquire(k, holder, 10_000)).not.toBeNull();
+    expect(await waiting.acquire(k, other, 10_000, { lineMs: 10_000 })).toBeNull();
+    // A waiter on this machine whose store rings in another folder (another user's, say).
+    const [otherEntry] = await entries(k);
+    await client.set(
+      memcachedKeys(k).line,
+      `${Date.now() + 10_000} ${far}\t10000\t424242\n${otherEntry}`,
+      { expires: 30 },
+    );
+    expect(await releaser.acquire(k, newOwner(), 10_000)).toBeNull();
+    // Handed over (one compare-and-swap), then deleted when the ring finds no socket.
+    const [swaps, deletes] = [await server.stat('cas_hits'), await server.stat('delete_hits')];
+    expect(await releaser.release(k, holder)).toBe(true);
+    await vi.waitFor(async () => expect(await releaser.inspect(k)).toBeNull());
+    expect((await server.stat('cas_hits')) - swaps).toBe(1);
+    expect((await server.stat('delete_hits')) - deletes).toBe(1);
+    expect(await places(k)).toEqual([far, other]);
+    // Its poll finds the key free, and it takes it.
+    expect(await releaser.acquire(k, far, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await releaser.release(k, far)).toBe(true);
+  });
+
+  it('a waiter handed the key without a ring that reached it is told by its watch', async () => {
+    const store = open();
+    const k = key('unrung');
+    const [holder, waiter] = [newOwner(), newOwner()];
+    const heard: (Handoff | undefined)[] = [];
+    const stop = store.onRelease!(k, (handoff) => heard.push(handoff));
+    try {
+      expect(await store.acquire(k, holder, 10_000)).not.toBeNull();
+      expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+      heard.length = 0;
+      // A hand-off written by a release elsewhere, whose ring never came.
+      const lease = `${Date.now() + 5_000} - ${waiter}`;
+      await client.set(memcachedKeys(k).lease, lease, { expires: 10 });
+      await vi.waitFor(() => expect(heard).toContainEqual({ owner: waiter }), { timeout: 1_000 });
+    } finally {
+      stop();
+    }
+    expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await store.release(k, waiter)).toBe(true);
   });
 
   it('the first waiter in line hears a release by another store within a few polls', async () => {
@@ -142,7 +362,7 @@ describe.runIf(installed)('memcached line of waiters', () => {
         expect(await releaser.acquire(k, holder, 10_000)).not.toBeNull();
         expect(await waiting.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
         expect(await entries(k)).toEqual([
-          expect.stringMatching(new RegExp(`^\\d+ ${waiter}\t\\d+$`)),
+          expect.stringMatching(new RegExp(`^\\d+ ${waiter}\t10000\t\\d+$`)),
         ]);
         if (round === 4) {
           // Held for a second: once rung, the waiter's watch reads the key about every 50 ms
@@ -228,8 +448,10 @@ describe.runIf(installed)('memcached line of waiters', () => {
     });
     const { stop, toldAfter } = listenTo(second, k);
     try {
+      // Handed over past the stale place (w1's store read the line as w1 took the key).
       await toldAfter(() => first.release(k, w1));
-      expect(await places(k)).toEqual([w2]);
+      expect((await second.inspect(k))?.owner).toBe(w2);
+      await vi.waitFor(async () => expect(await places(k)).toEqual([]));
       expect(await second.acquire(k, w2, 10_000, { lineMs: 10_000 })).not.toBeNull();
       expect(await second.release(k, w2)).toBe(true);
     } finally {
@@ -267,6 +489,44 @@ describe.runIf(installed)('memcached line of waiters', () => {
     await vi.waitFor(() => expect(existsSync(path)).toBe(false));
   });
 
+  it("a hand-off whose ring finds nobody at the waiter's bell is taken back, and the next place is rung", async () => {
+    const [releaser, waiting] = [open(), open()];
+    const k = key('dead-taker');
+    const shared = createHash('sha256')
+      .update(`127.0.0.1:${server.port}`)
+      .digest('hex')
+      .slice(0, 16);
+    const folder = join(
+      tmpdir(),
+      `cachelock-${process.getuid?.() ?? 'user'}`,
+      `memcached-${shared}`,
+    );
+    const [holder, waiter, dead, other] = [newOwner(), newOwner(), newOwner(), newOwner()];
+    expect(await releaser.acquire(k, holder, 10_000)).not.toBeNull();
+    expect(await waiting.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+    // A waiter whose process was killed, first in line: its bell's socket refuses.
+    const bell = 987_654_321;
+    await deadSocket(join(folder, `${bell.toString(36)}.s`));
+    const [waiterEntry] = await entries(k);
+    await client.set(
+      memcachedKeys(k).line,
+      `${Date.now() + 10_000} ${dead}\t10000\t${bell}\n${waiterEntry}`,
+      { expires: 30 },
+    );
+    // The releasing store reads the line with a try of its own.
+    expect(await releaser.acquire(k, other, 10_000)).toBeNull();
+    const { stop, toldAfter } = listenTo(waiting, k);
+    try {
+      await toldAfter(() => releaser.release(k, holder));
+      await vi.waitFor(async () => expect(await places(k)).toEqual([waiter]));
+      expect(await releaser.inspect(k)).toBeNull();
+    } finally {
+      stop();
+    }
+    expect(await waiting.acquire(k, waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await waiting.release(k, waiter)).toBe(true);
+  });
+
   it('an owner with a tab (which ends an owner in a place) takes no place and is still served', async () => {
     const store = open();
     const k = key('tab');
@@ -289,9 +549,11 @@ describe.runIf(installed)('memcached line of waiters', () => {
     expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
     expect(await entries(k)).toEqual([
       expect.stringMatching(new RegExp(`^\\d+ ${old}$`)),
-      expect.stringMatching(new RegExp(`^\\d+ ${waiter}\t\\d+$`)),
+      expect.stringMatching(new RegExp(`^\\d+ ${waiter}\t10000\t\\d+$`)),
     ]);
+    // The old place has no bell: the release frees the key rather than handing it over.
     expect(await store.release(k, holder)).toBe(true);
+    expect(await store.inspect(k)).toBeNull();
     expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
     expect(await store.acquire(k, old, 10_000, { lineMs: 10_000 })).not.toBeNull();
     expect(await store.release(k, old)).toBe(true);

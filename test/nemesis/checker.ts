@@ -317,7 +317,8 @@ function killedWaiting(sorted: HistoryEvent[]): bigint[] {
  * A lost wake-up: nobody held the key for longer than a lease, a poll and 200 ms, counted from
  * whichever is later, the moment the last holder let go or the end of the last fault. A worker
  * killed while it waited leaves its place in the store's line: while that place is first, a free
- * key waits for it, so the kill counts as a fault for `lineMs` after it.
+ * key waits for it, so the kill counts as a fault for `lineMs` after it. (A worker killed just
+ * after its store heard a hand-off holds the key for its claim, a lease at most: within that.)
  */
 function liveness(
   sorted: HistoryEvent[],

@@ -15,6 +15,7 @@ import Database from 'better-sqlite3';
 import { type Handoff, Lock, type LockStore, newOwner } from 'cachelock';
 import { sqliteStore } from 'cachelock/sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { countingTries } from '../support/counted.js';
 import { twoTriesInTurn } from '../support/joined-behind.js';
 
 let dir: string;
@@ -262,27 +263,15 @@ describe('sqlite line of waiters for the exclusive lock', () => {
   it('a lock waiting in another process holds on the hand-off, without a try of its own', async () => {
     const path = freshPath();
     const [releaser, waiting] = [open(path), open(path)];
-    let tries = 0;
     // The waiting store, its tries counted.
-    const counted = new Proxy(waiting, {
-      get(target, name) {
-        if (name === 'acquire') {
-          return (...args: Parameters<LockStore['acquire']>) => {
-            tries++;
-            return target.acquire(...args);
-          };
-        }
-        const value = Reflect.get(target, name, target);
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
-    });
+    const { store: counted, tries } = countingTries(waiting);
     const holder = await Lock.acquire('k', { cache: releaser, ttl: '10s' });
     const waiter = new Lock('k', { cache: counted, ttl: '10s', wait: '5s' });
     const acquired = waiter.acquire();
     await until('the waiter is in line', () => places(path).length === 1);
     await holder.release();
     await acquired;
-    expect(tries).toBe(1);
+    expect(tries()).toBe(1);
     expect(waiter.fence!).toBeGreaterThan(holder.fence!);
     expect((await Lock.inspect('k', { cache: releaser }))?.fence).toBe(waiter.fence);
     await waiter.release();
