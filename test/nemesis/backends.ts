@@ -306,7 +306,7 @@ export const backends: Backend[] = [
     // memcached's clock ticks in whole seconds: the item lives the ttl rounded up, plus three
     // (src/memcached/lease.ts).
     leaseMs: (ttlMs) => (Math.ceil(ttlMs / 1_000) + 3) * 1_000,
-    nemeses: ['restart-server', 'pause-holder', 'stall'],
+    nemeses: ['restart-server', 'pause-holder', 'pause-waiter', 'stall'],
     possible: onAServer,
     limits: { 'restart-server': forgetsOnRestart('memcached', false) },
     async start() {
