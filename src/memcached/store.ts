@@ -49,11 +49,8 @@ export const UNKNOWN_OWNER = '';
  * item's CAS value, so they act only on the item the owner wrote. Expiry is memcached's own, in
  * whole seconds (see `expirySeconds`).
  *
- * A release hands the key to the first waiter in line when that waiter's process is on this
- * machine and the releaser already knows it from a read of the line (see `handOff`): a lease for
- * the waiter's claim, written under the releaser's CAS, and a ring that tells it so, which is its
- * grant (`handoffGrants`). The hand-over then costs one round trip and a ring, where a release and
- * the waiter's own acquire cost two.
+ * A release hands the key to the first waiter in line, if on this machine and known from a read
+ * of the line (`handOff`): one round trip and a ring, where a free and the waiter's add cost two.
  *
  * It gives no fence. Nothing in memcached survives an eviction and a restart but the clocks:
  * memcached's own counts whole seconds and starts afresh, a second or two off, at each restart,
@@ -279,12 +276,10 @@ export class MemcachedStore implements LockStore {
   }
 
   /**
-   * Release by handing the key to `next`: its lease for its claim in place of `owner`'s, under
-   * the CAS `owner` wrote, and the line read in the same round trip. When `next` is still first,
-   * its bell is rung with the hand-off. Otherwise (it left, or its place ran out, since the line
-   * was last read) the hand-off is taken back under its own CAS and the first live place is rung
-   * as after a delete. A waiter that gives up leaves the line before it releases, so either this
-   * read finds its place gone, or its release finds the lease its own and deletes it.
+   * Release by writing `next`'s lease for its claim under `owner`'s CAS, reading the line in the
+   * same round trip: if `next` is still first its bell is rung with the hand-off, else the lease
+   * is deleted under its own CAS and the first place rung. (A waiter giving up leaves the line
+   * before it releases: this read finds its place gone, or its release finds the lease its own.)
    */
   private async handOff(
     connection: MetaConnection,
@@ -336,11 +331,9 @@ export class MemcachedStore implements LockStore {
   }
 
   /**
-   * A hand-off's ring found nobody at the waiter's bell: the lease handed to it goes, under the
-   * CAS it was written with (unless the waiter took it up meanwhile, its poll having found it).
-   * Where the bell's socket is there but nobody listens (`dead`: its process died), the place
-   * goes too and the next live place is rung; where there is no socket at all (the waiter's
-   * store rings in another folder), the waiter is first still, and its poll finds the key.
+   * A hand-off's ring found nobody at the bell: the lease goes under its CAS (unless the waiter
+   * took it up, its poll having found it); if the waiter is `dead`, its place too, and the next
+   * is rung. With no socket at all (its store rings in another folder) its poll finds the key.
    */
   private async takeBack(
     connection: MetaConnection,
@@ -363,13 +356,11 @@ export class MemcachedStore implements LockStore {
   }
 
   /**
-   * A ring for `key`: a release freed it, or handed it to `handoff.owner`. A hand-off to a waiter
-   * of this store that listens, sent after its last refusal, is its grant: the waiter is served,
-   * and this store reads the lease's CAS (for the release) and the line (for the next hand-off)
-   * and takes the waiter's place out, while the waiter holds. Any other hand-off is news, which
-   * the waiter confirms with an acquire; a waiter not yet listening hears of it from its watch's
-   * first poll, which finds the key its own. A hand-off to an owner already released here is
-   * released at once, so that it does not keep the key from the others for its claim.
+   * A ring for `key`: freed, or handed to `handoff.owner`. A hand-off to a waiter that listens,
+   * sent after its last refusal, is its grant; then, while it holds, the lease's CAS and the
+   * line are read and its place taken out. Any other is news (the waiter confirms with a try;
+   * one not yet listening is told by its watch's first poll). One to an owner released here
+   * is released, so that it does not keep the key for its claim.
    */
   private heard(key: string, handoff: Handoff | undefined): void {
     const { lease, line } = memcachedKeys(key);

@@ -18,6 +18,9 @@ const FAILED_MS = 200;
 // Told that the key is free, a waiter tries at once; if the key stays free, tell it again after
 // this long (its attempt may have met a place that has since run out).
 const RETELL_MS = 50;
+// A key found handed to a waiter of this store is told to it (a try confirms it) once it has
+// been so this long with no ring: the ring of a hand-off on this machine comes well before.
+const UNRUNG_MS = 20;
 // Once a release has rung this store's bell for the key, every place polls this seldom while the
 // holder is on this machine: its release rings the first place's bell, and the poll is left to
 // find leases that ran out and rings that never came. A holder elsewhere (its owner names
@@ -173,6 +176,9 @@ class Watch {
     let toldAt = Number.NEGATIVE_INFINITY;
     // The first poll of the watch, or the first since an owner joined the line.
     let firstPoll = true;
+    // Since when the key has been this store's waiter `mineHolder`'s (see UNRUNG_MS).
+    let mineHolder: string | undefined;
+    let mineSince = 0;
     while (this.listeners.size > 0 && !this.watches.closed) {
       const owners = this.watches.ownersIn(this.line);
       if (owners === undefined) {
@@ -217,10 +223,19 @@ class Watch {
           for (const listener of [...this.listeners]) listener();
         }
       }
-      if (holder !== undefined && owners.has(holder) && !rung && now - toldAt >= RETELL_MS) {
-        // Handed to a waiter of this store without a ring that reached it: it confirms.
+      // Handed to a waiter of this store, and no ring came (it comes well within UNRUNG_MS):
+      // the waiter confirms with a try.
+      const mine = holder !== undefined && owners.has(holder) ? holder : undefined;
+      if (mine === undefined || mine !== mineHolder) mineSince = now;
+      mineHolder = mine;
+      if (
+        mine !== undefined &&
+        !rung &&
+        now - mineSince >= UNRUNG_MS &&
+        now - toldAt >= RETELL_MS
+      ) {
         toldAt = now;
-        for (const listener of [...this.listeners]) listener({ owner: holder });
+        for (const listener of [...this.listeners]) listener({ owner: mine });
       }
       wasFree = free;
       firstOwner = first;
