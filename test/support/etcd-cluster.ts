@@ -37,6 +37,20 @@ export class EtcdCluster {
   ) {}
 
   static async start(size = 3): Promise<EtcdCluster> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await EtcdCluster.startOnce(size);
+      } catch (error) {
+        // A port found free was taken by another process (another test's server or proxy)
+        // before etcd bound it: start again on new ports.
+        if (attempt >= 3 || !String((error as Error).message).includes('address already in use')) {
+          throw error;
+        }
+      }
+    }
+  }
+
+  private static async startOnce(size: number): Promise<EtcdCluster> {
     const root = mkdtempSync(join(tmpdir(), 'cachelock-etcd-'));
     const members: Member[] = [];
     try {
