@@ -73,6 +73,11 @@ export function firstLive(line: LineState, now: number): Place | undefined {
   return line.places.find((place) => place.expiresAt > now);
 }
 
+/** The first place of another owner than `owner` that has not run out, if any. */
+export function firstLiveBut(places: Place[], owner: string, now: number): Place | undefined {
+  return places.find((place) => place.expiresAt > now && place.owner !== owner);
+}
+
 /**
  * Take a place at the end of the line for `lineMs`, or push the end of `owner`'s own place; a
  * place with more than half its term left, the same bell and the same claim is kept as it is

@@ -14,6 +14,7 @@ import { decodeLease, encodeLease, expirySeconds, type LeaseValue } from './leas
 import {
   fetchLine,
   firstLive,
+  firstLiveBut,
   joinLine,
   type LineState,
   leaveLine,
@@ -248,7 +249,7 @@ export class MemcachedStore implements LockStore {
           if (!left) void leaveLine(connection, line, owner).catch(() => {});
         }
         this.note(line, state);
-        const next = state.places.find((place) => place.expiresAt > now && place.owner !== owner);
+        const next = firstLiveBut(state.places, owner, now);
         if (next?.bell !== undefined) this.bellsOf().ring(next.bell, key);
         return 'done';
       }
@@ -268,7 +269,7 @@ export class MemcachedStore implements LockStore {
     const places = this.seen.get(line);
     if (places === undefined) return undefined;
     const now = Date.now();
-    const next = places.find((place) => place.expiresAt > now && place.owner !== owner);
+    const next = firstLiveBut(places, owner, now);
     if (next?.bell === undefined || next.claim === undefined || !isLocal(next.owner)) {
       return undefined;
     }
@@ -308,7 +309,7 @@ export class MemcachedStore implements LockStore {
     if (state.places.some((place) => place.owner === owner && place.expiresAt > now)) {
       void leaveLine(connection, line, owner, state).catch(() => {});
     }
-    const first = state.places.find((place) => place.expiresAt > now && place.owner !== owner);
+    const first = firstLiveBut(state.places, owner, now);
     if (first?.owner === next.owner) {
       const handoff = { owner: next.owner, fence: sentAt, ttlMs: claim };
       this.bellsOf().ring(next.bell!, key, handoff, (dead) => {
@@ -351,7 +352,7 @@ export class MemcachedStore implements LockStore {
     const state = this.note(line, readLine(waiting!));
     await leaveLine(connection, line, owner, state);
     const now = Date.now();
-    const next = state.places.find((place) => place.expiresAt > now && place.owner !== owner);
+    const next = firstLiveBut(state.places, owner, now);
     if (next?.bell !== undefined) this.bellsOf().ring(next.bell, key);
   }
 
