@@ -4,11 +4,13 @@
 // Prints markdown tables.
 //
 //   node bench/memcached.mjs   (BENCH_ROUNDS, BENCH_PAIRS, BENCH_CONTENDED_MS tune it;
-//                               BENCH_ONLY=uncontended or BENCH_ONLY=contended runs one section)
+//                               BENCH_ONLY=uncontended or BENCH_ONLY=contended runs one section;
+//                               BENCH_COMPARE=dist/memcached/other.js adds another build's rows)
 
 import { once } from 'node:events';
 import { Socket } from 'node:net';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Lock } from 'cachelock';
 import { memcachedStore } from 'cachelock/memcached';
 import { cachelockWithLock, contendedTable, isWorker, workerMain } from './contention.mjs';
@@ -18,6 +20,10 @@ import { startMemcached } from './servers.mjs';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 500);
 const only = process.env.BENCH_ONLY?.split(',');
+// Another build's cachelock/memcached entry (a copy of dist/memcached/index.js kept inside dist,
+// so that it finds the same core), in the 4-process rounds beside this build's.
+const COMPARE = process.env.BENCH_COMPARE && resolve(process.env.BENCH_COMPARE);
+const COMPARED = 'cachelock [compare]';
 const wanted = (section) => only === undefined || only.includes(section);
 
 /** The floor: a lock with nothing but memcached's own commands, add then delete, on one socket. */
@@ -102,10 +108,14 @@ async function main() {
     if (wanted('contended'))
       await contendedTable({
         script: fileURLToPath(import.meta.url),
-        contenders: ['cachelock'],
+        contenders: COMPARE ? ['cachelock', COMPARED] : ['cachelock'],
         rounds: ROUNDS,
         floors: 'write',
-        configFor: (_name, n) => ({ url, key: `bench:${run}:contended:${n}` }),
+        configFor: (name, n) => ({
+          url,
+          key: `bench:${run}:contended:${n}`,
+          module: name === COMPARED ? COMPARE : undefined,
+        }),
       });
   } finally {
     raw.close();
@@ -136,8 +146,10 @@ async function uncontended(variants) {
 
 if (isWorker()) {
   await workerMain(
-    async ({ url, key }) => {
-      const store = memcachedStore(url);
+    async ({ url, key, module }) => {
+      const store = module
+        ? (await import(pathToFileURL(module).href)).memcachedStore(url)
+        : memcachedStore(url);
       return {
         withLock: cachelockWithLock(Lock, key, { cache: store, ttl: '10s' }),
         close: () => store.close(),
