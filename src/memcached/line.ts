@@ -83,7 +83,8 @@ export function firstLiveBut(places: Place[], owner: string, now: number): Place
  * place with more than half its term left, the same bell and the same claim is kept as it is
  * (waiters renew at least once a second), so that polling writes nothing. `line` is the state
  * read with the attempt; `bell` is the waiter's store's, if it has one, and `claim` how long a
- * lease handed to the place lasts.
+ * lease handed to the place lasts. Resolves false when the line kept changing under every
+ * compare-and-swap, and the waiter has no place.
  */
 export async function joinLine(
   connection: MetaConnection,
@@ -93,10 +94,10 @@ export async function joinLine(
   line: LineState,
   bell: number | undefined,
   claim: number,
-): Promise<void> {
+): Promise<boolean> {
   // A place is one line of text, and a tab ends its owner: an owner with either cannot have one
   // (it polls).
-  if (owner.includes('\n') || owner.includes('\t')) return;
+  if (owner.includes('\n') || owner.includes('\t')) return true;
   let state = line;
   for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
     const now = Date.now();
@@ -107,7 +108,7 @@ export async function joinLine(
       mine.bell === bell &&
       (bell === undefined || mine.claim === claim)
     ) {
-      return;
+      return true;
     }
     const until = Math.ceil(now + lineMs);
     const places = state.places.filter((place) => place.expiresAt > now);
@@ -116,9 +117,10 @@ export async function joinLine(
       bell === undefined ? { owner, expiresAt: until } : { owner, expiresAt: until, bell, claim };
     if (index >= 0) places[index] = place;
     else places.push(place);
-    if (await writeLine(connection, name, places, state.cas, now)) return;
+    if (await writeLine(connection, name, places, state.cas, now)) return true;
     state = await fetchLine(connection, name);
   }
+  return false;
 }
 
 /**

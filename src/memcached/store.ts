@@ -505,7 +505,11 @@ export class MemcachedStore implements LockStore {
     bells.open();
     // A lease handed to the place lasts the ttl, at most the place's own term.
     const claim = Math.max(1, Math.ceil(Math.min(lineMs, ttlMs)));
-    await joinLine(connection, lineName, owner, lineMs, line, bells.bell, claim);
+    if (!(await joinLine(connection, lineName, owner, lineMs, line, bells.bell, claim))) {
+      // No place: no release would hand it the key or ring it, and others would pass it until
+      // its next poll. Its watch tells it to try (and join) again.
+      this.watches.unplaced(lineName, owner);
+    }
   }
 
   /** This store's bells, made on first use; named after its servers. */

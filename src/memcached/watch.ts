@@ -41,6 +41,8 @@ export class Watches {
   readonly #watches = new Map<string, Watch>();
   /** The lines whose last wake-up came from a ring (see BELLED_MS), kept across waits. */
   readonly #belled = new Set<string>();
+  /** Per line item, this store's waiting owners whose last join found no place. */
+  readonly #unplaced = new Map<string, Set<string>>();
   #closed = false;
 
   constructor(connectionFor: (name: string) => MetaConnection) {
@@ -52,11 +54,32 @@ export class Watches {
     let owners = this.#owners.get(line);
     if (owners === undefined) this.#owners.set(line, (owners = new Set()));
     owners.add(owner);
+    this.#dropUnplaced(line, owner);
     this.#watches.get(line)?.kick();
+  }
+
+  /** `owner` waits in `line` without a place (its join gave up): its watch tells it to try. */
+  unplaced(line: string, owner: string): void {
+    if (!this.#owners.get(line)?.has(owner)) return;
+    let owners = this.#unplaced.get(line);
+    if (owners === undefined) this.#unplaced.set(line, (owners = new Set()));
+    owners.add(owner);
+    this.#watches.get(line)?.kick();
+  }
+
+  /** Whether an owner of this store waits in `line` without a place; the mark goes. */
+  takeUnplaced(line: string): boolean {
+    return this.#unplaced.delete(line);
+  }
+
+  #dropUnplaced(line: string, owner: string): void {
+    const owners = this.#unplaced.get(line);
+    if (owners?.delete(owner) && owners.size === 0) this.#unplaced.delete(line);
   }
 
   /** `owner` left the line or was served; whether it was in it. */
   served(line: string, owner: string): boolean {
+    this.#dropUnplaced(line, owner);
     const owners = this.#owners.get(line);
     if (owners === undefined || !owners.delete(owner)) return false;
     if (owners.size === 0) this.#owners.delete(line);
@@ -128,6 +151,7 @@ export class Watches {
     this.#watches.clear();
     this.#owners.clear();
     this.#belled.clear();
+    this.#unplaced.clear();
   }
 }
 
@@ -213,6 +237,11 @@ class Watch {
       const now = performance.now();
       if (free !== wasFree || first !== firstOwner) changedAt = now;
       const rung = now - this.#rungAt < RETELL_MS;
+      // A waiter whose join gave up tries again now, rather than at its own next poll.
+      if (this.watches.takeUnplaced(this.line)) {
+        toldAt = now;
+        for (const listener of [...this.listeners]) listener();
+      }
       if (free && (first === undefined || position === 0) && !rung) {
         // Found by a later poll, not told by a ring: the holder may be on another machine. (The
         // first poll of a wait finds a key freed before this waiter's place was written, which

@@ -15,6 +15,8 @@ import { deadSocket } from '../support/dead-socket.js';
 import { MemcachedServer } from '../support/memcached-server.js';
 import { binaryOrSkip, builtOrSkip } from '../support/reachable.js';
 
+type SendFn = (commands: { line: string; data?: Buffer }[]) => Promise<unknown[]>;
+
 const installed = await binaryOrSkip('memcached', 'memcached');
 const run = randomBytes(4).toString('hex');
 let counter = 0;
@@ -326,6 +328,47 @@ describe.runIf(installed)('memcached line of waiters', () => {
       stop();
     }
     expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).not.toBeNull();
+    expect(await store.release(k, waiter)).toBe(true);
+  });
+
+  it('a waiter whose join met a changed line at every compare-and-swap is told by its watch to try again', async () => {
+    const store = open();
+    const k = key('unplaced');
+    const { line } = memcachedKeys(k);
+    const [holder, waiter] = [newOwner(), newOwner()];
+    expect(await store.acquire(k, holder, 10_000)).not.toBeNull();
+    // Another writer changes the line just before each of the waiter's writes to it.
+    const connection = (store as unknown as { connections: { send: SendFn }[] }).connections[0]!;
+    const send = connection.send.bind(connection);
+    let changed = 0;
+    connection.send = async (commands) => {
+      if (changed < 100 && commands.some((c) => c.line.startsWith(`ms ${line} `))) {
+        changed++;
+        await client.set(line, `${Date.now() + 10_000} other-${changed}`, { expires: 10 });
+      }
+      return send(commands);
+    };
+    expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+    expect(changed).toBeGreaterThan(1);
+    expect(await places(k)).not.toContain(waiter);
+    changed = 100;
+    const heard: (Handoff | undefined)[] = [];
+    const stop = store.onRelease!(k, (handoff) => heard.push(handoff));
+    try {
+      // The key is still held: only the missing place makes the watch speak.
+      await vi.waitFor(() => expect(heard).toContain(undefined), { timeout: 1_000 });
+      expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
+      expect(await places(k)).toContain(waiter);
+      heard.length = 0;
+      await sleep(100);
+      expect(heard).toEqual([]);
+    } finally {
+      stop();
+    }
+    // The other writer's places go, and the waiter's with them.
+    await client.delete(line);
+    expect(await store.release(k, holder)).toBe(true);
+    expect(await store.acquire(k, waiter, 10_000)).not.toBeNull();
     expect(await store.release(k, waiter)).toBe(true);
   });
 
