@@ -32,7 +32,7 @@ export interface LineState {
 const NUMBER = /^\d{1,15}$/;
 
 // Past this many failed compare-and-swaps a waiter stops trying to join or leave for this
-// attempt: it polls without a place, and the next attempt tries again.
+// attempt: one left without a place is told by its watch to try again (see `Watches.unplaced`).
 const CAS_ATTEMPTS = 5;
 
 /** The line in an `mg <line> v c` reply. */
@@ -84,7 +84,7 @@ export function firstLiveBut(places: Place[], owner: string, now: number): Place
  * (waiters renew at least once a second), so that polling writes nothing. `line` is the state
  * read with the attempt; `bell` is the waiter's store's, if it has one, and `claim` how long a
  * lease handed to the place lasts. Resolves false when the line kept changing under every
- * compare-and-swap, and the waiter has no place.
+ * compare-and-swap and the waiter has no live place in it (one it had may still stand).
  */
 export async function joinLine(
   connection: MetaConnection,
@@ -120,7 +120,8 @@ export async function joinLine(
     if (await writeLine(connection, name, places, state.cas, now)) return true;
     state = await fetchLine(connection, name);
   }
-  return false;
+  const now = Date.now();
+  return state.places.some((place) => place.owner === owner && place.expiresAt > now);
 }
 
 /**

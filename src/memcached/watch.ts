@@ -29,6 +29,9 @@ const UNRUNG_MS = 20;
 const BELLED_MS = 50;
 // Lines remembered as rung, at most; past it the memory starts afresh (polls are fast again).
 const MAX_BELLED = 10_000;
+// A waiter left without a place is told to try again after a random wait below 1 ms, doubled
+// with each such tell in a row up to this (waiters whose joins failed together spread out).
+const UNPLACED_MAX_MS = 32;
 
 /**
  * The short polls behind `MemcachedStore.onRelease`: one watch per key with listeners, which
@@ -161,6 +164,8 @@ class Watch {
   #wake: (() => void) | undefined;
   /** When a ring last told the listeners, on `performance.now()`. */
   #rungAt = Number.NEGATIVE_INFINITY;
+  /** Tells in a row to try again for want of a place (see UNPLACED_MAX_MS). */
+  #unplacedTells = 0;
 
   constructor(
     private readonly watches: Watches,
@@ -237,9 +242,13 @@ class Watch {
       const now = performance.now();
       if (free !== wasFree || first !== firstOwner) changedAt = now;
       const rung = now - this.#rungAt < RETELL_MS;
-      // A waiter whose join gave up tries again now, rather than at its own next poll.
+      // A waiter whose join gave up tries again now, rather than at its own next poll. (Every
+      // listener is told: another lock of this store on the key makes one try more.)
+      if (position >= 0) this.#unplacedTells = 0;
       if (this.watches.takeUnplaced(this.line)) {
-        toldAt = now;
+        const limit = Math.min(UNPLACED_MAX_MS, 2 ** this.#unplacedTells++);
+        await this.#pause(Math.random() * limit);
+        toldAt = performance.now();
         for (const listener of [...this.listeners]) listener();
       }
       if (free && (first === undefined || position === 0) && !rung) {
