@@ -1,11 +1,13 @@
 // SQLite: cachelock against the floor (the store's own statements issued raw through
 // better-sqlite3, no library) and proper-lockfile (the file-lock peer), then 4 processes
 // contending on one key beside the store-free floors (contention.mjs). Needs the built package
-// (npm run build). BENCH_ONLY=uncontended or BENCH_ONLY=contended runs one section.
+// (npm run build). BENCH_ONLY=uncontended or BENCH_ONLY=contended runs one section;
+// BENCH_COMPARE=dist/sqlite/other.js adds another build's cachelock/sqlite entry (a copy kept
+// inside dist, so that it finds the same core) to the 4-process rounds.
 import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { Lock } from 'cachelock';
 import { sqliteStore } from 'cachelock/sqlite';
@@ -16,7 +18,9 @@ import { fmt, interleave, perCall, table } from './lib.mjs';
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 2_000);
 const TTL = 10_000;
-const contenders = ['cachelock', 'proper-lockfile (retry 1-10 ms)'];
+const COMPARE = process.env.BENCH_COMPARE && resolve(process.env.BENCH_COMPARE);
+const COMPARED = 'cachelock [compare]';
+const contenders = ['cachelock', ...(COMPARE ? [COMPARED] : []), 'proper-lockfile (retry 1-10 ms)'];
 const only = process.env.BENCH_ONLY?.split(',');
 const wanted = (section) => only === undefined || only.includes(section);
 
@@ -158,8 +162,11 @@ async function makeWrite({ path, key }) {
 async function makeLock({ library, path, key }) {
   let withLock;
   let close = async () => {};
-  if (library === 'cachelock') {
-    const store = sqliteStore(path);
+  if (library === 'cachelock' || library === COMPARED) {
+    const store =
+      library === COMPARED
+        ? (await import(pathToFileURL(COMPARE).href)).sqliteStore(path)
+        : sqliteStore(path);
     await store.inspect(key);
     withLock = cachelockWithLock(Lock, key, { cache: store, ttl: TTL });
     close = () => store.close();
