@@ -30,7 +30,7 @@ const BELLED_MS = 50;
 // Lines remembered as rung, at most; past it the memory starts afresh (polls are fast again).
 const MAX_BELLED = 10_000;
 // A waiter left without a place is told to try again after a random wait below 1 ms, doubled
-// with each such tell in a row up to this (waiters whose joins failed together spread out).
+// per such tell in a row up to this.
 const UNPLACED_MAX_MS = 32;
 
 /**
@@ -242,8 +242,7 @@ class Watch {
       const now = performance.now();
       if (free !== wasFree || first !== firstOwner) changedAt = now;
       const rung = now - this.#rungAt < RETELL_MS;
-      // A waiter whose join gave up tries again now, rather than at its own next poll. (Every
-      // listener is told: another lock of this store on the key makes one try more.)
+      // A waiter whose join gave up tries again now, not at its own next poll.
       if (position >= 0) this.#unplacedTells = 0;
       if (this.watches.takeUnplaced(this.line)) {
         const limit = Math.min(UNPLACED_MAX_MS, 2 ** this.#unplacedTells++);

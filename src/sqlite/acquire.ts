@@ -1,7 +1,7 @@
 import type { Acquired } from 'cachelock';
 import type { SqliteDatabase } from './driver.js';
 import { prepareLine, prepareTake, type Waiting } from './line.js';
-import { rollbackQuietly, type Tables } from './schema.js';
+import { prepareBegin, rollbackQuietly, type Tables } from './schema.js';
 
 /** How many acquisitions of one store go by between two sweeps (the first one sweeps). */
 export const SWEEP_EVERY = 16;
@@ -17,7 +17,7 @@ export function prepareAcquire(db: SqliteDatabase, tables: Tables) {
   const { leases, fences, shared } = tables;
   const line = prepareLine(db, tables);
   const take = prepareTake(db, tables);
-  const begin = db.prepare('BEGIN IMMEDIATE');
+  const begin = prepareBegin(db);
   const commit = db.prepare('COMMIT');
   // The lease, and whether the key has a line at all (then line.mayTake looks closer).
   const read = db.prepare(
@@ -55,7 +55,7 @@ export function prepareAcquire(db: SqliteDatabase, tables: Tables) {
     // A waiter's poll usually finds the key held: seen without the write lock, it costs nobody.
     // A first try has no place yet, which the glance would find only to send it on to the lock.
     if (wait?.placed && line.refusedAtAGlance(key, owner, Date.now(), wait)) return null;
-    begin.run();
+    begin();
     try {
       // Read the clock only once the write lock is ours: waiting for it may have taken a while.
       const now = Date.now();

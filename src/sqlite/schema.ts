@@ -151,10 +151,10 @@ function unquote(name: string): string {
  * transactions of every connection to the file (in any process) run one after the other.
  */
 export function immediate(db: SqliteDatabase): <T>(work: () => T) => T {
-  const begin = db.prepare('BEGIN IMMEDIATE');
+  const begin = prepareBegin(db);
   const commit = db.prepare('COMMIT');
   return (work) => {
-    begin.run();
+    begin();
     try {
       const result = work();
       commit.run();
@@ -164,6 +164,64 @@ export function immediate(db: SqliteDatabase): <T>(work: () => T) => T {
       throw error;
     }
   };
+}
+
+// A BEGIN this slow slept in SQLite's busy handler (first sleep 1 ms); for CONTENDED_MS after
+// one, BEGINs wait stepwise: FIRST_PAUSE_MS, doubling up to MAX_PAUSE_MS.
+const SLEPT_MS = 0.5;
+const CONTENDED_MS = 1_000;
+const FIRST_PAUSE_MS = 0.025;
+const MAX_PAUSE_MS = 1;
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
+const begins = new WeakMap<SqliteDatabase, () => void>();
+
+/**
+ * `BEGIN IMMEDIATE` on `db`. Once one met another connection's write lock, the busy timeout (as
+ * when the store was made) is set aside for each BEGIN a while, which is tried again stepwise
+ * until it has passed: a hand-over no longer waits out the busy handler's 1 ms sleep. It blocks.
+ */
+export function prepareBegin(db: SqliteDatabase): () => void {
+  const known = begins.get(db);
+  if (known !== undefined) return known;
+  const begin = db.prepare('BEGIN IMMEDIATE');
+  const row = db.prepare('PRAGMA busy_timeout').get();
+  const timeoutMs = Number(row ? Object.values(row)[0] : 0);
+  if (!(timeoutMs > 0)) return () => void begin.run();
+  const noWait = db.prepare('PRAGMA busy_timeout = 0');
+  const restore = db.prepare(`PRAGMA busy_timeout = ${Math.floor(timeoutMs)}`);
+  let contendedUntil = 0;
+  const stepwise = (started: number) => {
+    noWait.get();
+    try {
+      const deadline = started + timeoutMs;
+      for (let pause = FIRST_PAUSE_MS; ; pause = Math.min(MAX_PAUSE_MS, pause * 2)) {
+        try {
+          begin.run();
+          return;
+        } catch (error) {
+          if (!isBusy(error)) throw error;
+          const now = performance.now();
+          contendedUntil = now + CONTENDED_MS;
+          if (now >= deadline) throw error;
+          Atomics.wait(PAUSE, 0, 0, pause);
+        }
+      }
+    } finally {
+      restore.get();
+    }
+  };
+  const beginOnDb = () => {
+    const started = performance.now();
+    if (started < contendedUntil) return stepwise(started);
+    try {
+      begin.run();
+    } finally {
+      const ended = performance.now();
+      if (ended - started >= SLEPT_MS) contendedUntil = ended + CONTENDED_MS;
+    }
+  };
+  begins.set(db, beginOnDb);
+  return beginOnDb;
 }
 
 export function rollbackQuietly(db: SqliteDatabase): void {

@@ -60,6 +60,24 @@ describe.runIf(installed)('memcached line of waiters', () => {
     return { stop, toldAfter };
   };
 
+  /**
+   * Another writer sets `line` to `value(n)` just before each of `store`'s writes to it (the
+   * n-th), while `on()`; `count()` is how many so far.
+   */
+  const changeBeforeWrites = (store: LockStore, line: string, value: (n: number) => string) => {
+    const connection = (store as unknown as { connections: { send: SendFn }[] }).connections[0]!;
+    const send = connection.send.bind(connection);
+    let changed = 0;
+    let on = true;
+    connection.send = async (commands) => {
+      if (on && commands.some((c) => c.line.startsWith(`ms ${line} `))) {
+        await client.set(line, value(++changed), { expires: 10 });
+      }
+      return send(commands);
+    };
+    return { count: () => changed, stop: () => void (on = false) };
+  };
+
   beforeAll(async () => {
     server = await MemcachedServer.start();
     client = memjs.Client.create(server.url.replace('memcached://', ''));
@@ -338,20 +356,11 @@ describe.runIf(installed)('memcached line of waiters', () => {
     const [holder, waiter] = [newOwner(), newOwner()];
     expect(await store.acquire(k, holder, 10_000)).not.toBeNull();
     // Another writer changes the line just before each of the waiter's writes to it.
-    const connection = (store as unknown as { connections: { send: SendFn }[] }).connections[0]!;
-    const send = connection.send.bind(connection);
-    let changed = 0;
-    connection.send = async (commands) => {
-      if (changed < 100 && commands.some((c) => c.line.startsWith(`ms ${line} `))) {
-        changed++;
-        await client.set(line, `${Date.now() + 10_000} other-${changed}`, { expires: 10 });
-      }
-      return send(commands);
-    };
+    const other = changeBeforeWrites(store, line, (n) => `${Date.now() + 10_000} other-${n}`);
     expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
-    expect(changed).toBe(5);
+    expect(other.count()).toBe(5);
     expect(await places(k)).not.toContain(waiter);
-    changed = 100;
+    other.stop();
     const heard: (Handoff | undefined)[] = [];
     const stop = store.onRelease!(k, (handoff) => heard.push(handoff));
     try {
@@ -381,17 +390,11 @@ describe.runIf(installed)('memcached line of waiters', () => {
     expect(await store.acquire(k, waiter, 10_000, { lineMs: 10_000 })).toBeNull();
     const [mine] = await entries(k);
     // Another writer adds a place just before each of the waiter's writes, keeping the waiter's.
-    const connection = (store as unknown as { connections: { send: SendFn }[] }).connections[0]!;
-    const send = connection.send.bind(connection);
-    let changed = 0;
-    connection.send = async (commands) => {
-      if (commands.some((c) => c.line.startsWith(`ms ${line} `))) {
-        changed++;
-        const other = `${Date.now() + 10_000} other-${changed}`;
-        await client.set(line, `${mine}\n${other}`, { expires: 10 });
-      }
-      return send(commands);
-    };
+    const other = changeBeforeWrites(
+      store,
+      line,
+      (n) => `${mine}\n${Date.now() + 10_000} other-${n}`,
+    );
     const heard: (Handoff | undefined)[] = [];
     const stop = store.onRelease!(k, (handoff) => heard.push(handoff));
     try {
@@ -399,13 +402,13 @@ describe.runIf(installed)('memcached line of waiters', () => {
       heard.length = 0;
       // A longer term than its place has left: the place is written again, and every write fails.
       expect(await store.acquire(k, waiter, 10_000, { lineMs: 30_000 })).toBeNull();
-      expect(changed).toBe(5);
+      expect(other.count()).toBe(5);
       expect(await places(k)).toContain(waiter);
       await sleep(100);
       expect(heard).toEqual([]);
     } finally {
       stop();
-      connection.send = send;
+      other.stop();
     }
     await client.delete(line);
     expect(await store.release(k, holder)).toBe(true);

@@ -23,9 +23,10 @@ const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as
  * readers/writers and the SQLite and Memcached lines and wake-ups; 333 kB with MySQL's wake-ups
  * for permits and readers/writers, etcd's hand-offs and spare leases, MikroORM 7 and the
  * rewritten waiter; 350 kB with the Memcached bells and their clean-ups, and the changelog
- * that says so).
+ * that says so; 361 kB with the Memcached hand-off, a waiter's lost place told to try again and
+ * SQLite's stepwise BEGIN).
  */
-const PACKED_BUDGET = 360_000;
+const PACKED_BUDGET = 362_000;
 /** Nor the files in it, unpacked (1.32 MB, then 1.38 MB). */
 const UNPACKED_BUDGET = 1_450_000;
 

@@ -203,6 +203,40 @@ describe('sqlite store', () => {
     },
   );
 
+  it.each(libraries)(
+    "a connection whose BEGIN met another's write lock waits stepwise, rejects at its busy timeout and keeps that timeout (%s)",
+    async (_driver, openDatabase) => {
+      const path = freshPath();
+      mkdirSync(dirname(path), { recursive: true });
+      const db = openDatabase(path) as Connection & {
+        prepare(sql: string): { get(): Record<string, unknown> | undefined };
+      };
+      db.exec('PRAGMA busy_timeout = 50');
+      const timeout = () => Number(Object.values(db.prepare('PRAGMA busy_timeout').get() ?? {})[0]);
+      const store = sqliteStore(db as never);
+      stores.push(store);
+      await store.inspect('warm');
+      const blocker = openDatabase(path);
+      blocker.exec('BEGIN IMMEDIATE');
+      try {
+        // The first waits in SQLite's busy handler; the next, stepwise, with the timeout set aside.
+        for (let i = 0; i < 2; i++) {
+          await expect(store.acquire('busy', newOwner(), 10_000)).rejects.toThrow(/locked|busy/i);
+          expect(timeout()).toBe(50);
+        }
+      } finally {
+        blocker.exec('ROLLBACK');
+        blocker.close();
+      }
+      const owner = newOwner();
+      expect(await store.acquire('busy', owner, 10_000)).not.toBeNull();
+      expect(await store.release('busy', owner)).toBe(true);
+      expect(timeout()).toBe(50);
+      await store.close?.();
+      db.close();
+    },
+  );
+
   it('rejects after close', async () => {
     const store = sqliteStore(freshPath());
     await store.close?.();
