@@ -176,43 +176,54 @@ const PAUSE = new Int32Array(new SharedArrayBuffer(4));
 const begins = new WeakMap<SqliteDatabase, () => void>();
 
 /**
- * `BEGIN IMMEDIATE` on `db`. Once one met another connection's write lock, the busy timeout (as
- * when the store was made) is set aside for each BEGIN a while, which is tried again stepwise
- * until it has passed: a hand-over no longer waits out the busy handler's 1 ms sleep. It blocks.
+ * `BEGIN IMMEDIATE` on `db`. Once one met another connection's write lock, for a while each
+ * BEGIN sets the connection's busy timeout aside and tries again stepwise until that timeout has
+ * passed, then sets it back: a hand-over no longer waits out the busy handler's 1 ms sleep. It
+ * blocks, as the busy handler does. (A PRAGMA takes effect as it is compiled: hence `exec`.)
  */
 export function prepareBegin(db: SqliteDatabase): () => void {
   const known = begins.get(db);
   if (known !== undefined) return known;
   const begin = db.prepare('BEGIN IMMEDIATE');
-  const row = db.prepare('PRAGMA busy_timeout').get();
-  const timeoutMs = Number(row ? Object.values(row)[0] : 0);
-  if (!(timeoutMs > 0)) return () => void begin.run();
-  const noWait = db.prepare('PRAGMA busy_timeout = 0');
-  const restore = db.prepare(`PRAGMA busy_timeout = ${Math.floor(timeoutMs)}`);
+  const timeoutOf = () => {
+    const row = db.prepare('PRAGMA busy_timeout').get();
+    return Math.floor(Number(row ? Object.values(row)[0] : 0));
+  };
   let contendedUntil = 0;
-  const stepwise = (started: number) => {
-    noWait.get();
+  const stepwise = (started: number, timeoutMs: number) => {
+    db.exec('PRAGMA busy_timeout = 0');
+    let began = false;
     try {
-      const deadline = started + timeoutMs;
       for (let pause = FIRST_PAUSE_MS; ; pause = Math.min(MAX_PAUSE_MS, pause * 2)) {
         try {
           begin.run();
+          began = true;
           return;
         } catch (error) {
           if (!isBusy(error)) throw error;
           const now = performance.now();
           contendedUntil = now + CONTENDED_MS;
-          if (now >= deadline) throw error;
+          if (now - started >= timeoutMs) throw error;
           Atomics.wait(PAUSE, 0, 0, pause);
         }
       }
     } finally {
-      restore.get();
+      try {
+        db.exec(`PRAGMA busy_timeout = ${timeoutMs}`);
+      } catch (error) {
+        // Never left holding the write lock with the timeout unset.
+        if (began) rollbackQuietly(db);
+        // biome-ignore lint/correctness/noUnsafeFinally: the restore's failure is the error
+        throw error;
+      }
     }
   };
   const beginOnDb = () => {
     const started = performance.now();
-    if (started < contendedUntil) return stepwise(started);
+    if (started < contendedUntil) {
+      const timeoutMs = timeoutOf();
+      if (timeoutMs > 0) return stepwise(started, timeoutMs);
+    }
     try {
       begin.run();
     } finally {
