@@ -219,7 +219,9 @@ describe('sqlite store', () => {
         get(target, name) {
           if (name !== 'prepare') {
             const value = Reflect.get(target, name);
-            return typeof value === 'function' ? value.bind(target) : value;
+            // Its constructor as it is: the store tells the drivers apart by its name.
+            if (name === 'constructor' || typeof value !== 'function') return value;
+            return value.bind(target);
           }
           return (sql: string) => {
             const statement = target.prepare(sql) as unknown as Record<string, unknown>;
