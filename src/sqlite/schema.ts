@@ -98,8 +98,7 @@ export async function prepareDatabase(
     db.exec(`PRAGMA busy_timeout = ${timeout}`);
   } else {
     // The user's connection keeps its own timeout if it set one.
-    const current = db.prepare('PRAGMA busy_timeout').get();
-    if (current && Number(Object.values(current)[0]) === 0) {
+    if (busyTimeoutOf(db) === 0) {
       db.exec(`PRAGMA busy_timeout = ${timeout}`);
     }
   }
@@ -185,10 +184,6 @@ export function prepareBegin(db: SqliteDatabase): () => void {
   const known = begins.get(db);
   if (known !== undefined) return known;
   const begin = db.prepare('BEGIN IMMEDIATE');
-  const timeoutOf = () => {
-    const row = db.prepare('PRAGMA busy_timeout').get();
-    return Math.floor(Number(row ? Object.values(row)[0] : 0));
-  };
   let contendedUntil = 0;
   const stepwise = (started: number, timeoutMs: number) => {
     db.exec('PRAGMA busy_timeout = 0');
@@ -221,7 +216,7 @@ export function prepareBegin(db: SqliteDatabase): () => void {
   const beginOnDb = () => {
     const started = performance.now();
     if (started < contendedUntil) {
-      const timeoutMs = timeoutOf();
+      const timeoutMs = Math.floor(busyTimeoutOf(db) ?? 0);
       if (timeoutMs > 0) return stepwise(started, timeoutMs);
     }
     try {
@@ -233,6 +228,12 @@ export function prepareBegin(db: SqliteDatabase): () => void {
   };
   begins.set(db, beginOnDb);
   return beginOnDb;
+}
+
+/** The connection's busy timeout as it is now (ms), if it answers. */
+function busyTimeoutOf(db: SqliteDatabase): number | undefined {
+  const row = db.prepare('PRAGMA busy_timeout').get();
+  return row ? Number(Object.values(row)[0]) : undefined;
 }
 
 export function rollbackQuietly(db: SqliteDatabase): void {
