@@ -42,7 +42,10 @@ export interface SqliteStoreOptions {
    * third `<table>_shared` the permits and readers/writers.
    */
   table?: string;
-  /** How long an operation waits for another connection's write lock. Default `'5s'`. */
+  /**
+   * How long an operation waits for another connection's write lock. Default `'5s'`. A
+   * connection you pass keeps the busy timeout it has; it gets this one only if it had none.
+   */
   busyTimeout?: Duration;
   /** Force a driver; by default `node:sqlite` where this Node.js has it, else better-sqlite3. */
   driver?: SqliteDriver;
