@@ -1,9 +1,13 @@
 // PostgreSQL: cachelock against the floor (the store's own statements issued raw through pg, no
 // library) and session advisory locks, then 4 processes contending on one key. Runs on a
 // throwaway cluster (initdb + pg_ctl on a free port; as the postgres user when run as root), or
-// on BENCH_PG_URL if set. Needs the built package (npm run build).
+// on BENCH_PG_URL if set. Needs the built package (npm run build). BENCH_ONLY=uncontended or
+// BENCH_ONLY=contended runs one section; BENCH_COMPARE=dist/postgres/other.js adds another build's
+// cachelock/postgres entry (a copy kept inside dist, so that it finds the same core) to the
+// 4-process rounds.
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Lock } from 'cachelock';
 import { postgresStore } from 'cachelock/postgres';
 import pg from 'pg';
@@ -15,8 +19,13 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 1_000);
 const TTL = 10_000;
 const TABLE = 'cachelock_bench';
+const COMPARE = process.env.BENCH_COMPARE && resolve(process.env.BENCH_COMPARE);
+const COMPARED = 'cachelock (LISTEN/NOTIFY) [compare]';
+const only = process.env.BENCH_ONLY?.split(',');
+const wanted = (section) => only === undefined || only.includes(section);
 const contenders = [
   'cachelock (LISTEN/NOTIFY)',
+  ...(COMPARE ? [COMPARED] : []),
   'cachelock, listen: false (polling)',
   'pg_advisory_lock (session, blocking)',
 ];
@@ -32,8 +41,8 @@ async function main() {
     console.log(
       `PostgreSQL ${rows[0].server_version} (${server ? 'throwaway cluster, default settings' : 'BENCH_PG_URL'}), pg ${pgVersion()}, ${ROUNDS} rounds interleaved, medians\n`,
     );
-    await uncontended(url);
-    await contended(url);
+    if (wanted('uncontended')) await uncontended(url);
+    if (wanted('contended')) await contended(url);
   } finally {
     server?.stop();
   }
@@ -173,7 +182,11 @@ async function makeLock({ library, url, key }) {
   let close;
   if (library.startsWith('cachelock')) {
     const pool = new pg.Pool({ connectionString: url, max: 2 });
-    const store = postgresStore(pool, { table: TABLE, listen: !library.includes('listen: false') });
+    const make =
+      library === COMPARED
+        ? (await import(pathToFileURL(COMPARE).href)).postgresStore
+        : postgresStore;
+    const store = make(pool, { table: TABLE, listen: !library.includes('listen: false') });
     await store.inspect(key);
     withLock = cachelockWithLock(Lock, key, { cache: store, ttl: TTL });
     close = async () => {

@@ -15,7 +15,7 @@ describe.runIf(reachable)('postgres store on the shared server', () => {
   pool.on('error', () => {});
 
   afterAll(async () => {
-    await pool.query(`DROP TABLE IF EXISTS "${table}"`);
+    await pool.query(`DROP TABLE IF EXISTS "${table}", "${table}_shared"`);
     await pool.end();
   });
 
