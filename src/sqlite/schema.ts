@@ -188,14 +188,19 @@ export function prepareBegin(db: SqliteDatabase): () => void {
   const known = begins.get(db);
   if (known !== undefined) return known;
   const begin = db.prepare('BEGIN IMMEDIATE');
+  // In WAL a refused BEGIN touches no lock of the holder's. In a rollback journal each one takes
+  // a shared lock for a moment, which a holder's COMMIT must wait out: there, no spin.
+  const spinMs = journalModeOf(db) === 'wal' ? SPIN_MS : 0;
   let contendedUntil = 0;
   const stepwise = (started: number, timeoutMs: number) => {
     db.exec('PRAGMA busy_timeout = 0');
     let began = false;
+    let failure: unknown;
     const stackTraceLimit = Error.stackTraceLimit;
+    // A refused BEGIN throws; its stack would cost more than the try. (Where Error is frozen,
+    // the tries keep their stacks.)
+    setStackTraceLimit(0);
     try {
-      // A refused BEGIN throws; its stack would cost more than the try.
-      Error.stackTraceLimit = 0;
       let pause = 0;
       for (;;) {
         try {
@@ -203,17 +208,23 @@ export function prepareBegin(db: SqliteDatabase): () => void {
           began = true;
           return;
         } catch (error) {
-          if (!isBusy(error)) throw error;
+          if (!isBusy(error)) {
+            failure = error;
+            return;
+          }
           const now = performance.now();
           contendedUntil = now + CONTENDED_MS;
-          if (now - started >= timeoutMs) throw error;
-          if (now - started < SPIN_MS) continue;
+          if (now - started >= timeoutMs) {
+            failure = error;
+            return;
+          }
+          if (now - started < spinMs) continue;
           pause = pause === 0 ? FIRST_PAUSE_MS : Math.min(MAX_PAUSE_MS, pause * 2);
           Atomics.wait(PAUSE, 0, 0, pause);
         }
       }
     } finally {
-      Error.stackTraceLimit = stackTraceLimit;
+      setStackTraceLimit(stackTraceLimit);
       try {
         db.exec(`PRAGMA busy_timeout = ${timeoutMs}`);
       } catch (error) {
@@ -221,6 +232,12 @@ export function prepareBegin(db: SqliteDatabase): () => void {
         if (began) rollbackQuietly(db);
         // biome-ignore lint/correctness/noUnsafeFinally: the restore's failure is the error
         throw error;
+      }
+      if (failure !== undefined) {
+        // Made without a stack: it gets the caller's, as any other failure has.
+        if (failure instanceof Error) Error.captureStackTrace(failure, stepwise);
+        // biome-ignore lint/correctness/noUnsafeFinally: the failure the tries ended with
+        throw failure;
       }
     }
   };
@@ -239,6 +256,24 @@ export function prepareBegin(db: SqliteDatabase): () => void {
   };
   begins.set(db, beginOnDb);
   return beginOnDb;
+}
+
+/** The connection's journal mode (`wal`, `delete`, ...), or '' if it does not answer. */
+function journalModeOf(db: SqliteDatabase): string {
+  try {
+    const row = db.prepare('PRAGMA journal_mode').get();
+    return String(row ? Object.values(row)[0] : '').toLowerCase();
+  } catch {
+    return '';
+  }
+}
+
+function setStackTraceLimit(limit: number): void {
+  try {
+    Error.stackTraceLimit = limit;
+  } catch {
+    // A frozen Error (a hardened runtime): errors keep their stacks.
+  }
 }
 
 /** The connection's busy timeout as it is now (ms), if it answers. */

@@ -212,9 +212,12 @@ describe('sqlite store', () => {
         prepare(sql: string): { get(): Record<string, unknown> | undefined };
       };
       db.exec('PRAGMA busy_timeout = 50');
+      db.exec('PRAGMA journal_mode = WAL');
       const timeout = () => Number(Object.values(db.prepare('PRAGMA busy_timeout').get() ?? {})[0]);
-      // The store's connection, counting the runs of its BEGIN IMMEDIATE.
+      // The store's connection, counting the runs of its BEGIN IMMEDIATE: when each began, and
+      // the stack limit errors were made with then.
       let begins = 0;
+      let tries: { at: number; stackTraceLimit: number }[] = [];
       const counted = new Proxy(db, {
         get(target, name) {
           if (name !== 'prepare') {
@@ -229,7 +232,10 @@ describe('sqlite store', () => {
             return new Proxy(statement, {
               get(inner, key) {
                 const value = Reflect.get(inner, key) as (...args: unknown[]) => unknown;
-                if (key === 'run') begins++;
+                if (key === 'run') {
+                  begins++;
+                  tries.push({ at: performance.now(), stackTraceLimit: Error.stackTraceLimit });
+                }
                 return typeof value === 'function' ? value.bind(inner) : value;
               },
             });
@@ -245,14 +251,26 @@ describe('sqlite store', () => {
         // The first waits in SQLite's busy handler (one try); the next, stepwise, tries again
         // and again with the timeout set aside.
         const stackTraceLimit = Error.stackTraceLimit;
-        for (const tries of [1, 3]) {
+        for (const stepwise of [false, true]) {
           begins = 0;
-          await expect(store.acquire('busy', newOwner(), 10_000)).rejects.toThrow(/locked|busy/i);
-          if (tries === 1) expect(begins).toBe(1);
-          else expect(begins).toBeGreaterThanOrEqual(tries);
+          tries = [];
+          const error = await store.acquire('busy', newOwner(), 10_000).catch((e: Error) => e);
+          expect(String(error)).toMatch(/locked|busy/i);
+          // The failure has a stack, the caller's, though the tries were made without.
+          expect((error as Error).stack).toMatch(/\n\s+at /);
           expect(timeout()).toBe(50);
-          // Refused tries throw without a stack; the process's setting comes back.
           expect(Error.stackTraceLimit).toBe(stackTraceLimit);
+          if (!stepwise) {
+            expect(begins).toBe(1);
+            continue;
+          }
+          expect(tries.every((t) => t.stackTraceLimit === 0)).toBe(true);
+          // At once for the first 0.2 ms (in WAL), then after pauses of 25 us and more.
+          const first = tries[0]!.at;
+          expect(tries.filter((t) => t.at - first < 0.2).length).toBeGreaterThanOrEqual(2);
+          const late = tries.filter((t) => t.at - first > 1);
+          const gaps = late.slice(1).map((t, i) => t.at - late[i]!.at);
+          expect(gaps.reduce((sum, gap) => sum + gap, 0) / gaps.length).toBeGreaterThan(0.02);
         }
       } finally {
         blocker.exec('ROLLBACK');
