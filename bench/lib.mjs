@@ -1,10 +1,25 @@
 import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 // async-mutex's CommonJS build (lib/index.js) is about 3x faster than its ESM build
 // (index.mjs) on Node.js 20-24: every case measures its anchor through the fastest build.
 export const asyncMutex = createRequire(import.meta.url)('async-mutex');
 // Small helpers shared by the benchmarks: interleaved rounds, medians, a markdown table.
+
+/** BENCH_ONLY=uncontended or BENCH_ONLY=contended: whether `section` runs (all by default). */
+export function wanted(section) {
+  const only = process.env.BENCH_ONLY?.split(',');
+  return only === undefined || only.includes(section);
+}
+
+/**
+ * BENCH_COMPARE=dist/<backend>/other.js: another build's entry for the backend (a copy kept inside
+ * dist, so that it finds the same core), run in the 4-process rounds beside this build's, under
+ * the name COMPARED. Undefined when not asked for.
+ */
+export const COMPARE = process.env.BENCH_COMPARE && resolve(process.env.BENCH_COMPARE);
+export const COMPARED = 'cachelock [compare]';
 
 export const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b);

@@ -9,22 +9,15 @@
 
 import { once } from 'node:events';
 import { Socket } from 'node:net';
-import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Lock } from 'cachelock';
 import { memcachedStore } from 'cachelock/memcached';
 import { cachelockWithLock, contendedTable, isWorker, workerMain } from './contention.mjs';
-import { fmt, interleave, perCall, table } from './lib.mjs';
+import { COMPARE, COMPARED, fmt, interleave, perCall, table, wanted } from './lib.mjs';
 import { startMemcached } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 500);
-const only = process.env.BENCH_ONLY?.split(',');
-// Another build's cachelock/memcached entry (a copy of dist/memcached/index.js kept inside dist,
-// so that it finds the same core), in the 4-process rounds beside this build's.
-const COMPARE = process.env.BENCH_COMPARE && resolve(process.env.BENCH_COMPARE);
-const COMPARED = 'cachelock [compare]';
-const wanted = (section) => only === undefined || only.includes(section);
 
 /** The floor: a lock with nothing but memcached's own commands, add then delete, on one socket. */
 class RawMemcached {

@@ -6,23 +6,18 @@
 // cachelock/postgres entry (a copy kept inside dist, so that it finds the same core) to the
 // 4-process rounds.
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Lock } from 'cachelock';
 import { postgresStore } from 'cachelock/postgres';
 import pg from 'pg';
 import { cachelockWithLock, contendedTable, isWorker, workerMain } from './contention.mjs';
-import { fmt, interleave, perCall, table } from './lib.mjs';
+import { COMPARE, COMPARED, fmt, interleave, perCall, table, wanted } from './lib.mjs';
 import { startPostgres } from './servers.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 1_000);
 const TTL = 10_000;
 const TABLE = 'cachelock_bench';
-const COMPARE = process.env.BENCH_COMPARE && resolve(process.env.BENCH_COMPARE);
-const COMPARED = 'cachelock (LISTEN/NOTIFY) [compare]';
-const only = process.env.BENCH_ONLY?.split(',');
-const wanted = (section) => only === undefined || only.includes(section);
 const contenders = [
   'cachelock (LISTEN/NOTIFY)',
   ...(COMPARE ? [COMPARED] : []),

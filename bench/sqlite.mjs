@@ -6,23 +6,19 @@
 // inside dist, so that it finds the same core) to the 4-process rounds.
 import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
 import { Lock } from 'cachelock';
 import { sqliteStore } from 'cachelock/sqlite';
 import lockfile from 'proper-lockfile';
 import { cachelockWithLock, contendedTable, isWorker, workerMain } from './contention.mjs';
-import { fmt, interleave, perCall, table } from './lib.mjs';
+import { COMPARE, COMPARED, fmt, interleave, perCall, table, wanted } from './lib.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 2_000);
 const TTL = 10_000;
-const COMPARE = process.env.BENCH_COMPARE && resolve(process.env.BENCH_COMPARE);
-const COMPARED = 'cachelock [compare]';
 const contenders = ['cachelock', ...(COMPARE ? [COMPARED] : []), 'proper-lockfile (retry 1-10 ms)'];
-const only = process.env.BENCH_ONLY?.split(',');
-const wanted = (section) => only === undefined || only.includes(section);
 
 if (isWorker()) await workerMain(makeLock, makeWrite);
 else await main();

@@ -104,8 +104,7 @@ export async function prepareDatabase(
   }
   if (ownsDatabase) {
     await retryWhileBusy(deadline, () => {
-      const row = db.prepare('PRAGMA journal_mode = WAL').get();
-      const mode = String(row ? Object.values(row)[0] : '').toLowerCase();
+      const mode = String(pragmaValue(db, 'journal_mode = WAL') ?? '').toLowerCase();
       // A database in memory answers 'memory'; a file must end up in WAL.
       if (mode !== 'wal' && mode !== 'memory') {
         throw new Error(`cachelock/sqlite: could not switch the database to WAL (got ${mode})`);
@@ -201,22 +200,18 @@ export function prepareBegin(db: SqliteDatabase): () => void {
     // the tries keep their stacks.)
     setStackTraceLimit(0);
     try {
-      let pause = 0;
-      for (;;) {
+      for (let pause = 0; ; ) {
         try {
           begin.run();
           began = true;
-          return;
+          break;
         } catch (error) {
-          if (!isBusy(error)) {
-            failure = error;
-            return;
-          }
           const now = performance.now();
-          contendedUntil = now + CONTENDED_MS;
-          if (now - started >= timeoutMs) {
+          const busy = isBusy(error);
+          if (busy) contendedUntil = now + CONTENDED_MS;
+          if (!busy || now - started >= timeoutMs) {
             failure = error;
-            return;
+            break;
           }
           if (now - started < spinMs) continue;
           pause = pause === 0 ? FIRST_PAUSE_MS : Math.min(MAX_PAUSE_MS, pause * 2);
@@ -233,12 +228,11 @@ export function prepareBegin(db: SqliteDatabase): () => void {
         // biome-ignore lint/correctness/noUnsafeFinally: the restore's failure is the error
         throw error;
       }
-      if (failure !== undefined) {
-        // Made without a stack: it gets the caller's, as any other failure has.
-        if (failure instanceof Error) Error.captureStackTrace(failure, stepwise);
-        // biome-ignore lint/correctness/noUnsafeFinally: the failure the tries ended with
-        throw failure;
-      }
+    }
+    if (failure !== undefined) {
+      // Made without a stack: it gets the caller's, as any other failure has.
+      if (failure instanceof Error) Error.captureStackTrace(failure, stepwise);
+      throw failure;
     }
   };
   const beginOnDb = () => {
@@ -258,11 +252,16 @@ export function prepareBegin(db: SqliteDatabase): () => void {
   return beginOnDb;
 }
 
+/** The value a PRAGMA answers (its one column), or undefined when it answers no row. */
+function pragmaValue(db: SqliteDatabase, pragma: string): unknown {
+  const row = db.prepare(`PRAGMA ${pragma}`).get();
+  return row ? Object.values(row)[0] : undefined;
+}
+
 /** The connection's journal mode (`wal`, `delete`, ...), or '' if it does not answer. */
 function journalModeOf(db: SqliteDatabase): string {
   try {
-    const row = db.prepare('PRAGMA journal_mode').get();
-    return String(row ? Object.values(row)[0] : '').toLowerCase();
+    return String(pragmaValue(db, 'journal_mode') ?? '').toLowerCase();
   } catch {
     return '';
   }
@@ -278,8 +277,8 @@ function setStackTraceLimit(limit: number): void {
 
 /** The connection's busy timeout as it is now (ms), if it answers. */
 function busyTimeoutOf(db: SqliteDatabase): number | undefined {
-  const row = db.prepare('PRAGMA busy_timeout').get();
-  return row ? Number(Object.values(row)[0]) : undefined;
+  const value = pragmaValue(db, 'busy_timeout');
+  return value === undefined ? undefined : Number(value);
 }
 
 export function rollbackQuietly(db: SqliteDatabase): void {
