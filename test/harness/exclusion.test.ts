@@ -101,8 +101,8 @@ describe('multi-process exclusion harness', () => {
     expect(result.sections).toBe(40);
     expect(result.overlaps.length).toBeGreaterThan(0);
     expect(result.lostUpdates).toHaveLength(1);
-    // Unlocked read-write races garble the counter either way (a torn read can also inflate it).
-    expect(result.lostUpdates[0]!.counter).not.toBe(40);
+    // The four first sections all read 0 before any writes, so at least three updates are lost.
+    expect(result.lostUpdates[0]!.counter).toBeLessThanOrEqual(37);
     expect(() => assertExclusive(result)).toThrow(/overlap on .*lost update/s);
   }, 120_000);
 

@@ -162,6 +162,7 @@ export async function runExclusion(options: ExclusionOptions): Promise<Exclusion
       dir,
       mode,
       index,
+      processes,
     }));
     const recorded = readSections(dir);
     const counters = new Map(

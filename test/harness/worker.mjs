@@ -1,11 +1,11 @@
 // One process of the exclusion harness (see exclusion.ts). It imports the BUILT package by its
 // own name, as a user's process would, so it needs `npm run build` first.
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const config = JSON.parse(process.argv[2]);
-const { cache, keys, sections, holdMs, ttl, dir, mode, index } = config;
+const { cache, keys, sections, holdMs, ttl, dir, mode, index, processes } = config;
 const cachelock = mode === 'lock' ? await import('cachelock') : undefined;
 
 // Start together, so that sections of different processes really contend.
@@ -29,6 +29,9 @@ for (let section = 0; section < sections; section++) {
   const enter = process.hrtime.bigint();
   const counterFile = join(dir, `counter-${slot}`);
   const read = Number(readFileSync(counterFile, 'utf8') || '0');
+  // Without the lock, the first sections of all processes read before any of them writes, so
+  // the race the checker must catch happens however the scheduler spreads the processes.
+  if (!lock && section === 0) await allHaveRead();
   await sleep(holdMs);
   writeFileSync(counterFile, String(read + 1));
   const exit = process.hrtime.bigint();
@@ -48,3 +51,10 @@ for (let section = 0; section < sections; section++) {
   );
 }
 await cachelock?.closeAll();
+
+async function allHaveRead() {
+  writeFileSync(join(dir, `read-${index}`), '');
+  while (readdirSync(dir).filter((name) => name.startsWith('read-')).length < processes) {
+    await sleep(1);
+  }
+}
