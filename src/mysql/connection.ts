@@ -152,10 +152,20 @@ interface Client {
 }
 
 // Inside a transaction a deadlock ends the whole transaction: the statement is not run again
-// alone (it would run outside it), the transaction is.
-function queries(client: Client, driver: 'mysql2' | 'mariadb', alone = true): Query {
+// alone (it would run outside it), the transaction is. On a single connection `open` tells the
+// transaction that owns it, if any: every try waits for it to end, since one can begin while a
+// try is out, and sends the statement in the same step as it finds the connection free.
+function queries(
+  client: Client,
+  driver: 'mysql2' | 'mariadb',
+  alone = true,
+  open?: () => Promise<unknown> | undefined,
+): Query {
   // mysql2 resolves [result, fields], mariadb the result alone.
   const run = async (sql: string, values: unknown[]) => {
+    for (let busy = open?.(); busy !== undefined; busy = open?.()) {
+      await busy.catch(() => undefined);
+    }
     const reply = await client.query(sql, values);
     return driver === 'mysql2' ? (reply as [unknown])[0] : reply;
   };
@@ -188,21 +198,11 @@ export function wrapDb(client: unknown, end?: () => Promise<void>): Db {
       'mysqlStore: expected a mysql2 Pool or Connection (callback or promise API) or a mariadb Pool or Connection (promise API)',
     );
   }
-  const direct = queries(promised, driver);
   const pooled = typeof promised.getConnection === 'function';
   // On a single connection a transaction owns it: other statements wait until it ends, or they
   // would join it (and be rolled back with it).
   let open: Promise<unknown> | undefined;
-  const gated: Query = {
-    async change(sql, values) {
-      while (open !== undefined) await open.catch(() => undefined);
-      return direct.change(sql, values);
-    },
-    async select(sql, values) {
-      while (open !== undefined) await open.catch(() => undefined);
-      return direct.select(sql, values);
-    },
-  };
+  const direct = queries(promised, driver, true, pooled ? undefined : () => open);
   const once = async <T>(work: (query: Query) => Promise<T>): Promise<T> => {
     const connection = pooled ? await promised.getConnection!() : undefined;
     const session = connection ?? promised;
@@ -247,8 +247,8 @@ export function wrapDb(client: unknown, end?: () => Promise<void>): Db {
   };
   return {
     driver,
-    change: pooled ? direct.change : gated.change,
-    select: pooled ? direct.select : gated.select,
+    change: direct.change,
+    select: direct.select,
     transact,
     end: end ?? (async () => {}),
   };

@@ -120,6 +120,55 @@ describe.runIf(reachable)('mysql store', () => {
     expect(delays.at(-1)).toBeLessThan(250);
   });
 
+  it('on a single connection, a statement tried again after a deadlock waits out a transaction begun meanwhile', async () => {
+    const connection = await mysqlPromise.createConnection(settings);
+    const store = mysqlStore(connection, { table });
+    try {
+      const [x, y, z] = ['x', 'y', 'z'].map((k) => `retry:${randomBytes(4).toString('hex')}:${k}`);
+      expect(await store.acquire(x!, 'a', 60_000)).not.toBeNull();
+      expect(await store.acquire(y!, 'b', 60_000)).not.toBeNull();
+      // The server answers the release's DELETE with a deadlock, once, after a transaction has
+      // begun behind it on the same connection: the DELETE must not be tried again inside it.
+      type Callback = (error: Error | null, result?: unknown) => void;
+      const core = (
+        connection as unknown as { connection: { query: (...args: unknown[]) => void } }
+      ).connection;
+      const query = core.query.bind(core);
+      let deadlock: Callback | undefined;
+      let held: () => void = () => {};
+      const caught = new Promise<void>((resolve) => (held = resolve));
+      core.query = (sql: unknown, ...rest: unknown[]) => {
+        const callback = rest.at(-1) as Callback;
+        if (deadlock === undefined && /^\s*DELETE/.test(String(sql))) {
+          deadlock = callback;
+          held();
+          return;
+        }
+        if (sql === 'BEGIN' && deadlock !== undefined) {
+          const answer = deadlock;
+          query(sql, (error: Error | null, result: unknown) => {
+            callback(error, result);
+            answer(
+              Object.assign(new Error('Deadlock found when trying to get lock'), { errno: 1213 }),
+            );
+          });
+          return;
+        }
+        query(sql, ...rest);
+      };
+      const released = store.release(x!, 'a');
+      await caught;
+      // Takes z, then meets the held y: rolled back whole.
+      expect(await store.capabilities!.keys!.acquire([z!, y!], 'c', 60_000)).toBeNull();
+      expect(await released).toBe(true);
+      expect(await store.inspect(x!)).toBeNull();
+      expect(await store.inspect(z!)).toBeNull();
+    } finally {
+      await store.close?.();
+      await connection.end();
+    }
+  });
+
   it('a lease that runs out without a release rings its waiters too', async () => {
     const holderPool = mysqlPromise.createPool({ ...settings, connectionLimit: 1 });
     const holderStore = mysqlStore(holderPool, { table });
