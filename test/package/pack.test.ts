@@ -24,9 +24,10 @@ const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as
  * for permits and readers/writers, etcd's hand-offs and spare leases, MikroORM 7 and the
  * rewritten waiter; 350 kB with the Memcached bells and their clean-ups, and the changelog
  * that says so; 361 kB with the Memcached hand-off, a waiter's lost place told to try again and
- * SQLite's stepwise BEGIN).
+ * SQLite's stepwise BEGIN; 362 kB with the single-connection MySQL retry and the changelog of
+ * these).
  */
-const PACKED_BUDGET = 362_000;
+const PACKED_BUDGET = 364_000;
 /** Nor the files in it, unpacked (1.32 MB, then 1.38 MB). */
 const UNPACKED_BUDGET = 1_450_000;
 
