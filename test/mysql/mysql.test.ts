@@ -158,7 +158,7 @@ describe.runIf(reachable)('mysql store', () => {
       };
       const released = store.release(x!, 'a');
       await caught;
-      // Takes z, then meets the held y: rolled back whole.
+      // Meets the held y (before or after taking z): rolled back whole.
       expect(await store.capabilities!.keys!.acquire([z!, y!], 'c', 60_000)).toBeNull();
       expect(await released).toBe(true);
       expect(await store.inspect(x!)).toBeNull();
