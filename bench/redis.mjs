@@ -212,6 +212,7 @@ function perConnection(take) {
   };
 }
 
+const PUSH_FLOOR = 'floor: push hand-off (take or join, release hands on and publishes)';
 const contenders = [
   {
     name: 'async-mutex (in-process limit)',
@@ -244,7 +245,7 @@ const contenders = [
     // The least a lock pays when its waiters are in other processes (here: on other
     // connections): each waiter's try joins the key's line, and the release hands the key to the
     // first in line and tells it on its own channel (redis-floors.mjs).
-    name: 'floor: push hand-off (take or join, release hands on and publishes)',
+    name: PUSH_FLOOR,
     async setup(key) {
       const line = `${key}:line`;
       let next = 0;
@@ -341,7 +342,7 @@ async function contended() {
   });
   admin.disconnect();
   const limit = rates.get(contenders[0].name);
-  const pushFloor = rates.get(contenders.find((c) => c.name.startsWith('floor: push')).name);
+  const pushFloor = rates.get(PUSH_FLOOR);
   console.log(
     '### 4 workers on separate connections, one key, 1 ms hold, 0-2 ms between sections\n',
   );
