@@ -72,9 +72,31 @@ const ACQUIRE = `WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock($5::big
                  THEN lease.fence ELSE excluded.fence END
   WHERE lease.expires_at <= clock_timestamp() OR lease.owner = excluded.owner
   RETURNING fence::text AS fence`;
-const RELEASE = `WITH released AS (DELETE FROM ${TABLE} WHERE id = $1 AND owner = $2
-    RETURNING expires_at > clock_timestamp() AS held)
-  SELECT held, pg_notify($3, $4), set_config('synchronous_commit', 'off', true) FROM released`;
+const LINE = `${TABLE}_line`;
+const RELEASE = `WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock($5::bigint)),
+  mine AS MATERIALIZED (SELECT lease.expires_at > clock_timestamp() AS held
+    FROM ${TABLE} AS lease, gate WHERE lease.id = $1::bytea AND lease.owner = $2::text
+    FOR UPDATE OF lease),
+  gone AS (DELETE FROM ${LINE} AS place USING gate WHERE place.id = $1::bytea
+    AND (place.owner = $2::text OR place.expires_at <= clock_timestamp())),
+  next AS (DELETE FROM ${LINE} AS place USING gate
+    WHERE place.id = $1::bytea AND place.expires_at > clock_timestamp() AND place.owner = (
+      SELECT owner FROM ${LINE} WHERE id = $1::bytea AND owner <> $2::text
+        AND expires_at > clock_timestamp() AND EXISTS (SELECT 1 FROM mine)
+      ORDER BY seq LIMIT 1)
+    RETURNING place.owner, place.claim_ms),
+  handed AS (UPDATE ${TABLE} AS lease SET owner = next.owner,
+      expires_at = clock_timestamp() + next.claim_ms * interval '1 millisecond',
+      fence = nextval(pg_get_serial_sequence('${TABLE}', 'fence'))
+    FROM next, gate WHERE lease.id = $1::bytea AND lease.owner = $2::text
+    RETURNING lease.fence, lease.owner, next.claim_ms),
+  freed AS (DELETE FROM ${TABLE} AS lease USING gate
+    WHERE lease.id = $1::bytea AND lease.owner = $2::text AND NOT EXISTS (SELECT 1 FROM next))
+  SELECT mine.held, handed.fence::text AS fence, handed.claim_ms, handed.owner AS next,
+    pg_notify($3::text, CASE WHEN handed.owner IS NULL THEN $4::text
+      ELSE concat_ws(' ', $4::text, handed.fence, handed.claim_ms, handed.owner) END),
+    CASE WHEN handed.owner IS NULL THEN set_config('synchronous_commit', 'off', true) END
+  FROM mine LEFT JOIN handed ON true`;
 
 async function uncontended(url) {
   const pool = counted(new pg.Pool({ connectionString: url, max: 1 }));
@@ -98,7 +120,13 @@ async function uncontended(url) {
         await pool.query({
           name: 'floor_release',
           text: RELEASE,
-          values: [id, owner, `cachelock:${TABLE}`, id.toString('base64url')],
+          values: [
+            id,
+            owner,
+            `cachelock:${TABLE}`,
+            id.toString('base64url'),
+            id.readBigInt64BE(0).toString(),
+          ],
         });
       },
     },

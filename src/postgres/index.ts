@@ -1,11 +1,14 @@
 import {
   type Acquired,
   type AcquiredKeys,
+  type AcquireOptions,
+  type Handoff,
   isLentPool,
   type LeaseInfo,
   type LentPool,
   type LockStore,
   type ManyKeys,
+  Refusals,
   type SharedLeases,
   type SharedRequest,
   type StoreCapabilities,
@@ -66,7 +69,17 @@ const DEFAULT_TABLE = 'cachelock_locks';
 class PostgresStore implements LockStore {
   readonly kind = 'postgres';
   readonly atomic = true;
-  onRelease?: (key: string, listener: () => void) => () => void;
+  onRelease?: (key: string, listener: (handoff?: Handoff) => void) => () => void;
+  /** A key's wake-ups that came shortly before a waiter listened are told to it (listener.ts). */
+  readonly replaysWakeups: boolean;
+  /**
+   * A release hands the key to the first waiter in its line, with a claim lease (release.ts):
+   * told to that waiter, the hand-off is its grant, unless it was made before the waiter's last
+   * refusal (then it is void and not told).
+   */
+  readonly handoffGrants: boolean;
+  /** Each waiter's last refusal: the fence of the holder that refused it. */
+  readonly #refusedAt = new Refusals();
   readonly #db: Queryable;
   readonly #table;
   readonly #ownsPool: boolean;
@@ -93,18 +106,24 @@ class PostgresStore implements LockStore {
     this.#transact = transact;
     this.#table = tableName(setup.table ?? DEFAULT_TABLE, setup.schema);
     this.#ownsPool = setup.ownsPool === true;
+    const connect = setup.listen === false ? undefined : listenConnector(db);
+    const listener = connect && new ReleaseListener(connect, this.#table.channel);
+    this.#listener = listener;
+    this.replaysWakeups = this.handoffGrants = listener !== undefined;
     this.#acquire = prepareAcquire(this.#db, this.#table);
-    this.#release = prepareRelease(this.#db, this.#table);
+    this.#release = prepareRelease(this.#db, this.#table, listener && ((m) => listener.tell(m)));
     this.#extend = prepareExtend(this.#db, this.#table);
     this.#inspect = prepareInspect(this.#db, this.#table);
     this.#sweep = prepareSweep(this.#db, this.#table);
     this.#sharedSweep = prepareSharedSweep(this.#db, this.#table);
-    const connect = setup.listen === false ? undefined : listenConnector(db);
-    if (connect) {
-      const listener = new ReleaseListener(connect, this.#table.channel);
-      this.#listener = listener;
+    if (listener) {
       this.onRelease = (key, onReleased) =>
-        listener.subscribe(keyId(key).toString('base64url'), () => onReleased());
+        listener.subscribe(keyId(key).toString('base64url'), (message) => {
+          const told = message === undefined ? undefined : parseHandoff(message);
+          if (told === undefined) return onReleased();
+          const handoff = this.#refusedAt.checked(told);
+          if (handoff !== undefined) onReleased(handoff);
+        });
     }
     this.capabilities = {
       keys: this.#manyKeys(),
@@ -198,13 +217,28 @@ class PostgresStore implements LockStore {
     }
   }
 
-  acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
+  acquire(
+    key: string,
+    owner: string,
+    ttlMs: number,
+    options?: AcquireOptions,
+  ): Promise<Acquired | null> {
+    // Without push wake-ups nobody is told of a hand-off: waiters poll, out of any line.
+    const lineMs = this.#listener === undefined ? undefined : options?.lineMs;
     return this.#run(async () => {
-      const acquired = await this.#acquire(key, owner, ttlMs);
+      const acquired = await this.#acquire(key, owner, ttlMs, lineMs, this.#refused);
+      if (acquired !== null && lineMs !== undefined) this.#refusedAt.forget(owner);
       this.#sweepNow();
       return acquired;
     });
   }
+
+  // A refusal the statement could not place (see acquire.ts) voids none of the earlier
+  // hand-offs: they become news, confirmed with an acquire, until the next placed refusal.
+  readonly #refused = (owner: string, at: bigint | undefined): void => {
+    if (at === undefined) this.#refusedAt.forget(owner);
+    else this.#refusedAt.refused(owner, at);
+  };
 
   // In the background, one at a time: an acquisition does not wait for it, and a failed sweep
   // only waits for the next.
@@ -219,6 +253,7 @@ class PostgresStore implements LockStore {
   }
 
   release(key: string, owner: string, keepMs?: number): Promise<boolean> {
+    this.#refusedAt.forget(owner);
     return this.#run(() => this.#release(key, owner, keepMs));
   }
 
@@ -237,6 +272,18 @@ class PostgresStore implements LockStore {
     await this.#listener?.close();
     if (this.#ownsPool) await (this.#db as Pool).end();
   }
+}
+
+const HANDOFF = /^(\d+) (\d+(?:\.\d+)?) (.+)$/s;
+
+/**
+ * A hand-off's message, `<fence> <claim ms> <owner>` (see release.ts); anything else is taken
+ * for a plain wake-up.
+ */
+function parseHandoff(message: string): Handoff | undefined {
+  const parts = HANDOFF.exec(message);
+  if (parts === null) return undefined;
+  return { owner: parts[3]!, fence: BigInt(parts[1]!), ttlMs: Number(parts[2]) };
 }
 
 /**

@@ -9,7 +9,12 @@ import { keyId, keyLabel, keyLockId, type TableName } from './names.js';
 // than keys asked means a refusal, and the transaction is rolled back so that none is kept.
 // The transaction first takes every key's advisory lock (see keyLockId), as the single-key
 // acquire does, so the fences this statement draws cannot be older than a grant that came first.
+// The owner's places in the keys' lines go with them (a lock on several keys waits in the line of
+// one key at a time; a refusal rolls this back with the rest).
 const acquireSql = (table: TableName) => `
+  WITH gone AS (
+    DELETE FROM ${table.line.sql} WHERE id = ANY($1::bytea[]) AND owner = $3::text
+  )
   INSERT INTO ${table.sql} AS lease (id, key, owner, expires_at)
   SELECT wanted.id, wanted.key, $3::text, clock_timestamp() + $4::float8 * interval '1 millisecond'
   FROM unnest($1::bytea[], $2::text[]) AS wanted (id, key)

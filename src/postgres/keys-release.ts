@@ -2,14 +2,20 @@ import type { Queryable } from './connection.js';
 import { keyId, type TableName } from './names.js';
 
 // release.ts for every key in one statement: one atomic step, a wake-up per key released (the
-// payload is the id in base64url, as release.ts sends it). The rows are locked in id order first,
-// as keys-acquire.ts locks them, so the two never wait for each other in opposite orders.
+// payload is the id in base64url, as release.ts sends it), and the owner's places in the keys'
+// lines go (a lock on several keys waits in the line of one key at a time). The rows are locked
+// in id order first, as keys-acquire.ts locks them, so the two never wait for each other in
+// opposite orders; they are locked by id and their owner read from the version locked, the
+// latest, as release.ts does. No key is handed on: each one freed wakes its waiters.
 const releaseSql = (table: TableName) => `
-  WITH mine AS (
-    SELECT id FROM ${table.sql} WHERE id = ANY($1::bytea[]) AND owner = $2 ORDER BY id FOR UPDATE
+  WITH locked AS (
+    SELECT id, owner FROM ${table.sql} WHERE id = ANY($1::bytea[]) ORDER BY id FOR UPDATE
   ), released AS (
-    DELETE FROM ${table.sql} WHERE id IN (SELECT id FROM mine) AND owner = $2
+    DELETE FROM ${table.sql}
+    WHERE id IN (SELECT id FROM locked WHERE owner = $2::text)
     RETURNING id, expires_at > clock_timestamp() AS held
+  ), gone AS (
+    DELETE FROM ${table.line.sql} WHERE id = ANY($1::bytea[]) AND owner = $2::text
   )
   SELECT held, pg_notify($3, rtrim(translate(encode(id, 'base64'), '+/', '-_'), '=')),
          set_config('synchronous_commit', 'off', true)

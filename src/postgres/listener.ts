@@ -1,24 +1,48 @@
 import type { Notification } from 'pg';
 import type { ListenConnection } from './connection.js';
 
-type Listener = () => void;
+/** Called with what the NOTIFY said after the key's id (a hand-off), or nothing (freed). */
+type Listener = (message?: string) => void;
+
+interface Key {
+  listeners: Set<Listener>;
+  /**
+   * The last few wake-ups of the key, each with when it came, told again to a listener that
+   * comes in shortly after them: a waiter whose try joined the line listens only once its reply
+   * is in, and the hand-off to it (or the release that freed the key before it joined) may have
+   * come over the LISTEN connection first.
+   */
+  recent: { at: number; message: string | undefined }[];
+  /** Forgets the key a while after its last listener left; set while nobody listens. */
+  linger: NodeJS.Timeout | undefined;
+}
 
 // Kept open this long after the last waiter leaves, so that a loop of waits does not reconnect
 // each time; its socket does not keep the process alive meanwhile.
 const IDLE_MS = 2_000;
 const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 2_000;
+/** How many wake-ups a key keeps, and for how long, for listeners that come in after them. */
+const RECENT = 4;
+const RECENT_MS = 2_000;
+/** How long a key's wake-ups are still kept after its last listener left, for the next waiter. */
+const LINGER_MS = 1_000;
 
 /**
  * Push wake-ups for one store: a single connection that LISTENs on the store's channel, opened
- * when the first waiter subscribes, re-established if it drops, closed when nobody waits.
+ * when the first waiter subscribes, re-established if it drops, closed when nobody waits. A
+ * NOTIFY's payload is the key's id, then after a space what a hand-off says.
  * Each time the LISTEN becomes active, every waiter is called once, so that a release sent while
- * the connection was down (or not yet up) is not missed: the waiter simply tries again.
+ * the connection was down (or not yet up) is not missed: the waiter simply tries again. A waiter
+ * that subscribes later is told the key's recent wake-ups, or called once when the key's
+ * wake-ups were not being kept (nobody had listened for it lately).
  */
 export class ReleaseListener {
   readonly #open: () => Promise<ListenConnection>;
   readonly #channel: string;
-  readonly #waiters = new Map<string, Set<Listener>>();
+  readonly #keys = new Map<string, Key>();
+  /** How many keys have listeners. */
+  #listened = 0;
   #connection: ListenConnection | undefined;
   #state: 'idle' | 'connecting' | 'listening' = 'idle';
   #attempt = 0;
@@ -39,25 +63,60 @@ export class ReleaseListener {
     return this.#state === 'listening';
   }
 
-  subscribe(payload: string, listener: Listener): () => void {
+  subscribe(id: string, listener: Listener): () => void {
     if (this.#closed) return () => {};
-    let set = this.#waiters.get(payload);
-    if (set === undefined) this.#waiters.set(payload, (set = new Set()));
-    set.add(listener);
+    let key = this.#keys.get(id);
+    const kept = key !== undefined;
+    if (key === undefined) {
+      key = { listeners: new Set(), recent: [], linger: undefined };
+      this.#keys.set(id, key);
+    }
+    const current = key;
+    clearTimeout(key.linger);
+    key.linger = undefined;
+    if (key.listeners.size === 0) this.#listened++;
+    key.listeners.add(listener);
     clearTimeout(this.#idleTimer);
     this.#idleTimer = undefined;
     this.#ref(true);
     if (this.#state === 'idle' && this.#retryTimer === undefined) void this.#start();
+    else if (this.#state === 'listening') {
+      // Told after `subscribe` has returned, never from inside it: a listener may end its own
+      // subscription with the function about to be returned.
+      const since = performance.now() - RECENT_MS;
+      const missed = kept ? key.recent.filter((wake) => wake.at >= since) : [undefined];
+      if (missed.length > 0) queueMicrotask(() => replay(current, listener, missed));
+    }
     return () => {
-      set.delete(listener);
-      if (set.size === 0 && this.#waiters.get(payload) === set) this.#waiters.delete(payload);
-      if (this.#waiters.size === 0) this.#idle();
+      if (!current.listeners.delete(listener) || current.listeners.size > 0) return;
+      this.#listened--;
+      if (this.#keys.get(id) === current) {
+        current.linger = setTimeout(() => {
+          if (current.listeners.size === 0 && this.#keys.get(id) === current) this.#keys.delete(id);
+        }, LINGER_MS);
+        current.linger.unref();
+      }
+      if (this.#listened === 0) this.#idle();
     };
+  }
+
+  /** A NOTIFY's payload, as it came or as a release in this process made it. */
+  tell(payload: string): void {
+    const space = payload.indexOf(' ');
+    const id = space < 0 ? payload : payload.slice(0, space);
+    const key = this.#keys.get(id);
+    if (key === undefined) return;
+    const message = space < 0 ? undefined : payload.slice(space + 1);
+    key.recent.push({ at: performance.now(), message });
+    if (key.recent.length > RECENT) key.recent.shift();
+    for (const listener of [...key.listeners]) listener(message);
   }
 
   async close(): Promise<void> {
     this.#closed = true;
-    this.#waiters.clear();
+    for (const key of this.#keys.values()) clearTimeout(key.linger);
+    this.#keys.clear();
+    this.#listened = 0;
     clearTimeout(this.#retryTimer);
     clearTimeout(this.#idleTimer);
     await this.#drop();
@@ -82,9 +141,9 @@ export class ReleaseListener {
     connection.on('error', () => this.#lost(connection));
     connection.on('end', () => this.#lost(connection));
     connection.on('notification', (message: Notification) => {
-      if (message.channel !== this.#channel || message.payload === undefined) return;
-      const set = this.#waiters.get(message.payload);
-      if (set) for (const listener of [...set]) listener();
+      if (message.channel === this.#channel && message.payload !== undefined) {
+        this.tell(message.payload);
+      }
     });
     try {
       await connection.query(`LISTEN "${this.#channel}"`);
@@ -95,8 +154,10 @@ export class ReleaseListener {
     if (this.#connection !== connection) return;
     this.#state = 'listening';
     this.#attempt = 0;
-    if (this.#waiters.size === 0) this.#idle();
-    for (const set of [...this.#waiters.values()]) for (const listener of [...set]) listener();
+    if (this.#listened === 0) this.#idle();
+    for (const key of [...this.#keys.values()]) {
+      for (const listener of [...key.listeners]) listener();
+    }
   }
 
   #lost(connection: ListenConnection): void {
@@ -108,12 +169,12 @@ export class ReleaseListener {
 
   #retry(): void {
     this.#state = 'idle';
-    if (this.#closed || this.#waiters.size === 0) return;
+    if (this.#closed || this.#listened === 0) return;
     const delay = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** this.#attempt++);
     this.#retryTimer = setTimeout(
       () => {
         this.#retryTimer = undefined;
-        if (!this.#closed && this.#waiters.size > 0 && this.#state === 'idle') void this.#start();
+        if (!this.#closed && this.#listened > 0 && this.#state === 'idle') void this.#start();
       },
       delay * (0.5 + Math.random() / 2),
     );
@@ -127,7 +188,7 @@ export class ReleaseListener {
     this.#ref(false);
     this.#idleTimer = setTimeout(() => {
       this.#idleTimer = undefined;
-      if (this.#waiters.size === 0) void this.#drop();
+      if (this.#listened === 0) void this.#drop();
     }, IDLE_MS);
     this.#idleTimer.unref();
   }
@@ -150,5 +211,17 @@ export class ReleaseListener {
     )?.connection?.stream;
     if (active) stream?.ref?.();
     else stream?.unref?.();
+  }
+}
+
+/** Tell `listener` the wake-ups it came in after, while it still listens. */
+function replay(
+  key: Key,
+  listener: Listener,
+  messages: readonly (Key['recent'][number] | undefined)[],
+) {
+  for (const wake of messages) {
+    if (!key.listeners.has(listener)) return;
+    listener(wake?.message);
   }
 }

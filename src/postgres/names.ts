@@ -23,6 +23,8 @@ export interface TableName {
   index: { name: string; qualified: string };
   /** The table of permits and of readers and writers (see schema.ts) and its index. */
   shared: { sql: string; index: { name: string; qualified: string } };
+  /** The table of waiters' places in the keys' lines (see schema.ts). */
+  line: { sql: string };
 }
 
 export function tableName(table: unknown, schema: unknown): TableName {
@@ -41,6 +43,8 @@ export function tableName(table: unknown, schema: unknown): TableName {
   const sharedName = name.length + 7 <= 63 ? `${name}_shared` : `cachelock_shared_${tag}`;
   const sharedIndex =
     sharedName.length + 11 <= 63 ? `${sharedName}_expires_at` : `cachelock_shared_expiry_${tag}`;
+  // `<table>_line` likewise.
+  const lineName = name.length + 5 <= 63 ? `${name}_line` : `cachelock_line_${tag}`;
   return {
     sql: quote(name),
     tag,
@@ -50,6 +54,7 @@ export function tableName(table: unknown, schema: unknown): TableName {
       sql: quote(sharedName),
       index: { name: sharedIndex, qualified: quote(sharedIndex) },
     },
+    line: { sql: quote(lineName) },
   };
 }
 

@@ -1,20 +1,78 @@
 import type { Queryable } from './connection.js';
-import { keyId, type TableName } from './names.js';
+import { keyId, keyLockId, type TableName } from './names.js';
 
-// Compare-and-delete and the wake-up in one round trip: the NOTIFY is sent when the DELETE
-// commits, and only if it deleted the owner's row. An expired row of the owner is deleted too
-// (nobody took it over) but answers `false`: the lease was not held until now.
-// The commit is not waited to disk (synchronous_commit off for this transaction only): if the
-// server crashes right after, the release may be undone and the key stays taken until its lease
-// runs out. That costs liveness, never exclusion, and saves a flush per lock cycle. Acquire and
-// extend stay durable: losing one of those could let two owners believe they hold the key.
+// Compare-and-delete, the hand-off and the wake-up in one round trip. Only the owner's row is
+// released; an expired row of the owner goes too (nobody took it over) but answers `false`: the
+// lease was not held until now. Where the key has a live place in its line (see acquire.ts),
+// the row is not deleted but handed to the first one: its owner, a claim lease of the place's
+// `claim_ms` and a new fence, and the NOTIFY says so: `<id> <fence> <claim ms> <owner>`. With
+// nobody live in line the row is deleted and the NOTIFY carries the id alone. Either way the
+// releaser's own place and the lapsed places of the key go.
+//
+// The key's advisory lock comes first (`gate`; everything else joins it, so no row or place is
+// locked before it): the fence of a hand-off is drawn under it, as every grant's is, and no
+// statement that holds the row or a place waits for it. The key's row is then locked by its id
+// alone (`locked`) and its owner read from the version locked, the latest: the statement's
+// snapshot dates from before the waits, when the row could still have been someone else's (a
+// waiter giving up just as the key is handed to it must find it its own). Only then is the line
+// read; the chosen place is deleted, and only a place that was still there (its waiter did not
+// leave meanwhile) is handed the key. The hand-off and the delete act on the row `locked` holds
+// (by id: the owner test was made on its latest version).
+//
+// A plain release is not waited to disk (synchronous_commit off for this transaction only): if
+// the server crashes right after, the release may be undone and the key stays taken until its
+// lease runs out. That costs liveness, never exclusion, and saves a flush per lock cycle. A
+// hand-off is a grant and stays durable, as acquire and extend are: one lost in a crash could
+// let two owners believe they hold the key.
 const releaseSql = (table: TableName) => `
-  WITH released AS (
-    DELETE FROM ${table.sql} WHERE id = $1 AND owner = $2
-    RETURNING expires_at > clock_timestamp() AS held
+  WITH gate AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock($5::bigint)
+  ),
+  locked AS MATERIALIZED (
+    SELECT lease.owner, lease.expires_at > clock_timestamp() AS held
+    FROM ${table.sql} AS lease, gate
+    WHERE lease.id = $1::bytea
+    FOR UPDATE OF lease
+  ),
+  mine AS MATERIALIZED (
+    SELECT held FROM locked WHERE owner = $2::text
+  ),
+  gone AS (
+    DELETE FROM ${table.line.sql} AS place USING gate
+    WHERE place.id = $1::bytea
+      AND (place.owner = $2::text OR place.expires_at <= clock_timestamp())
+  ),
+  next AS (
+    DELETE FROM ${table.line.sql} AS place USING gate
+    WHERE place.id = $1::bytea AND place.expires_at > clock_timestamp() AND place.owner = (
+      SELECT owner FROM ${table.line.sql}
+      WHERE id = $1::bytea AND owner <> $2::text AND expires_at > clock_timestamp()
+        AND EXISTS (SELECT 1 FROM mine)
+      ORDER BY seq
+      LIMIT 1
+    )
+    RETURNING place.owner, place.claim_ms
+  ),
+  handed AS (
+    UPDATE ${table.sql} AS lease
+    SET owner = next.owner,
+        expires_at = clock_timestamp() + next.claim_ms * interval '1 millisecond',
+        fence = nextval(pg_get_serial_sequence('${table.sql}', 'fence'))
+    FROM next, gate
+    WHERE lease.id = $1::bytea
+    RETURNING lease.fence, lease.owner, next.claim_ms
+  ),
+  freed AS (
+    DELETE FROM ${table.sql} AS lease USING gate
+    WHERE lease.id = $1::bytea AND EXISTS (SELECT 1 FROM mine) AND NOT EXISTS (SELECT 1 FROM next)
   )
-  SELECT held, pg_notify($3, $4), set_config('synchronous_commit', 'off', true)
-  FROM released`;
+  SELECT mine.held, handed.fence::text AS fence, handed.claim_ms, handed.owner AS next,
+         pg_notify($3::text, CASE
+           WHEN handed.owner IS NULL THEN $4::text
+           ELSE concat_ws(' ', $4::text, handed.fence, handed.claim_ms, handed.owner)
+         END),
+         CASE WHEN handed.owner IS NULL THEN set_config('synchronous_commit', 'off', true) END
+  FROM mine LEFT JOIN handed ON true`;
 
 // holdAtLeast: shorten the lease to keepMs, never lengthen it; no wake-up, the key stays taken.
 const keepSql = (table: TableName) => `
@@ -22,7 +80,14 @@ const keepSql = (table: TableName) => `
   SET expires_at = least(expires_at, clock_timestamp() + $3::float8 * interval '1 millisecond')
   WHERE id = $1 AND owner = $2 AND expires_at > clock_timestamp()`;
 
-export function prepareRelease(db: Queryable, table: TableName) {
+/** A release handed the key to the first waiter in line: the message its NOTIFY carried. */
+export type Handed = (payload: string) => void;
+
+/**
+ * `release(key, owner, keepMs?)`: whether `owner` held the key until now. A hand-off it made is
+ * told to `handed` as soon as the reply comes, before its NOTIFY comes round.
+ */
+export function prepareRelease(db: Queryable, table: TableName, handed?: Handed) {
   const release = { name: `cachelock_release_${table.tag}`, text: releaseSql(table) };
   const keep = { name: `cachelock_keep_${table.tag}`, text: keepSql(table) };
   return async (key: string, owner: string, keepMs = 0): Promise<boolean> => {
@@ -31,10 +96,18 @@ export function prepareRelease(db: Queryable, table: TableName) {
       const result = await db.query({ ...keep, values: [id, owner, keepMs] });
       return (result.rowCount ?? 0) > 0;
     }
+    const payload = id.toString('base64url');
     const result = await db.query({
       ...release,
-      values: [id, owner, table.channel, id.toString('base64url')],
+      values: [id, owner, table.channel, payload, keyLockId(table, id).toString()],
     });
-    return (result.rows[0] as { held: boolean } | undefined)?.held === true;
+    const row = result.rows[0] as
+      | { held: boolean; fence: string | null; claim_ms: number | null; next: string | null }
+      | undefined;
+    if (row === undefined) return false;
+    if (row.next !== null && handed !== undefined) {
+      handed(`${payload} ${row.fence} ${row.claim_ms} ${row.next}`);
+    }
+    return row.held === true;
   };
 }

@@ -201,7 +201,7 @@ export const backends: Backend[] = [
     fences: true,
     push: true,
     ttlMs: 800,
-    nemeses: ['terminate-backends', 'restart-server', 'pause-holder'],
+    nemeses: ['terminate-backends', 'restart-server', 'pause-holder', 'pause-waiter'],
     workloads: [
       ['semaphore', 'kill-holder'],
       ['rw', 'pause-holder'],

@@ -27,7 +27,7 @@ const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as
  * SQLite's stepwise BEGIN; 362 kB with the single-connection MySQL retry and the changelog of
  * these).
  */
-const PACKED_BUDGET = 364_000;
+const PACKED_BUDGET = 372_000;
 /** Nor the files in it, unpacked (1.32 MB, then 1.38 MB). */
 const UNPACKED_BUDGET = 1_450_000;
 

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { type LockStore, newOwner } from 'cachelock';
 import { postgresStore } from 'cachelock/postgres';
 import pg from 'pg';
@@ -87,6 +87,103 @@ describe.runIf(available)('postgres store: nothing left behind, fences that rise
     expect(await rows()).toBe(0);
     expect(pairs).toBeLessThanOrEqual(2_000);
   }, 120_000);
+
+  it("keeps no place in a key's line: handed the key, granted it, left, or lapsed", async () => {
+    // Waiters keep places only where they are told of hand-offs: a store that listens.
+    const listening = postgresStore(pool, { table });
+    const many = listening.capabilities!.keys!;
+    const places = async () =>
+      (await pool.query(`SELECT count(*)::int AS n FROM "${table}_line"`)).rows[0].n as number;
+    const join = async (key: string, lineMs = 3_000) => {
+      const waiter = newOwner();
+      expect(await listening.acquire(key, waiter, 10_000, { lineMs })).toBeNull();
+      return waiter;
+    };
+    try {
+      await inParallel(
+        Array.from({ length: 200 }, (_, i) => i),
+        16,
+        async (i) => {
+          const holder = newOwner();
+          const key = `line:${i}`;
+          expect(await listening.acquire(key, holder, 10_000)).not.toBeNull();
+          const waiter = await join(key, i % 6 === 3 ? 200 : 3_000);
+          if (i % 6 === 0) {
+            // Handed the key by the release, then released in turn.
+            expect(await listening.release(key, holder)).toBe(true);
+            expect((await listening.inspect(key))?.owner).toBe(waiter);
+            expect(await listening.release(key, waiter)).toBe(true);
+          } else if (i % 6 === 1) {
+            // Freed without a hand-off (a release of several keys), then taken by the waiter.
+            expect(await many.release([key], holder)).toBe(true);
+            expect(await listening.acquire(key, waiter, 10_000, { lineMs: 3_000 })).not.toBeNull();
+            expect(await listening.release(key, waiter)).toBe(true);
+          } else if (i % 6 === 2) {
+            // The waiter gave up: its release leaves the line.
+            expect(await listening.release(key, waiter)).toBe(false);
+            expect(await listening.release(key, holder)).toBe(true);
+          } else if (i % 6 === 3) {
+            // Waiters whose places lapse while the key is held, and nobody releases it.
+            await join(key, 50);
+          } else if (i % 6 === 4) {
+            // A lock on several keys that waited in this key's line takes them all at once.
+            expect(await many.release([key], holder)).toBe(true);
+            expect(await many.acquire([key, `${key}:b`], waiter, 10_000)).not.toBeNull();
+            expect(await many.release([key, `${key}:b`], waiter)).toBe(true);
+          } else {
+            // A lock on several keys that waited in this key's line gives up.
+            expect(await many.release([key, `${key}:b`], waiter)).toBe(false);
+            expect(await listening.release(key, holder)).toBe(true);
+          }
+        },
+      );
+      // Only waiters still waiting keep places: in the lines of keys whose holder kept them.
+      const done = Array.from({ length: 200 }, (_, i) => i)
+        .filter((i) => i % 6 !== 3)
+        .map((i) => createHash('sha256').update(`line:${i}`, 'utf16le').digest());
+      const { rows: left } = await pool.query(
+        `SELECT count(*)::int AS n FROM "${table}_line" WHERE id = ANY($1::bytea[])`,
+        [done],
+      );
+      expect(left[0].n).toBe(0);
+      await sleep(250);
+      // A release, even a stranger's, takes the key's lapsed places; the sweeps take the rest.
+      for (let i = 3; i < 200; i += 12) {
+        expect(await listening.release(`line:${i}`, 'nobody')).toBe(false);
+      }
+      let pairs = 0;
+      while ((await places()) > 0 && pairs < 1_000) {
+        for (let i = 0; i < 50; i++, pairs++) {
+          const owner = newOwner();
+          await listening.acquire('busy', owner, 10_000);
+          await listening.release('busy', owner);
+        }
+      }
+      expect(await places()).toBe(0);
+    } finally {
+      await listening.close?.();
+    }
+  }, 60_000);
+
+  it('a release that waits for its row acts on the row as it is once free: a hand-off just made to it', async () => {
+    const key = 'given-while-releasing';
+    const holder = newOwner();
+    const waiter = newOwner();
+    expect(await store.acquire(key, holder, 10_000)).not.toBeNull();
+    // The key is being handed to the waiter (uncommitted) as the waiter gives up and releases.
+    const other = await pool.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query(`UPDATE "${table}" SET owner = $1 WHERE key = $2`, [waiter, key]);
+      const releasing = store.release(key, waiter);
+      await sleep(200);
+      await other.query('COMMIT');
+      expect(await releasing).toBe(true);
+    } finally {
+      other.release();
+    }
+    expect(await store.inspect(key)).toBeNull();
+  });
 
   it('sweeps only leases that ran out, never a held one', async () => {
     const holder = newOwner();

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Handoff, LockStore } from 'cachelock';
 import type { ConformanceCase } from '../kit.js';
 import { eventually } from '../kit.js';
 
@@ -83,6 +84,116 @@ export const wakeupCases: ConformanceCase[] = [
         assert.equal(await store.release(k, waiter), true);
       } finally {
         stop();
+      }
+    },
+  },
+  {
+    name: 'handoffGrants (where declared): a release hands the key to the first waiter in line, told to it alone as its grant, with a higher fence',
+    async run({ store, key, owner, peer, longMs, patienceMs }) {
+      if (store.handoffGrants !== true || typeof store.onRelease !== 'function') return;
+      const other = await peer();
+      const k = key('handoff');
+      const heard = new Map<string, Handoff[]>();
+      // Each waiter listens on the instance its try went through, as the core's waiters do.
+      const listen = (on: LockStore, who: string) =>
+        on.onRelease!(k, (handoff) => {
+          if (handoff?.owner === who) heard.set(who, [...(heard.get(who) ?? []), handoff]);
+        });
+      const a = owner();
+      const first = owner();
+      const second = owner();
+      const stops = [listen(other, first), listen(store, second)];
+      try {
+        await sleep(settleMs);
+        const held = await store.acquire(k, a, longMs);
+        assert.ok(held);
+        assert.equal(await other.acquire(k, first, longMs, { lineMs: longMs }), null);
+        assert.equal(await store.acquire(k, second, longMs, { lineMs: longMs }), null);
+        assert.equal(await store.release(k, a), true);
+        const toFirst = await eventually(
+          'the first in line is told it holds the key',
+          patienceMs,
+          async () => heard.get(first)?.[0],
+        );
+        assert.ok(toFirst.ttlMs !== undefined && toFirst.ttlMs > 0, 'a grant carries its claim');
+        if (held.fence !== undefined) {
+          assert.ok(
+            toFirst.fence !== undefined && toFirst.fence > held.fence,
+            `the hand-off's fence ${toFirst.fence} is above the last, ${held.fence}`,
+          );
+        }
+        assert.equal(
+          (await store.inspect(k))?.owner,
+          first,
+          'the key is held by the first in line',
+        );
+        assert.equal(heard.get(second), undefined, 'the second in line was told it holds the key');
+        assert.equal(
+          await other.extend(k, first, longMs),
+          true,
+          'the waiter handed the key holds it',
+        );
+
+        assert.equal(await other.release(k, first), true);
+        const toSecond = await eventually(
+          'the next in line is told it holds the key',
+          patienceMs,
+          async () => heard.get(second)?.[0],
+        );
+        if (toFirst.fence !== undefined)
+          assert.ok(toSecond.fence !== undefined && toSecond.fence > toFirst.fence);
+        assert.equal((await store.inspect(k))?.owner, second);
+        assert.equal(await store.release(k, second), true);
+        assert.equal(await store.inspect(k), null, 'with nobody in line a release frees the key');
+      } finally {
+        for (const stop of stops) stop();
+        await store.release(k, first).catch(() => undefined);
+        await store.release(k, second).catch(() => undefined);
+      }
+    },
+  },
+  {
+    name: "handoffGrants (where declared): a hand-off made before the waiter's last refusal is never told to it as a grant",
+    leases: 2,
+    async run({ store, key, owner, leaseMs, longMs, patienceMs }) {
+      if (store.handoffGrants !== true || typeof store.onRelease !== 'function') return;
+      const k = key('void-handoff');
+      // Someone in this process listens on the key throughout, so that a store which tells late
+      // listeners the recent wake-ups has the old hand-off at hand when the waiter listens.
+      const stopWitness = store.onRelease(k, () => {});
+      const waiter = owner();
+      const b = owner();
+      const told: Handoff[] = [];
+      let stop: (() => void) | undefined;
+      try {
+        await sleep(settleMs);
+        const a = owner();
+        assert.ok(await store.acquire(k, a, longMs));
+        // The waiter's claim lasts at most its try's ttl: one short lease.
+        assert.equal(await store.acquire(k, waiter, leaseMs, { lineMs: longMs }), null);
+        assert.equal(await store.release(k, a), true);
+        // The waiter, paused, never heard of the hand-off; its claim runs out and b takes the key.
+        await eventually(
+          'the hand-off is made',
+          patienceMs,
+          async () => (await store.inspect(k))?.owner === waiter,
+        );
+        await eventually("the waiter's claim runs out and b takes the key", patienceMs, async () =>
+          store.acquire(k, b, longMs).then((got) => got !== null),
+        );
+        // The waiter runs again: refused, then it listens. The old hand-off is void now.
+        assert.equal(await store.acquire(k, waiter, longMs, { lineMs: longMs }), null);
+        stop = store.onRelease(k, (handoff) => {
+          if (handoff?.owner === waiter) told.push(handoff);
+        });
+        await sleep(settleMs);
+        assert.deepEqual(told, [], 'a void hand-off was told to the waiter');
+        assert.notEqual((await store.inspect(k))?.owner, waiter);
+      } finally {
+        stop?.();
+        stopWitness();
+        await store.release(k, b).catch(() => undefined);
+        await store.release(k, waiter).catch(() => undefined);
       }
     },
   },
