@@ -14,6 +14,18 @@ import { keyId, keyLabel, keyLockId, type TableName } from './names.js';
 // INSERT's row, and with it the fence, is only made once the gate has let it through); every
 // grant of the key draws its fence under that lock (a release's hand-off too), so fences are
 // drawn in grant order.
+/**
+ * An INSERT's take-over of the key's row (aliased `lease`): only a lease that ran out, or the
+ * owner's own, which keeps its fence while it is live. Shared with keys-acquire.ts.
+ */
+export const TAKE_OVER = `ON CONFLICT (id) DO UPDATE SET
+      key = excluded.key,
+      owner = excluded.owner,
+      expires_at = excluded.expires_at,
+      fence = CASE WHEN lease.owner = excluded.owner AND lease.expires_at > clock_timestamp()
+                   THEN lease.fence ELSE excluded.fence END
+    WHERE lease.expires_at <= clock_timestamp() OR lease.owner = excluded.owner`;
+
 const grantSql = (table: TableName) => `
   holder AS MATERIALIZED (
     SELECT fence FROM ${table.sql}
@@ -26,13 +38,7 @@ const grantSql = (table: TableName) => `
     INSERT INTO ${table.sql} AS lease (id, key, owner, expires_at)
     SELECT $1::bytea, $2::text, $3::text, clock_timestamp() + $4::float8 * interval '1 millisecond'
     FROM gate
-    ON CONFLICT (id) DO UPDATE SET
-      key = excluded.key,
-      owner = excluded.owner,
-      expires_at = excluded.expires_at,
-      fence = CASE WHEN lease.owner = excluded.owner AND lease.expires_at > clock_timestamp()
-                   THEN lease.fence ELSE excluded.fence END
-    WHERE lease.expires_at <= clock_timestamp() OR lease.owner = excluded.owner
+    ${TAKE_OVER}
     RETURNING fence
   )`;
 

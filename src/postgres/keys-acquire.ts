@@ -1,4 +1,5 @@
 import type { AcquiredKeys } from 'cachelock';
+import { TAKE_OVER } from './acquire.js';
 import { type Queryable, Rollback, type Transact } from './connection.js';
 import { keyId, keyLabel, keyLockId, type TableName } from './names.js';
 
@@ -19,13 +20,7 @@ const acquireSql = (table: TableName) => `
   SELECT wanted.id, wanted.key, $3::text, clock_timestamp() + $4::float8 * interval '1 millisecond'
   FROM unnest($1::bytea[], $2::text[]) AS wanted (id, key)
   ORDER BY wanted.id
-  ON CONFLICT (id) DO UPDATE SET
-    key = excluded.key,
-    owner = excluded.owner,
-    expires_at = excluded.expires_at,
-    fence = CASE WHEN lease.owner = excluded.owner AND lease.expires_at > clock_timestamp()
-                 THEN lease.fence ELSE excluded.fence END
-  WHERE lease.expires_at <= clock_timestamp() OR lease.owner = excluded.owner
+  ${TAKE_OVER}
   RETURNING id, fence::text AS fence`;
 
 // Refuses without a transaction when a key is plainly held by someone else: no row is locked
