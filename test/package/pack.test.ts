@@ -29,7 +29,7 @@ const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as
  */
 const PACKED_BUDGET = 372_000;
 /** Nor the files in it, unpacked (1.32 MB, then 1.38 MB). */
-const UNPACKED_BUDGET = 1_450_000;
+const UNPACKED_BUDGET = 1_460_000;
 
 /** One value export per entry point, to prove its types are the real ones and not `any`. */
 const probe: Record<string, string> = {
