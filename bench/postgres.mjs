@@ -74,9 +74,9 @@ const ACQUIRE = `WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock($5::big
   RETURNING fence::text AS fence`;
 const LINE = `${TABLE}_line`;
 const RELEASE = `WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock($5::bigint)),
-  mine AS MATERIALIZED (SELECT lease.expires_at > clock_timestamp() AS held
-    FROM ${TABLE} AS lease, gate WHERE lease.id = $1::bytea AND lease.owner = $2::text
-    FOR UPDATE OF lease),
+  locked AS MATERIALIZED (SELECT lease.owner, lease.expires_at > clock_timestamp() AS held
+    FROM ${TABLE} AS lease, gate WHERE lease.id = $1::bytea FOR UPDATE OF lease),
+  mine AS MATERIALIZED (SELECT held FROM locked WHERE owner = $2::text),
   gone AS (DELETE FROM ${LINE} AS place USING gate WHERE place.id = $1::bytea
     AND (place.owner = $2::text OR place.expires_at <= clock_timestamp())),
   next AS (DELETE FROM ${LINE} AS place USING gate
@@ -88,15 +88,16 @@ const RELEASE = `WITH gate AS MATERIALIZED (SELECT pg_advisory_xact_lock($5::big
   handed AS (UPDATE ${TABLE} AS lease SET owner = next.owner,
       expires_at = clock_timestamp() + next.claim_ms * interval '1 millisecond',
       fence = nextval(pg_get_serial_sequence('${TABLE}', 'fence'))
-    FROM next, gate WHERE lease.id = $1::bytea AND lease.owner = $2::text
+    FROM next, gate WHERE lease.id = $1::bytea
     RETURNING lease.fence, lease.owner, next.claim_ms),
-  freed AS (DELETE FROM ${TABLE} AS lease USING gate
-    WHERE lease.id = $1::bytea AND lease.owner = $2::text AND NOT EXISTS (SELECT 1 FROM next))
+  freed AS (DELETE FROM ${TABLE} AS lease USING gate WHERE lease.id = $1::bytea
+    AND EXISTS (SELECT 1 FROM mine) AND NOT EXISTS (SELECT 1 FROM next))
   SELECT mine.held, handed.fence::text AS fence, handed.claim_ms, handed.owner AS next,
-    pg_notify($3::text, CASE WHEN handed.owner IS NULL THEN $4::text
-      ELSE concat_ws(' ', $4::text, handed.fence, handed.claim_ms, handed.owner) END),
+    CASE WHEN mine.held IS NOT NULL THEN pg_notify($3::text, CASE
+      WHEN handed.owner IS NULL THEN $4::text
+      ELSE concat_ws(' ', $4::text, handed.fence, handed.claim_ms, handed.owner) END) END,
     CASE WHEN handed.owner IS NULL THEN set_config('synchronous_commit', 'off', true) END
-  FROM mine LEFT JOIN handed ON true`;
+  FROM (SELECT) AS one LEFT JOIN mine ON true LEFT JOIN handed ON true`;
 
 async function uncontended(url) {
   const pool = counted(new pg.Pool({ connectionString: url, max: 1 }));

@@ -19,9 +19,10 @@ import { keyId, keyLockId, type TableName } from './names.js';
 // leave meanwhile) is handed the key. The hand-off and the delete act on the row `locked` holds
 // (by id: the owner test was made on its latest version).
 //
-// A plain release is not waited to disk (synchronous_commit off for this transaction only): if
-// the server crashes right after, the release may be undone and the key stays taken until its
-// lease runs out. That costs liveness, never exclusion, and saves a flush per lock cycle. A
+// A plain release is not waited to disk (synchronous_commit off for this transaction only), nor
+// is a release by someone who does not hold the key (it only leaves the line): if the server
+// crashes right after, the release may be undone and the key stays taken until its lease runs
+// out. That costs liveness, never exclusion, and saves a flush per lock cycle. A
 // hand-off is a grant and stays durable, as acquire and extend are: one lost in a crash could
 // let two owners believe they hold the key.
 const releaseSql = (table: TableName) => `
@@ -67,12 +68,12 @@ const releaseSql = (table: TableName) => `
     WHERE lease.id = $1::bytea AND EXISTS (SELECT 1 FROM mine) AND NOT EXISTS (SELECT 1 FROM next)
   )
   SELECT mine.held, handed.fence::text AS fence, handed.claim_ms, handed.owner AS next,
-         pg_notify($3::text, CASE
+         CASE WHEN mine.held IS NOT NULL THEN pg_notify($3::text, CASE
            WHEN handed.owner IS NULL THEN $4::text
            ELSE concat_ws(' ', $4::text, handed.fence, handed.claim_ms, handed.owner)
-         END),
+         END) END,
          CASE WHEN handed.owner IS NULL THEN set_config('synchronous_commit', 'off', true) END
-  FROM mine LEFT JOIN handed ON true`;
+  FROM (SELECT) AS one LEFT JOIN mine ON true LEFT JOIN handed ON true`;
 
 // holdAtLeast: shorten the lease to keepMs, never lengthen it; no wake-up, the key stays taken.
 const keepSql = (table: TableName) => `
@@ -102,7 +103,7 @@ export function prepareRelease(db: Queryable, table: TableName, handed?: Handed)
       values: [id, owner, table.channel, payload, keyLockId(table, id).toString()],
     });
     const row = result.rows[0] as
-      | { held: boolean; fence: string | null; claim_ms: number | null; next: string | null }
+      | { held: boolean | null; fence: string | null; claim_ms: number | null; next: string | null }
       | undefined;
     if (row === undefined) return false;
     if (row.next !== null && handed !== undefined) {
