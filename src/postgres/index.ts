@@ -223,8 +223,10 @@ class PostgresStore implements LockStore {
     ttlMs: number,
     options?: AcquireOptions,
   ): Promise<Acquired | null> {
-    // Without push wake-ups nobody is told of a hand-off: waiters poll, out of any line.
-    const lineMs = this.#listener === undefined ? undefined : options?.lineMs;
+    // Only a waiter that hears hand-offs joins a line: one handed the key unheard (no LISTEN, or
+    // not yet active) would hold it up until its next poll. Waiters whose LISTEN is not active
+    // try again when it becomes so, and join then.
+    const lineMs = this.#listener?.listening === true ? options?.lineMs : undefined;
     return this.#run(async () => {
       const acquired = await this.#acquire(key, owner, ttlMs, lineMs, this.#refused);
       if (acquired !== null && lineMs !== undefined) this.#refusedAt.forget(owner);

@@ -89,8 +89,12 @@ describe.runIf(available)('postgres store: nothing left behind, fences that rise
   }, 120_000);
 
   it("keeps no place in a key's line: handed the key, granted it, left, or lapsed", async () => {
-    // Waiters keep places only where they are told of hand-offs: a store that listens.
+    // Waiters keep places only where they are told of hand-offs: a store whose LISTEN is active.
     const listening = postgresStore(pool, { table });
+    let active: () => void = () => {};
+    const subscribed = new Promise<void>((resolve) => (active = resolve));
+    const stopListening = listening.onRelease!('keeps the store listening', () => active());
+    await subscribed;
     const many = listening.capabilities!.keys!;
     const places = async () =>
       (await pool.query(`SELECT count(*)::int AS n FROM "${table}_line"`)).rows[0].n as number;
@@ -161,9 +165,37 @@ describe.runIf(available)('postgres store: nothing left behind, fences that rise
       }
       expect(await places()).toBe(0);
     } finally {
+      stopListening();
       await listening.close?.();
     }
   }, 60_000);
+
+  it('a waiter joins the line only while its store hears hand-offs', async () => {
+    const listening = postgresStore(pool, { table });
+    const places = async () =>
+      (await pool.query(`SELECT owner FROM "${table}_line"`)).rows.map((row) => row.owner);
+    const key = 'deaf-waiter';
+    try {
+      expect(await listening.acquire(key, newOwner(), 10_000)).not.toBeNull();
+      // Nobody waits yet, so the store does not LISTEN: a waiter handed the key would not hear it.
+      const early = newOwner();
+      expect(await listening.acquire(key, early, 10_000, { lineMs: 3_000 })).toBeNull();
+      expect(await places()).toEqual([]);
+      // Once its LISTEN is active (the subscription says so), the waiter's try joins the line.
+      let active: () => void = () => {};
+      const subscribed = new Promise<void>((resolve) => (active = resolve));
+      const stop = listening.onRelease!(key, () => active());
+      try {
+        await subscribed;
+        expect(await listening.acquire(key, early, 10_000, { lineMs: 3_000 })).toBeNull();
+        expect(await places()).toEqual([early]);
+      } finally {
+        stop();
+      }
+    } finally {
+      await listening.close?.();
+    }
+  });
 
   it('a release that waits for its row acts on the row as it is once free: a hand-off just made to it', async () => {
     const key = 'given-while-releasing';
