@@ -13,8 +13,14 @@ interface Pending {
  * new ones arrive, which keeps the queue as long as what is in flight.
  */
 export class Deadlines {
-  private queue: Pending[] = [];
+  /**
+   * The operations in flight, oldest first, in `queue[head..tail)`. Slots before `head` are
+   * cleared as it passes them, and the array itself is kept: emptied and refilled as one
+   * operation follows another, it is not reallocated each time.
+   */
+  private readonly queue: (Pending | undefined)[] = [];
   private head = 0;
+  private tail = 0;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly timeoutMs: number) {}
@@ -61,15 +67,20 @@ export class Deadlines {
 
   private push(entry: Pending): void {
     const queue = this.queue;
-    while (this.head < queue.length && queue[this.head]!.done) this.head++;
-    if (this.head === queue.length) {
-      queue.length = 0;
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > queue.length) {
-      this.queue = queue.slice(this.head);
-      this.head = 0;
+    let head = this.head;
+    while (head < this.tail && queue[head]!.done) queue[head++] = undefined;
+    if (head === this.tail) {
+      head = 0;
+      this.tail = 0;
+    } else if (head > 1024 && head * 2 > this.tail) {
+      // Mostly settled: the live part moves to the front, once per that many operations.
+      queue.copyWithin(0, head, this.tail);
+      queue.fill(undefined, this.tail - head, this.tail);
+      this.tail -= head;
+      head = 0;
     }
-    this.queue.push(entry);
+    this.head = head;
+    queue[this.tail++] = entry;
     if (this.timer === undefined) {
       this.timer = setInterval(() => this.sweep(), Math.max(10, this.timeoutMs / 4));
       this.timer.unref();
@@ -79,17 +90,17 @@ export class Deadlines {
   private sweep(): void {
     const now = performance.now();
     const queue = this.queue;
-    while (this.head < queue.length) {
+    while (this.head < this.tail) {
       const entry = queue[this.head]!;
       if (!entry.done) {
         if (entry.deadline > now) return;
         entry.done = true;
         entry.reject(new Error(`Redis did not reply within ${this.timeoutMs} ms`));
       }
-      this.head++;
+      queue[this.head++] = undefined;
     }
-    queue.length = 0;
     this.head = 0;
+    this.tail = 0;
     this.stop();
   }
 }
