@@ -55,7 +55,7 @@ export async function interleave(cases, rounds, measure) {
  * per round, which moves much less with the neighbours' load than the wall clock.
  */
 export async function interleaveStats(cases, rounds, measure) {
-  const samples = new Map(cases.map((c) => [c.name, { values: [], cpu: [] }]));
+  const samples = new Map(cases.map((c) => [c.name, { values: [], cpu: [], servers: [] }]));
   for (let round = 0; round < rounds; round++) {
     for (let i = 0; i < cases.length; i++) {
       const c = cases[(i + round) % cases.length];
@@ -66,16 +66,21 @@ export async function interleaveStats(cases, rounds, measure) {
       const value = typeof result === 'number' ? result : result.value;
       entry.values.push(value);
       entry.cpu.push(typeof result === 'number' ? cpu.user + cpu.system : result.cpuUs);
+      if (typeof result === 'object' && result.serverUs !== undefined) {
+        entry.servers.push(result.serverUs);
+      }
     }
   }
   return new Map(
-    [...samples].map(([name, { values, cpu }]) => [
+    [...samples].map(([name, { values, cpu, servers }]) => [
       name,
       {
         median: median(values),
         min: Math.min(...values),
         max: Math.max(...values),
         values,
+        cpus: cpu,
+        servers,
         cpuUs: median(cpu),
       },
     ]),

@@ -13,7 +13,6 @@ const { closeAll, Lock, newOwner } = cachelock;
 import {
   asyncMutex,
   fmt,
-  interleave,
   interleaveStats,
   median,
   perCall,
@@ -122,29 +121,57 @@ const libraries = [
 
 async function uncontended() {
   const client = connect();
+  const admin = connect();
   const pairs = new Map(libraries.map((lib) => [lib.name, lib.make(client)]));
   for (const [, pair] of pairs) for (let i = 0; i < 200; i++) await pair(freshKey('warm'));
-  const results = await interleave(libraries, ROUNDS, (lib) => {
+  const results = await interleaveStats(libraries, ROUNDS, async (lib) => {
     const pair = pairs.get(lib.name);
     const key = freshKey('uncontended');
-    return perCall(() => pair(key), PAIRS);
+    const before = await serverCost(admin);
+    const cpuBefore = process.cpuUsage();
+    const value = await perCall(() => pair(key), PAIRS);
+    const cpu = process.cpuUsage(cpuBefore);
+    const server = costSince(before, await serverCost(admin), PAIRS);
+    return { value, cpuUs: (cpu.user + cpu.system) / PAIRS, serverUs: server.cpuUs };
   });
+  console.log('### Uncontended acquire+release, one connection\n');
+  console.log(pairTable(results, 'us per acquire+release', 1));
+  console.log(
+    '\n(goal: cachelock within 1.05x of the floor; each ratio is the median of the per-round ratios, with their range. The CPU columns move far less than the clock here.)\n',
+  );
+  client.disconnect();
+  admin.disconnect();
+}
+
+/**
+ * One row per library: its median, its ratios to the floor and to the fenced floor (medians of
+ * the per-round ratios, with their range), and the CPU each pair cost this process and Redis.
+ */
+function pairTable(results, unit, digits) {
   const floor = results.get(libraries[0].name);
   const fenced = results.get(libraries[1].name);
-  console.log('### Uncontended acquire+release, one connection\n');
-  console.log(
-    table(
-      ['library', 'us per acquire+release', 'vs floor', 'vs fenced floor'],
-      libraries.map((lib) => [
+  const cpu = (name) => median(results.get(name).cpus);
+  return table(
+    [
+      'library',
+      unit,
+      'vs floor (range)',
+      'vs fenced floor (range)',
+      'CPU us per pair (this process)',
+      'Redis CPU us per pair',
+    ],
+    libraries.map((lib) => {
+      const stats = results.get(lib.name);
+      return [
         lib.name,
-        fmt(results.get(lib.name), 1),
-        `${fmt(results.get(lib.name) / floor)}x`,
-        `${fmt(results.get(lib.name) / fenced)}x`,
-      ]),
-    ),
+        fmt(stats.median, digits),
+        ratio(stats, floor),
+        ratio(stats, fenced),
+        `${fmt(cpu(lib.name), 1)} (${fmt(cpu(lib.name) / cpu(libraries[1].name))}x fenced)`,
+        fmt(median(stats.servers), 1),
+      ];
+    }),
   );
-  console.log(`\n(goal: cachelock within 1.05x of the floor)\n`);
-  client.disconnect();
 }
 
 async function commandCounts() {
@@ -470,11 +497,14 @@ async function waiters() {
 // 256 keys in flight on one connection with auto-pipelining.
 async function inFlight() {
   const client = connect({ enableAutoPipelining: true });
+  const admin = connect();
   const pairs = new Map(libraries.map((lib) => [lib.name, lib.make(client)]));
-  const results = await interleave(libraries, ROUNDS, async (lib) => {
+  const results = await interleaveStats(libraries, ROUNDS, async (lib) => {
     const pair = pairs.get(lib.name);
     const base = freshKey('inflight');
     let done = 0;
+    const before = await serverCost(admin);
+    const cpuBefore = process.cpuUsage();
     const stopAt = performance.now() + INFLIGHT_MS;
     const started = performance.now();
     await Promise.all(
@@ -485,24 +515,16 @@ async function inFlight() {
         }
       }),
     );
-    return done / ((performance.now() - started) / 1000);
+    const value = done / ((performance.now() - started) / 1000);
+    const cpu = process.cpuUsage(cpuBefore);
+    const server = costSince(before, await serverCost(admin), done);
+    return { value, cpuUs: (cpu.user + cpu.system) / done, serverUs: server.cpuUs };
   });
-  const floor = results.get(libraries[0].name);
-  const fenced = results.get(libraries[1].name);
   console.log('### 256 keys in flight on one connection (auto-pipelining on)\n');
-  console.log(
-    table(
-      ['library', 'acquire+release pairs/s', 'vs floor', 'vs fenced floor'],
-      libraries.map((lib) => [
-        lib.name,
-        fmt(results.get(lib.name), 0),
-        `${fmt(results.get(lib.name) / floor)}x`,
-        `${fmt(results.get(lib.name) / fenced)}x`,
-      ]),
-    ),
-  );
+  console.log(pairTable(results, 'acquire+release pairs/s', 0));
   console.log('\n(goal: cachelock at least 0.9x the floor)\n');
   client.disconnect();
+  admin.disconnect();
 }
 
 // What keys locked once and never again leave behind once their leases are over (the first
