@@ -95,7 +95,7 @@ export interface LeaseBinding<G extends Acquired = Acquired> {
   /** Owner-checked; also leaves the store's line. `keepMs` only when above 0. */
   release(store: LockStore, owner: string, keepMs?: number): Promise<boolean>;
   /** `acquire` through a store's immediate answers (see `Immediate`), where this lease can. */
-  acquireNow?(immediate: Immediate, owner: string, ttlMs: number): G | null;
+  acquireNow?(immediate: Immediate, owner: string, ttlMs: number, now?: number): G | null;
   /** `release` through a store's immediate answers; only with `acquireNow`. */
   releaseNow?(immediate: Immediate, owner: string, keepMs?: number): boolean;
   extend(store: LockStore, owner: string, ttlMs: number): Promise<boolean>;
@@ -116,7 +116,7 @@ interface Waiting<G extends Acquired> extends WaitRequest<G>, WaitOutcome<G, unk
   quiet: boolean;
   started: number;
   /** `attemptNow` and `handedOff` where a wait can use them. */
-  tryNow: () => G | null;
+  tryNow: (now: number) => G | null;
   handOff: ((handoff: Handoff) => G) | undefined;
 }
 
@@ -251,7 +251,7 @@ export class Lease<G extends Acquired = Acquired> {
     const started = performance.now();
     let result: G | null;
     try {
-      result = this.binding.acquireNow!(immediate, owner, settings.ttlMs);
+      result = this.binding.acquireNow!(immediate, owner, settings.ttlMs, started);
     } catch {
       // Asked again the ordinary way, which reports the failure as every store's is.
       return false;
@@ -378,7 +378,7 @@ export class Lease<G extends Acquired = Acquired> {
       value: undefined,
       quiet: false,
       started: 0,
-      tryNow: () => binding.acquireNow!(this.#immediate!, waiting.owner, ttlMs),
+      tryNow: (now) => binding.acquireNow!(this.#immediate!, waiting.owner, ttlMs, now),
       handOff:
         binding.handedOff === undefined ? undefined : (handoff) => binding.handedOff!(handoff),
       attempt: (options) =>

@@ -46,7 +46,7 @@ export class Lock implements AsyncDisposable {
     const prefix = settings.prefix;
     if (typeof given === 'string') {
       this.key = given;
-      this.#lease = new Lease(new OneKey(given, prefix + given), settings);
+      this.#lease = new Lease(new OneKey(given, storeKeyOf(prefix, given)), settings);
     } else {
       this.key = given.join(', ');
       this.#keys = given;
@@ -203,6 +203,22 @@ function firstOf(key: string, index: number, keys: readonly string[]): boolean {
   return keys.indexOf(key) === index;
 }
 
+// The last key's name in the store. A lock made again and again on one key (in a loop, by
+// `once`) reuses it, a string the store's map has hashed already, rather than joining and
+// hashing a new one each time.
+let lastKey = '';
+let lastPrefix = '';
+let lastStoreKey = '';
+
+function storeKeyOf(prefix: string, key: string): string {
+  if (key !== lastKey || prefix !== lastPrefix) {
+    lastKey = key;
+    lastPrefix = prefix;
+    lastStoreKey = prefix + key;
+  }
+  return lastStoreKey;
+}
+
 /** One exclusive key: the store's required members. A class, so that a lock costs no closures. */
 class OneKey implements LeaseBinding {
   readonly key: string;
@@ -227,8 +243,8 @@ class OneKey implements LeaseBinding {
       : store.release(this.#storeKey, owner, keepMs);
   }
 
-  acquireNow(immediate: Immediate, owner: string, ttlMs: number) {
-    return immediate.acquire(this.#storeKey, owner, ttlMs);
+  acquireNow(immediate: Immediate, owner: string, ttlMs: number, now?: number) {
+    return immediate.acquire(this.#storeKey, owner, ttlMs, now);
   }
 
   releaseNow(immediate: Immediate, owner: string, keepMs?: number) {

@@ -311,7 +311,11 @@ export const IMMEDIATE = Symbol.for('cachelock.immediate.v1');
 
 export interface Immediate {
   readonly of: LockStore;
-  acquire(key: string, owner: string, ttlMs: number): Acquired | null;
+  /**
+   * `now`: the caller's `performance.now()`, read just before; a store that judges leases by
+   * that clock may take it rather than read the clock again.
+   */
+  acquire(key: string, owner: string, ttlMs: number, now?: number): Acquired | null;
   release(key: string, owner: string, keepMs?: number): boolean;
 }
 

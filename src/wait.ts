@@ -41,9 +41,10 @@ export interface WaitRequest<G extends Acquired = Acquired> {
   /**
    * One try answered at once (the store's immediate answers), used instead of `attempt`. No
    * release can slip in between a refusal and the subscription that follows it, so a waiter
-   * whose turn comes tries before it subscribes and subscribes only when refused.
+   * whose turn comes tries before it subscribes and subscribes only when refused. `now`: the
+   * `performance.now()` it is sent at.
    */
-  attemptNow?(): G | null;
+  attemptNow?(now: number): G | null;
   /** Listen for push wake-ups; `undefined` when the store has none (then only polling). */
   subscribe(listener: (handoff?: Handoff) => void): (() => void) | undefined;
   /** Leave the store's line and undo an attempt whose outcome is unknown (owner-checked). */
@@ -252,7 +253,7 @@ class Waiter<G extends Acquired, T> {
     const justJoined = first && request.joined === true;
     if (request.attemptNow !== undefined && !first) {
       const sentAt = performance.now();
-      const result = this.#tryNow(request.attemptNow);
+      const result = this.#tryNow(request.attemptNow, sentAt);
       if (result === undefined) return;
       if (result !== null) {
         this.#win({ granted: result, sentAt, answeredAt: sentAt });
@@ -334,7 +335,7 @@ class Waiter<G extends Acquired, T> {
         this.#woken = false;
         const sentAt = performance.now();
         if (request.attemptNow !== undefined) {
-          const result = this.#tryNow(request.attemptNow);
+          const result = this.#tryNow(request.attemptNow, sentAt);
           if (result === undefined) return;
           if (result !== null) {
             this.#win({ granted: result, sentAt, answeredAt: sentAt });
@@ -373,9 +374,9 @@ class Waiter<G extends Acquired, T> {
   }
 
   /** A try answered at once: the grant or `null`, or `undefined` when it threw (then failed). */
-  #tryNow(attemptNow: () => G | null): G | null | undefined {
+  #tryNow(attemptNow: (now: number) => G | null, now: number): G | null | undefined {
     try {
-      return attemptNow();
+      return attemptNow(now);
     } catch (error) {
       this.#unknown = true;
       this.#fail(error);

@@ -11,9 +11,15 @@ import {
 import { MemoryShared } from './shared.js';
 
 export interface MemoryStoreOptions {
-  /** The clock leases are judged by, in milliseconds. Tests inject one. Default `Date.now`. */
+  /**
+   * The clock leases are judged by, in milliseconds. Tests inject one. Default
+   * `performance.now()`: monotonic, so a step of the wall clock neither ends nor stretches a
+   * lease.
+   */
   now?: () => number;
 }
+
+const monotonic = () => performance.now();
 
 interface Lease {
   owner: string;
@@ -41,6 +47,8 @@ export class MemoryStore implements LockStore {
   /** A key's listener as is when it has one (one waiter per key listens in a process), else a Set. */
   readonly #listeners = new Map<string, Listener | Set<Listener>>();
   readonly #now: () => number;
+  /** The clock is `performance.now()`, so a caller's reading of it serves. */
+  readonly #monotonic: boolean;
   // One counter for every key: strictly increasing per key with nothing kept per key.
   #fence = 0n;
   #sinceSweep = 0;
@@ -57,10 +65,12 @@ export class MemoryStore implements LockStore {
   readonly [IMMEDIATE]: Immediate;
 
   constructor(options: MemoryStoreOptions = {}) {
-    this.#now = options.now ?? Date.now;
+    this.#now = options.now ?? monotonic;
+    this.#monotonic = options.now === undefined;
     this[IMMEDIATE] = {
       of: this,
-      acquire: (key, owner, ttlMs) => this.#acquire(key, owner, ttlMs),
+      acquire: (key, owner, ttlMs, now) =>
+        this.#acquire(key, owner, ttlMs, now !== undefined && this.#monotonic ? now : this.#now()),
       release: (key, owner, keepMs) => this.#release(key, owner, keepMs),
     };
     const nextFence = () => ++this.#fence;
@@ -81,15 +91,14 @@ export class MemoryStore implements LockStore {
   }
 
   acquire(key: string, owner: string, ttlMs: number): Promise<Acquired | null> {
-    return Promise.resolve(this.#acquire(key, owner, ttlMs));
+    return Promise.resolve(this.#acquire(key, owner, ttlMs, this.#now()));
   }
 
   release(key: string, owner: string, keepMs = 0): Promise<boolean> {
     return Promise.resolve(this.#release(key, owner, keepMs));
   }
 
-  #acquire(key: string, owner: string, ttlMs: number): Acquired | null {
-    const now = this.#now();
+  #acquire(key: string, owner: string, ttlMs: number, now: number): Acquired | null {
     if (++this.#sinceSweep >= SWEEP_EVERY) this.#sweep(now);
     const lease = this.#leases.get(key);
     if (lease !== undefined && lease.expiresAt > now) {
