@@ -139,3 +139,28 @@ describe('memory store: release listeners', () => {
     stopD();
   });
 });
+
+describe('memory store: its default clock', () => {
+  it('is the one the lock reads, even where the global performance is replaced', async () => {
+    const store = memoryStore();
+    const global = globalThis as { performance: Performance };
+    const real = global.performance;
+    // A minute behind, as a test environment's own `performance` may be.
+    const behind = Object.create(real, { now: { value: () => real.now() - 60_000 } });
+    global.performance = behind;
+    try {
+      // One through the store's promise API (a signal takes that path), one answered at once.
+      const first = new Lock('clocks', {
+        cache: store,
+        ttl: 30_000,
+        signal: new AbortController().signal,
+      });
+      await first.acquire();
+      const second = new Lock('clocks', { cache: store, ttl: 30_000 });
+      expect(await second.tryAcquire()).toBe(false);
+      expect(await first.release()).toBe(true);
+    } finally {
+      global.performance = real;
+    }
+  });
+});

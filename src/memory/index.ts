@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import {
   type Acquired,
   type AcquiredKeys,
@@ -19,6 +20,7 @@ export interface MemoryStoreOptions {
   now?: () => number;
 }
 
+// The clock the core reads its own times from (a test may replace the global `performance`).
 const monotonic = () => performance.now();
 
 interface Lease {
