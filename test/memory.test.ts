@@ -143,7 +143,7 @@ describe('memory store: release listeners', () => {
 describe('memory store: its default clock', () => {
   it('is the one the lock reads, even where the global performance is replaced', async () => {
     const store = memoryStore();
-    const global = globalThis as { performance: Performance };
+    const global = globalThis as { performance: typeof performance };
     const real = global.performance;
     // A minute behind, as a test environment's own `performance` may be.
     const behind = Object.create(real, { now: { value: () => real.now() - 60_000 } });
