@@ -95,7 +95,7 @@ export interface LeaseBinding<G extends Acquired = Acquired> {
   /** Owner-checked; also leaves the store's line. `keepMs` only when above 0. */
   release(store: LockStore, owner: string, keepMs?: number): Promise<boolean>;
   /** `acquire` through a store's immediate answers (see `Immediate`), where this lease can. */
-  acquireNow?(immediate: Immediate, owner: string, ttlMs: number, now?: number): G | null;
+  acquireNow?(immediate: Immediate, owner: string, ttlMs: number, now: number): G | null;
   /** `release` through a store's immediate answers; only with `acquireNow`. */
   releaseNow?(immediate: Immediate, owner: string, keepMs?: number): boolean;
   extend(store: LockStore, owner: string, ttlMs: number): Promise<boolean>;

@@ -243,7 +243,7 @@ class OneKey implements LeaseBinding {
       : store.release(this.#storeKey, owner, keepMs);
   }
 
-  acquireNow(immediate: Immediate, owner: string, ttlMs: number, now?: number) {
+  acquireNow(immediate: Immediate, owner: string, ttlMs: number, now: number) {
     return immediate.acquire(this.#storeKey, owner, ttlMs, now);
   }
 

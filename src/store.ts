@@ -313,7 +313,8 @@ export interface Immediate {
   readonly of: LockStore;
   /**
    * `now`: the caller's `performance.now()`, read just before; a store that judges leases by
-   * that clock may take it rather than read the clock again.
+   * that clock may take it rather than read the clock again. Optional: a core of an earlier
+   * version, loaded beside this one, asks without it.
    */
   acquire(key: string, owner: string, ttlMs: number, now?: number): Acquired | null;
   release(key: string, owner: string, keepMs?: number): boolean;
